@@ -1,0 +1,63 @@
+"""The microservice chassis: cross-cutting code written once for the gateway and every service.
+
+Framework glue lives in `chassis.flask` and `chassis.aiohttp`; everything else is re-exported
+here, so this file is the package's public surface.
+"""
+
+from .db import create_db_engine, ping, sqlite_url
+from .health import LIVE, run_checks, run_checks_async
+from .logging import (
+    REQUEST_ID_HEADER,
+    accept_request_id,
+    configure_logging,
+    correlation_id,
+    new_request_id,
+)
+from .metrics import RequestMetrics
+from .problems import PROBLEM_JSON, Problem, problem_document, validation_problem
+from .settings import ConfigError, from_env
+from .tokens import (
+    AsyncTokenVerifier,
+    Claims,
+    InsufficientScope,
+    KeysUnavailable,
+    MissingToken,
+    TokenError,
+    TokenPolicy,
+    TokenVerifier,
+    bearer_token,
+    fetch_jwks_sync,
+    token_problem,
+)
+
+__all__ = [
+    "LIVE",
+    "PROBLEM_JSON",
+    "REQUEST_ID_HEADER",
+    "AsyncTokenVerifier",
+    "Claims",
+    "ConfigError",
+    "InsufficientScope",
+    "KeysUnavailable",
+    "MissingToken",
+    "Problem",
+    "RequestMetrics",
+    "TokenError",
+    "TokenPolicy",
+    "TokenVerifier",
+    "accept_request_id",
+    "bearer_token",
+    "configure_logging",
+    "correlation_id",
+    "create_db_engine",
+    "fetch_jwks_sync",
+    "from_env",
+    "new_request_id",
+    "ping",
+    "problem_document",
+    "run_checks",
+    "run_checks_async",
+    "sqlite_url",
+    "token_problem",
+    "validation_problem",
+]

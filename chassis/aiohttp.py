@@ -1,0 +1,192 @@
+"""aiohttp glue for the chassis: one middleware for correlation ids, JSON access logs,
+metrics and problem errors, plus health and metrics routes and scope-checked handlers.
+
+Handlers that stream (the gateway's proxy) prepare their own response: they read the
+request id from `request[REQUEST_ID]` and set the header before `prepare()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from .health import LIVE, run_checks_async
+from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
+from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
+from .problems import PROBLEM_JSON, Problem, validation_problem
+from .tokens import AsyncTokenVerifier, Claims, TokenError, bearer_token, token_problem
+
+__all__ = [
+    "CLAIMS",
+    "METRICS",
+    "REQUEST_ID",
+    "VERIFIER",
+    "access_log",
+    "install",
+    "json_body",
+    "problem_response",
+    "require_scopes",
+    "set_route_name",
+]
+
+log = logging.getLogger("portico.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+METRICS = web.AppKey("portico.metrics", RequestMetrics)
+VERIFIER = web.AppKey("portico.verifier", AsyncTokenVerifier)
+REQUEST_ID = "portico.request_id"
+CLAIMS = "portico.claims"
+_STARTED = "portico.started"
+_ROUTE = "portico.route"
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> web.Response:
+    resp = web.Response(
+        body=orjson.dumps(problem.document(instance=instance)),
+        status=problem.status,
+        content_type=PROBLEM_JSON,
+    )
+    resp.headers.update(problem.headers)
+    return resp
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+    problem = Problem(exc.status, detail)
+    for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+        if name in exc.headers:
+            problem.headers[name] = exc.headers[name]
+    return problem
+
+
+def _route_name(request: web.Request) -> str:
+    route = request.get(_ROUTE)
+    if route:
+        return route  # type: ignore[no-any-return]
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def set_route_name(request: web.Request, name: str) -> None:
+    """Let a catch-all handler (the gateway) label metrics and logs with its own route."""
+    request[_ROUTE] = name
+
+
+def access_log(request: web.Request, status: int, **fields: Any) -> None:
+    elapsed = time.perf_counter() - request[_STARTED]
+    route = _route_name(request)
+    request.app[METRICS].observe(route, request.method, status, elapsed)
+    claims: Claims | None = request.get(CLAIMS)
+    log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "client_id": claims.client_id if claims else None,
+            **fields,
+        },
+    )
+
+
+@web.middleware
+async def _chassis_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[_STARTED] = time.perf_counter()
+    rid = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = rid
+    token = correlation_id.set(rid)
+    try:
+        try:
+            resp = await handler(request)
+        except Problem as exc:
+            resp = problem_response(exc, request.path)
+        except web.HTTPException as exc:
+            resp = problem_response(_from_http_exception(exc), request.path)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            resp = problem_response(Problem(500, "an unexpected error occurred"), request.path)
+        if not resp.prepared:
+            resp.headers[REQUEST_ID_HEADER] = rid
+        if not request.get("portico.logged"):
+            access_log(request, resp.status)
+        return resp
+    finally:
+        correlation_id.reset(token)
+
+
+def install(
+    app: web.Application,
+    service: str,
+    *,
+    ready_checks: Mapping[str, Callable[[], Any]] | None = None,
+    verifier: AsyncTokenVerifier | None = None,
+    health_prefix: str = "/health",
+) -> RequestMetrics:
+    metrics = RequestMetrics(service)
+    app[METRICS] = metrics
+    if verifier is not None:
+        app[VERIFIER] = verifier
+    app.middlewares.append(_chassis_middleware)
+    checks = dict(ready_checks or {})
+
+    async def live(_request: web.Request) -> web.Response:
+        return web.json_response(LIVE)
+
+    async def ready(_request: web.Request) -> web.Response:
+        status, body = await run_checks_async(checks)
+        return web.json_response(body, status=status)
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=render(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app.router.add_get(f"{health_prefix}/live", live)
+    app.router.add_get(f"{health_prefix}/ready", ready)
+    app.router.add_get("/metrics", metrics_view)
+    return metrics
+
+
+def require_scopes(*scopes: str) -> Callable[[Handler], Handler]:
+    """Verify the bearer token again (defence in depth) and demand `scopes`."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            verifier = request.app[VERIFIER]
+            try:
+                claims = await verifier.verify(bearer_token(request.headers.get("Authorization")))
+                claims.require(scopes)
+            except TokenError as exc:
+                raise token_problem(exc) from exc
+            request[CLAIMS] = claims
+            return await handler(request)
+
+        return wrapper
+
+    return decorate
+
+
+async def json_body(request: web.Request, schema: Schema, *, partial: bool = False) -> Any:
+    if request.content_type != "application/json":
+        raise Problem(415, "the request body must be application/json")
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "the request body is not valid JSON") from exc
+    try:
+        return schema.load(data, partial=partial)
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc

@@ -1,0 +1,158 @@
+"""Flask glue for the chassis: correlation ids, JSON access logs, metrics, problem errors,
+health endpoints and scope-checked routes. One call, `install`, from each app factory.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+from flask import Flask, Response, g, request
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from .health import LIVE, Check, run_checks
+from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
+from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
+from .problems import PROBLEM_JSON, Problem, validation_problem
+from .tokens import Claims, TokenError, TokenVerifier, bearer_token, token_problem
+
+__all__ = ["current_claims", "install", "json_body", "problem_response", "require_scopes"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("portico.http")
+_VERIFIER = "portico.verifier"
+
+
+def problem_response(problem: Problem) -> Response:
+    body = orjson.dumps(problem.document(instance=request.path))
+    resp = Response(body, status=problem.status, mimetype=PROBLEM_JSON)
+    for key, value in problem.headers.items():
+        resp.headers[key] = value
+    return resp
+
+
+def install(
+    app: Flask,
+    service: str,
+    *,
+    ready_checks: Mapping[str, Check] | None = None,
+    verifier: TokenVerifier | None = None,
+) -> RequestMetrics:
+    metrics = RequestMetrics(service)
+    checks = dict(ready_checks or {})
+    if verifier is not None:
+        app.extensions[_VERIFIER] = verifier
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+        g.request_id = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.cid_token = correlation_id.set(g.request_id)
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        rid = getattr(g, "request_id", None)
+        if rid:
+            resp.headers[REQUEST_ID_HEADER] = rid
+        started = getattr(g, "request_started", None)
+        if started is not None:
+            elapsed = time.perf_counter() - started
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.observe(route, request.method, resp.status_code, elapsed)
+            claims: Claims | None = g.get("claims")
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "path": request.path,
+                    "status": resp.status_code,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client_id": claims.client_id if claims else None,
+                },
+            )
+        return resp
+
+    @app.teardown_request
+    def _reset(_exc: BaseException | None) -> None:
+        token = g.pop("cid_token", None)
+        if token is not None:
+            correlation_id.reset(token)
+
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return problem_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        problem = Problem(exc.code or 500, exc.description)
+        resp = problem_response(problem)
+        if exc.code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.path})
+        return problem_response(Problem(500, "an unexpected error occurred"))
+
+    @app.get("/health/live")
+    def _live() -> Any:
+        return LIVE
+
+    @app.get("/health/ready")
+    def _ready() -> Any:
+        status, body = run_checks(checks)
+        return body, status
+
+    @app.get("/metrics")
+    def _metrics() -> Response:
+        return Response(render(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def current_claims() -> Claims:
+    return g.claims  # type: ignore[no-any-return]
+
+
+def require_scopes(*scopes: str) -> Callable[[F], F]:
+    """Verify the bearer token again (defence in depth) and demand `scopes`."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from flask import current_app
+
+            verifier: TokenVerifier = current_app.extensions[_VERIFIER]
+            try:
+                claims = verifier.verify(bearer_token(request.headers.get("Authorization")))
+                claims.require(scopes)
+            except TokenError as exc:
+                raise token_problem(exc) from exc
+            g.claims = claims
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def json_body(schema: Schema, *, partial: bool = False) -> Any:
+    """Parse and validate the request's JSON body, or raise the matching problem."""
+    if not request.is_json:
+        raise Problem(415, "the request body must be application/json")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise Problem(400, "the request body is not valid JSON")
+    try:
+        return schema.load(data, partial=partial)
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc
