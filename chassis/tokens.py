@@ -24,13 +24,14 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
 from .problems import Problem
+from .settings import from_env
 
 __all__ = [
     "AsyncTokenVerifier",
@@ -40,6 +41,7 @@ __all__ = [
     "MissingToken",
     "TokenError",
     "TokenPolicy",
+    "TokenSettings",
     "TokenVerifier",
     "bearer_token",
     "fetch_jwks_sync",
@@ -88,6 +90,35 @@ class TokenPolicy:
         bad = set(self.algorithms) - _ALLOWED_ALGS
         if bad:
             raise ValueError(f"algorithms not allowed for access tokens: {sorted(bad)}")
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """Who issues the tokens every part of Portico accepts; the same variables everywhere."""
+
+    issuer: str = field(default="http://127.0.0.1:8080", metadata={"env": "PORTICO_ISSUER"})
+    audience: str = field(default="portico-api", metadata={"env": "PORTICO_AUDIENCE"})
+    jwks_url: str = field(
+        default="http://127.0.0.1:8101/.well-known/jwks.json", metadata={"env": "PORTICO_JWKS_URL"}
+    )
+    jwks_refetch_interval: float = field(
+        default=10.0, metadata={"env": "PORTICO_JWKS_REFETCH_INTERVAL"}
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TokenSettings:
+        return from_env(cls, "PORTICO_", environ)
+
+    def policy(self) -> TokenPolicy:
+        return TokenPolicy(issuer=self.issuer, audience=self.audience)
+
+    def sync_verifier(self) -> TokenVerifier:
+        url = self.jwks_url
+        return TokenVerifier(
+            self.policy(),
+            lambda: fetch_jwks_sync(url),
+            refetch_interval=self.jwks_refetch_interval,
+        )
 
 
 @dataclass(frozen=True)
