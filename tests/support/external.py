@@ -15,7 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-PG_ADMIN_DSN = os.environ.get("PORTICO_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "PORTICO_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def in_ci() -> bool:

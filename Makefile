@@ -1,0 +1,54 @@
+# Portico: `make up` runs the system on embedded defaults, `make test` runs the tests.
+# Everything installs into .venv from the pinned requirements.lock.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down test lint format lock rotate-keys clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Portico needs Python >= 3.11 (set PYTHON=...)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --requirement requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
+	@touch $@
+
+install: $(INSTALLED) ## create .venv and install the pinned dependencies
+
+up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready)
+	$(BIN)/python -m tools.stack up $(if $(DETACH),--detach)
+
+down: ## stop a stack started with `make up DETACH=1`
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi
+
+test: $(INSTALLED) ## lint, then unit, integration and end-to-end tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED) ## ruff check and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(INSTALLED) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid until their tokens expire
+	$(BIN)/python -m services.identity rotate-keys
+
+lock: ## re-pin requirements.lock from the ranges in pyproject.toml (needs the network)
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/python -m pip install --quiet --upgrade pip
+	.lockvenv/bin/python -m pip install --quiet '.[dev]'
+	.lockvenv/bin/python -m pip freeze --all --exclude portico --exclude pip > requirements.lock
+	rm -rf .lockvenv
+
+clean: down ## remove .venv and var/ (databases, keys, logs)
+	rm -rf $(VENV) var

@@ -1,0 +1,356 @@
+"""The development stack: prepare embedded databases, start every process, wait until each is
+ready, and stop them again. `make up`, `make down` and the end-to-end fixtures all use it, so
+what the tests start is exactly what a user starts.
+
+    python -m tools.stack up [--detach]     # prepare, start, wait, print the tour
+    python -m tools.stack down              # stop a detached stack by its recorded PIDs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS = {"gateway": 8080, "identity": 8101, "catalog": 8102}
+PORT_ENV = {"gateway": "GATEWAY_PORT", "identity": "IDENTITY_PORT", "catalog": "CATALOG_PORT"}
+READY_TIMEOUT = 60.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which process and why."""
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    port: int
+    ready_path: str = "/health/ready"
+    popen: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _gunicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", f"services.{app}.app:create_app()",
+        "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread",
+        "--threads", "4", "--graceful-timeout", "10", "--timeout", "30",
+        "--error-logfile", "-",
+    ]  # fmt: skip
+
+
+@dataclass
+class Stack:
+    """Every process of the walking skeleton, started from `workdir` (where var/ lives)."""
+
+    workdir: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def var(self) -> Path:
+        return self.workdir / "var"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PORTICO_ISSUER": self.gateway_url,
+                "PORTICO_JWKS_URL": (
+                    f"http://127.0.0.1:{self.ports['identity']}/.well-known/jwks.json"
+                ),
+                "IDENTITY_URL": f"http://127.0.0.1:{self.ports['identity']}",
+                "CATALOG_URL": f"http://127.0.0.1:{self.ports['catalog']}",
+                "GATEWAY_PORT": str(self.ports["gateway"]),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def prepare(self) -> None:
+        """Create the embedded databases, keys and dev credentials (idempotent)."""
+        steps = [
+            [sys.executable, "-m", "services.identity", "init", "--seed-dev"],
+            [sys.executable, "-m", "services.catalog", "init", "--seed-demo"],
+        ]
+        for argv in steps:
+            done = subprocess.run(
+                argv, cwd=self.workdir, env=self.env(), capture_output=True, check=False
+            )
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).decode(errors="replace")[-2000:]
+                raise StackError(f"{' '.join(argv[1:])} failed:\n{tail}")
+
+    def start(self) -> None:
+        busy = [f"{n} port {p} ({PORT_ENV[n]})" for n, p in self.ports.items() if port_in_use(p)]
+        if busy:
+            raise StackError(
+                "ports already in use: " + ", ".join(busy) + ". Stop what holds them "
+                "(`make down` if it is an earlier stack) or choose others with those variables."
+            )
+        self.prepare()
+        (self.var / "log").mkdir(parents=True, exist_ok=True)
+        upstreams = [
+            Process(name, _gunicorn(name, self.ports[name]), self.ports[name])
+            for name in ("identity", "catalog")
+        ]
+        gateway = Process(
+            "gateway", [sys.executable, "-m", "gateway"], self.ports["gateway"], "/readyz"
+        )
+        try:
+            for proc in upstreams:
+                self._spawn(proc)
+            for proc in upstreams:
+                self._wait_ready(proc)
+            self._spawn(gateway)
+            self._wait_ready(gateway)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, proc: Process) -> None:
+        proc.log_path = self.var / "log" / f"{proc.name}.log"
+        log = proc.log_path.open("ab")
+        proc.popen = subprocess.Popen(
+            proc.argv,
+            cwd=self.workdir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+        )
+        log.close()
+        self.processes.append(proc)
+
+    def _wait_ready(self, proc: Process, timeout: float = READY_TIMEOUT) -> None:
+        assert proc.popen is not None
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise StackError(
+                    f"{proc.name} exited with {proc.popen.returncode}:\n{self.tail(proc)}"
+                )
+            try:
+                with urllib.request.urlopen(proc.url + proc.ready_path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(delay)  # polling a condition with a deadline, not a fixed wait
+            delay = min(delay * 2, 0.25)
+        raise StackError(f"{proc.name} was not ready within {timeout:.0f}s:\n{self.tail(proc)}")
+
+    def tail(self, proc: Process, lines: int = 30) -> str:
+        if proc.log_path is None or not proc.log_path.exists():
+            return "(no log)"
+        return "\n".join(proc.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM in reverse start order, SIGKILL what has not exited by the deadline."""
+        for proc in reversed(self.processes):
+            if proc.popen is not None and proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in reversed(self.processes):
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+        self.processes.clear()
+
+    def credentials(self) -> dict[str, str]:
+        return json.loads((self.var / "dev-credentials.json").read_text())
+
+    def record(self) -> Path:
+        path = self.var / "run" / "stack.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = [
+            {"name": p.name, "pid": p.popen.pid, "argv": p.argv}
+            for p in self.processes
+            if p.popen is not None
+        ]
+        path.write_text(json.dumps({"processes": entries}, indent=2))
+        return path
+
+
+@contextlib.contextmanager
+def running(workdir: Path, **kwargs: object) -> Iterator[Stack]:
+    stack = Stack(workdir, **kwargs)  # type: ignore[arg-type]
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def ports_from_env() -> dict[str, int]:
+    ports = {}
+    for name, default in DEFAULT_PORTS.items():
+        raw = os.environ.get(PORT_ENV[name], str(default))
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise StackError(f"{PORT_ENV[name]}={raw!r}: must be a TCP port number")
+        ports[name] = int(raw)
+    return ports
+
+
+def tour(stack: Stack) -> str:
+    creds = stack.credentials()
+    gw = stack.gateway_url
+    cid, secret = creds["client_id"], creds["client_secret"]
+    return f"""
+Portico is up.
+  gateway   {gw}            (/healthz /readyz /metrics /openapi.json)
+  identity  http://127.0.0.1:{stack.ports["identity"]}   (OAuth2 server; routed at {gw}/oauth/*)
+  catalog   http://127.0.0.1:{stack.ports["catalog"]}   (products; routed at {gw}/api/v1/products)
+  logs      {stack.var / "log"}/*.log
+
+Development credentials (also in {stack.var / "dev-credentials.json"}):
+  client_id={cid} client_secret={secret}
+  user={creds["username"]} password={creds["password"]}
+
+Get a token and list products:
+  T=$(curl -s -u {cid}:{secret} -d grant_type=client_credentials -d scope=catalog:read \\
+    {gw}/oauth/token | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
+  curl -H "Authorization: Bearer $T" {gw}/api/v1/products
+"""
+
+
+def _up(detach: bool) -> int:
+    workdir = ROOT
+    pidfile = workdir / "var" / "run" / "stack.json"
+    if pidfile.exists() and _alive(json.loads(pidfile.read_text())):
+        print(
+            "a stack is already running (var/run/stack.json); `make down` stops it", file=sys.stderr
+        )
+        return 1
+    stack = Stack(workdir, ports=ports_from_env())
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 1
+    stack.record()
+    print(tour(stack), flush=True)
+    if detach:
+        print("Running in the background; `make down` stops it.")
+        return 0
+    print("Press Ctrl-C to stop.", flush=True)
+    stopping = False
+
+    def _terminate(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        while all(p.popen is not None and p.popen.poll() is None for p in stack.processes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stack.processes[0].popen.wait(1.0)  # type: ignore[union-attr]
+        dead = [p.name for p in stack.processes if p.popen and p.popen.poll() is not None]
+        print(f"process exited: {', '.join(dead)}; stopping the rest", file=sys.stderr)
+    except KeyboardInterrupt:
+        stopping = True
+        print("\nstopping…", flush=True)
+    finally:
+        stack.stop()
+        pidfile.unlink(missing_ok=True)
+    return 0 if stopping else 1
+
+
+def _alive(record: dict[str, list[dict[str, object]]]) -> list[int]:
+    alive = []
+    for entry in record.get("processes", []):
+        pid = int(entry["pid"])  # type: ignore[call-overload]
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        # only a process that still runs the very command we started counts as ours
+        if cmdline.strip() == " ".join(entry["argv"]):  # type: ignore[arg-type]
+            alive.append(pid)
+    return alive
+
+
+def _down() -> int:
+    pidfile = ROOT / "var" / "run" / "stack.json"
+    if not pidfile.exists():
+        print("no running stack recorded (var/run/stack.json)")
+        return 0
+    pids = _alive(json.loads(pidfile.read_text()))
+    for pid in reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        if pids:
+            time.sleep(0.1)  # polling process exit with a deadline
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="prepare and start the stack")
+    up.add_argument("--detach", action="store_true", help="return once ready, leave it running")
+    sub.add_parser("down", help="stop a detached stack")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return _up(args.detach)
+    return _down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
