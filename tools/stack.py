@@ -63,7 +63,7 @@ def _gunicorn(app: str, port: int) -> list[str]:
         sys.executable, "-m", "gunicorn", f"services.{app}.app:create_app()",
         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread",
         "--threads", "4", "--graceful-timeout", "10", "--timeout", "30",
-        "--error-logfile", "-",
+        "--error-logfile", "-", "--no-control-socket",
     ]  # fmt: skip
 
 

@@ -1,0 +1,150 @@
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI components.
+
+The value rules come from the domain's check functions, so the API and the entity agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
+
+from .domain import (
+    CURRENCY,
+    SortKey,
+    check_category,
+    check_description,
+    check_name,
+    check_price,
+    check_sku,
+)
+from .service_layer.pagination import InvalidCursor, decode_cursor
+
+__all__ = [
+    "MAX_LIMIT",
+    "ListQuerySchema",
+    "PageSchema",
+    "ProblemSchema",
+    "ProductInputSchema",
+    "ProductSchema",
+]
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
+    def validator(value: Any) -> None:
+        error = check(value)
+        if error:
+            raise ValidationError(error)
+
+    return validator
+
+
+def _not_negative(value: Decimal) -> str | None:
+    return "must not be negative" if value < 0 else None
+
+
+# Prices travel as decimal strings ("12.50"); numbers are accepted on input too.
+_PRICE_DOC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "12.50"}
+
+
+class Cursor(fields.String):
+    """An opaque cursor in, a SortKey out; anything undecodable is a validation error."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> SortKey:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return decode_cursor(text)
+        except InvalidCursor as exc:
+            raise ValidationError("is not a cursor returned by this API") from exc
+
+
+class ProductSchema(Schema):
+    """A product as the API returns it; price is a decimal string with 2 places, in EUR."""
+
+    id = fields.String(dump_only=True, metadata={"format": "uuid"})
+    sku = fields.String(required=True, metadata={"example": "BK-0001"})
+    name = fields.String(required=True)
+    description = fields.String()
+    category = fields.String(required=True, metadata={"example": "books"})
+    price = fields.Decimal(as_string=True, places=2, required=True, metadata=_PRICE_DOC)
+    currency = fields.String(dump_only=True, metadata={"enum": [CURRENCY]})
+    created_at = fields.AwareDateTime(dump_only=True)
+    updated_at = fields.AwareDateTime(dump_only=True)
+    version = fields.Integer(dump_only=True)
+
+
+class ProductInputSchema(Schema):
+    """A product as a client sends it (POST, PUT; PATCH loads it with partial=True)."""
+
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(required=True, validate=_rule(check_sku))
+    name = fields.String(required=True, validate=_rule(check_name))
+    description = fields.String(load_default="", validate=_rule(check_description))
+    category = fields.String(required=True, validate=_rule(check_category))
+    # A string ("12.50") or a number; more than 2 decimal places is refused, never rounded.
+    price = fields.Decimal(required=True, validate=_rule(check_price), metadata=_PRICE_DOC)
+
+
+class ListQuerySchema(Schema):
+    """GET /products query parameters; unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
+    )
+    cursor = Cursor(metadata={"description": "next_cursor of the previous page"})
+    category = fields.String(validate=validate.Length(1, 64))
+    q = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={"description": "case-insensitive substring of the name"},
+    )
+    min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    max_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+
+    @validates_schema
+    def _price_range(self, data: dict[str, Any], **_: Any) -> None:
+        low, high = data.get("min_price"), data.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise ValidationError("must not be below min_price", "max_price")
+
+
+class PageSchema(Schema):
+    items = fields.List(fields.Nested(ProductSchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True, required=True, metadata={"description": "null on the last page"}
+    )
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, as every error is returned (application/problem+json)."""
+
+    class Meta:
+        unknown = INCLUDE  # extension members
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String()
+    instance = fields.String()
+    correlation_id = fields.String()
+    errors = fields.Dict(metadata={"description": "per-field messages on 422"})

@@ -1,0 +1,100 @@
+"""Units of work: one transaction around a use case, rolled back unless committed explicitly."""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine, RootTransaction
+
+from ..adapters.memory import MemoryIdempotencyStore, MemoryProductRepository, MemoryStore
+from ..adapters.repository import AbstractIdempotencyStore, AbstractProductRepository
+from ..adapters.sql import SqlIdempotencyStore, SqlProductRepository
+
+__all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork"]
+
+
+class AbstractUnitOfWork(abc.ABC):
+    products: AbstractProductRepository
+    idempotency: AbstractIdempotencyStore
+
+    def __enter__(self) -> AbstractUnitOfWork:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()  # a no-op after commit
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
+
+
+class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
+    """One pooled connection and transaction per `with` block; reusable for another block."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._tx: RootTransaction | None = None
+
+    def __enter__(self) -> AbstractUnitOfWork:
+        self._conn = self.engine.connect()
+        self._tx = self._conn.begin()
+        self.products = SqlProductRepository(self._conn)
+        self.idempotency = SqlIdempotencyStore(self._conn)
+        return super().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._tx = None
+
+    def commit(self) -> None:
+        assert self._tx is not None, "commit outside a `with` block"
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        if self._tx is not None and self._tx.is_active:
+            self._tx.rollback()
+
+
+class InMemoryUnitOfWork(AbstractUnitOfWork):
+    """Works on a copy of the store and publishes it on commit, so rollback is real."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store or MemoryStore()
+        self.commits = 0
+        self._work: MemoryStore | None = None
+
+    def __enter__(self) -> AbstractUnitOfWork:
+        self._work = self.store.copy()
+        self.products = MemoryProductRepository(self._work)
+        self.idempotency = MemoryIdempotencyStore(self._work)
+        return super().__enter__()
+
+    def commit(self) -> None:
+        assert self._work is not None, "commit outside a `with` block"
+        self.store.products = self._work.products
+        self.store.idempotency = self._work.idempotency
+        self._work = self._work.copy()
+        self.products = MemoryProductRepository(self._work)
+        self.idempotency = MemoryIdempotencyStore(self._work)
+        self.commits += 1
+
+    def rollback(self) -> None:
+        self._work = None

@@ -1,0 +1,66 @@
+"""Catalog test fixtures: an app on a throwaway SQLite file, and a token issuer it trusts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from chassis import sqlite_url
+from services.catalog.__main__ import init
+from services.catalog.app import ENGINE, create_app
+from services.catalog.settings import CatalogSettings
+from tests.support.tokens import TestIssuer
+
+READ = ["catalog:read"]
+WRITE = ["catalog:write"]
+
+
+@pytest.fixture(scope="session")
+def issuer() -> TestIssuer:
+    return TestIssuer()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> CatalogSettings:
+    return CatalogSettings(database_url=sqlite_url(tmp_path / "catalog.db"))
+
+
+@pytest.fixture
+def app(settings: CatalogSettings, issuer: TestIssuer) -> Iterator[Flask]:
+    init(settings)
+    app = create_app(settings, verifier=issuer.verifier())
+    yield app
+    app.extensions[ENGINE].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Api:
+    """Small helper for authenticated calls, in the spirit of flaskr's AuthActions."""
+
+    def __init__(self, client: FlaskClient, issuer: TestIssuer) -> None:
+        self.client = client
+        self.issuer = issuer
+        self.read = issuer.auth(READ)
+        self.write = issuer.auth(WRITE)
+
+    def create(self, **fields: Any) -> Any:
+        body = {"sku": "SKU-001", "name": "Widget", "category": "tools", "price": "9.99"}
+        body.update(fields)
+        return self.client.post("/api/v1/products", json=body, headers=self.write)
+
+    def list(self, **params: Any) -> Any:
+        return self.client.get("/api/v1/products", query_string=params, headers=self.read)
+
+
+@pytest.fixture
+def api(client: FlaskClient, issuer: TestIssuer) -> Api:
+    return Api(client, issuer)
