@@ -30,6 +30,7 @@ __all__ = [
     "REQUEST_ID",
     "VERIFIER",
     "access_log",
+    "add_log_fields",
     "install",
     "json_body",
     "problem_response",
@@ -42,10 +43,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 METRICS = web.AppKey("portico.metrics", RequestMetrics)
 VERIFIER = web.AppKey("portico.verifier", AsyncTokenVerifier)
-REQUEST_ID = "portico.request_id"
-CLAIMS = "portico.claims"
-_STARTED = "portico.started"
-_ROUTE = "portico.route"
+# Typed request keys (aiohttp warns on plain string keys, and pytest turns that into an error).
+REQUEST_ID = web.RequestKey("portico.request_id", str)
+CLAIMS = web.RequestKey("portico.claims", Claims)
+_STARTED = web.RequestKey("portico.started", float)
+_ROUTE = web.RequestKey("portico.route", str)
+_LOG_FIELDS = web.RequestKey("portico.log_fields", dict[str, Any])
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> web.Response:
@@ -70,7 +73,7 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 def _route_name(request: web.Request) -> str:
     route = request.get(_ROUTE)
     if route:
-        return route  # type: ignore[no-any-return]
+        return route
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
 
@@ -80,8 +83,20 @@ def set_route_name(request: web.Request, name: str) -> None:
     request[_ROUTE] = name
 
 
+def add_log_fields(request: web.Request, **fields: Any) -> None:
+    """Extra fields for this request's access log line (the gateway adds `upstream`)."""
+    extra = request.get(_LOG_FIELDS)
+    if extra is None:
+        request[_LOG_FIELDS] = fields
+    else:
+        extra.update(fields)
+
+
 def access_log(request: web.Request, status: int, **fields: Any) -> None:
     elapsed = time.perf_counter() - request[_STARTED]
+    added = request.get(_LOG_FIELDS)
+    if added:
+        fields = {**added, **fields}
     route = _route_name(request)
     request.app[METRICS].observe(route, request.method, status, elapsed)
     claims: Claims | None = request.get(CLAIMS)

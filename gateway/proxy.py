@@ -1,0 +1,272 @@
+"""The request path, top to bottom: route -> auth -> upstream instance -> forward -> answer.
+
+`Proxy.handle` is the gateway's one catch-all handler. Every failure before the upstream's
+answer starts is a `chassis.Problem` (404, 405 with `Allow`, 401/403, 413, 502, 503, 504),
+turned into problem+json by the chassis middleware. The upstream's own answer, errors and
+`Location` included, passes through unchanged except for hop-by-hop headers.
+
+Bodies stream both ways. A request body with a small `Content-Length` is read at once (one
+write upstream, a known length); larger or chunked bodies are streamed and counted, so the
+size limit holds without buffering. Response bodies of a small known length are read before
+the answer starts (an upstream failure is still a clean 502); others are streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import unquote
+
+from aiohttp import StreamReader, web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem
+from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
+
+from .auth import authenticate
+from .routing import Router
+from .transport import (
+    OutboundRequest,
+    Transport,
+    TransportError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+from .upstreams import UpstreamPool
+
+__all__ = ["HOP_BY_HOP", "BodyTooLarge", "Proxy", "forward_headers", "response_headers"]
+
+log = logging.getLogger("portico.gateway.proxy")
+
+# RFC 9110 section 7.6.1, plus the legacy names still seen in the wild; any `Proxy-*` too.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+# Set by the gateway itself (or by the client library from the URL) on the way up.
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+}
+_RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
+
+_READ_WHOLE_REQUEST = 64 * 1024  # request bodies up to this size are read, not streamed
+_READ_WHOLE_RESPONSE = 256 * 1024  # response bodies up to this size are read before answering
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past the route's limit while streaming."""
+
+
+def _connection_tokens(value: str) -> frozenset[str]:
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
+def _strip(headers: Mapping[str, str], drop: frozenset[str]) -> CIMultiDict[str]:
+    connection = headers.get("Connection")
+    named = _connection_tokens(connection) if connection else frozenset()
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        low = name.lower()
+        if low in drop or low in named or low.startswith("proxy-"):
+            continue
+        out.add(name, value)
+    return out
+
+
+def forward_headers(
+    headers: CIMultiDictProxy[str] | Mapping[str, str],
+    *,
+    remote: str | None,
+    scheme: str,
+    host: str,
+    request_id: str,
+) -> CIMultiDict[str]:
+    """The request headers for the upstream: hop-by-hop gone, `X-Forwarded-*` and id set."""
+    out = _strip(headers, _REQUEST_DROP)
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        prior = ", ".join(headers.getall("X-Forwarded-For", ()))
+    else:
+        prior = headers.get("X-Forwarded-For", "")
+    client = remote or "unknown"
+    out["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
+    out["X-Forwarded-Proto"] = scheme
+    out["X-Forwarded-Host"] = host
+    out[REQUEST_ID_HEADER] = request_id
+    return out
+
+
+def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """The upstream's response headers for the client, hop-by-hop gone."""
+    return _strip(headers, _RESPONSE_DROP)
+
+
+def _has_dot_segment(path: str) -> bool:
+    """True for '.' or '..' segments, encoded or not: never forwarded, never matched."""
+    decoded = unquote(path) if "%" in path else path
+    return any(seg in (".", "..") for seg in decoded.replace("\\", "/").split("/"))
+
+
+class _LimitedBody:
+    """The request body as an async iterable that stops past `limit` bytes."""
+
+    __slots__ = ("_content", "exceeded", "limit")
+
+    def __init__(self, content: StreamReader, limit: int) -> None:
+        self._content = content
+        self.limit = limit
+        self.exceeded = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_any():
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge
+            yield chunk
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"the request body exceeds {limit} bytes", title="Content Too Large")
+
+
+class Proxy:
+    def __init__(
+        self,
+        router: Router,
+        upstreams: UpstreamPool,
+        transport: Transport,
+        verifier: AsyncTokenVerifier,
+    ) -> None:
+        self.router = router
+        self.upstreams = upstreams
+        self.transport = transport
+        self.verifier = verifier
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        # 1. route
+        raw_target = request.raw_path
+        path = raw_target.partition("?")[0]
+        if ("/." in path or "%" in path or "\\" in path) and _has_dot_segment(path):
+            set_route_name(request, "unmatched")
+            raise Problem(400, "the path must not contain '.' or '..' segments")
+        found = self.router.match(path)
+        if found is None:
+            set_route_name(request, "unmatched")
+            raise Problem(404, "no route matches this path")
+        entry, params = found
+        route = entry.routes.get(request.method)
+        if route is None:
+            set_route_name(request, "unmatched")
+            raise Problem(
+                405, f"{request.method} is not allowed here", headers={"Allow": entry.allow}
+            )
+        set_route_name(request, route.name)
+        add_log_fields(request, upstream=route.upstream)
+
+        # 2. auth
+        claims = await authenticate(self.verifier, route, request.headers.get("Authorization"))
+        if claims is not None:
+            request[CLAIMS] = claims
+
+        # 3. request body, within the route's limit
+        limit = route.max_body_bytes
+        body: bytes | _LimitedBody | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > limit:
+                raise _too_large(limit)
+            if length is not None and length <= _READ_WHOLE_REQUEST:
+                body = await request.read()
+            else:
+                body = _LimitedBody(request.content, limit)
+
+        # 4. upstream instance
+        upstream = self.upstreams[route.upstream]
+        instance = upstream.pick()
+        if instance is None:
+            raise Problem(
+                503, f"no healthy instance of {upstream.name}", headers={"Retry-After": "5"}
+            )
+
+        # 5. forward
+        rid: str = request[REQUEST_ID]
+        outbound = OutboundRequest(
+            pool=upstream.name,
+            origin=instance.origin,
+            method=request.method,
+            target=route.target(raw_target, params),
+            headers=forward_headers(
+                request.headers,
+                remote=request.remote,
+                scheme=request.scheme,
+                host=request.host,
+                request_id=rid,
+            ),
+            body=body,
+            timeout=route.timeout,
+        )
+        try:
+            upstream_response = await self.transport.send(outbound)
+        except BodyTooLarge:
+            raise _too_large(limit) from None
+        except TransportError as exc:
+            if isinstance(body, _LimitedBody) and body.exceeded:
+                raise _too_large(limit) from None
+            log.warning(
+                "upstream request failed",
+                extra={"upstream": upstream.name, "instance": instance.origin, "error": str(exc)},
+            )
+            if isinstance(exc, UpstreamTimeout):
+                raise Problem(504, f"{upstream.name} did not answer in time") from None
+            raise Problem(502, f"{upstream.name} is unavailable") from None
+
+        # 6. answer
+        try:
+            return await self._respond(request, upstream_response, rid, upstream.name)
+        finally:
+            upstream_response.close()
+
+    async def _respond(
+        self, request: web.Request, upstream: UpstreamResponse, rid: str, name: str
+    ) -> web.StreamResponse:
+        headers = response_headers(upstream.headers)
+        headers[REQUEST_ID_HEADER] = rid
+        length = upstream.content_length
+        no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
+        whole: bytes | None = None
+        if no_body:
+            whole = b""
+        elif length is not None and length <= _READ_WHOLE_RESPONSE:
+            try:
+                whole = await upstream.read()
+            except TransportError as exc:
+                log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
+                raise Problem(502, f"{name} broke off its answer") from None
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason or None, headers=headers
+        )
+        await response.prepare(request)
+        if whole is not None:
+            await response.write_eof(whole)
+            return response
+        try:
+            async for chunk in upstream.iter_chunks():
+                await response.write(chunk)
+        except TransportError as exc:
+            # Too late for a problem document: cut the connection so the client sees a
+            # truncated body, never a complete-looking one.
+            log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
