@@ -1,0 +1,1 @@
+"""Identity's adapters: the SQLAlchemy tables, the key file, the secret file, Authlib glue."""

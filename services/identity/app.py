@@ -1,0 +1,75 @@
+"""The identity app factory: `gunicorn 'services.identity.app:create_app()'`.
+
+Every worker builds the same app from the same files: the database, the signing key file
+(re-read when it changes) and the secret key file, so any worker can finish a login another
+worker started and verify tokens any worker signed.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from sqlalchemy.orm import sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from chassis import TokenVerifier, configure_logging, create_db_engine, ping
+from chassis.flask import install
+
+from .adapters.files import read_or_create_secret
+from .adapters.oauth2 import build_server
+from .domain.passwords import Passwords
+from .domain.throttle import LoginThrottle
+from .entrypoints import oauth, users
+from .entrypoints.context import EXTENSION, Identity, db
+from .service_layer.setup import keystore_for
+from .settings import IdentitySettings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: IdentitySettings | None = None) -> Flask:
+    settings = settings or IdentitySettings.from_env()
+    configure_logging("identity")
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or read_or_create_secret(settings.secret_key_file),
+        SESSION_COOKIE_NAME="portico_identity",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        # The CSRF token in the session is the protection; the Referer check of HTTPS requests
+        # misfires behind the gateway and nginx, whose Host differs from the page's.
+        WTF_CSRF_SSL_STRICT=False,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    engine = create_db_engine(settings.database_url)
+    keystore = keystore_for(settings)
+    # Identity checks its own tokens against its own key file: no HTTP round trip.
+    verifier = TokenVerifier(settings.tokens.policy(), keystore.jwks, refetch_interval=1.0)
+    install(
+        app,
+        "identity",
+        ready_checks={"database": lambda: ping(engine), "signing_key": keystore.signing_key},
+        verifier=verifier,
+    )
+    app.extensions[EXTENSION] = Identity(
+        settings=settings,
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        keystore=keystore,
+        passwords=Passwords(),
+        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+        server=build_server(app, settings, keystore, db),
+    )
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()  # rolls back whatever was not committed
+
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(users.bp)
+    if settings.proxy_count:
+        n = settings.proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,1 @@
+"""Identity's use cases: register and authenticate users, set up storage and dev clients."""

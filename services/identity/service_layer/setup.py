@@ -1,0 +1,157 @@
+"""`init`: tables, the first signing key and the secret key; `--seed-dev`: dev clients and user.
+
+Everything here is idempotent. Seeding keeps credentials that still work (the file's secret
+matches the stored digest, the file's password verifies) and resets only what does not, so a
+developer's `var/dev-credentials.json` always holds a working set.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from ..adapters.files import read_or_create_secret, write_private
+from ..adapters.keystore import KeyStore
+from ..adapters.orm import Base, Client
+from ..domain.passwords import Passwords, secret_digest
+from ..settings import IdentitySettings
+from .users import find_user, register
+
+__all__ = [
+    "DEFAULT_CREDENTIALS_FILE",
+    "DEV_CLIENT_ID",
+    "DEV_REDIRECT_URI",
+    "DEV_SCOPE",
+    "PUBLIC_CLIENT_ID",
+    "InitReport",
+    "init_storage",
+    "keystore_for",
+    "seed_dev",
+    "write_credentials",
+]
+
+DEV_CLIENT_ID = "portico-dev"
+PUBLIC_CLIENT_ID = "portico-public"
+DEMO_USERNAME = "demo"
+DEV_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+DEV_SCOPE = "catalog:read catalog:write profile"
+DEFAULT_CREDENTIALS_FILE = "var/dev-credentials.json"
+
+
+@dataclass(frozen=True)
+class InitReport:
+    created_key: str | None
+    secret_key_file: str | None
+
+
+def keystore_for(settings: IdentitySettings) -> KeyStore:
+    return KeyStore(
+        settings.keys_file,
+        token_ttl=settings.access_token_ttl,
+        activation_delay=settings.key_activation_delay,
+    )
+
+
+def init_storage(settings: IdentitySettings, engine: Engine) -> InitReport:
+    Base.metadata.create_all(engine)
+    key = keystore_for(settings).ensure()
+    secret_file = None
+    if not settings.secret_key:
+        read_or_create_secret(settings.secret_key_file)
+        secret_file = settings.secret_key_file
+    return InitReport(created_key=key.kid if key else None, secret_key_file=secret_file)
+
+
+def _read_credentials(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _upsert_client(session: Session, client_id: str, **fields: Any) -> Client:
+    client = session.get(Client, client_id)
+    if client is None:
+        client = Client(client_id=client_id, **fields)
+        session.add(client)
+    else:
+        for name, value in fields.items():
+            setattr(client, name, value)
+    return client
+
+
+def seed_dev(
+    session: Session,
+    passwords: Passwords,
+    settings: IdentitySettings,
+    credentials_file: str | Path = DEFAULT_CREDENTIALS_FILE,
+) -> tuple[dict[str, str], bool]:
+    """Create or repair the dev clients and demo user. Returns the credentials and whether the
+    file must be (re)written; the caller commits, then calls `write_credentials`.
+    """
+    path = Path(credentials_file)
+    known = _read_credentials(path)
+    redirect_uris = list(dict.fromkeys((DEV_REDIRECT_URI, *settings.dev_redirect_uris)))
+
+    client = session.get(Client, DEV_CLIENT_ID)
+    secret = known.get("client_secret")
+    if client is None or not (isinstance(secret, str) and client.check_client_secret(secret)):
+        secret = secrets.token_urlsafe(32)
+    _upsert_client(
+        session,
+        DEV_CLIENT_ID,
+        client_name="Portico development client",
+        client_secret_hash=secret_digest(secret),
+        token_endpoint_auth_method="client_secret_basic",
+        grant_types="client_credentials authorization_code refresh_token",
+        response_types="code",
+        redirect_uris=" ".join(redirect_uris),
+        scope=DEV_SCOPE,
+    )
+    _upsert_client(
+        session,
+        PUBLIC_CLIENT_ID,
+        client_name="Portico public client (PKCE)",
+        client_secret_hash=None,
+        token_endpoint_auth_method="none",
+        grant_types="authorization_code refresh_token",
+        response_types="code",
+        redirect_uris=" ".join(redirect_uris),
+        scope=DEV_SCOPE,
+    )
+
+    user = find_user(session, DEMO_USERNAME)
+    password = known.get("password")
+    if not isinstance(password, str) or not password:
+        password = secrets.token_urlsafe(12)
+    if user is None:
+        register(
+            session, passwords, username=DEMO_USERNAME, email="demo@example.com", password=password
+        )
+    elif not passwords.verify(user.password_hash, password):
+        password = secrets.token_urlsafe(12)
+        user.password_hash = passwords.hash(password)
+
+    credentials = {
+        "client_id": DEV_CLIENT_ID,
+        "client_secret": secret,
+        "username": DEMO_USERNAME,
+        "password": password,
+        "public_client_id": PUBLIC_CLIENT_ID,
+        "redirect_uri": DEV_REDIRECT_URI,
+        "scope": DEV_SCOPE,
+    }
+    session.flush()
+    return credentials, known != credentials
+
+
+def write_credentials(path: str | Path, credentials: dict[str, str]) -> None:
+    """Written only after the seed is committed, so the file never names a missing secret."""
+    write_private(path, (json.dumps(credentials, indent=2) + "\n").encode())

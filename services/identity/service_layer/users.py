@@ -1,0 +1,98 @@
+"""Registering users and checking their passwords (with per-username+address throttling).
+
+Functions take an open SQLAlchemy session and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..adapters.orm import LoginFailure, User
+from ..domain.passwords import Passwords
+from ..domain.throttle import LoginThrottle
+
+__all__ = [
+    "InvalidCredentials",
+    "LoginThrottled",
+    "UsernameTaken",
+    "authenticate",
+    "find_user",
+    "register",
+]
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+class InvalidCredentials(Exception):
+    pass
+
+
+class LoginThrottled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def normalize(username: str) -> str:
+    return username.strip().lower()
+
+
+def find_user(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == normalize(username))).first()
+
+
+def register(
+    session: Session, passwords: Passwords, *, username: str, email: str, password: str
+) -> User:
+    name = normalize(username)
+    if find_user(session, name) is not None:
+        raise UsernameTaken(name)
+    user = User(
+        id=uuid.uuid4().hex,
+        username=name,
+        email=email,
+        password_hash=passwords.hash(password),
+        created_at=time.time(),
+    )
+    try:
+        with session.begin_nested():  # a concurrent registration of the same name loses here
+            session.add(user)
+    except IntegrityError as exc:
+        raise UsernameTaken(name) from exc
+    return user
+
+
+def authenticate(
+    session: Session,
+    passwords: Passwords,
+    throttle: LoginThrottle,
+    *,
+    username: str,
+    password: str,
+    ip: str,
+    now: float | None = None,
+) -> User:
+    """The user, or InvalidCredentials (failure recorded), or LoginThrottled (not even checked)."""
+    now = time.time() if now is None else now
+    name = normalize(username)[:64]
+    key = (LoginFailure.username == name, LoginFailure.ip == ip)
+    session.execute(delete(LoginFailure).where(*key, LoginFailure.at <= now - throttle.window))
+    failures = session.scalars(select(LoginFailure.at).where(*key)).all()
+    retry_after = throttle.retry_after(failures, now)
+    if retry_after:
+        raise LoginThrottled(retry_after)
+    user = find_user(session, name)
+    if not passwords.verify(user.password_hash if user else None, password) or user is None:
+        session.add(LoginFailure(username=name, ip=ip, at=now))
+        raise InvalidCredentials(name)
+    session.execute(delete(LoginFailure).where(*key))
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash(password)
+    return user
