@@ -95,6 +95,8 @@ class Stack:
                 "IDENTITY_URL": f"http://127.0.0.1:{self.ports['identity']}",
                 "CATALOG_URL": f"http://127.0.0.1:{self.ports['catalog']}",
                 "GATEWAY_PORT": str(self.ports["gateway"]),
+                # the gateway appends X-Forwarded-For: identity's login throttle keys on it
+                "IDENTITY_PROXY_COUNT": "1",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chassis import TokenSettings, from_env
+from chassis import ConfigError, TokenSettings, from_env
 
 __all__ = ["IdentitySettings"]
 
@@ -49,4 +49,13 @@ class IdentitySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IdentitySettings:
         settings = from_env(cls, "IDENTITY_", environ)
-        return dataclasses.replace(settings, tokens=TokenSettings.from_env(environ))
+        tokens = TokenSettings.from_env(environ)
+        if settings.key_activation_delay <= tokens.jwks_refetch_interval:
+            # ADR 0002: otherwise a verifier may see a new kid before it may refetch the JWKS
+            raise ConfigError(
+                f"invalid configuration: IDENTITY_KEY_ACTIVATION_DELAY="
+                f"{settings.key_activation_delay:g} must exceed PORTICO_JWKS_REFETCH_INTERVAL="
+                f"{tokens.jwks_refetch_interval:g}, or a rotated key could sign tokens that "
+                "verifiers reject"
+            )
+        return dataclasses.replace(settings, tokens=tokens)

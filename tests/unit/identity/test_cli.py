@@ -126,3 +126,14 @@ def test_bad_configuration_is_reported(
     monkeypatch.setenv("IDENTITY_ACCESS_TOKEN_TTL", "soon")
     assert main(["init"]) == 2
     assert "IDENTITY_ACCESS_TOKEN_TTL" in capsys.readouterr().err
+
+
+def test_activation_delay_must_exceed_the_verifiers_refetch_interval() -> None:
+    from chassis import ConfigError
+    from services.identity.settings import IdentitySettings
+
+    env = {"IDENTITY_KEY_ACTIVATION_DELAY": "5", "PORTICO_JWKS_REFETCH_INTERVAL": "10"}
+    with pytest.raises(ConfigError, match="IDENTITY_KEY_ACTIVATION_DELAY=5 must exceed"):
+        IdentitySettings.from_env(env)
+    ok = IdentitySettings.from_env({**env, "IDENTITY_KEY_ACTIVATION_DELAY": "11"})
+    assert ok.key_activation_delay == 11
