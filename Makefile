@@ -45,7 +45,7 @@ rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid un
 
 lock: ## re-pin requirements.lock from the ranges in pyproject.toml (needs the network)
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
-	.lockvenv/bin/python -m pip install --quiet --upgrade pip
+	.lockvenv/bin/python -m pip install --quiet --upgrade pip setuptools
 	.lockvenv/bin/python -m pip install --quiet '.[dev]'
 	.lockvenv/bin/python -m pip freeze --all --exclude portico --exclude pip > requirements.lock
 	rm -rf .lockvenv
