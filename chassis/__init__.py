@@ -4,7 +4,7 @@ Framework glue lives in `chassis.flask` and `chassis.aiohttp`; everything else i
 here, so this file is the package's public surface.
 """
 
-from .db import create_db_engine, ping, sqlite_url
+from .db import create_async_db_engine, create_db_engine, ping, sqlite_url, sync_url
 from .health import LIVE, run_checks, run_checks_async
 from .logging import (
     REQUEST_ID_HEADER,
@@ -51,6 +51,7 @@ __all__ = [
     "bearer_token",
     "configure_logging",
     "correlation_id",
+    "create_async_db_engine",
     "create_db_engine",
     "fetch_jwks_sync",
     "from_env",
@@ -60,6 +61,7 @@ __all__ = [
     "run_checks",
     "run_checks_async",
     "sqlite_url",
+    "sync_url",
     "token_problem",
     "validation_problem",
 ]

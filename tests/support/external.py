@@ -50,3 +50,38 @@ def throwaway_postgres(prefix: str) -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+REDIS_URL = os.environ.get("PORTICO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_up(url: str = REDIS_URL) -> str:
+    """The Redis URL when a PING answers; otherwise skip (locally) or fail (CI=true)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    finally:
+        client.close()
+    return url
+
+
+@contextmanager
+def throwaway_redis_prefix(url: str, prefix: str) -> Iterator[str]:
+    """A key prefix unique to this run; afterwards only keys under it are deleted."""
+    import redis
+
+    key_prefix = f"portico-test:{prefix}:{uuid.uuid4().hex[:12]}:"
+    try:
+        yield key_prefix
+    finally:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        try:
+            keys = list(client.scan_iter(match=key_prefix + "*", count=1000))
+            if keys:
+                client.unlink(*keys)
+        finally:
+            client.close()

@@ -1,0 +1,255 @@
+"""Transactional outbox: events are rows written with the state change, relayed afterwards.
+
+A service inserts the event row in the same database transaction as the change it
+describes, so an event exists exactly when the change committed. `OutboxRelay` publishes
+unsent rows in insertion order and then marks them sent: delivery is at least once (a crash
+between publish and mark re-publishes; consumers dedupe by event id in their inbox).
+
+Several processes may run a relay on one table (gunicorn workers). They take turns through a
+lease stored on the claimed rows: a relay claims a batch only while no other relay holds an
+unexpired lease, so batches go out one at a time and in order, and a relay that dies just
+lets its lease run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime
+
+from kombu import Connection, Producer
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
+
+from .events import CONTENT_TYPE, BrokerSettings, Event, connect, events_exchange
+
+__all__ = ["OutboxRelay", "outbox_insert", "outbox_table"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1}
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The `outbox` table, added to the service's own metadata (created by its `init`)."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("type", String(200), nullable=False),
+        Column("occurred_at", String(40), nullable=False),
+        Column("correlation_id", String(128)),
+        Column("data", JSON, nullable=False),
+        Column("claimed_by", String(64)),
+        Column("claimed_until", Float),
+        Column("published_at", DateTime(timezone=True)),
+        Index("ix_outbox_published_at_seq", "published_at", "seq"),
+        sqlite_autoincrement=True,  # never reuse a seq: order is insertion order
+    )
+
+
+def outbox_insert(table: Table, event: Event) -> Insert:
+    """The INSERT to execute in the same transaction as the state change."""
+    return table.insert().values(
+        id=event.id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        correlation_id=event.correlation_id,
+        data=event.data,
+    )
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows to the events exchange, in order, at least once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        broker: BrokerSettings,
+        *,
+        poll_interval: float = 0.2,
+        batch_size: int = 100,
+        lease: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.broker = broker
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.lease = lease
+        self.owner = uuid.uuid4().hex
+        self.published = 0  # events published by this relay, for metrics and tests
+        self._exchange = events_exchange(broker)
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        # One PostgreSQL advisory lock per outbox table serialises the claim statement.
+        self._lock_key = zlib.crc32(f"portico.outbox.{table.fullname}".encode()) - 2**31
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Publish one batch of unsent events; return how many went out."""
+        with self._lock:
+            rows = self._claim()
+            if not rows:
+                return 0
+            sent: list[int] = []
+            try:
+                producer = self._producer()
+                for row in rows:
+                    event = Event(
+                        type=row.type,
+                        data=row.data,
+                        id=row.id,
+                        occurred_at=row.occurred_at,
+                        correlation_id=row.correlation_id,
+                    )
+                    producer.publish(
+                        event.to_json(),
+                        exchange=self._exchange,
+                        routing_key=event.type,
+                        headers=event.headers(),
+                        content_type=CONTENT_TYPE,
+                        content_encoding="utf-8",
+                        delivery_mode=2,
+                        message_id=event.id,
+                        declare=[self._exchange],
+                        retry=True,
+                        retry_policy=_RETRY_POLICY,
+                    )
+                    sent.append(row.seq)
+            except Exception:
+                self._drop_connection()
+                raise
+            finally:
+                self._mark_published(sent)
+            self.published += len(sent)
+            return len(sent)
+
+    def pending(self) -> int:
+        """Unsent events (readiness and tests)."""
+        with self.engine.connect() as conn:
+            stmt = select(func.count()).where(self.table.c.published_at.is_(None))
+            return int(conn.execute(stmt).scalar_one())
+
+    def _claim(self) -> list:  # type: ignore[type-arg]
+        t = self.table
+        now = time.time()
+        unsent = t.c.published_at.is_(None)
+        foreign_lease = exists().where(
+            unsent,
+            t.c.claimed_by.is_not(None),
+            t.c.claimed_by != self.owner,
+            t.c.claimed_until > now,
+        )
+        batch = select(t.c.seq).where(unsent).order_by(t.c.seq).limit(self.batch_size)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
+            # One UPDATE first: on SQLite it takes the write lock before it reads.
+            conn.execute(
+                update(t)
+                .where(t.c.seq.in_(batch.scalar_subquery()), ~foreign_lease)
+                .values(claimed_by=self.owner, claimed_until=now + self.lease)
+            )
+            mine = select(t).where(unsent, t.c.claimed_by == self.owner)
+            return list(conn.execute(mine.order_by(t.c.seq).limit(self.batch_size)).all())
+
+    def _mark_published(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.seq.in_(seqs))
+                .values(published_at=datetime.now(UTC), claimed_by=None, claimed_until=None)
+            )
+
+    def _producer(self) -> Producer:
+        if self._conn is None:
+            self._conn = connect(self.broker)
+        return Producer(self._conn.default_channel)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.release()
+            except Exception:  # already broken; nothing more to release
+                log.debug("outbox relay: releasing a broken connection failed", exc_info=True)
+            self._conn = None
+
+    # -- background thread ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Poll in a daemon thread until `stop()`; `wake()` after a commit skips the wait."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"outbox-relay-{self.table.fullname}", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._lock.acquire(timeout=timeout):  # a publish stuck on a dead broker: leave it
+            try:
+                self._drop_connection()
+            finally:
+                self._lock.release()
+
+    def _loop(self) -> None:
+        backoff = self.poll_interval
+        while not self._stopping.is_set():
+            self._wake.clear()  # a wake() during the pass below makes the wait return at once
+            try:
+                self._run_until_drained()
+                backoff = self.poll_interval
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"retry_in": backoff})
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._wake.wait(self.poll_interval)
+
+    def _run_until_drained(self) -> int:
+        total = 0
+        while not self._stopping.is_set():
+            sent = self.run_once()
+            total += sent
+            if sent < self.batch_size:
+                break
+        return total
