@@ -76,8 +76,16 @@ class Problem(Exception):
         )
 
 
+def _str_keys(messages: Any) -> Any:
+    """Marshmallow keys errors in lists by index (int); JSON objects need string keys."""
+    if isinstance(messages, dict):
+        return {str(k): _str_keys(v) for k, v in messages.items()}
+    return messages
+
+
 def validation_problem(messages: Any) -> Problem:
     """422 naming every invalid field, from marshmallow's `ValidationError.messages`."""
+    messages = _str_keys(messages)
     fields = sorted(messages) if isinstance(messages, dict) else []
     detail = "invalid fields: " + ", ".join(fields) if fields else "the request body is invalid"
     return Problem(

@@ -120,6 +120,16 @@ class TokenSettings:
             refetch_interval=self.jwks_refetch_interval,
         )
 
+    def async_verifier(self) -> AsyncTokenVerifier:
+        """For aiohttp services: the blocking JWKS fetch runs in a worker thread, so no
+        client session has to be opened and closed with the app."""
+        url = self.jwks_url
+
+        async def fetch() -> dict[str, Any]:
+            return await asyncio.to_thread(fetch_jwks_sync, url)
+
+        return AsyncTokenVerifier(self.policy(), fetch, refetch_interval=self.jwks_refetch_interval)
+
 
 @dataclass(frozen=True)
 class Claims:

@@ -11,7 +11,6 @@ from typing import Any
 
 from marshmallow import (
     EXCLUDE,
-    INCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -19,6 +18,8 @@ from marshmallow import (
     validate,
     validates_schema,
 )
+
+from chassis.openapi import ProblemSchema
 
 from .domain import (
     CURRENCY,
@@ -119,6 +120,9 @@ class ListQuerySchema(Schema):
         metadata={"description": "case-insensitive substring of the name"},
     )
     min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    sku = fields.String(
+        validate=_rule(check_sku), metadata={"description": "exact sku (at most one product)"}
+    )
     max_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
 
     @validates_schema
@@ -133,18 +137,3 @@ class PageSchema(Schema):
     next_cursor = fields.String(
         allow_none=True, required=True, metadata={"description": "null on the last page"}
     )
-
-
-class ProblemSchema(Schema):
-    """RFC 9457 problem details, as every error is returned (application/problem+json)."""
-
-    class Meta:
-        unknown = INCLUDE  # extension members
-
-    type = fields.String(required=True)
-    title = fields.String(required=True)
-    status = fields.Integer(required=True)
-    detail = fields.String()
-    instance = fields.String()
-    correlation_id = fields.String()
-    errors = fields.Dict(metadata={"description": "per-field messages on 422"})

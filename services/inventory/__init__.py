@@ -1,0 +1,1 @@
+"""Inventory: stock per sku and reservations (reserve, commit, release), idempotent per order."""

@@ -1,0 +1,88 @@
+"""`python -m services.inventory init [--seed-demo]` creates the tables (idempotent) and seeds
+demo stock; `python -m services.inventory serve` runs the app on uvloop (INVENTORY_HOST/PORT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+import uvloop
+from aiohttp import web
+from sqlalchemy import func, insert, select
+
+from chassis import ConfigError, configure_logging, create_db_engine, sync_url
+
+from .adapters.orm import metadata, stock
+from .app import create_app
+from .settings import InventorySettings
+
+log = logging.getLogger("portico.inventory")
+
+DEMO_UNITS = 50
+# Low on purpose, so that the tour (and tests) can run an order out of stock.
+DEMO_LOW = {"EL-0004": 3, "OD-0002": 2}
+
+
+def demo_stock() -> dict[str, int]:
+    """Units per catalog demo sku: the skus come from the catalog's own demo list."""
+    from services.catalog.service_layer.demo import DEMO_PRODUCTS
+
+    return {p.sku: DEMO_LOW.get(p.sku, DEMO_UNITS) for p in DEMO_PRODUCTS}
+
+
+def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, int | bool]:
+    engine = create_db_engine(sync_url(settings.database_url))
+    seeded = 0
+    try:
+        metadata.create_all(engine)  # checkfirst: safe to run again
+        if seed:
+            with engine.begin() as conn:
+                if not conn.execute(select(func.count()).select_from(stock)).scalar_one():
+                    rows = [
+                        {"sku": sku, "on_hand": units, "reserved": 0}
+                        for sku, units in demo_stock().items()
+                    ]
+                    conn.execute(insert(stock), rows)
+                    seeded = len(rows)
+    finally:
+        engine.dispose()
+    return {"tables": True, "seeded": seeded}
+
+
+def serve(settings: InventorySettings) -> None:
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(settings)
+    log.info("inventory listening", extra={"host": settings.host, "port": settings.port})
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.inventory")
+    commands = parser.add_subparsers(dest="command", required=True)
+    init_cmd = commands.add_parser("init", help="create the tables (idempotent)")
+    init_cmd.add_argument(
+        "--seed-demo", action="store_true", help="stock the catalog's demo skus if empty"
+    )
+    commands.add_parser("serve", help="serve HTTP on INVENTORY_HOST:INVENTORY_PORT")
+    args = parser.parse_args(argv)
+    try:
+        settings = InventorySettings.from_env()
+    except ConfigError as exc:
+        configure_logging("inventory")
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    result = init(settings, seed=args.seed_demo)
+    print(orjson.dumps({"command": args.command, **result}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Adapters: the SQLAlchemy tables, the stock/reservation repository and the event outbox."""

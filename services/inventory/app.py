@@ -1,0 +1,103 @@
+"""The inventory's composition root: settings, engine, use cases, chassis, routes, relay.
+
+`python -m services.inventory serve` runs it on uvloop; tests use
+`aiohttp_client(create_app(settings, verifier=...))` with `relay=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging
+from chassis.aiohttp import install
+from chassis.db import create_async_db_engine
+from chassis.openapi import install_aiohttp
+
+from . import schemas
+from .adapters.events import EventSink, RelayHandle, broker_ready, start_relay
+from .adapters.orm import outbox, stock
+from .entrypoints import SERVICE, routes
+from .service_layer.services import InventoryService
+from .settings import InventorySettings
+
+__all__ = ["ENGINE", "RELAY", "create_app"]
+
+ENGINE = web.AppKey("inventory.engine", AsyncEngine)
+RELAY = web.AppKey("inventory.relay", RelayHandle)
+
+_ERRORS = {
+    "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the required scope",
+    "NotFound": "No such sku or reservation",
+    "Conflict": "The reservation's state forbids this, or on_hand is below the reserved units",
+    "OutOfStock": "Not enough stock; `skus` and `shortages` name the items short",
+    "UnsupportedMediaType": "The body is not application/json",
+    "UnprocessableContent": "Invalid fields or parameters, named in `errors`",
+}
+
+
+def create_app(
+    settings: InventorySettings | None = None, *, verifier: AsyncTokenVerifier | None = None
+) -> web.Application:
+    """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
+    settings = settings or InventorySettings.from_env()
+    configure_logging("inventory", settings.log_level)
+    engine = create_async_db_engine(settings.database_url)
+    events = EventSink(outbox)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[ENGINE] = engine
+    app[SERVICE] = InventoryService(engine, events, settings.low_stock_threshold)
+
+    async def database_ready() -> None:
+        """Readiness: the database answers and `init` has created the tables."""
+        async with engine.connect() as conn:
+            await conn.execute(select(stock.c.sku).limit(1))
+
+    checks: dict[str, Callable[[], Any]] = {"database": database_ready}
+    if settings.relay:
+        checks["broker"] = lambda: asyncio.to_thread(broker_ready)
+    install(
+        app,
+        "inventory",
+        ready_checks=checks,
+        verifier=verifier or _verifier(),
+    )
+    app.router.add_routes(routes)
+    install_aiohttp(
+        app,
+        title="Portico inventory",
+        description="Stock per sku and reservations for orders (reserve, commit, release).",
+        security="RFC 9068 access token. Scopes: inventory:read (reads), "
+        "inventory:write (stock counts and reservations).",
+        schemas={
+            "StockLevel": schemas.StockLevelSchema,
+            "StockUpdate": schemas.StockUpdateSchema,
+            "ReserveRequest": schemas.ReserveRequestSchema,
+            "Reservation": schemas.ReservationSchema,
+        },
+        errors=_ERRORS,
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if settings.relay:
+            handle = await asyncio.to_thread(start_relay, settings.database_url, outbox)
+            app[RELAY] = handle
+            events.wake = handle.relay.wake
+        yield
+        if settings.relay:
+            events.wake = None
+            await asyncio.to_thread(app[RELAY].stop)
+        await engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _verifier() -> AsyncTokenVerifier:
+    return TokenSettings.from_env().async_verifier()

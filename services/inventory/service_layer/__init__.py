@@ -1,0 +1,1 @@
+"""Use cases: each runs in one database transaction and speaks in domain terms."""

@@ -1,0 +1,1 @@
+"""Payments: charges and refunds against a simulated provider, keyed by Idempotency-Key."""

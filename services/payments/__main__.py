@@ -1,0 +1,43 @@
+"""`python -m services.payments init`: create the tables (idempotent).
+
+Serve with gunicorn: `gunicorn 'services.payments.app:create_app()' -b 127.0.0.1:8105`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from chassis import ConfigError, create_db_engine
+
+from .adapters.orm import metadata
+from .settings import PaymentsSettings
+
+
+def init(settings: PaymentsSettings) -> dict[str, bool]:
+    engine = create_db_engine(settings.database_url)
+    try:
+        metadata.create_all(engine)  # checkfirst: safe to run again
+    finally:
+        engine.dispose()
+    return {"tables": True}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.payments")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="create the tables (idempotent)")
+    args = parser.parse_args(argv)
+    try:
+        settings = PaymentsSettings.from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(orjson.dumps({"command": args.command, **init(settings)}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Adapters: tables, the payment repository, the simulated provider and the event outbox."""

@@ -1,0 +1,92 @@
+"""The payments' outgoing events, through the chassis' transactional outbox.
+
+The one module that talks to `chassis.messaging`: event rows are inserted on the caller's
+connection inside the transaction that captures or refunds, and a relay thread publishes
+them after the commit (at least once; consumers deduplicate by event id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, MetaData, Table
+
+from chassis import create_db_engine
+from chassis.messaging import (
+    BrokerSettings,
+    Event,
+    OutboxRelay,
+    check_broker,
+    outbox_insert,
+    outbox_table,
+)
+
+from ..domain import Payment
+
+__all__ = [
+    "PAYMENT_CAPTURED",
+    "PAYMENT_REFUNDED",
+    "EventSink",
+    "RelayHandle",
+    "broker_ready",
+    "outbox_for",
+    "start_relay",
+]
+
+PAYMENT_CAPTURED = "payment.captured"
+PAYMENT_REFUNDED = "payment.refunded"
+
+
+def outbox_for(metadata: MetaData) -> Table:
+    return outbox_table(metadata)
+
+
+class EventSink:
+    """Writes events into the outbox; `committed()` nudges the relay to publish at once."""
+
+    def __init__(self, table: Table, wake: Callable[[], None] | None = None) -> None:
+        self.table = table
+        self.wake = wake
+
+    def captured(self, conn: Connection, payment: Payment) -> None:
+        data = {
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
+            "amount": payment.amount,
+            "currency": payment.currency,
+        }
+        conn.execute(outbox_insert(self.table, Event(type=PAYMENT_CAPTURED, data=data)))
+
+    def refunded(self, conn: Connection, payment: Payment) -> None:
+        data = {"payment_id": payment.id, "order_id": payment.order_id, "amount": payment.amount}
+        conn.execute(outbox_insert(self.table, Event(type=PAYMENT_REFUNDED, data=data)))
+
+    def committed(self) -> None:
+        if self.wake is not None:
+            self.wake()
+
+
+@dataclass
+class RelayHandle:
+    relay: OutboxRelay
+    engine: Engine
+
+    def stop(self) -> None:
+        try:
+            self.relay.stop()
+        finally:
+            self.engine.dispose()
+
+
+def start_relay(database_url: str, table: Table) -> RelayHandle:
+    """A relay thread on its own engine (its own pool) over the service's database."""
+    engine = create_db_engine(database_url)
+    relay = OutboxRelay(engine, table, BrokerSettings.from_env())
+    relay.start()
+    return RelayHandle(relay, engine)
+
+
+def broker_ready() -> None:
+    """Readiness: the broker the relay publishes to accepts a connection."""
+    check_broker(BrokerSettings.from_env())

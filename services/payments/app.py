@@ -1,0 +1,99 @@
+"""The payments app factory: `gunicorn 'services.payments.app:create_app()'`.
+
+Outbox relay: every gunicorn worker builds this app after the fork and starts one relay
+thread (stopped at exit). Several relays on one table are safe: the chassis relay takes
+turns through a lease on the claimed rows, and consumers deduplicate by event id. This keeps
+the plain gunicorn command working without a config file; the relay in a worker also gets
+`wake()` right after each capture/refund commit.
+"""
+
+from __future__ import annotations
+
+import atexit
+
+from flask import Flask
+from sqlalchemy import Engine, select
+
+from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine
+from chassis.flask import install
+from chassis.openapi import install_flask
+
+from . import schemas
+from .adapters.events import EventSink, RelayHandle, broker_ready, start_relay
+from .adapters.orm import outbox, payments
+from .adapters.provider import SimulatedProvider
+from .entrypoints import SERVICE, payments_bp
+from .service_layer.services import PaymentService
+from .settings import PaymentsSettings
+
+__all__ = ["ENGINE", "RELAY", "create_app"]
+
+ENGINE = "payments.engine"
+RELAY = "payments.relay"
+
+_ERRORS = {
+    "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the required scope",
+    "NotFound": "No such payment",
+    "PaymentDeclined": "The payment method was declined (`decline_code`)",
+    "Conflict": "A request with this Idempotency-Key is in flight, or the payment's state "
+    "forbids the refund",
+    "UnsupportedMediaType": "The body is not application/json",
+    "UnprocessableContent": "Invalid fields, headers or parameters, named in `errors`",
+    "ProviderUnavailable": "The provider is down; nothing was charged; retry with the same key",
+}
+
+
+def _database_ready(engine: Engine) -> None:
+    """Readiness: the database answers and `init` has created the tables."""
+    with engine.connect() as conn:
+        conn.execute(select(payments.c.id).limit(1))
+
+
+def create_app(
+    settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
+) -> Flask:
+    """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
+    settings = settings or PaymentsSettings.from_env()
+    configure_logging("payments", settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    engine = create_db_engine(settings.database_url)
+    events = EventSink(outbox)
+    app.extensions[ENGINE] = engine
+    app.extensions[SERVICE] = PaymentService(
+        engine,
+        SimulatedProvider(settings.slow_delay),
+        events,
+        pending_lease=settings.pending_lease,
+    )
+    checks = {"database": lambda: _database_ready(engine)}
+    if settings.relay:
+        checks["broker"] = broker_ready
+    install(
+        app,
+        "payments",
+        ready_checks=checks,
+        verifier=verifier or TokenSettings.from_env().sync_verifier(),
+    )
+    app.register_blueprint(payments_bp)
+    install_flask(
+        app,
+        title="Portico payments",
+        description="Charges and refunds (EUR) against a simulated provider; test "
+        "payment-method tokens pm_card_ok, pm_card_declined, pm_card_error, pm_card_slow.",
+        security="RFC 9068 access token. Scopes: payments:read (reads), "
+        "payments:write (charges, refunds).",
+        schemas={
+            "Payment": schemas.PaymentSchema,
+            "ChargeRequest": schemas.ChargeRequestSchema,
+            "PaymentList": schemas.PaymentListSchema,
+        },
+        errors=_ERRORS,
+    )
+    if settings.relay:
+        handle: RelayHandle = start_relay(settings.database_url, outbox)
+        app.extensions[RELAY] = handle
+        events.wake = handle.relay.wake
+        atexit.register(handle.stop)
+    return app

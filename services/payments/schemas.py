@@ -1,0 +1,99 @@
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI components.
+
+Class names are unique across services (the gateway merges every service's document).
+No field for card data exists: a `card_number` (or any unknown field) is a 422, and the
+value is never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
+
+from .domain import CURRENCY, PAYMENT_METHODS, check_payment_method, parse_amount
+
+__all__ = [
+    "ChargeRequestSchema",
+    "PaymentListQuerySchema",
+    "PaymentListSchema",
+    "PaymentSchema",
+]
+
+ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+_CARD_FIELDS = {"card", "card_number", "number", "pan", "cvc", "cvv", "exp_month", "exp_year"}
+_AMOUNT_DOC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "79.80"}
+
+
+def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
+    def validator(value: Any) -> None:
+        error = check(value)
+        if error:
+            raise ValidationError(error)
+
+    return validator
+
+
+class Cents(fields.String):
+    """A decimal string in ("12.50"; numbers refused: no binary floats for money), cents out."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_amount(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class ChargeRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    order_id = fields.String(
+        required=True,
+        validate=validate.Regexp(ORDER_ID, error="must be 1-64 visible ASCII characters"),
+    )
+    amount = Cents(required=True, metadata=_AMOUNT_DOC)
+    currency = fields.String(load_default=CURRENCY, validate=validate.OneOf([CURRENCY]))
+    payment_method = fields.String(
+        required=True,
+        validate=_rule(check_payment_method),
+        metadata={"enum": list(PAYMENT_METHODS), "description": "a test payment-method token"},
+    )
+
+    @pre_load
+    def _no_card_data(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict):
+            raw = sorted(_CARD_FIELDS & set(data))
+            if raw:
+                message = "raw card data is never accepted: send a payment_method token"
+                raise ValidationError({name: [message] for name in raw})
+        return data
+
+
+class PaymentSchema(Schema):
+    id = fields.String(required=True, metadata={"format": "uuid"})
+    order_id = fields.String(required=True)
+    amount = fields.String(required=True, metadata=_AMOUNT_DOC)
+    currency = fields.String(required=True, metadata={"enum": [CURRENCY]})
+    payment_method = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"enum": ["PENDING", "CAPTURED", "DECLINED", "REFUNDED"]}
+    )
+    decline_code = fields.String(allow_none=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    refunded_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class PaymentListSchema(Schema):
+    items = fields.List(fields.Nested(PaymentSchema), required=True)
+
+
+class PaymentListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    order_id = fields.String(validate=validate.Regexp(ORDER_ID, error="invalid order id"))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 100))

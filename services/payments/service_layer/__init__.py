@@ -1,0 +1,1 @@
+"""Use cases: charge and refund, each step one short database transaction."""
