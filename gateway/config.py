@@ -12,10 +12,11 @@ and its dataclass field together, so no key is ever accepted and silently ignore
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,13 @@ from chassis import ConfigError, TokenSettings
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AuthConfig",
+    "ConsumerClass",
     "GatewayConfig",
     "HealthCheck",
+    "IPNetwork",
+    "Quota",
+    "RateLimitPolicy",
+    "RateLimitsConfig",
     "RouteAuth",
     "RouteConfig",
     "ServerConfig",
@@ -51,6 +57,10 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ON_REDIS_ERROR = ("fail_open", "fail_closed")
+BUILTIN_CONSUMER_CLASSES = ("anonymous", "authenticated")
 
 
 # --- the model the rest of the gateway reads ---------------------------------------------
@@ -87,6 +97,7 @@ class RouteConfig:
     auth: RouteAuth
     timeout: float  # resolved: the route's own, else its upstream's
     max_body_bytes: int  # resolved: the route's own, else the server's
+    rate_limit: str | None = None  # a policy name in `rate_limits.policies`
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,44 @@ class ServerConfig:
     host: str
     port: int
     max_body_bytes: int
+    # Peers whose X-Forwarded-For is believed when finding a client's IP (rate-limit key).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """`limit` requests per `period` seconds, at most `burst` at once (GCRA)."""
+
+    limit: int
+    period: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerClass:
+    """Tokens of these clients, or carrying any of these scopes, get the class's quotas."""
+
+    name: str
+    client_ids: frozenset[str]
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    name: str
+    quota: Quota
+    classes: Mapping[str, Quota]  # consumer class (named or built-in) -> its own quota
+    on_redis_error: str  # resolved: the policy's own, else the section's
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitsConfig:
+    redis_url: str | None = None  # None: the in-process limiter (one process only)
+    key_prefix: str = "portico:rl:"
+    redis_timeout: float = 0.005
+    redis_connect_timeout: float = 0.5
+    consumer_classes: tuple[ConsumerClass, ...] = ()
+    policies: Mapping[str, RateLimitPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +159,7 @@ class GatewayConfig:
     auth: AuthConfig
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
 
 
 # --- path syntax shared with the router --------------------------------------------------
@@ -142,6 +192,50 @@ def path_params(path: str) -> list[str]:
 
 def _positive(what: str = "must be > 0") -> validate.Range:
     return validate.Range(min=0, min_inclusive=False, error=what)
+
+
+def _check_cidr(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return "must be an IP address or CIDR block"
+    return None
+
+
+def check_redis_url(url: str) -> str | None:
+    """None for `redis://[[user]:password@]host[:port][/db]` (no TLS, no Unix sockets here)."""
+    match = re.match(
+        r"^redis://(?:[^@/]*@)?([^:/@]+|\[[0-9A-Fa-f:.]+\])(?::(\d+))?(?:/(\d*))?$", url
+    )
+    if not match:
+        return "must be redis://[[user]:password@]host[:port][/db]"
+    if match.group(2) and not 0 < int(match.group(2)) <= 65535:
+        return "port must be 1..65535"
+    return None
+
+
+def _validator(check: Any) -> Any:
+    def run(value: str) -> bool:
+        problem = check(value)
+        if problem:
+            raise ValidationError(problem)
+        return True
+
+    return run
+
+
+class _Whole(fields.Integer):
+    """An integer that refuses 1.5 (marshmallow's Integer would truncate it) but takes "60"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+_POLICY_NAME = validate.Regexp(
+    r"^[A-Za-z0-9_:-]+$", error="must be letters, digits, '_', ':' or '-'"
+)
 
 
 # --- schemas ------------------------------------------------------------------------------
@@ -202,6 +296,7 @@ class RouteSchema(_Strict):
     max_body_bytes = fields.Integer(
         load_default=None, validate=validate.Range(min=0, error="must be >= 0")
     )
+    rate_limit = fields.String(load_default=None)
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -234,10 +329,95 @@ class ServerSchema(_Strict):
     max_body_bytes = fields.Integer(
         load_default=10 * 1024 * 1024, validate=validate.Range(min=0, error="must be >= 0")
     )
+    trusted_proxies = fields.List(
+        fields.String(validate=_validator(_check_cidr)), load_default=list
+    )
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ServerConfig:
-        return ServerConfig(**data)
+        proxies = tuple(ipaddress.ip_network(p, strict=False) for p in data["trusted_proxies"])
+        return ServerConfig(**{**data, "trusted_proxies": proxies})
+
+
+class QuotaSchema(_Strict):
+    limit = _Whole(required=True, validate=_positive())
+    period = _Whole(required=True, validate=_positive("must be > 0 (whole seconds)"))
+    burst = _Whole(load_default=None, validate=_positive())
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> Quota:
+        burst = data["limit"] if data["burst"] is None else data["burst"]
+        return Quota(limit=data["limit"], period=data["period"], burst=burst)
+
+
+class PolicySchema(_Strict):
+    limit = _Whole(required=True, validate=_positive())
+    period = _Whole(required=True, validate=_positive("must be > 0 (whole seconds)"))
+    burst = _Whole(load_default=None, validate=_positive())
+    on_redis_error = fields.String(
+        load_default=None, validate=validate.OneOf(ON_REDIS_ERROR, error="must be one of {choices}")
+    )
+    classes = fields.Dict(
+        keys=fields.String(validate=_POLICY_NAME),
+        values=fields.Nested(QuotaSchema),
+        load_default=dict,
+    )
+
+
+class ConsumerClassSchema(_Strict):
+    client_ids = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    scopes = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+
+    @validates_schema
+    def check_some(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("client_ids") and not data.get("scopes"):
+            raise ValidationError("must list client_ids or scopes")
+
+
+class RateLimitsSchema(_Strict):
+    """Rate-limit policies; without `redis_url` (or GATEWAY_REDIS_URL) limits are in-process."""
+
+    redis_url = fields.String(load_default=None)
+    key_prefix = fields.String(load_default="portico:rl:")
+    redis_timeout = fields.Float(load_default=0.005, validate=_positive())
+    redis_connect_timeout = fields.Float(load_default=0.5, validate=_positive())
+    on_redis_error = fields.String(
+        load_default="fail_open",
+        validate=validate.OneOf(ON_REDIS_ERROR, error="must be one of {choices}"),
+    )
+    consumer_classes = fields.Dict(
+        keys=fields.String(
+            validate=[
+                _POLICY_NAME,
+                validate.NoneOf(BUILTIN_CONSUMER_CLASSES, error="is a built-in class"),
+            ]
+        ),
+        values=fields.Nested(ConsumerClassSchema),
+        load_default=dict,
+    )
+    policies = fields.Dict(
+        keys=fields.String(validate=_POLICY_NAME),
+        values=fields.Nested(PolicySchema),
+        load_default=dict,
+    )
+
+    @validates_schema
+    def check_classes(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, Any] = {}
+        url = data.get("redis_url")
+        if url:
+            problem = check_redis_url(url)
+            if problem:
+                errors["redis_url"] = [problem]
+        known = set(BUILTIN_CONSUMER_CLASSES) | set(data.get("consumer_classes", {}))
+        for name, policy in data.get("policies", {}).items():
+            unknown = sorted(set(policy.get("classes", {})) - known)
+            if unknown:
+                errors.setdefault("policies", {})[name] = {
+                    "classes": [f"unknown consumer class {c!r}" for c in unknown]
+                }
+        if errors:
+            raise ValidationError(errors)
 
 
 class AuthSchema(_Strict):
@@ -252,6 +432,7 @@ class AuthSchema(_Strict):
 class GatewaySchema(_Strict):
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
     auth = fields.Nested(AuthSchema, load_default=dict)
+    rate_limits = fields.Nested(RateLimitsSchema, load_default=lambda: RateLimitsSchema().load({}))
     upstreams = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1)),
         values=fields.Nested(UpstreamSchema),
@@ -267,6 +448,7 @@ class GatewaySchema(_Strict):
     @validates_schema
     def check_references(self, data: dict[str, Any], **_: Any) -> None:
         upstreams = data.get("upstreams", {})
+        policies = data.get("rate_limits", {}).get("policies", {})
         names: dict[str, int] = {}
         claimed: dict[tuple[str, str], str] = {}
         errors: dict[int, dict[str, list[str]]] = {}
@@ -274,6 +456,8 @@ class GatewaySchema(_Strict):
             here = errors.setdefault(i, {})
             if route["upstream"] not in upstreams:
                 here["upstream"] = [f"unknown upstream {route['upstream']!r}"]
+            if route.get("rate_limit") is not None and route["rate_limit"] not in policies:
+                here["rate_limit"] = [f"unknown rate-limit policy {route['rate_limit']!r}"]
             if route["name"] in names:
                 here["name"] = [f"duplicate of routes[{names[route['name']]}].name"]
             names.setdefault(route["name"], i)
@@ -333,7 +517,45 @@ def _flatten(messages: Any, where: str = "") -> list[str]:
     return [f"{where or '<root>'}: {messages}"]
 
 
-def _build(data: dict[str, Any], tokens: TokenSettings) -> GatewayConfig:
+def _rate_limits(raw: dict[str, Any], environ: Mapping[str, str]) -> RateLimitsConfig:
+    """GATEWAY_REDIS_URL, when set and not empty, overrides `rate_limits.redis_url`."""
+    redis_url = environ.get("GATEWAY_REDIS_URL") or raw["redis_url"] or None
+    if redis_url:
+        problem = check_redis_url(redis_url)
+        if problem:
+            raise ConfigError(
+                f"invalid redis URL (GATEWAY_REDIS_URL or rate_limits.redis_url): {problem}"
+            )
+    policies = {
+        name: RateLimitPolicy(
+            name=name,
+            quota=Quota(
+                limit=p["limit"],
+                period=p["period"],
+                burst=p["limit"] if p["burst"] is None else p["burst"],
+            ),
+            classes=dict(p["classes"]),
+            on_redis_error=p["on_redis_error"] or raw["on_redis_error"],
+        )
+        for name, p in raw["policies"].items()
+    }
+    classes = tuple(
+        ConsumerClass(name, frozenset(c["client_ids"]), frozenset(c["scopes"]))
+        for name, c in raw["consumer_classes"].items()
+    )
+    return RateLimitsConfig(
+        redis_url=redis_url,
+        key_prefix=raw["key_prefix"],
+        redis_timeout=raw["redis_timeout"],
+        redis_connect_timeout=raw["redis_connect_timeout"],
+        consumer_classes=classes,
+        policies=policies,
+    )
+
+
+def _build(
+    data: dict[str, Any], tokens: TokenSettings, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
     server: ServerConfig = data["server"]
     auth = AuthConfig(
         issuer=data["auth"].get("issuer", tokens.issuer),
@@ -365,10 +587,17 @@ def _build(data: dict[str, Any], tokens: TokenSettings) -> GatewayConfig:
             max_body_bytes=(
                 server.max_body_bytes if raw["max_body_bytes"] is None else raw["max_body_bytes"]
             ),
+            rate_limit=raw["rate_limit"],
         )
         for raw in data["routes"]
     )
-    return GatewayConfig(server=server, auth=auth, upstreams=upstreams, routes=routes)
+    return GatewayConfig(
+        server=server,
+        auth=auth,
+        upstreams=upstreams,
+        routes=routes,
+        rate_limits=_rate_limits(data["rate_limits"], environ or {}),
+    )
 
 
 def parse_config(
@@ -386,7 +615,7 @@ def parse_config(
         data = GatewaySchema().load(substituted)
     except ValidationError as exc:
         raise ConfigError(f"invalid {source}: " + "; ".join(_flatten(exc.messages))) from None
-    return _build(data, TokenSettings.from_env(env))
+    return _build(data, TokenSettings.from_env(env), env)
 
 
 def load_config(

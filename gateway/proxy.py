@@ -1,4 +1,5 @@
-"""The request path, top to bottom: route -> auth -> upstream instance -> forward -> answer.
+"""The request path, top to bottom: route -> auth -> rate limit -> upstream instance -> forward
+-> answer.
 
 `Proxy.handle` is the gateway's one catch-all handler. Every failure before the upstream's
 answer starts is a `chassis.Problem` (404, 405 with `Allow`, 401/403, 413, 502, 503, 504),
@@ -24,9 +25,11 @@ from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
 from .auth import authenticate
+from .ratelimit import RateLimiter
 from .routing import Router
 from .transport import (
     OutboundRequest,
+    PoolTimeout,
     Transport,
     TransportError,
     UpstreamResponse,
@@ -145,11 +148,14 @@ class Proxy:
         upstreams: UpstreamPool,
         transport: Transport,
         verifier: AsyncTokenVerifier,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.router = router
         self.upstreams = upstreams
         self.transport = transport
         self.verifier = verifier
+        # None when no route names a rate-limit policy: the stage costs nothing then.
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         # 1. route
@@ -176,6 +182,10 @@ class Proxy:
         claims = await authenticate(self.verifier, route, request.headers.get("Authorization"))
         if claims is not None:
             request[CLAIMS] = claims
+
+        # 2b. rate limit (429, or 503 when Redis is gone and the policy fails closed)
+        if self.limiter is not None:
+            await self.limiter.check(request, route.name, claims)
 
         # 3. request body, within the route's limit
         limit = route.max_body_bytes
@@ -227,6 +237,10 @@ class Proxy:
             )
             if isinstance(exc, UpstreamTimeout):
                 raise Problem(504, f"{upstream.name} did not answer in time") from None
+            if isinstance(exc, PoolTimeout):
+                raise Problem(
+                    503, f"{upstream.name} is saturated", headers={"Retry-After": "1"}
+                ) from None
             raise Problem(502, f"{upstream.name} is unavailable") from None
 
         # 6. answer

@@ -80,7 +80,7 @@ def test_auth_defaults_to_the_chassis_token_settings() -> None:
         ),
         (lambda r: r["server"].update(port=70000), "server.port: must be 0..65535"),
         (lambda r: r["server"].update(max_body_bytes="lots"), "server.max_body_bytes: Not a valid"),
-        (lambda r: r.update(rate_limits={}), "rate_limits: Unknown field"),
+        (lambda r: r.update(no_such_section={}), "no_such_section: Unknown field"),
         (lambda r: r.pop("routes"), "routes: Missing data"),
     ],
 )
