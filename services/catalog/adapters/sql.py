@@ -88,6 +88,8 @@ class SqlProductRepository(AbstractProductRepository):
             stmt = stmt.where(c.price_cents >= filters.min_price)
         if filters.max_price is not None:
             stmt = stmt.where(c.price_cents <= filters.max_price)
+        if filters.sku is not None:
+            stmt = stmt.where(c.sku == filters.sku)
         if after is not None:
             stmt = stmt.where(
                 or_(

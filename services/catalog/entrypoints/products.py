@@ -125,6 +125,7 @@ def list_products() -> Response:
         q=args.get("q"),
         min_price=args.get("min_price"),
         max_price=args.get("max_price"),
+        sku=args.get("sku"),
     )
     page = services.list_products(_uow(), filters, args.get("cursor"), args["limit"])
     next_cursor = encode_cursor(page.next) if page.next else None

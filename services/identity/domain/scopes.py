@@ -8,6 +8,13 @@ DESCRIPTIONS: dict[str, str] = {
     "catalog:read": "Read the product catalog",
     "catalog:write": "Create, change and delete products",
     "profile": "Read your username and email address",
+    "orders:read": "See your orders",
+    "orders:write": "Place orders",
+    "inventory:read": "Read stock levels",
+    "inventory:write": "Change stock and reservations",
+    "payments:read": "See payments",
+    "payments:write": "Charge and refund payments",
+    "notifications:read": "Read your notifications",
 }
 SUPPORTED: tuple[str, ...] = tuple(DESCRIPTIONS)
 

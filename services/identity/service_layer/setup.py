@@ -1,4 +1,5 @@
-"""`init`: tables, the first signing key and the secret key; `--seed-dev`: dev clients and user.
+"""`init`: tables, the first signing key and the secret key; `--seed-dev`: dev clients and user,
+and the `orders-service` client the orders saga calls catalog, inventory and payments with.
 
 Everything here is idempotent. Seeding keeps credentials that still work (the file's secret
 matches the stored digest, the file's password verifies) and resets only what does not, so a
@@ -28,11 +29,15 @@ __all__ = [
     "DEV_CLIENT_ID",
     "DEV_REDIRECT_URI",
     "DEV_SCOPE",
+    "ORDERS_CLIENT_FILE",
+    "ORDERS_CLIENT_ID",
+    "ORDERS_SCOPE",
     "PUBLIC_CLIENT_ID",
     "InitReport",
     "init_storage",
     "keystore_for",
     "seed_dev",
+    "seed_orders_client",
     "write_credentials",
 ]
 
@@ -40,8 +45,15 @@ DEV_CLIENT_ID = "portico-dev"
 PUBLIC_CLIENT_ID = "portico-public"
 DEMO_USERNAME = "demo"
 DEV_REDIRECT_URI = "http://127.0.0.1:8765/callback"
-DEV_SCOPE = "catalog:read catalog:write profile"
+# Every scope the README tour uses: the dev client can act on every service.
+DEV_SCOPE = (
+    "catalog:read catalog:write profile orders:read orders:write inventory:read inventory:write "
+    "payments:read payments:write notifications:read"
+)
 DEFAULT_CREDENTIALS_FILE = "var/dev-credentials.json"
+ORDERS_CLIENT_ID = "orders-service"
+ORDERS_SCOPE = "catalog:read inventory:write payments:write"
+ORDERS_CLIENT_FILE = "var/orders/client.json"
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,34 @@ def seed_dev(
         "scope": DEV_SCOPE,
     }
     session.flush()
+    return credentials, known != credentials
+
+
+def seed_orders_client(
+    session: Session, client_file: str | Path = ORDERS_CLIENT_FILE
+) -> tuple[dict[str, str], bool]:
+    """Create or repair the confidential client the orders service gets its service token with
+    (client_credentials only). Like `seed_dev`, a secret in `client_file` that still matches is
+    kept; the caller commits, then writes the file with `write_credentials` when told to.
+    """
+    known = _read_credentials(Path(client_file))
+    client = session.get(Client, ORDERS_CLIENT_ID)
+    secret = known.get("client_secret")
+    if client is None or not (isinstance(secret, str) and client.check_client_secret(secret)):
+        secret = secrets.token_urlsafe(32)
+    _upsert_client(
+        session,
+        ORDERS_CLIENT_ID,
+        client_name="Portico orders service",
+        client_secret_hash=secret_digest(secret),
+        token_endpoint_auth_method="client_secret_basic",
+        grant_types="client_credentials",
+        response_types="",
+        redirect_uris="",
+        scope=ORDERS_SCOPE,
+    )
+    session.flush()
+    credentials = {"client_id": ORDERS_CLIENT_ID, "client_secret": secret}
     return credentials, known != credentials
 
 

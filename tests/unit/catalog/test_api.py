@@ -316,5 +316,5 @@ def test_openapi_document(client: FlaskClient) -> None:
         "$ref": "#/components/schemas/Problem"
     }
     query = {p["name"] for p in doc["paths"][BASE]["get"]["parameters"]}
-    assert query == {"limit", "cursor", "category", "q", "min_price", "max_price"}
+    assert query == {"limit", "cursor", "category", "q", "min_price", "max_price", "sku"}
     assert doc["components"]["schemas"]["Product"]["properties"]["price"]["type"] == "string"

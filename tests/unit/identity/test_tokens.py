@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from chassis import TokenError, TokenSettings, TokenVerifier
 from services.identity.app import create_app
 from services.identity.entrypoints.context import EXTENSION
+from services.identity.service_layer.setup import DEV_SCOPE
 from services.identity.settings import IdentitySettings
 
 from .conftest import AUDIENCE, ISSUER
@@ -47,7 +48,7 @@ def test_client_credentials_token_is_rfc9068_and_verifies_with_the_chassis(
     assert raw["aud"] == AUDIENCE
     assert raw["sub"] == raw["client_id"] == "portico-dev"
     assert raw["exp"] - raw["iat"] == 900
-    assert claims.scopes == {"catalog:read", "catalog:write", "profile"}
+    assert claims.scopes == set(DEV_SCOPE.split())
 
 
 def test_token_ttl_is_configurable(settings: IdentitySettings, creds: dict[str, str]) -> None:

@@ -1,0 +1,1 @@
+"""notifications: consumes order and payment events and keeps each user's notifications."""

@@ -1,0 +1,65 @@
+"""`python -m services.notifications init` (tables, idempotent) and `serve` (uvloop,
+NOTIFICATIONS_HOST / NOTIFICATIONS_PORT)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+import uvloop
+from aiohttp import web
+
+from chassis import ConfigError, configure_logging, create_db_engine
+from chassis.db import sync_url
+
+from .adapters.orm import metadata
+from .settings import NotificationsSettings
+
+log = logging.getLogger("portico.notifications")
+
+
+def init(settings: NotificationsSettings) -> dict[str, object]:
+    engine = create_db_engine(sync_url(settings.database_url))
+    try:
+        metadata.create_all(engine)  # checkfirst: safe to run again
+    finally:
+        engine.dispose()
+    return {"tables": True}
+
+
+def serve(settings: NotificationsSettings) -> None:
+    from .app import create_app
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(settings)
+    log.info("notifications listening", extra={"host": settings.host, "port": settings.port})
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.notifications")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="create the tables (idempotent)")
+    commands.add_parser(
+        "serve", help="serve HTTP and consume events (NOTIFICATIONS_HOST, NOTIFICATIONS_PORT)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = NotificationsSettings.from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        configure_logging("notifications", settings.log_level)
+        serve(settings)
+        return 0
+    print(orjson.dumps({"command": args.command, **init(settings)}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The notifications service's composition root: settings, engine, event consumer (a thread
+started and stopped with the app), chassis and routes.
+
+`python -m services.notifications serve` runs it on uvloop; tests pass `consume=False`
+settings (no broker) or their own `broker=` settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine
+from chassis.aiohttp import install
+from chassis.db import create_async_db_engine, sync_url
+from chassis.messaging import BrokerSettings, EventConsumer, check_broker
+from chassis.openapi import install_aiohttp
+
+from . import schemas
+from .adapters.orm import inbox, notifications
+from .domain import BINDINGS
+from .entrypoints import ENGINE, routes
+from .service_layer.handlers import handle_event
+from .settings import NotificationsSettings
+
+__all__ = ["CONSUMER", "ENGINE", "QUEUE", "create_app"]
+
+log = logging.getLogger("portico.notifications")
+
+QUEUE = "notifications"
+CONSUMER = web.AppKey("notifications.consumer", EventConsumer)
+
+_ERRORS = {
+    "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the required scope",
+    "NotFound": "No such notification (or not yours)",
+    "UnprocessableContent": "Invalid parameters, named in `errors`",
+}
+
+
+def create_app(
+    settings: NotificationsSettings | None = None,
+    *,
+    verifier: AsyncTokenVerifier | None = None,
+    broker: BrokerSettings | None = None,
+) -> web.Application:
+    settings = settings or NotificationsSettings.from_env()
+    configure_logging("notifications", settings.log_level)
+    engine = create_async_db_engine(settings.database_url)
+    if settings.consume and broker is None:
+        broker = BrokerSettings.from_env()
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[ENGINE] = engine
+
+    async def database_ready() -> None:
+        """Readiness: the database answers and `init` has created the tables."""
+        async with engine.connect() as conn:
+            await conn.execute(select(notifications.c.id).limit(1))
+
+    checks: dict[str, Callable[[], Any]] = {"database": database_ready}
+    if settings.consume and broker is not None:
+        checks["broker"] = lambda: asyncio.to_thread(check_broker, broker)
+    install(
+        app,
+        "notifications",
+        ready_checks=checks,
+        verifier=verifier or TokenSettings.from_env().async_verifier(),
+    )
+    app.router.add_routes(routes)
+    install_aiohttp(
+        app,
+        title="Portico notifications",
+        description="What users are told about their orders and payments.",
+        security="RFC 9068 access token. Scope: notifications:read.",
+        schemas={
+            "Notification": schemas.NotificationSchema,
+            "NotificationPage": schemas.NotificationPageSchema,
+        },
+        errors=_ERRORS,
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        consumer: EventConsumer | None = None
+        if settings.consume and broker is not None:
+            sync_engine = create_db_engine(sync_url(settings.database_url))
+            consumer = EventConsumer(QUEUE, BINDINGS, handle_event, sync_engine, inbox, broker)
+            app[CONSUMER] = consumer
+            try:  # bind the queue now, so events published from here on wait for us
+                await asyncio.to_thread(consumer.declare)
+            except Exception:
+                log.warning("broker unreachable at start-up; the consumer keeps trying")
+            consumer.start()
+        yield
+        if consumer is not None:
+            await asyncio.to_thread(consumer.stop)
+            consumer.engine.dispose()
+        await engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

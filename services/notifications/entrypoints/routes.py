@@ -1,0 +1,131 @@
+"""`/api/v1/notifications`: the caller's notifications. Errors leave as problem+json."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chassis import Problem, validation_problem
+from chassis.aiohttp import CLAIMS, require_scopes
+
+from ..domain import Notification
+from ..schemas import ListQuerySchema, NotificationSchema
+from ..service_layer import queries
+
+__all__ = ["ENGINE", "routes"]
+
+READ = "notifications:read"
+ENGINE = web.AppKey("notifications.engine", AsyncEngine)
+
+routes = web.RouteTableDef()
+_schema = NotificationSchema()
+_query = ListQuerySchema()
+
+
+def _dump(n: Notification) -> dict[str, Any]:
+    return _schema.dump(
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "event_type": n.event_type,
+            "order_id": n.order_id,
+            "subject": n.subject,
+            "body": n.body,
+            "created_at": n.created_at,
+            "read": n.read,
+            "read_at": n.read_at,
+        }
+    )
+
+
+def _encode_cursor(key: tuple[datetime, str]) -> str:
+    raw = orjson.dumps([key[0].isoformat(), key[1]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        at, nid = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not isinstance(nid, str):
+            raise ValueError(text)
+        return parsed, nid
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
+
+
+@routes.get("/api/v1/notifications")
+@require_scopes(READ)
+async def list_notifications(request: web.Request) -> web.Response:
+    """The caller's notifications, newest first.
+    ---
+    get:
+      operationId: listNotifications
+      summary: List my notifications
+      tags: [notifications]
+      security: [{bearerAuth: ["notifications:read"]}]
+      parameters:
+        - in: query
+          schema: ListQuerySchema
+      responses:
+        200:
+          description: A page of notifications
+          content:
+            application/json:
+              schema: NotificationPageSchema
+        401: Unauthorized
+        403: Forbidden
+        422: UnprocessableContent
+    """
+    try:
+        args = _query.load(dict(request.query))
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc
+    page, after = await queries.list_notifications(
+        request.app[ENGINE],
+        request[CLAIMS].subject,
+        unread=args.get("unread"),
+        before=_decode_cursor(args["cursor"]) if "cursor" in args else None,
+        limit=args["limit"],
+    )
+    return web.json_response(
+        {
+            "items": [_dump(n) for n in page],
+            "next_cursor": _encode_cursor(after) if after else None,
+        }
+    )
+
+
+@routes.post("/api/v1/notifications/{notification_id}/read")
+@require_scopes(READ)
+async def mark_read(request: web.Request) -> web.Response:
+    """Mark one of the caller's notifications read (idempotent).
+    ---
+    post:
+      operationId: markNotificationRead
+      summary: Mark a notification read
+      tags: [notifications]
+      security: [{bearerAuth: ["notifications:read"]}]
+      responses:
+        200:
+          description: The notification, now read
+          content:
+            application/json:
+              schema: NotificationSchema
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+    """
+    nid = request.match_info["notification_id"]
+    try:
+        n = await queries.mark_read(request.app[ENGINE], request[CLAIMS].subject, nid)
+    except queries.NotificationNotFound as exc:
+        raise Problem(404, f"no notification with id {nid}") from exc
+    return web.json_response(_dump(n))

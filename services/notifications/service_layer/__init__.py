@@ -1,0 +1,1 @@
+"""The event handler (one notification per event) and the API's use cases."""

@@ -1,0 +1,1 @@
+"""orders: the order aggregate and the saga that reserves stock, charges and confirms."""

@@ -1,0 +1,1 @@
+"""Adapters: tables and repository (SQLAlchemy asyncio), upstream HTTP clients, tokens."""

@@ -1,0 +1,244 @@
+"""SQL storage for orders and their sagas, on one `AsyncConnection` per unit of work.
+
+Claims and saves are conditional UPDATEs (`WHERE lease ... AND version = ...`), which both
+SQLite and PostgreSQL execute atomically: two orders processes never both win a claim, and
+a process whose lease ran out cannot overwrite the saga another one moved on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chassis.messaging import Event, outbox_insert
+
+from ..domain import DomainEvent, Line, Order, Status, Step
+from .orm import order_lines, orders, outbox
+
+__all__ = ["DuplicateKey", "OrderRepository", "StoredOrder"]
+
+
+class DuplicateKey(Exception):
+    """The (owner, Idempotency-Key) pair is taken: a concurrent request stored its order."""
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    order: Order
+    fingerprint: str
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float | None
+
+
+def _cents(value: Decimal | None) -> int | None:
+    return None if value is None else int((value * 100).to_integral_value())
+
+
+def _money(cents: int | None) -> Decimal | None:
+    return None if cents is None else (Decimal(int(cents)) / 100).quantize(Decimal("0.01"))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _naive_if_sqlite(conn: AsyncConnection, value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+class OrderRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    def _order_values(self, order: Order) -> dict[str, Any]:
+        return {
+            "status": order.status.value,
+            "currency": order.currency,
+            "total_cents": _cents(order.total),
+            "reason": order.reason,
+            "payment_id": order.payment_id,
+            "updated_at": _naive_if_sqlite(self.conn, order.updated_at),
+            "step": order.step.value,
+            "attempts": order.attempts,
+            "last_error": order.last_error,
+        }
+
+    async def add(self, order: Order, *, key: str, fingerprint: str, now: float) -> None:
+        values = {
+            **self._order_values(order),
+            "id": order.id,
+            "owner": order.owner,
+            "idempotency_key": key,
+            "fingerprint": fingerprint,
+            "payment_method": order.payment_method,
+            "correlation_id": order.correlation_id,
+            "created_at": _naive_if_sqlite(self.conn, order.created_at),
+            "version": order.version,
+            "next_attempt_at": now,
+        }
+        try:
+            await self.conn.execute(insert(orders).values(**values))
+        except IntegrityError as exc:
+            raise DuplicateKey(key) from exc
+        await self.conn.execute(
+            insert(order_lines),
+            [
+                {
+                    "order_id": order.id,
+                    "position": i,
+                    "sku": ln.sku,
+                    "quantity": ln.quantity,
+                    "unit_price_cents": _cents(ln.unit_price),
+                }
+                for i, ln in enumerate(order.lines)
+            ],
+        )
+
+    async def _load(self, rows: list[Row[Any]]) -> list[StoredOrder]:
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        lines: dict[str, list[Line]] = {i: [] for i in ids}
+        stmt = (
+            select(order_lines)
+            .where(order_lines.c.order_id.in_(ids))
+            .order_by(order_lines.c.order_id, order_lines.c.position)
+        )
+        for ln in await self.conn.execute(stmt):
+            lines[ln.order_id].append(Line(ln.sku, ln.quantity, _money(ln.unit_price_cents)))
+        found = []
+        for r in rows:
+            order = Order(
+                id=r.id,
+                owner=r.owner,
+                payment_method=r.payment_method,
+                lines=lines[r.id],
+                status=Status(r.status),
+                step=Step(r.step),
+                currency=r.currency,
+                total=_money(r.total_cents),
+                reason=r.reason,
+                payment_id=r.payment_id,
+                attempts=r.attempts,
+                last_error=r.last_error,
+                created_at=_aware(r.created_at),
+                updated_at=_aware(r.updated_at),
+                version=r.version,
+                correlation_id=r.correlation_id,
+            )
+            found.append(
+                StoredOrder(order, r.fingerprint, r.next_attempt_at, r.lease_owner, r.lease_until)
+            )
+        return found
+
+    async def get(self, order_id: str) -> StoredOrder | None:
+        rows = list(await self.conn.execute(select(orders).where(orders.c.id == order_id)))
+        found = await self._load(rows)
+        return found[0] if found else None
+
+    async def get_by_key(self, owner: str, key: str) -> StoredOrder | None:
+        stmt = select(orders).where(orders.c.owner == owner, orders.c.idempotency_key == key)
+        found = await self._load(list(await self.conn.execute(stmt)))
+        return found[0] if found else None
+
+    async def list_for(
+        self,
+        owner: str,
+        *,
+        status: Status | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Order]:
+        """The owner's orders, newest first, strictly after the `before` sort key."""
+        c = orders.c
+        stmt = (
+            select(orders)
+            .where(c.owner == owner)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )
+        if status is not None:
+            stmt = stmt.where(c.status == status.value)
+        if before is not None:
+            at = _naive_if_sqlite(self.conn, before[0])
+            stmt = stmt.where(or_(c.created_at < at, and_(c.created_at == at, c.id < before[1])))
+        return [s.order for s in await self._load(list(await self.conn.execute(stmt)))]
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Unfinished sagas whose retry time has come and that nobody holds."""
+        c = orders.c
+        stmt = (
+            select(c.id)
+            .where(
+                c.step != Step.DONE.value,
+                c.next_attempt_at <= now,
+                or_(c.lease_until.is_(None), c.lease_until < now),
+            )
+            .order_by(c.next_attempt_at)
+            .limit(limit)
+        )
+        return [r.id for r in await self.conn.execute(stmt)]
+
+    async def claim(self, order_id: str, owner: str, now: float, until: float) -> bool:
+        """Take the saga for `owner` until `until` if it is unfinished and free (or ours)."""
+        c = orders.c
+        stmt = (
+            update(orders)
+            .where(
+                c.id == order_id,
+                c.step != Step.DONE.value,
+                or_(c.lease_until.is_(None), c.lease_until < now, c.lease_owner == owner),
+            )
+            .values(lease_owner=owner, lease_until=until)
+        )
+        return (await self.conn.execute(stmt)).rowcount == 1
+
+    async def save(
+        self,
+        order: Order,
+        *,
+        expected_version: int,
+        lease_owner: str,
+        next_attempt_at: float,
+        lease_until: float | None,
+        lines_changed: bool = False,
+    ) -> bool:
+        """Write the saga's new state if we still hold it and nobody moved it; bumps version.
+        `lines_changed`: the step priced the lines, so their unit prices are written too."""
+        c = orders.c
+        stmt = (
+            update(orders)
+            .where(c.id == order.id, c.version == expected_version, c.lease_owner == lease_owner)
+            .values(
+                **self._order_values(order),
+                version=expected_version + 1,
+                next_attempt_at=next_attempt_at,
+                lease_owner=lease_owner if lease_until is not None else None,
+                lease_until=lease_until,
+            )
+        )
+        if (await self.conn.execute(stmt)).rowcount != 1:
+            return False
+        order.version = expected_version + 1
+        if lines_changed:
+            for i, ln in enumerate(order.lines):
+                await self.conn.execute(
+                    update(order_lines)
+                    .where(order_lines.c.order_id == order.id, order_lines.c.position == i)
+                    .values(unit_price_cents=_cents(ln.unit_price))
+                )
+        return True
+
+    async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
+        """Write the events to the outbox, in this transaction."""
+        for e in events:
+            event = Event(type=e.type, data=dict(e.data), correlation_id=correlation_id)
+            await self.conn.execute(outbox_insert(outbox, event))
+        return len(events)

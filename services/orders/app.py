@@ -1,0 +1,162 @@
+"""The orders service's composition root: settings, engine, upstream clients, saga driver,
+outbox relay, chassis and routes.
+
+`python -m services.orders serve` runs it on uvloop. Tests pass `upstreams=` (a fake of the
+other services) and `verifier=`; with `publish_events=False` no broker is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
+
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine
+from chassis.aiohttp import install
+from chassis.db import create_async_db_engine, sync_url
+from chassis.messaging import BrokerSettings, OutboxRelay, check_broker
+from chassis.openapi import install_aiohttp
+from chassis.resilience import Retry
+
+from . import schemas
+from .adapters.orm import orders, outbox
+from .adapters.service_token import ServiceToken
+from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
+from .entrypoints import RUNTIME, Runtime, routes
+from .service_layer.saga import SagaDriver, SagaRunner
+from .settings import OrdersSettings
+
+__all__ = ["DRIVER", "RUNTIME", "create_app"]
+
+DRIVER = web.AppKey("orders.driver", SagaDriver)
+
+_ERRORS = {
+    "BadRequest": "The Idempotency-Key header is missing, or the body is not JSON",
+    "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the required scope",
+    "NotFound": "No such order (or not yours)",
+    "ContentTooLarge": "The body is larger than the service accepts",
+    "UnsupportedMediaType": "The body is not application/json",
+    "UnprocessableContent": "Invalid fields, unknown skus or a reused Idempotency-Key; "
+    "named in `errors`",
+}
+
+
+def create_app(
+    settings: OrdersSettings | None = None,
+    *,
+    verifier: AsyncTokenVerifier | None = None,
+    upstreams: Upstreams | None = None,
+    broker: BrokerSettings | None = None,
+) -> web.Application:
+    settings = settings or OrdersSettings.from_env()
+    configure_logging("orders", settings.log_level)
+    engine = create_async_db_engine(settings.database_url)
+    if settings.publish_events and broker is None:
+        broker = BrokerSettings.from_env()
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    runtime = Runtime(engine)
+    app[RUNTIME] = runtime
+
+    async def database_ready() -> None:
+        """Readiness: the database answers and `init` has created the tables."""
+        async with engine.connect() as conn:
+            await conn.execute(select(orders.c.id).limit(1))
+
+    checks: dict[str, Callable[[], Any]] = {"database": database_ready}
+    if settings.publish_events and broker is not None:
+        checks["broker"] = lambda: asyncio.to_thread(check_broker, broker)
+    metrics = install(
+        app,
+        "orders",
+        ready_checks=checks,
+        verifier=verifier or TokenSettings.from_env().async_verifier(),
+    )
+    app.router.add_routes(routes)
+    install_aiohttp(
+        app,
+        title="Portico orders",
+        description="Orders and the saga that reserves stock, charges and confirms them.",
+        security="RFC 9068 access token. Scopes: orders:read (reads), orders:write (place).",
+        schemas={
+            "Order": schemas.OrderSchema,
+            "OrderInput": schemas.OrderInputSchema,
+            "OrderPage": schemas.OrderPageSchema,
+        },
+        errors=_ERRORS,
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session: aiohttp.ClientSession | None = None
+        relay: OutboxRelay | None = None
+        if upstreams is None:
+            session = aiohttp.ClientSession(raise_for_status=False)
+            token = ServiceToken(
+                session,
+                settings.token_url,
+                SERVICE_SCOPE,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                client_file=settings.client_file,
+            )
+            runtime.upstreams = HttpUpstreams(
+                session,
+                token,
+                catalog_url=settings.catalog_url,
+                inventory_url=settings.inventory_url,
+                payments_url=settings.payments_url,
+                catalog_timeout=settings.catalog_timeout,
+                inventory_timeout=settings.inventory_timeout,
+                payments_timeout=settings.payments_timeout,
+                retry=Retry(
+                    attempts=settings.retry_attempts,
+                    base_delay=settings.retry_base_delay,
+                    max_delay=1.0,
+                    retry_on=(Transient,),
+                ),
+                failure_threshold=settings.breaker_failure_threshold,
+                recovery_timeout=settings.breaker_recovery_timeout,
+                registry=metrics.registry,
+            )
+        else:
+            runtime.upstreams = upstreams
+        wake: Callable[[], None] = lambda: None  # noqa: E731
+        if settings.publish_events and broker is not None:
+            sync_engine = create_db_engine(sync_url(settings.database_url))
+            relay = OutboxRelay(sync_engine, outbox, broker)
+            await asyncio.to_thread(relay.start)
+            wake = relay.wake
+        runner = SagaRunner(
+            engine,
+            runtime.upstreams,
+            instance_id=settings.instance_id,
+            lease=settings.saga_lease,
+            retry_base=settings.saga_retry_base,
+            retry_max=settings.saga_retry_max,
+            on_events=wake,
+            registry=metrics.registry,
+        )
+        driver = SagaDriver(
+            runner, poll_interval=settings.saga_poll_interval, concurrency=settings.saga_concurrency
+        )
+        runtime.driver = driver
+        app[DRIVER] = driver
+        driver.start()  # its first sweep resumes what an earlier run left unfinished
+        yield
+        runtime.driver = None
+        await driver.stop()
+        if relay is not None:
+            await asyncio.to_thread(relay.stop)
+            relay.engine.dispose()
+        if session is not None:
+            await session.close()
+        with contextlib.suppress(Exception):
+            await engine.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,242 @@
+"""`/api/v1/orders`: JSON -> use case -> status code. Errors leave as problem+json.
+
+The operation docs after `---` in each handler are the OpenAPI operations (chassis.openapi).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chassis import Problem, validation_problem
+from chassis.aiohttp import CLAIMS, json_body, require_scopes
+
+from ..adapters.upstreams import Upstreams
+from ..domain import Order, Status
+from ..schemas import ListQuerySchema, OrderInputSchema, OrderSchema
+from ..service_layer import orders as use_cases
+from ..service_layer.saga import SagaDriver
+
+__all__ = ["RUNTIME", "Runtime", "routes"]
+
+READ, WRITE = "orders:read", "orders:write"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass
+class Runtime:
+    """What the handlers need; upstreams and driver are set when the app starts."""
+
+    engine: AsyncEngine
+    upstreams: Upstreams | None = None
+    driver: SagaDriver | None = None
+
+
+RUNTIME = web.AppKey("orders.runtime", Runtime)
+
+routes = web.RouteTableDef()
+_input = OrderInputSchema()
+_order = OrderSchema()
+_query = ListQuerySchema()
+
+
+def _dump(order: Order) -> dict[str, Any]:
+    return _order.dump(
+        {
+            "id": order.id,
+            "status": order.status.value,
+            "reason": order.reason,
+            "items": [
+                {"sku": ln.sku, "quantity": ln.quantity, "unit_price": ln.unit_price}
+                for ln in order.lines
+            ],
+            "total": order.total,
+            "currency": order.currency,
+            "payment_method": order.payment_method,
+            "payment_id": order.payment_id,
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+            "saga": {"step": order.step.value, "attempts": order.attempts},
+        }
+    )
+
+
+def _problem(exc: use_cases.OrdersError) -> Problem:
+    if isinstance(exc, use_cases.OrderNotFound):
+        return Problem(404, f"no order with id {exc}")
+    if isinstance(exc, use_cases.UnknownProducts):
+        return validation_problem({"items": [f"unknown sku: {', '.join(exc.skus)}"]})
+    if isinstance(exc, use_cases.IdempotencyKeyReused):
+        return Problem(
+            422,
+            "this Idempotency-Key was already used with a different request body",
+            title="Unprocessable Content",
+            errors={"Idempotency-Key": ["reused with a different request"]},
+        )
+    return Problem(500, "an unexpected error occurred")  # pragma: no cover
+
+
+def _encode_cursor(key: tuple[datetime, str]) -> str:
+    raw = orjson.dumps([key[0].isoformat(), key[1]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        at, order_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None or not isinstance(order_id, str):
+            raise ValueError(text)
+        return parsed, order_id
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
+
+
+@routes.post("/api/v1/orders")
+@require_scopes(WRITE)
+async def create_order(request: web.Request) -> web.Response:
+    """Place an order: stored PENDING, then reserved, charged and confirmed in the background.
+    ---
+    post:
+      operationId: createOrder
+      summary: Place an order
+      tags: [orders]
+      security: [{bearerAuth: ["orders:write"]}]
+      parameters:
+        - in: header
+          name: Idempotency-Key
+          required: true
+          description: A retry with the same key and body returns the first order
+          schema: {type: string, maxLength: 255}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: OrderInputSchema
+      responses:
+        202:
+          description: 'Accepted (or accepted before, with `Idempotent-Replayed: true`);
+            poll the Location until the status is CONFIRMED or REJECTED'
+          headers:
+            Location: {description: the order's URL, schema: {type: string}}
+          content:
+            application/json:
+              schema: OrderSchema
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        413: ContentTooLarge
+        415: UnsupportedMediaType
+        422: UnprocessableContent
+    """
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise Problem(
+            400,
+            "the Idempotency-Key header is required",
+            errors={"Idempotency-Key": ["is required"]},
+        )
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
+    data = await json_body(request, _input)
+    runtime = request.app[RUNTIME]
+    assert runtime.upstreams is not None, "the app has not started"
+    cmd = use_cases.PlaceOrder(
+        owner=request[CLAIMS].subject,
+        key=key,
+        items=tuple((item["sku"], item["quantity"]) for item in data["items"]),
+        payment_method=data["payment_method"],
+    )
+    try:
+        placed = await use_cases.place_order(runtime.engine, runtime.upstreams, cmd)
+    except use_cases.OrdersError as exc:
+        raise _problem(exc) from exc
+    if runtime.driver is not None and not placed.order.finished:
+        runtime.driver.kick(placed.order.id)
+    headers = {"Location": f"/api/v1/orders/{placed.order.id}"}
+    if placed.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(_dump(placed.order), status=202, headers=headers)
+
+
+@routes.get("/api/v1/orders/{order_id}")
+@require_scopes(READ)
+async def get_order(request: web.Request) -> web.Response:
+    """One of the caller's orders, with its status and saga step.
+    ---
+    get:
+      operationId: getOrder
+      summary: Get an order
+      tags: [orders]
+      security: [{bearerAuth: ["orders:read"]}]
+      responses:
+        200:
+          description: The order
+          content:
+            application/json:
+              schema: OrderSchema
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+    """
+    runtime = request.app[RUNTIME]
+    try:
+        order = await use_cases.get_order(
+            runtime.engine, request[CLAIMS].subject, request.match_info["order_id"]
+        )
+    except use_cases.OrdersError as exc:
+        raise _problem(exc) from exc
+    return web.json_response(_dump(order))
+
+
+@routes.get("/api/v1/orders")
+@require_scopes(READ)
+async def list_orders(request: web.Request) -> web.Response:
+    """The caller's orders, newest first, one page at a time.
+    ---
+    get:
+      operationId: listOrders
+      summary: List my orders
+      tags: [orders]
+      security: [{bearerAuth: ["orders:read"]}]
+      parameters:
+        - in: query
+          schema: ListQuerySchema
+      responses:
+        200:
+          description: A page of orders
+          content:
+            application/json:
+              schema: OrderPageSchema
+        401: Unauthorized
+        403: Forbidden
+        422: UnprocessableContent
+    """
+    try:
+        args = _query.load(dict(request.query))
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc
+    before = _decode_cursor(args["cursor"]) if "cursor" in args else None
+    status = Status(args["status"]) if "status" in args else None
+    page, after = await use_cases.list_orders(
+        request.app[RUNTIME].engine,
+        request[CLAIMS].subject,
+        status=status,
+        before=before,
+        limit=args["limit"],
+    )
+    return web.json_response(
+        {
+            "items": [_dump(o) for o in page],
+            "next_cursor": _encode_cursor(after) if after else None,
+        }
+    )

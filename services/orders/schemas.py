@@ -1,0 +1,114 @@
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI components."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .domain import CURRENCY, Status, Step
+
+__all__ = [
+    "ListQuerySchema",
+    "OrderInputSchema",
+    "OrderPageSchema",
+    "OrderSchema",
+]
+
+MAX_ITEMS = 50
+MAX_QUANTITY = 1000
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+_MONEY_DOC = {"type": "string", "pattern": r"^\d+\.\d{2}$", "example": "79.80"}
+# Test-mode payment method tokens, as payment providers use them; never a card number.
+_PAYMENT_METHOD = validate.Regexp(
+    r"^pm_[A-Za-z0-9_]{1,60}$", error="must be a payment method token such as pm_card_ok"
+)
+
+
+class ItemSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Z0-9][A-Z0-9-]{2,63}$", error="must be a sku such as BK-0001"
+        ),
+        metadata={"example": "BK-0001"},
+    )
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_QUANTITY))
+
+
+class OrderInputSchema(Schema):
+    """An order as a client places it; unknown fields (a card number, say) are refused."""
+
+    class Meta:
+        unknown = RAISE
+
+    items = fields.List(
+        fields.Nested(ItemSchema), required=True, validate=validate.Length(1, MAX_ITEMS)
+    )
+    payment_method = fields.String(
+        required=True, validate=_PAYMENT_METHOD, metadata={"example": "pm_card_ok"}
+    )
+
+    @validates_schema
+    def _distinct_skus(self, data: dict[str, Any], **_: Any) -> None:
+        skus = [item["sku"] for item in data.get("items", [])]
+        if len(skus) != len(set(skus)):
+            raise ValidationError("each sku may appear once; add up the quantities", "items")
+
+
+class LineSchema(Schema):
+    sku = fields.String(required=True)
+    quantity = fields.Integer(required=True)
+    unit_price = fields.Decimal(
+        as_string=True, places=2, allow_none=True, metadata={**_MONEY_DOC, "nullable": True}
+    )
+
+
+class SagaSchema(Schema):
+    step = fields.String(metadata={"enum": [s.value for s in Step]})
+    attempts = fields.Integer(metadata={"description": "failed tries of the current step"})
+
+
+class OrderSchema(Schema):
+    """An order as the API returns it; `total` is null until the catalog has priced it."""
+
+    id = fields.String(metadata={"format": "uuid"})
+    status = fields.String(metadata={"enum": [s.value for s in Status]})
+    reason = fields.String(
+        allow_none=True, metadata={"description": "why it was rejected", "nullable": True}
+    )
+    items = fields.List(fields.Nested(LineSchema))
+    total = fields.Decimal(
+        as_string=True, places=2, allow_none=True, metadata={**_MONEY_DOC, "nullable": True}
+    )
+    currency = fields.String(metadata={"enum": [CURRENCY]})
+    payment_method = fields.String()
+    payment_id = fields.String(allow_none=True, metadata={"nullable": True})
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    saga = fields.Nested(SagaSchema)
+
+
+class OrderPageSchema(Schema):
+    items = fields.List(fields.Nested(OrderSchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True, required=True, metadata={"description": "null on the last page"}
+    )
+
+
+class ListQuerySchema(Schema):
+    """GET /orders query parameters; unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
+    )
+    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+    status = fields.String(validate=validate.OneOf([s.value for s in Status]))

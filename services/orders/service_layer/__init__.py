@@ -1,0 +1,1 @@
+"""Use cases (place, get, list orders) and the saga runner and driver."""

@@ -1,0 +1,264 @@
+"""Running sagas: `SagaRunner` moves one order's saga as far as it can go now; `SagaDriver`
+runs new sagas at once and sweeps for unfinished ones at start-up and periodically.
+
+A run first claims the order (a lease in its row, taken with one conditional UPDATE), then
+repeats: perform the current step (I/O, outside any transaction) -> apply the outcome to the
+order (pure) -> store the new state and its events in one transaction, conditional on the
+lease and the version read. So two processes never run one saga step at the same time, and
+if a process dies anywhere, the step is performed again after the lease runs out - which is
+harmless, because every step is keyed by the order id upstream. A step whose service is
+unavailable ends the run; the order is due again after a growing delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chassis import correlation_id
+
+from ..adapters.orm import orders
+from ..adapters.upstreams import Upstreams
+from ..domain import Order, Outcome, Refused, Step, Unavailable, retry_delay, utcnow
+from .unit_of_work import UnitOfWork
+
+__all__ = ["SagaDriver", "SagaRunner"]
+
+log = logging.getLogger("portico.orders.saga")
+_OUTCOMES = frozenset({"order.confirmed", "order.rejected"})
+
+
+class SagaRunner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        upstreams: Upstreams,
+        *,
+        instance_id: str | None = None,
+        lease: float = 30.0,
+        retry_base: float = 0.5,
+        retry_max: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        on_events: Callable[[], None] = lambda: None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.engine = engine
+        self.upstreams = upstreams
+        self.instance_id = instance_id or f"orders-{uuid.uuid4().hex[:12]}"
+        self.lease = lease
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.clock = clock
+        self.on_events = on_events
+        self._steps = Counter(
+            "orders_saga_steps_total",
+            "Saga steps performed, by step and outcome",
+            ["step", "outcome"],
+            registry=registry,
+        )
+        self._outcomes = Counter(
+            "orders_saga_outcomes_total",
+            "Sagas finished, by order status",
+            ["status"],
+            registry=registry,
+        )
+
+    async def perform(self, order: Order) -> Outcome:
+        """The current step's call; an unexpected error is treated as "try again later"."""
+        up = self.upstreams
+        try:
+            match order.step:
+                case Step.PRICE:
+                    return await up.prices([ln.sku for ln in order.lines])
+                case Step.RESERVE:
+                    return await up.reserve(order.id, order.lines)
+                case Step.CHARGE:
+                    assert order.total is not None, "charging an unpriced order"
+                    return await up.charge(
+                        order.id, order.total, order.currency, order.payment_method
+                    )
+                case Step.COMMIT:
+                    return await up.commit(order.id)
+                case Step.REFUND:
+                    assert order.payment_id is not None, "refunding without a payment"
+                    return await up.refund(order.id, order.payment_id)
+                case Step.RELEASE:
+                    return await up.release(order.id)
+        except Exception as exc:
+            log.exception("saga step failed unexpectedly", extra={"order_id": order.id})
+            return Unavailable(f"{type(exc).__name__}: {exc}")
+        raise AssertionError(f"no action for step {order.step}")
+
+    def _backoff(self, attempts: int) -> float:
+        delay = retry_delay(attempts, self.retry_base, self.retry_max)
+        return delay * random.uniform(0.5, 1.0)  # spread the retries of many waiting orders
+
+    async def run(self, order_id: str) -> Order | None:
+        """Advance one saga as far as possible; None when another process holds it."""
+        now = self.clock()
+        async with UnitOfWork(self.engine) as uow:
+            claimed = await uow.orders.claim(order_id, self.instance_id, now, now + self.lease)
+            stored = await uow.orders.get(order_id) if claimed else None
+            await uow.commit()
+        if stored is None:
+            return None
+        order = stored.order
+        token = correlation_id.set(order.correlation_id or order.id)
+        try:
+            while not order.finished:
+                step, read_version = order.step, order.version
+                outcome = await self.perform(order)
+                events = order.apply(outcome, utcnow())
+                self._steps.labels(step.value, type(outcome).__name__).inc()
+                stuck = isinstance(outcome, Unavailable) or (
+                    isinstance(outcome, Refused) and order.step is Step.COMMIT
+                )
+                now = self.clock()
+                if order.finished or stuck:
+                    next_at = now + (self._backoff(order.attempts) if stuck else 0.0)
+                    lease_until = None  # let go: due again at next_at, for anyone
+                else:
+                    next_at, lease_until = now, now + self.lease
+                async with UnitOfWork(self.engine) as uow:
+                    saved = await uow.orders.save(
+                        order,
+                        expected_version=read_version,
+                        lease_owner=self.instance_id,
+                        next_attempt_at=next_at,
+                        lease_until=lease_until,
+                        lines_changed=step is Step.PRICE and order.total is not None,
+                    )
+                    if not saved:
+                        log.warning("saga lease lost", extra={"order_id": order.id})
+                        return None
+                    await uow.orders.add_events(events, order.correlation_id)
+                    await uow.commit()
+                if events:
+                    self.on_events()
+                if stuck:
+                    log.info(
+                        "saga waits",
+                        extra={
+                            "order_id": order.id,
+                            "step": order.step.value,
+                            "attempts": order.attempts,
+                            "error": order.last_error,
+                            "retry_in": round(next_at - now, 3),
+                        },
+                    )
+                    return order
+                for event in events:  # the order's one outcome: confirmed or rejected
+                    if event.type in _OUTCOMES:
+                        self._outcomes.labels(order.status.value).inc()
+                        log.info(
+                            "order %s",
+                            order.status.value.lower(),
+                            extra={"order_id": order.id, "reason": order.reason},
+                        )
+            return order
+        finally:
+            correlation_id.reset(token)
+
+    async def release_leases(self) -> int:
+        """On a clean shutdown: give back every lease this instance holds, so another process
+        (or this one, restarted) can go on at once instead of waiting for them to run out."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(orders)
+                .where(orders.c.lease_owner == self.instance_id)
+                .values(lease_owner=None, lease_until=None)
+            )
+        return result.rowcount
+
+    async def due(self, limit: int) -> list[str]:
+        async with UnitOfWork(self.engine) as uow:
+            return await uow.orders.due(self.clock(), limit)
+
+
+class SagaDriver:
+    """The background part: `kick` runs a new saga now; a loop sweeps for due ones."""
+
+    def __init__(
+        self, runner: SagaRunner, *, poll_interval: float = 1.0, concurrency: int = 32
+    ) -> None:
+        self.runner = runner
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def kick(self, order_id: str) -> None:
+        """Run this saga now (called after the order was committed)."""
+        if order_id not in self._running:
+            task = asyncio.create_task(self._run_one(order_id), name=f"saga-{order_id}")
+            self._running[order_id] = task
+            task.add_done_callback(lambda _t, oid=order_id: self._running.pop(oid, None))
+
+    async def _run_one(self, order_id: str) -> None:
+        async with self._slots:
+            try:
+                await self.runner.run(order_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("saga run failed", extra={"order_id": order_id})
+
+    async def sweep(self) -> int:
+        """Start every due saga not already running here; returns how many were started."""
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        started = 0
+        for order_id in await self.runner.due(free + len(self._running)):
+            if order_id not in self._running:
+                self.kick(order_id)
+                started += 1
+        return started
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("saga sweep failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    def wake(self) -> None:
+        """Sweep now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="saga-driver")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop sweeping, let running steps finish for `grace` seconds, cancel the rest,
+        and give back this instance's leases."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        running = list(self._running.values())
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.runner.release_leases()
+        except Exception:
+            log.exception("could not release saga leases")

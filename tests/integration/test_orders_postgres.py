@@ -1,0 +1,77 @@
+"""Orders on PostgreSQL (asyncpg): placement, the saga, and two runners (as two processes
+would) racing over the same sagas - each finishes once, each order is charged once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from chassis.db import create_async_db_engine
+from services.orders.__main__ import init
+from services.orders.adapters.orm import outbox
+from services.orders.domain import Status
+from services.orders.service_layer.orders import PlaceOrder, get_order, place_order
+from services.orders.service_layer.saga import SagaDriver, SagaRunner
+from services.orders.settings import OrdersSettings
+from tests.unit.orders.fakes import FakeUpstreams
+
+pytestmark = pytest.mark.postgres
+
+
+def asyncpg_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql+asyncpg://", 1)
+
+
+async def test_two_drivers_finish_every_saga_exactly_once(postgres_url: str) -> None:
+    url = asyncpg_url(postgres_url)
+    init(OrdersSettings(database_url=url, publish_events=False))
+    one, two = create_async_db_engine(url), create_async_db_engine(url)
+    upstreams = FakeUpstreams(stock={"BK-0001": 15, "EL-0001": 1000, "KT-0001": 1000})
+    try:
+        placed = []
+        for i in range(30):
+            pm = "pm_card_declined" if i % 5 == 0 else "pm_card_ok"
+            cmd = PlaceOrder(f"user{i % 3}", f"k{i}", (("BK-0001", 1), ("EL-0001", 2)), pm)
+            placed.append((await place_order(one, upstreams, cmd)).order)
+        drivers = [
+            SagaDriver(SagaRunner(engine, upstreams), poll_interval=0.02, concurrency=8)
+            for engine in (one, two)
+        ]
+        for d in drivers:
+            d.start()
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            orders = [await get_order(one, o.owner, o.id) for o in placed]
+            if all(o.finished for o in orders):
+                break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        for d in drivers:
+            await d.stop()
+        confirmed = [o for o in orders if o.status is Status.CONFIRMED]
+        rejected = [o for o in orders if o.status is Status.REJECTED]
+        assert len(confirmed) + len(rejected) == 30
+        assert {o.reason.split(":")[0] for o in rejected if o.reason} <= {
+            "payment declined",
+            "out of stock",
+        }
+        # Stock: what left equals what confirmed orders hold; money: one charge per order.
+        assert 15 - upstreams.stock["BK-0001"] == len(confirmed)
+        assert len(upstreams.charges) == len(confirmed)
+        assert upstreams.captured_total() == sum(o.total for o in confirmed if o.total)
+        async with one.connect() as conn:
+            counts = dict(
+                (
+                    await conn.execute(select(outbox.c.type, func.count()).group_by(outbox.c.type))
+                ).all()
+            )
+        assert counts == {
+            "order.created": 30,
+            "order.confirmed": len(confirmed),
+            "order.rejected": len(rejected),
+        }
+    finally:
+        await one.dispose()
+        await two.dispose()
