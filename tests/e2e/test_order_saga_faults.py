@@ -1,0 +1,233 @@
+"""The order saga under faults, through the gateway against the real processes.
+
+At least 200 orders from concurrent clients - good cards, declined cards, items that run out
+of stock - while payments is killed (SIGKILL, by PID) and restarted once and orders is killed
+and restarted once. Afterwards, waiting for conditions with deadlines, never fixed sleeps:
+every order is CONFIRMED or REJECTED; per sku, initial stock == current stock + quantity in
+confirmed orders and nothing stays reserved; captured money == the confirmed orders' totals,
+with no order charged twice and no rejected order charged; exactly one outcome notification
+per order. The figures are printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import isolated_stack
+from tools.stack import Stack
+
+ORDERS = 200
+CLIENTS = 8
+SCOPES = "orders:read orders:write inventory:read payments:read notifications:read"
+PLENTY = ["BK-0001", "BK-0002", "EL-0001", "KT-0001", "OD-0001", "TY-0001"]  # 50 units each in the demo stock
+SCARCE = ["EL-0004", "OD-0002"]  # 3 and 2 units: most orders for them are out of stock
+RETRYABLE = {429, 502, 503, 504}
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)  # polling a condition with a deadline
+        delay = min(delay * 2, 1.0)
+
+
+class Api:
+    """A client of the gateway that rides out the restarts: retries with the same key."""
+
+    def __init__(self, gateway: str, token: str) -> None:
+        self.gateway = gateway
+        self.local = threading.local()
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    @property
+    def http(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+        return self.local.session  # type: ignore[no-any-return]
+
+    def call(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> requests.Response:
+        merged = {**self.headers, **(headers or {})}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp = self.http.request(
+                    method, self.gateway + path, headers=merged, timeout=10, **kw
+                )
+                if resp.status_code not in RETRYABLE:
+                    return resp
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{method} {path} kept failing for 60s")
+            time.sleep(0.1)  # back off before retrying a request the restart interrupted
+
+    def get(self, path: str, **params: Any) -> Any:
+        resp = self.call("GET", path, params=params)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text)
+        return resp.json()
+
+    def pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.get(path, limit=100, **params, **({"cursor": cursor} if cursor else {}))
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+
+def order_plan(n: int) -> list[dict[str, Any]]:
+    """A deterministic mix: mostly good cards, every 5th declined, every 7th for a scarce sku."""
+    plan = []
+    for i in range(n):
+        if i % 7 == 3:
+            items = [{"sku": SCARCE[i % 2], "quantity": 1}]
+        else:
+            items = [{"sku": PLENTY[i % len(PLENTY)], "quantity": 1 + i % 2}]
+        method = "pm_card_declined" if i % 5 == 1 else "pm_card_ok"
+        plan.append({"items": items, "payment_method": method})
+    return plan
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("faults")
+    env = {
+        "GATEWAY_RATE_LIMIT": "1000000",
+        "GATEWAY_RATE_BURST": "1000000",
+        # a restarted orders process takes back its own leases at once
+        "ORDERS_INSTANCE_ID": f"orders-{uuid.uuid4().hex[:8]}",
+        "ORDERS_RETRY_ATTEMPTS": "2",
+        "ORDERS_PAYMENTS_TIMEOUT": "4",
+        "ORDERS_SAGA_LEASE": "10",
+        "ORDERS_SAGA_RETRY_MAX": "2",
+        "ORDERS_SAGA_POLL_INTERVAL": "0.5",
+        "ORDERS_BREAKER_RECOVERY_TIMEOUT": "1",
+    }
+    with isolated_stack(workdir, env) as stack:
+        yield stack
+
+
+def test_orders_never_lose_stock_or_money(fault_stack: Stack) -> None:
+    creds = fault_stack.credentials()
+    gateway = fault_stack.gateway_url
+    token = requests.post(
+        f"{gateway}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": SCOPES},
+        auth=(creds["client_id"], creds["client_secret"]),
+        timeout=10,
+    ).json()["access_token"]
+    api = Api(gateway, token)
+    skus = PLENTY + SCARCE
+    initial = {sku: api.get(f"/api/v1/inventory/{sku}")["on_hand"] for sku in skus}
+
+    accepted: list[str] = []
+    lock = threading.Lock()
+
+    def place(body: dict[str, Any]) -> None:
+        key = uuid.uuid4().hex
+        resp = api.call("POST", "/api/v1/orders", json=body, headers={"Idempotency-Key": key})
+        assert resp.status_code == 202, resp.text
+        with lock:
+            accepted.append(resp.json()["id"])
+
+    restarts = iter([(ORDERS // 3, "payments"), (2 * ORDERS // 3, "orders")])
+    pending_restart = next(restarts)
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        futures = [pool.submit(place, body) for body in order_plan(ORDERS)]
+        while pending_restart is not None:
+            at, name = pending_restart
+            wait_for(f"{at} accepted orders", lambda at=at: len(accepted) >= at, 120)
+            fault_stack.restart(name)
+            pending_restart = next(restarts, None)
+        for future in futures:
+            future.result()
+    assert len(set(accepted)) == ORDERS
+
+    orders: dict[str, dict[str, Any]] = {}
+
+    def all_settled() -> bool:
+        for oid in accepted:
+            if orders.get(oid, {}).get("status") in ("CONFIRMED", "REJECTED"):
+                continue
+            orders[oid] = api.get(f"/api/v1/orders/{oid}")
+        return all(orders[o]["status"] in ("CONFIRMED", "REJECTED") for o in accepted)
+
+    wait_for("every order to be CONFIRMED or REJECTED", all_settled, 240)
+    confirmed = [o for o in orders.values() if o["status"] == "CONFIRMED"]
+    rejected = [o for o in orders.values() if o["status"] == "REJECTED"]
+
+    # stock: nothing left reserved, and what left the shelf is what confirmed orders took
+    stock: dict[str, dict[str, int]] = {}
+
+    def nothing_reserved() -> bool:
+        stock.update({sku: api.get(f"/api/v1/inventory/{sku}") for sku in skus})
+        return all(s["reserved"] == 0 for s in stock.values())
+
+    wait_for("every reservation to be committed or released", nothing_reserved, 120)
+    taken = Counter[str]()
+    for order in confirmed:
+        for line in order["items"]:
+            taken[line["sku"]] += line["quantity"]
+    for sku in skus:
+        assert initial[sku] == stock[sku]["on_hand"] + taken[sku], (sku, initial, stock, taken)
+
+    # money: one capture per confirmed order, none for rejected ones, amounts equal
+    captured_total = Decimal(0)
+    for order in orders.values():
+        payments = api.get("/api/v1/payments", order_id=order["id"])["items"]
+        captures = [p for p in payments if p["status"] == "CAPTURED"]
+        if order["status"] == "CONFIRMED":
+            assert len(captures) == 1, (order, payments)
+            assert Decimal(captures[0]["amount"]) == Decimal(order["total"])
+        else:
+            assert captures == [], (order, payments)
+        captured_total += sum((Decimal(p["amount"]) for p in captures), Decimal(0))
+    confirmed_total = sum((Decimal(o["total"]) for o in confirmed), Decimal(0))
+    assert captured_total == confirmed_total
+
+    # notifications: exactly one outcome per order
+    outcomes: Counter[str] = Counter()
+
+    def all_notified() -> bool:
+        outcomes.clear()
+        for note in api.pages("/api/v1/notifications"):
+            if note["event_type"] in ("order.confirmed", "order.rejected"):
+                outcomes[note["order_id"]] += 1
+        return len(outcomes) >= ORDERS
+
+    wait_for("an outcome notification for every order", all_notified, 120)
+    assert set(outcomes) == set(accepted)
+    assert set(outcomes.values()) == {1}, [o for o, n in outcomes.items() if n != 1]
+
+    reasons = Counter(
+        "declined"
+        if "declin" in (o.get("reason") or "")
+        else "out of stock"
+        if "stock" in (o.get("reason") or "")
+        else o.get("reason")
+        for o in rejected
+    )
+    print(
+        f"\norders={ORDERS} confirmed={len(confirmed)} rejected={len(rejected)} {dict(reasons)}"
+        f"\nstock moved={dict(taken)} captured={captured_total} confirmed_total={confirmed_total}"
+        f"\noutcome notifications={sum(outcomes.values())} restarts: payments once, orders once"
+    )
+    assert confirmed
+    assert reasons["declined"] and reasons["out of stock"]
