@@ -265,6 +265,7 @@ class Stack:
 
     def _spawn(self, proc: Process) -> None:
         proc.log_path = self.var / "log" / f"{proc.name}.log"
+        proc.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = proc.log_path.open("ab")
         proc.popen = subprocess.Popen(
             proc.argv,
@@ -359,21 +360,33 @@ def tour(stack: Stack) -> str:
     creds = stack.credentials()
     gw = stack.gateway_url
     cid, secret = creds["client_id"], creds["client_secret"]
+    services = "\n".join(
+        f"  {spec.name:<13} {stack.url(spec.name)}   ({spec.server})" for spec in stack.services
+    )
+    scope = "catalog:read orders:read orders:write inventory:read payments:read notifications:read"
     return f"""
 Portico is up.
-  gateway   {gw}            (/healthz /readyz /metrics /openapi.json)
-  identity  http://127.0.0.1:{stack.ports["identity"]}   (OAuth2 server; routed at {gw}/oauth/*)
-  catalog   http://127.0.0.1:{stack.ports["catalog"]}   (products; routed at {gw}/api/v1/products)
-  logs      {stack.var / "log"}/*.log
+  gateway       {gw}   (/healthz /readyz /metrics /openapi.json)
+{services}
+  broker        {stack.broker_url}
+  logs          {stack.var / "log"}/*.log
 
 Development credentials (also in {stack.var / "dev-credentials.json"}):
   client_id={cid} client_secret={secret}
   user={creds["username"]} password={creds["password"]}
 
 Get a token and list products:
-  T=$(curl -s -u {cid}:{secret} -d grant_type=client_credentials -d scope=catalog:read \\
+  T=$(curl -s -u {cid}:{secret} -d grant_type=client_credentials \\
+    -d scope='{scope}' \\
     {gw}/oauth/token | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')
   curl -H "Authorization: Bearer $T" {gw}/api/v1/products
+
+Place an order (202 + Location; poll it until CONFIRMED or REJECTED):
+  curl -i -H "Authorization: Bearer $T" -H 'Idempotency-Key: tour-1' \\
+    -H 'Content-Type: application/json' \\
+    -d '{{"items": [{{"sku": "BK-0001", "quantity": 2}}], "payment_method": "pm_card_ok"}}' \\
+    {gw}/api/v1/orders
+The README's tour goes on from there.
 """
 
 
