@@ -30,7 +30,8 @@ from tools.stack import Stack
 ORDERS = 200
 CLIENTS = 8
 SCOPES = "orders:read orders:write inventory:read payments:read notifications:read"
-PLENTY = ["BK-0001", "BK-0002", "EL-0001", "KT-0001", "OD-0001", "TY-0001"]  # 50 units each in the demo stock
+# 50 units each in the demo stock
+PLENTY = ["BK-0001", "BK-0002", "EL-0001", "KT-0001", "OD-0001", "TY-0001"]
 SCARCE = ["EL-0004", "OD-0002"]  # 3 and 2 units: most orders for them are out of stock
 RETRYABLE = {429, 502, 503, 504}
 
