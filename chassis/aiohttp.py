@@ -99,6 +99,8 @@ def access_log(request: web.Request, status: int, **fields: Any) -> None:
         fields = {**added, **fields}
     route = _route_name(request)
     request.app[METRICS].observe(route, request.method, status, elapsed)
+    if not log.isEnabledFor(logging.INFO):
+        return  # the line's fields are only built for a logger that will write them
     claims: Claims | None = request.get(CLAIMS)
     log.info(
         "request",

@@ -1,7 +1,8 @@
 """`python -m gateway`: load and check the config, then serve on uvloop.
 
 GATEWAY_CONFIG names the YAML file (default: the packaged gateway.yaml); GATEWAY_HOST and
-GATEWAY_PORT override `server.host` / `server.port`. A bad config stops start-up with a
+GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_TRANSPORT picks the upstream
+client (`http1`, the default, or `aiohttp`). A bad config stops start-up with a
 message naming every bad key.
 """
 
@@ -39,6 +40,7 @@ def main() -> None:
     try:
         settings = from_env(GatewaySettings, "GATEWAY_")
         config = load_config(settings.config)
+        app = create_app(config)  # reads GATEWAY_TRANSPORT
     except ConfigError as exc:
         log.error("gateway not started: %s", exc)
         sys.exit(2)
@@ -47,7 +49,7 @@ def main() -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     log.info("gateway listening", extra={"host": host, "port": port})
-    web.run_app(create_app(config), host=host, port=port, access_log=None, print=None, loop=loop)
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

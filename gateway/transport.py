@@ -17,6 +17,7 @@ The contract every implementation keeps:
     TransportError
      +-- UpstreamUnavailable  (refused, reset, unreachable, broken mid-body: 502)
      +-- UpstreamTimeout      (no response, or no next chunk, in time: 504)
+     +-- PoolTimeout          (every pooled connection stayed busy too long: 503)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "MockResponse",
     "MockTransport",
     "OutboundRequest",
+    "PoolTimeout",
     "Transport",
     "TransportError",
     "UpstreamResponse",
@@ -62,6 +64,10 @@ class UpstreamUnavailable(TransportError):
 
 class UpstreamTimeout(TransportError):
     pass
+
+
+class PoolTimeout(TransportError):
+    """The upstream's connection limit was reached and no connection came free in time."""
 
 
 def split_url(url: str) -> tuple[str, str]:

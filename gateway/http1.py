@@ -1,0 +1,727 @@
+"""The gateway's default upstream client: pooled keep-alive HTTP/1.1 on asyncio + httptools.
+
+Why not aiohttp's `ClientSession`: per request it builds a request object, a response object,
+a timer context, a stream reader and several header multidicts, which costs more CPU than the
+whole rest of the gateway. This client keeps what a reverse proxy needs and nothing else: one
+asyncio Protocol per connection, the llhttp parser (httptools) per exchange, one write per
+request when the body is already in memory, and a LIFO stack of idle connections per upstream
+instance.
+
+Behaviour (the `gateway.transport` contract, plus):
+
+* Keep-alive: a connection goes back to its pool only when the response was read to its end,
+  the request body was sent whole, and the upstream did not ask to close (`Connection: close`,
+  HTTP/1.0 without keep-alive, a body delimited by EOF). Idle connections older than
+  `keepalive_timeout` are closed, not reused; ones the upstream closed are dropped at once.
+* Bodies: bytes are sent with `Content-Length`; an async iterable is streamed raw when the
+  caller gave a `Content-Length`, chunked otherwise. Responses may use either framing, or EOF.
+  HEAD, 1xx, 204 and 304 responses carry no body.
+* A connection reset (or closed) before any response byte, on a connection that had served
+  requests before, is retried once on a new connection - only for idempotent methods with a
+  replayable body. Everything else surfaces as `UpstreamUnavailable`.
+* At most `pool_size` connections per upstream instance; a request finding them all busy
+  waits up to `pool_timeout` (and never past its own timeout) for one, else `PoolTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .transport import (
+    OutboundRequest,
+    PoolTimeout,
+    Transport,
+    TransportError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = ["Http1Transport"]
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_BODY_EXPECTED = frozenset({"POST", "PUT", "PATCH"})
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_HIGH_WATER = 256 * 1024  # buffered response bytes above which the socket stops being read
+_MAX_HEADER_BYTES = 64 * 1024
+_MAX_HEADERS = 200
+_JOIN_BELOW = 64 * 1024  # head and in-memory body are sent as one buffer below this size
+
+
+class _Stale(Exception):
+    """A reused connection died before the upstream sent a byte: safe to replay once."""
+
+
+def _expire(fut: asyncio.Future[Any], message: str) -> None:
+    if not fut.done():
+        fut.set_exception(UpstreamTimeout(message))
+
+
+# --- one connection ------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_drain",
+        "closed",
+        "idle_since",
+        "pool",
+        "response",
+        "slot_held",
+        "transport",
+        "used",
+    )
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.response: _Response | None = None
+        self.closed = False
+        self.slot_held = True  # counted in pool.count until freed exactly once
+        self.used = 0  # exchanges started on this connection
+        self.idle_since = 0.0
+        self._drain: asyncio.Future[None] | None = None
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        response = self.response
+        if response is None:  # bytes nobody asked for: the stream is out of step
+            self.abort()
+            return
+        try:
+            response.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            response.fail(UpstreamUnavailable("the upstream switched protocols unasked"))
+            self.abort()
+        except httptools.HttpParserError as exc:
+            if not response.done:
+                response.fail(UpstreamUnavailable(f"invalid HTTP response: {exc}"))
+            response.reusable = False
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        response = self.response
+        if response is not None:
+            response.lost(exc)
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        self.pool.lost(self)
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self.pool.loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drain(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            await drain
+        if self.closed:
+            raise UpstreamUnavailable("the upstream closed the connection while receiving")
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# --- one response --------------------------------------------------------------------------
+
+
+class _Response(UpstreamResponse):
+    """One exchange's parser callbacks and body buffer; it owns its connection until close()."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_eof_body",
+        "_error",
+        "_head_fut",
+        "_header_bytes",
+        "_interim",
+        "_paused",
+        "_raw",
+        "_skip_body",
+        "_timeout",
+        "_unbounded",
+        "_waiter",
+        "content_length",
+        "done",
+        "got_bytes",
+        "headers",
+        "keep_alive",
+        "parser",
+        "reason",
+        "reusable",
+        "sent",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, skip_body: bool, timeout: float) -> None:
+        self._conn: _Connection | None = conn
+        self.parser = httptools.HttpResponseParser(self)
+        self._skip_body = skip_body
+        self._timeout = timeout
+        self._head_fut: asyncio.Future[None] = conn.pool.loop.create_future()
+        self._raw: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._interim = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._unbounded = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: TransportError | None = None
+        self._eof_body = False
+        self.status = 0
+        self.reason = ""
+        self.content_length: int | None = None
+        self.got_bytes = False
+        self.done = False  # the whole response is in
+        self.keep_alive = False
+        self.reusable = True
+        self.sent = False  # the whole request was written
+
+    # parser callbacks (httptools calls them from data_received)
+    def on_message_begin(self) -> None:
+        self.got_bytes = True
+        if self.done:  # a second response to one request: never trust this connection again
+            raise ValueError("unexpected data after the response")
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEADER_BYTES or len(self._raw) >= _MAX_HEADERS:
+            raise ValueError("response headers too large")
+        text = value.decode("utf-8", "surrogateescape")
+        if len(name) == 14 and name.lower() == b"content-length":
+            self.content_length = int(text)
+        self._raw.append((name.decode("latin-1"), text))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: not the answer, wait for it
+            self._interim = True
+            self._raw = []
+            self.reason = ""
+            self.content_length = None
+            return
+        self.status = status
+        self.headers = CIMultiDictProxy(CIMultiDict(self._raw))
+        if self._skip_body or status == 204 or status == 304:
+            self.content_length = 0
+            if self._skip_body:
+                self._finish(self.parser.should_keep_alive())
+        elif self.content_length is None:
+            te = self.headers.get("Transfer-Encoding")
+            self._eof_body = te is None or "chunked" not in te.lower()
+        head = self._head_fut
+        if not head.done():
+            head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self.done:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and not self._unbounded:
+            conn = self._conn
+            if conn is not None and conn.transport is not None:
+                self._paused = True
+                conn.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if not self.done:
+            self._finish(self.parser.should_keep_alive())
+
+    # connection events
+    def _finish(self, keep_alive: bool) -> None:
+        self.done = True
+        self.keep_alive = keep_alive
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def fail(self, error: TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        head = self._head_fut
+        if not head.done():
+            head.set_exception(error)
+        self._wake()
+
+    def lost(self, exc: Exception | None) -> None:
+        self.reusable = False
+        if self.done:
+            return
+        if not self.status:  # no answer yet
+            head = self._head_fut
+            if not head.done():
+                conn = self._conn
+                if not self.got_bytes and conn is not None and conn.used > 1:
+                    head.set_exception(_Stale())
+                else:
+                    reason = f": {exc}" if exc else ""
+                    self.fail(UpstreamUnavailable(f"the upstream closed the connection{reason}"))
+            return
+        if self._eof_body and exc is None:
+            self._finish(False)  # a body delimited by the end of the connection
+        else:
+            self.fail(UpstreamUnavailable("the upstream broke off its body"))
+
+    # the exchange
+    async def wait_head(self, deadline: float, origin: str) -> None:
+        head = self._head_fut
+        if not head.done():
+            loop = asyncio.get_running_loop()
+            timer = loop.call_at(deadline, _expire, head, f"no response from {origin} in time")
+            try:
+                await head
+            finally:
+                timer.cancel()
+        else:
+            head.result()
+
+    async def _wait_data(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(
+            self._timeout, _expire, waiter, "the upstream stalled while sending its body"
+        )
+        try:
+            await waiter
+        except UpstreamTimeout as exc:
+            self._error = exc
+            raise
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            conn = self._conn
+            if conn is not None and conn.transport is not None and not conn.closed:
+                conn.transport.resume_reading()
+        return chunk
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._chunks:
+                yield self._take()
+            elif self._error is not None:
+                raise self._error
+            elif self.done:
+                return
+            else:
+                await self._wait_data()
+
+    async def read(self) -> bytes:
+        if not self.done and self._error is None:
+            self._unbounded = True  # the caller wants it all: no back-pressure
+            if self._paused:
+                self._paused = False
+                conn = self._conn
+                if conn is not None and conn.transport is not None and not conn.closed:
+                    conn.transport.resume_reading()
+            while not self.done and self._error is None:
+                await self._wait_data()
+        if self._error is not None:
+            raise self._error
+        if not self._chunks:
+            return b""
+        return self._take()
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        conn.response = None
+        head = self._head_fut
+        if head.done() and not head.cancelled():
+            head.exception()  # retrieved: asyncio must not report it as lost
+        if self._paused and not conn.closed and conn.transport is not None:
+            conn.transport.resume_reading()
+        if self.done and self.keep_alive and self.sent and self.reusable and self._error is None:
+            conn.pool.release(conn)
+        else:
+            conn.pool.discard(conn)
+
+
+# --- the pool of one upstream instance -----------------------------------------------------
+
+
+class _Pool:
+    def __init__(
+        self,
+        name: str,
+        origin: str,
+        *,
+        limit: int,
+        keepalive: float,
+        pool_timeout: float,
+    ) -> None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamUnavailable(f"cannot reach {origin!r}: not an http(s) origin")
+        self.name = name
+        self.origin = origin
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl: ssl_module.SSLContext | None = (
+            ssl_module.create_default_context() if parts.scheme == "https" else None
+        )
+        self.host_header = parts.netloc
+        self.limit = limit
+        self.keepalive = keepalive
+        self.pool_timeout = pool_timeout
+        self.loop = asyncio.get_running_loop()
+        self.idle: list[_Connection] = []  # LIFO: the warmest connection first
+        self.count = 0  # open or opening connections, idle ones included
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self.connections: set[_Connection] = set()
+        self.closed = False
+
+    async def acquire(self, deadline: float, *, fresh: bool = False) -> _Connection:
+        """An idle connection, else a new one within the limit, else wait for one.
+
+        `fresh` (the replay after a stale connection) skips the idle ones: the upstream may
+        have restarted and dropped them all. At the limit it closes the oldest idle one.
+        """
+        idle = self.idle
+        if fresh:
+            if self.count >= self.limit and idle:
+                self.discard(idle.pop(0))
+            if self.count < self.limit:
+                self.count += 1
+                return await self.open(deadline)
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if self.loop.time() - conn.idle_since > self.keepalive:
+                self.discard(conn)
+                continue
+            return conn
+        if self.closed:
+            raise UpstreamUnavailable("the transport is closed")
+        if self.count < self.limit:
+            self.count += 1
+            return await self.open(deadline)
+        return await self._wait(deadline)
+
+    async def _wait(self, deadline: float) -> _Connection:
+        fut: asyncio.Future[_Connection | None] = self.loop.create_future()
+        self.waiters.append(fut)
+        until = min(deadline, self.loop.time() + self.pool_timeout)
+        try:
+            async with asyncio.timeout_at(until):
+                conn = await fut
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                handed = fut.result()  # handed over just as we gave up: pass it on
+                if handed is None:
+                    self.free_slot()
+                else:
+                    self.release(handed)
+            else:
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolTimeout(
+                    f"all {self.limit} connections to {self.origin} stayed busy"
+                ) from None
+            raise
+        if conn is None:  # a slot was handed over, not a connection
+            return await self.open(deadline)
+        return conn
+
+    async def open(self, deadline: float) -> _Connection:
+        """A new connection on a slot the caller already holds (freed here on failure)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                transport, conn = await self.loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
+        except TimeoutError:
+            self.free_slot()
+            raise UpstreamTimeout(f"no connection to {self.origin} in time") from None
+        except OSError as exc:
+            self.free_slot()
+            raise UpstreamUnavailable(f"{self.origin} is unreachable: {exc}") from None
+        except BaseException:
+            self.free_slot()
+            raise
+        conn.transport = transport  # uvloop may resolve before calling connection_made
+        if self.closed:
+            conn.slot_held = False
+            conn.abort()
+            raise UpstreamUnavailable("the transport is closed")
+        self.connections.add(conn)
+        return conn
+
+    def free_slot(self) -> None:
+        """One connection fewer: a waiter may now open its own."""
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes to the waiter: count unchanged
+                return
+        self.count -= 1
+
+    def release(self, conn: _Connection) -> None:
+        if conn.closed or self.closed:
+            self.discard(conn)
+            return
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        conn.idle_since = self.loop.time()
+        self.idle.append(conn)
+
+    def discard(self, conn: _Connection) -> None:
+        if not conn.closed:
+            conn.abort()
+        self.lost(conn)
+
+    def lost(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        if conn.slot_held:
+            conn.slot_held = False
+            self.free_slot()
+        if conn.response is None:  # idle: drop it from the stack
+            idle = self.idle
+            if conn in idle:
+                idle.remove(conn)
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in list(self.connections):
+            conn.abort()
+        self.idle.clear()
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(UpstreamUnavailable("the transport is closed"))
+
+
+# --- the transport -------------------------------------------------------------------------
+
+
+def _head(request: OutboundRequest, host: str, framing: str) -> bytes:
+    """The request line and headers; our own Host and framing replace the caller's."""
+    headers = request.headers
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy) and not (
+        "Host" in headers
+        or "Content-Length" in headers
+        or "Transfer-Encoding" in headers
+        or "Connection" in headers
+    ):
+        lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    else:
+        lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _FRAMING]
+    text = f"{request.method} {request.target} HTTP/1.1\r\nHost: {host}\r\n{''.join(lines)}"
+    text += framing + "\r\n" if framing else "\r\n"
+    expected = len(lines) + (4 if framing else 3)  # request line, Host, blank line
+    if text.count("\n") != expected or text.count("\r") != expected or " " in request.target:
+        raise UpstreamUnavailable("refusing to send a header or target with a line break")
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _stream_length(headers: Mapping[str, str] | CIMultiDict[str]) -> int | None:
+    """The caller's Content-Length for a streamed body (None: send it chunked)."""
+    for name, value in headers.items():
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class Http1Transport(Transport):
+    """Keep-alive HTTP/1.1 connection pools, one per (pool name, upstream instance)."""
+
+    def __init__(
+        self,
+        pool_sizes: Mapping[str, int] | None = None,
+        *,
+        default_pool_size: int = 10,
+        keepalive_timeout: float = 15.0,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        self._pool_sizes = dict(pool_sizes or {})
+        self._default_pool_size = default_pool_size
+        self._keepalive = keepalive_timeout
+        self._pool_timeout = pool_timeout
+        self._pools: dict[tuple[str, str], _Pool] = {}
+
+    def _pool(self, request: OutboundRequest) -> _Pool:
+        key = (request.pool, request.origin)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(
+                request.pool,
+                request.origin,
+                limit=self._pool_sizes.get(request.pool, self._default_pool_size),
+                keepalive=self._keepalive,
+                pool_timeout=self._pool_timeout,
+            )
+        return pool
+
+    async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        pool = self._pools.get((request.pool, request.origin)) or self._pool(request)
+        deadline = pool.loop.time() + request.timeout
+        body = request.body
+        if body is None:
+            framing = "Content-Length: 0\r\n" if request.method in _BODY_EXPECTED else ""
+        elif isinstance(body, bytes):
+            framing = f"Content-Length: {len(body)}\r\n"
+        else:
+            length = _stream_length(request.headers)
+            framing = (
+                "Transfer-Encoding: chunked\r\n"
+                if length is None
+                else f"Content-Length: {length}\r\n"
+            )
+        head = _head(request, pool.host_header, framing)
+        chunked = framing.startswith("Transfer-Encoding")
+        conn = await pool.acquire(deadline)
+        try:
+            return await self._exchange(conn, request, head, chunked, deadline)
+        except _Stale:
+            if request.method not in _IDEMPOTENT or not isinstance(body, bytes | None):
+                raise UpstreamUnavailable(
+                    f"{request.origin} reset a kept-alive connection"
+                ) from None
+        # The reused connection was dead: once more, on a new connection.
+        conn = await pool.acquire(deadline, fresh=True)
+        try:
+            return await self._exchange(conn, request, head, chunked, deadline)
+        except _Stale:  # pragma: no cover - a fresh connection is never stale
+            raise UpstreamUnavailable(f"{request.origin} reset the connection") from None
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        request: OutboundRequest,
+        head: bytes,
+        chunked: bool,
+        deadline: float,
+    ) -> _Response:
+        if conn.closed:  # handed over by a waiter's release, then closed by the upstream
+            conn.pool.discard(conn)
+            if conn.used:
+                raise _Stale
+            raise UpstreamUnavailable(f"{request.origin} closed the connection at once")
+        conn.used += 1
+        response = _Response(conn, request.method == "HEAD", request.timeout)
+        conn.response = response
+        transport = conn.transport
+        body = request.body
+        try:
+            assert transport is not None
+            if body is None:
+                transport.write(head)
+                response.sent = True
+            elif isinstance(body, bytes):
+                if len(body) < _JOIN_BELOW:
+                    transport.write(head + body)
+                else:
+                    transport.writelines((head, body))
+                response.sent = True
+            else:
+                transport.write(head)
+                await _stream(conn, response, body, chunked, deadline, request.origin)
+            await response.wait_head(deadline, request.origin)
+        except BaseException:
+            response.reusable = False
+            response.close()
+            raise
+        return response
+
+    async def close(self) -> None:
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
+
+
+async def _stream(
+    conn: _Connection,
+    response: _Response,
+    body: AsyncIterable[bytes],
+    chunked: bool,
+    deadline: float,
+    origin: str,
+) -> None:
+    """Send an async body as it is produced; stop early if the upstream already answered."""
+    transport = conn.transport
+    assert transport is not None
+    iterator = aiter(body)
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TransportError:
+                    raise
+                except Exception as exc:
+                    raise UpstreamUnavailable(f"the request body failed: {exc!r}") from exc
+                if response.done or conn.closed:
+                    return  # answered (or gone) before the body was in: never reuse
+                if not chunk:
+                    continue
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                await conn.drain()
+            if chunked:
+                transport.write(b"0\r\n\r\n")
+    except TimeoutError:
+        raise UpstreamTimeout(f"{origin} did not take the request body in time") from None
+    response.sent = True

@@ -1,0 +1,1 @@
+"""`python -m tests.bench`: the gateway measured against nginx and other proxies with wrk."""

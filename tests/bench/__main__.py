@@ -1,0 +1,7 @@
+"""Entry point: `python -m tests.bench [--rounds N] [--duration S] [--connections C]`."""
+
+import sys
+
+from .harness import main
+
+sys.exit(main())

@@ -1,0 +1,764 @@
+"""Start everything on free loopback ports, run wrk in interleaved rounds, print one table.
+
+Every row is measured in the same run against the same upstream. Each round runs every row
+once (short wrk runs, in turn), so drift on a noisy machine hits all rows alike; the table
+shows medians over rounds, and a row's ratio to nginx is the median of its per-round ratios.
+CPU per request is the measured process tree's utime+stime delta (/proc/PID/stat) over the
+requests wrk completed. Everything started is stopped by PID, on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OUT = ROOT / "var" / "bench"
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+INSTALL_HINT = {
+    "wrk": "apt-get install -y wrk   (Debian/Ubuntu; or build it from its source)",
+    "nginx": "apt-get install -y nginx   (Debian/Ubuntu)",
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the OS picks it; a busy port is never chosen)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 8) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Processes:
+    """Everything started, stopped in reverse order by PID (TERM, then KILL)."""
+
+    workdir: Path
+    started: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop them ourselves
+            )
+        proc = Proc(name, popen, log)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        if proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.popen.wait(5)
+        # children of a stopped parent (nginx workers, gunicorn workers) by their own PIDs
+        for pid in _descendants_snapshot.pop(proc.pid, []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.started)):
+            self.stop(proc)
+
+
+_descendants_snapshot: dict[int, list[int]] = {}
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and its children, grandchildren... (from /proc/PID/task/*/children)."""
+    found = [pid]
+    i = 0
+    while i < len(found):
+        task_dir = Path(f"/proc/{found[i]}/task")
+        with contextlib.suppress(OSError):
+            for task in task_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    found.extend(int(c) for c in (task / "children").read_text().split())
+        i += 1
+    _descendants_snapshot[pid] = found[1:]
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def wait_http(
+    url: str, proc: Proc, headers: dict[str, str] | None = None, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise BenchError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} not ready at {url} in {timeout}s ({last}):\n{proc.tail()}")
+
+
+# --- wrk ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float | None
+    errors: int
+
+
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    script: Path,
+    headers: dict[str, str],
+    cpu_pids: list[int],
+) -> Run:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s"]
+    argv += ["-s", str(script)]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    before = cpu_seconds(cpu_pids)
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=duration + 30, check=False
+    )
+    after = cpu_seconds(cpu_pids)
+    line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed on {url}: {out.stderr.strip() or out.stdout[-300:]}")
+    doc = json.loads(line)
+    requests = doc["requests"]
+    if requests == 0:
+        raise BenchError(f"no request completed on {url}")
+    return Run(
+        rps=requests / (doc["duration_us"] / 1e6),
+        p50_ms=doc["p50_us"] / 1000,
+        p99_ms=doc["p99_us"] / 1000,
+        cpu_us=(after - before) / requests * 1e6 if cpu_pids else None,
+        errors=doc["errors"] + doc["non2xx"],
+    )
+
+
+# --- the rows ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    proc: Proc | None = None
+    status: str = "ok"  # else "pending: ...", "skipped: ...", "failed: ..."
+    runs: list[Run] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    one_conn: list[Run] = field(default_factory=list)
+    extra: bool = False  # an informative row beyond the issue's list
+
+    def median(self, attr: str) -> float | None:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.median(values) if values else None
+
+
+def nginx_conf(workdir: Path, port: int, upstream_port: int) -> Path:
+    conf = workdir / "nginx.conf"
+    tmp = workdir / "nginx-tmp"
+    tmp.mkdir(exist_ok=True)
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream bench {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | None) -> Path:
+    public = "    auth: {required: false}\n"
+    jwt = "    auth: {required: true, scopes: [bench]}\n"
+    routes = [
+        ("plain", "/plain", "/bench", public, ""),
+        ("jwt", "/jwt", "/bench", jwt, ""),
+    ]
+    limits = ""
+    if redis_url:
+        limits = (
+            "rate_limits:\n"
+            f"  redis_url: {redis_url}\n"
+            "  redis_timeout: 0.1\n"
+            "  on_redis_error: fail_closed\n"
+            "  policies:\n"
+            "    bench: {limit: 100000000, period: 1, burst: 100000000}\n"
+        )
+        routes.append(("limited", "/limited", "/bench", jwt, "    rate_limit: bench\n"))
+    text = (
+        "server: {host: 127.0.0.1, port: 0}\n"
+        f"auth: {{issuer: '{issuer.issuer}', audience: '{issuer.audience}', "
+        f"jwks_url: '{upstream}/.well-known/jwks.json'}}\n"
+        f"{limits}"
+        "upstreams:\n"
+        f"  bench: {{instances: ['{upstream}'], pool_size: 100, health: {{interval: 60}}}}\n"
+        "routes:\n"
+    )
+    for name, path, rewrite, auth, extra in routes:
+        text += (
+            f"  - name: {name}\n    methods: [GET]\n    path: {path}\n"
+            f"    rewrite: {rewrite}\n    upstream: bench\n{auth}{extra}"
+        )
+    path = workdir / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def missing_tools() -> list[str]:
+    missing = []
+    if shutil.which("wrk") is None:
+        missing.append("wrk")
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx")
+    return missing
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    procs: Processes
+    args: argparse.Namespace
+    script: Path
+    rows: list[Row] = field(default_factory=list)
+    upstream: str = ""
+    upstream_proc: Proc | None = None
+
+    def measure(self, row: Row, connections: int) -> Run:
+        assert row.proc is not None
+        return wrk(
+            row.url,
+            connections=connections,
+            duration=self.args.duration,
+            script=self.script,
+            headers=row.headers,
+            cpu_pids=descendants(row.proc.pid),
+        )
+
+    def add(self, row: Row, path: str, ready_path: str | None = None) -> None:
+        assert row.proc is not None
+        try:
+            wait_http(row.url.rsplit("/", 1)[0] + (ready_path or path), row.proc, row.headers)
+        except BenchError as exc:
+            row.status = f"failed: {str(exc).splitlines()[0]}"
+            print(f"  {row.name}: {exc}", file=sys.stderr)
+        self.rows.append(row)
+
+    def start(self, issuer: Any, token: str) -> None:
+        workdir = self.procs.workdir
+        jwks = workdir / "jwks.json"
+        jwks.write_text(json.dumps(issuer.jwks()))
+        port = free_port()
+        self.upstream = f"http://127.0.0.1:{port}"
+        up = self.procs.start(
+            "upstream", [PY, "-m", "tests.bench.servers", "upstream", str(port), str(jwks)]
+        )
+        self.upstream_proc = up
+        wait_http(self.upstream + "/bench", up)
+        self.add(Row("direct", self.upstream + "/bench", proc=up), "/bench")
+
+        port = free_port()
+        conf = nginx_conf(workdir, port, int(self.upstream.rsplit(":", 1)[1]))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        proc = self.procs.start("nginx", [nginx, "-c", str(conf), "-p", str(workdir)])
+        self.add(Row("nginx", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
+
+        port = free_port()
+        proc = self.procs.start(
+            "naive", [PY, "-m", "tests.bench.servers", "naive", str(port), self.upstream]
+        )
+        self.add(Row("naive", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
+
+        bench_env = {"BENCH_UPSTREAM": self.upstream}
+        hint = "pip install -r requirements-bench.lock"
+        if _has("fastapi_proxy_lib") and _has("uvicorn"):
+            port = free_port()
+            argv = [PY, "-m", "uvicorn", "--factory", "tests.bench.peers:fastapi_proxy_app"]
+            argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            argv += ["--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+            proc = self.procs.start("fastapi-proxy-lib", argv, bench_env)
+            row = Row("fastapi-proxy-lib", f"http://127.0.0.1:{port}/bench", proc=proc)
+            self.add(row, "/bench")
+        else:
+            self.rows.append(Row("fastapi-proxy-lib", status=f"skipped: {hint}"))
+        if _has("proxy"):
+            port = free_port()
+            argv = [PY, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port)]
+            argv += ["--threaded", "--num-acceptors", "1", "--enable-reverse-proxy"]
+            argv += ["--plugins", "tests.bench.peers.BenchReverseProxy", "--log-level", "WARNING"]
+            proc = self.procs.start("proxy.py", argv, bench_env)
+            self.add(Row("proxy.py", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
+        else:
+            self.rows.append(Row("proxy.py", status=f"skipped: {hint}"))
+
+        redis_url = self._redis()
+        config = gateway_yaml(workdir, self.upstream, issuer, redis_url)
+        auth = {"Authorization": f"Bearer {token}"}
+        for name, module_args in (
+            ("gateway", ["-m", "gateway"]),
+            ("gateway-quiet", ["-m", "tests.bench.servers", "gateway-quiet"]),
+        ):
+            port = free_port()
+            env = {"GATEWAY_CONFIG": str(config), "GATEWAY_PORT": str(port)}
+            env["GATEWAY_TRANSPORT"] = self.args.transport
+            proc = self.procs.start(name, [PY, *module_args], env)
+            base = f"http://127.0.0.1:{port}"
+            if name == "gateway":
+                self.add(Row("gateway plain", base + "/plain", proc=proc), "/plain")
+                self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
+                if redis_url:
+                    row = Row("gateway jwt+limit", base + "/limited", auth, proc=proc)
+                    self.add(row, "/limited")
+                else:
+                    self.rows.append(
+                        Row("gateway jwt+limit", status="pending: rate limiting not built")
+                    )
+                self.rows.append(
+                    Row("gateway aggregate", status="pending: aggregation not built")
+                    if not _has("gateway.aggregate")
+                    else Row("gateway aggregate", status="pending: not wired into the bench yet")
+                )
+            else:
+                row = Row("gateway plain, no access log", base + "/plain", proc=proc, extra=True)
+                self.add(row, "/plain")
+
+    def _redis(self) -> str | None:
+        if not _has("gateway.ratelimit"):
+            return None
+        server = shutil.which("redis-server")
+        if server is None:
+            print("  redis-server not found: apt-get install -y redis-server", file=sys.stderr)
+            return None
+        port = free_port()
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no"]
+        proc = self.procs.start("redis", argv)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return f"redis://127.0.0.1:{port}/0"
+            if proc.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        print(f"  redis did not start:\n{proc.tail()}", file=sys.stderr)
+        return None
+
+    def rounds(self) -> None:
+        live = [r for r in self.rows if r.status == "ok"]
+        print(f"warming up {len(live)} targets ...", file=sys.stderr)
+        for row in live:
+            with contextlib.suppress(BenchError):
+                wrk(
+                    row.url,
+                    connections=self.args.connections,
+                    duration=1,
+                    script=self.script,
+                    headers=row.headers,
+                    cpu_pids=[],
+                )
+        for n in range(self.args.rounds):
+            print(f"round {n + 1}/{self.args.rounds} ...", file=sys.stderr)
+            results: dict[str, Run] = {}
+            for row in live:
+                if row.status != "ok":
+                    continue
+                try:
+                    results[row.name] = run = self.measure(row, self.args.connections)
+                    row.runs.append(run)
+                    if run.errors:
+                        print(f"  {row.name}: {run.errors} errors/non-2xx", file=sys.stderr)
+                except BenchError as exc:
+                    row.status = f"failed: {exc}"
+            nginx = results.get("nginx")
+            for row in live:
+                if nginx and row.name in results:
+                    row.ratios.append(results[row.name].rps / nginx.rps)
+            for row in live:  # one connection: the latency a proxy adds
+                if row.name in ("direct", "nginx", "gateway plain") and row.status == "ok":
+                    with contextlib.suppress(BenchError):
+                        row.one_conn.append(self.measure(row, 1))
+
+
+# --- service-side figures ----------------------------------------------------------------
+
+
+def service_rows(
+    procs: Processes, args: argparse.Namespace, issuer: Any, jwks_url: str, script: Path
+) -> list[dict[str, Any]]:
+    """Catalog's product list under gunicorn sync vs gthread, straight (no gateway)."""
+    token = issuer.token(scopes=["catalog:read"])
+    db = procs.workdir / "catalog.db"
+    env = {
+        "CATALOG_DATABASE_URL": f"sqlite:///{db}",
+        "CATALOG_LOG_LEVEL": "WARNING",
+        "PORTICO_ISSUER": issuer.issuer,
+        "PORTICO_AUDIENCE": issuer.audience,
+        "PORTICO_JWKS_URL": jwks_url,
+    }
+    init = subprocess.run(
+        [PY, "-m", "services.catalog", "init", "--seed-demo"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if init.returncode != 0:
+        return [{"name": "catalog", "status": f"failed: init: {init.stderr.strip()[-200:]}"}]
+    out = []
+    headers = {"Authorization": f"Bearer {token}"}
+    for label, worker_args in (
+        ("catalog GET /api/v1/products, gunicorn sync x2", ["-w", "2"]),
+        (
+            "catalog GET /api/v1/products, gunicorn gthread 2x4",
+            ["-w", "2", "-k", "gthread", "--threads", "4"],
+        ),
+    ):
+        port = free_port()
+        argv = [
+            PY,
+            "-m",
+            "gunicorn",
+            "services.catalog.app:create_app()",
+            "-b",
+            f"127.0.0.1:{port}",
+            *worker_args,
+        ]
+        proc = procs.start("catalog", argv, env)
+        url = f"http://127.0.0.1:{port}/api/v1/products"
+        try:
+            wait_http(url, proc, headers)
+            runs = [
+                wrk(
+                    url,
+                    connections=args.connections,
+                    duration=args.duration,
+                    script=script,
+                    headers=headers,
+                    cpu_pids=descendants(proc.pid),
+                )
+                for _ in range(max(1, args.rounds // 2))
+            ]
+            out.append(
+                {
+                    "name": label,
+                    "rps": statistics.median(r.rps for r in runs),
+                    "p99_ms": statistics.median(r.p99_ms for r in runs),
+                    "cpu_us_per_req": statistics.median(r.cpu_us or 0 for r in runs),
+                    "errors": sum(r.errors for r in runs),
+                }
+            )
+        except BenchError as exc:
+            out.append({"name": label, "status": f"failed: {str(exc).splitlines()[0]}"})
+        finally:
+            procs.stop(proc)
+    out.append(
+        {
+            "name": "aiohttp service read endpoint",
+            "status": "pending: no aiohttp service wired into the bench yet",
+        }
+    )
+    return out
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(
+    bench: Bench, services: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    rows_json = []
+    lines = [
+        f"{'row':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'x nginx':>8}",
+        "-" * 79,
+    ]
+    for row in bench.rows:
+        ratio = statistics.median(row.ratios) if row.ratios else None
+        if row.status != "ok" and not row.runs:
+            lines.append(f"{row.name:<30} {row.status}")
+        else:
+            lines.append(
+                f"{row.name:<30} {_fmt(row.median('rps'), '9.0f')} "
+                f"{_fmt(row.median('p50_ms'), '8.2f')} {_fmt(row.median('p99_ms'), '8.2f')} "
+                f"{_fmt(row.median('cpu_us'), '11.0f')} {_fmt(ratio, '8.2f')}"
+            )
+        entry: dict[str, Any] = {
+            "name": row.name,
+            "rps": row.median("rps"),
+            "p50_ms": row.median("p50_ms"),
+            "p99_ms": row.median("p99_ms"),
+            "cpu_us_per_req": row.median("cpu_us"),
+            "ratio_to_nginx": ratio,
+        }
+        if row.status != "ok":
+            entry["status"] = row.status
+        if row.extra:
+            entry["extra"] = True
+        rows_json.append(entry)
+
+    by_name = {r.name: r for r in bench.rows}
+    added: float | None = None
+    one = {}
+    direct, gw = by_name.get("direct"), by_name.get("gateway plain")
+    if direct and gw and direct.one_conn and gw.one_conn:
+        pairs = zip(direct.one_conn, gw.one_conn, strict=False)
+        added = statistics.median(g.p50_ms - d.p50_ms for d, g in pairs)
+    for name in ("direct", "nginx", "gateway plain"):
+        row = by_name.get(name)
+        if row and row.one_conn:
+            one[name] = statistics.median(r.p50_ms for r in row.one_conn)
+    lines.append("")
+    lines.append(
+        "1 connection p50: "
+        + ", ".join(f"{k} {v:.3f} ms" for k, v in one.items())
+        + f"; added by the gateway: {_fmt(added, '.3f')} ms"
+    )
+    if services:
+        lines.append("")
+        lines.append(
+            f"{'service (direct, no gateway)':<52} {'req/s':>9} {'p99 ms':>8} {'CPU us/req':>11}"
+        )
+        for svc in services:
+            if "status" in svc:
+                lines.append(f"{svc['name']:<52} {svc['status']}")
+            else:
+                lines.append(
+                    f"{svc['name']:<52} {svc['rps']:9.0f} {svc['p99_ms']:8.2f} "
+                    f"{svc['cpu_us_per_req']:11.0f}"
+                )
+    print("\n".join(lines))
+    doc = {
+        "machine": machine(),
+        "settings": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "wrk_threads": 1,
+            "gateway_transport": args.transport,
+        },
+        "rows": rows_json,
+        "added_p50_ms_1conn": added,
+        "p50_ms_1conn": one,
+        "services": services,
+    }
+    return doc
+
+
+def chart(doc: dict[str, Any], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: pip install -r requirements-bench.lock (matplotlib)"
+    rows = [r for r in doc["rows"] if r["ratio_to_nginx"] is not None]
+    names = [r["name"] for r in rows]
+    ratios = [r["ratio_to_nginx"] for r in rows]
+    colors = ["#2b7bb9" if n.startswith("gateway") else "#999999" for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bars = ax.barh(names[::-1], ratios[::-1], color=colors[::-1])
+    ax.bar_label(bars, labels=[f"{r:.2f}x" for r in ratios[::-1]], padding=3)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("req/s relative to nginx (median of per-round ratios)")
+    ax.set_title(f"Portico gateway vs nginx - {doc['machine'].split(',')[0]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--transport", choices=("http1", "aiohttp"), default="http1")
+    parser.add_argument("--no-services", action="store_true", help="skip the catalog figures")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: unwind, so the finally blocks stop every process."""
+
+    def stop(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        print("make bench needs tools that are not installed:", file=sys.stderr)
+        for tool in missing:
+            print(f"  {tool}: {INSTALL_HINT[tool]}", file=sys.stderr)
+        return 2
+    from tests.support.tokens import TestIssuer
+
+    issuer = TestIssuer(lifetime=3600)
+    token = issuer.token(scopes=["bench"])
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp, _interruptible():
+        procs = Processes(Path(tmp))
+        script = Path(tmp) / "report.lua"
+        script.write_text(WRK_LUA)
+        bench = Bench(procs, args, script)
+        try:
+            print("starting upstream, nginx, peers and the gateway ...", file=sys.stderr)
+            bench.start(issuer, token)
+            bench.rounds()
+            services: list[dict[str, Any]] = []
+            if not args.no_services:
+                print("service-side figures ...", file=sys.stderr)
+                services = service_rows(
+                    procs, args, issuer, bench.upstream + "/.well-known/jwks.json", script
+                )
+            doc = report(bench, services, args)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping everything started", file=sys.stderr)
+            return 130
+        except BenchError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            procs.stop_all()
+    (OUT / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwrote {OUT / 'latest.json'}; chart: {chart(doc, OUT / 'latest.png')}")
+    return 0
