@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys clean
+.PHONY: help install up down test lint format lock rotate-keys bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ lint: $(INSTALLED) ## ruff check and format check
 
 format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: $(INSTALLED) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid until their tokens expire
 	$(BIN)/python -m services.identity rotate-keys
