@@ -35,6 +35,7 @@ __all__ = [
     "json_body",
     "problem_response",
     "require_scopes",
+    "run",
     "set_route_name",
 ]
 
@@ -207,3 +208,13 @@ async def json_body(request: web.Request, schema: Schema, *, partial: bool = Fal
         return schema.load(data, partial=partial)
     except ValidationError as exc:
         raise validation_problem(exc.messages) from exc
+
+
+def run(app: web.Application, host: str, port: int) -> None:
+    """Serve `app` on uvloop until SIGINT/SIGTERM; the JSON access log replaces aiohttp's."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    log.info("listening", extra={"host": host, "port": port})
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)

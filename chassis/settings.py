@@ -78,3 +78,42 @@ def from_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     return cls(**values)
+
+
+# Field checks for `field(metadata={"check": ...})`: each returns an error string or None.
+
+LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be 0..65535"
+
+
+def http_url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "must be an http(s) URL"
+
+
+def log_level(value: str) -> str | None:
+    return None if value.upper() in LOG_LEVELS else f"must be one of {sorted(LOG_LEVELS)}"
+
+
+def sync_database_url(value: str) -> str | None:
+    """For blocking SQLAlchemy engines (Flask services)."""
+    if value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        return None
+    return "must be a sqlite:/// or postgresql:// URL"
+
+
+def async_database_url(value: str) -> str | None:
+    """For SQLAlchemy asyncio engines (aiohttp services)."""
+    if value.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:", "postgresql:")):
+        return None
+    return "must be a sqlite+aiosqlite:/// or postgresql+asyncpg:// URL"

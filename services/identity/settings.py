@@ -11,16 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, TokenSettings, from_env
+from chassis.settings import not_negative, positive
 
 __all__ = ["IdentitySettings"]
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _not_negative(value: float) -> str | None:
-    return None if value >= 0 else "must not be negative"
 
 
 @dataclass(frozen=True)
@@ -31,18 +24,18 @@ class IdentitySettings:
     # is generated once into `secret_key_file`, so every gunicorn worker shares it.
     secret_key: str = field(default="", repr=False)
     secret_key_file: str = "var/identity/secret-key"
-    access_token_ttl: int = field(default=900, metadata={"check": _positive})
-    refresh_token_ttl: int = field(default=14 * 24 * 3600, metadata={"check": _positive})
-    authorization_code_ttl: int = field(default=300, metadata={"check": _positive})
+    access_token_ttl: int = field(default=900, metadata={"check": positive})
+    refresh_token_ttl: int = field(default=14 * 24 * 3600, metadata={"check": positive})
+    authorization_code_ttl: int = field(default=300, metadata={"check": positive})
     # A new key is published at once but signs only after this delay, which must exceed the
     # verifiers' JWKS refetch interval (PORTICO_JWKS_REFETCH_INTERVAL, 10 s).
-    key_activation_delay: float = field(default=15.0, metadata={"check": _not_negative})
+    key_activation_delay: float = field(default=15.0, metadata={"check": not_negative})
     dev_redirect_uris: tuple[str, ...] = ()
-    login_max_failures: int = field(default=5, metadata={"check": _positive})
-    login_window: int = field(default=300, metadata={"check": _positive})
+    login_max_failures: int = field(default=5, metadata={"check": positive})
+    login_window: int = field(default=300, metadata={"check": positive})
     # How many reverse proxies (the gateway, nginx) sit in front and append X-Forwarded-For.
     # 0 trusts no forwarding header: the login throttle then keys on the peer address.
-    proxy_count: int = field(default=0, metadata={"check": _not_negative})
+    proxy_count: int = field(default=0, metadata={"check": not_negative})
     cookie_secure: bool = False
     tokens: TokenSettings = field(default_factory=TokenSettings)
 

@@ -5,16 +5,14 @@ demo stock; `python -m services.inventory serve` runs the app on uvloop (INVENTO
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 import orjson
-import uvloop
-from aiohttp import web
 from sqlalchemy import func, insert, select
 
 from chassis import ConfigError, configure_logging, create_db_engine, sync_url
+from chassis.aiohttp import run
 
 from .adapters.orm import metadata, stock
 from .app import create_app
@@ -54,11 +52,7 @@ def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, int | 
 
 
 def serve(settings: InventorySettings) -> None:
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    app = create_app(settings)
-    log.info("inventory listening", extra={"host": settings.host, "port": settings.port})
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop)
+    run(create_app(settings), settings.host, settings.port)
 
 
 def main(argv: list[str] | None = None) -> int:

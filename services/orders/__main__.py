@@ -4,15 +4,13 @@ ORDERS_PORT)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 import orjson
-import uvloop
-from aiohttp import web
 
 from chassis import ConfigError, configure_logging, create_db_engine
+from chassis.aiohttp import run
 from chassis.db import sync_url
 
 from .adapters.orm import metadata
@@ -33,11 +31,7 @@ def init(settings: OrdersSettings) -> dict[str, object]:
 def serve(settings: OrdersSettings) -> None:
     from .app import create_app
 
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    app = create_app(settings)
-    log.info("orders listening", extra={"host": settings.host, "port": settings.port})
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop)
+    run(create_app(settings), settings.host, settings.port)
 
 
 def main(argv: list[str] | None = None) -> int:

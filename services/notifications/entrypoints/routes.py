@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from marshmallow import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, require_scopes
+from chassis.pagination import InvalidCursor, decode_cursor, encode_cursor
 
 from ..domain import Notification
 from ..schemas import ListQuerySchema, NotificationSchema
@@ -46,18 +44,13 @@ def _dump(n: Notification) -> dict[str, Any]:
 
 
 def _encode_cursor(key: tuple[datetime, str]) -> str:
-    raw = orjson.dumps([key[0].isoformat(), key[1]])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(*key)
 
 
 def _decode_cursor(text: str) -> tuple[datetime, str]:
     try:
-        at, nid = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not isinstance(nid, str):
-            raise ValueError(text)
-        return parsed, nid
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        return decode_cursor(text)
+    except InvalidCursor as exc:
         raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
 
 

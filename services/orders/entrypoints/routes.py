@@ -5,20 +5,18 @@ The operation docs after `---` in each handler are the OpenAPI operations (chass
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 from marshmallow import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, json_body, require_scopes
+from chassis.pagination import InvalidCursor, decode_cursor, encode_cursor
 
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Status
@@ -86,18 +84,13 @@ def _problem(exc: use_cases.OrdersError) -> Problem:
 
 
 def _encode_cursor(key: tuple[datetime, str]) -> str:
-    raw = orjson.dumps([key[0].isoformat(), key[1]])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(*key)
 
 
 def _decode_cursor(text: str) -> tuple[datetime, str]:
     try:
-        at, order_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None or not isinstance(order_id, str):
-            raise ValueError(text)
-        return parsed, order_id
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        return decode_cursor(text)
+    except InvalidCursor as exc:
         raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
 
 

@@ -1,0 +1,35 @@
+"""Opaque keyset cursors: base64url of the last item's (created_at, id), so that clients
+cannot depend on the format and every service pages the same way."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+import orjson
+
+__all__ = ["InvalidCursor", "decode_cursor", "encode_cursor"]
+
+
+class InvalidCursor(ValueError):
+    """The text is not a cursor this API returned."""
+
+
+def encode_cursor(created_at: datetime, item_id: str) -> str:
+    raw = orjson.dumps([created_at.isoformat(), item_id])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, item_id = orjson.loads(raw)
+        if not isinstance(created, str) or not isinstance(item_id, str) or not item_id:
+            raise InvalidCursor("malformed cursor")
+        when = datetime.fromisoformat(created)
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise InvalidCursor("malformed cursor") from exc
+    if when.tzinfo is None:
+        raise InvalidCursor("malformed cursor")
+    return when, item_id
