@@ -5,28 +5,36 @@ unless GATEWAY_TRANSPORT=aiohttp picks aiohttp's `ClientSession` - and a verifie
 JWKS through it; tests pass a `MockTransport` and/or their own verifier. The gateway's own endpoints
 (`/healthz`, `/readyz`, the chassis' `/health/*` and `/metrics`, `/openapi.json`) take
 precedence over routed paths; everything else goes to `Proxy.handle`.
+
+What is compiled from the config (router, upstreams, limiter, proxy, OpenAPI merger) is one
+immutable `GatewayState` behind a `StateHolder`; with `config_path` the `Reloader` swaps in a
+new state when the file changes or on SIGHUP (see `gateway.reload`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async
 from chassis.aiohttp import install
 
+from .aggregate import Aggregator
+from .aggregate import register as register_aggregates
 from .auth import jwks_fetcher, make_verifier
 from .config import GatewayConfig
+from .cors import Cors
+from .cors import install as install_cors
 from .http1 import Http1Transport
-from .openapi import OpenApiMerger
+from .openapi import OpenApiMerger, add_docs_routes
 from .proxy import Proxy
 from .ratelimit import RateLimiter, add_headers
+from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
 from .routing import Router
 from .transport import AiohttpTransport, Transport
 from .upstreams import UpstreamPool
@@ -34,6 +42,8 @@ from .upstreams import UpstreamPool
 __all__ = [
     "CONFIG",
     "PROXY",
+    "RELOADER",
+    "STATE",
     "TRANSPORT",
     "TRANSPORTS",
     "UPSTREAMS",
@@ -45,6 +55,8 @@ CONFIG = web.AppKey("gateway.config", GatewayConfig)
 PROXY = web.AppKey("gateway.proxy", Proxy)
 TRANSPORT = web.AppKey("gateway.transport", Transport)
 UPSTREAMS = web.AppKey("gateway.upstreams", UpstreamPool)
+STATE = web.AppKey("gateway.state", StateHolder)
+RELOADER = web.AppKey("gateway.reloader", Reloader)
 
 _SERVICE = "gateway"
 TRANSPORTS = ("http1", "aiohttp")
@@ -67,6 +79,102 @@ def make_transport(kind: str, pool_sizes: Mapping[str, int]) -> Transport:
     return Http1Transport(pool_sizes)
 
 
+def _policies(config: GatewayConfig) -> dict[str, str | None]:
+    return {r.name: r.rate_limit for r in config.routes}
+
+
+def _next_limiter(config: GatewayConfig, previous: GatewayState) -> RateLimiter:
+    """The previous limiter when nothing it depends on changed; else a new one that keeps its
+    Redis client (same settings), in-process budgets and registered metrics."""
+    old, was = previous.limiter, previous.config
+    if (
+        was.rate_limits == config.rate_limits
+        and was.server.trusted_proxies == config.server.trusted_proxies
+        and _policies(was) == _policies(config)
+    ):
+        return old
+    same_redis = (
+        was.rate_limits.redis_url,
+        was.rate_limits.redis_timeout,
+        was.rate_limits.redis_connect_timeout,
+    ) == (
+        config.rate_limits.redis_url,
+        config.rate_limits.redis_timeout,
+        config.rate_limits.redis_connect_timeout,
+    )
+    new = RateLimiter(
+        config.rate_limits,
+        config.routes,
+        config.server.trusted_proxies,
+        redis=old.redis if same_redis else None,
+    )
+    new.local = old.local
+    new._decisions, new._redis_errors = old._decisions, old._redis_errors  # registered once
+    return new
+
+
+def compile_state(
+    config: GatewayConfig,
+    transport: Transport,
+    previous: GatewayState | None = None,
+    *,
+    verifier: AsyncTokenVerifier | None = None,
+    limiter: RateLimiter | None = None,
+) -> GatewayState:
+    """Everything the request path needs from `config`, reusing what `previous` still fits."""
+    if verifier is None:
+        if previous is not None and previous.config.auth == config.auth:
+            verifier = previous.verifier
+        else:
+            verifier = make_verifier(config.auth, transport)
+    router = Router(config.routes)
+    upstreams = UpstreamPool(
+        config.upstreams, registry=previous.upstreams.registry if previous is not None else None
+    )
+    reused_upstreams(upstreams, previous)
+    if limiter is None:
+        if previous is not None:
+            limiter = _next_limiter(config, previous)
+        else:
+            limiter = RateLimiter(config.rate_limits, config.routes, config.server.trusted_proxies)
+    return GatewayState(
+        config=config,
+        router=router,
+        upstreams=upstreams,
+        limiter=limiter,
+        verifier=verifier,
+        proxy=Proxy(router, upstreams, transport, verifier, limiter),
+        openapi=OpenApiMerger(router, upstreams, transport, config=config),
+        generation=0 if previous is None else previous.generation + 1,
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _per_state(holder: StateHolder, build: Callable[[GatewayState], _T]) -> Callable[[], _T]:
+    """`build(state)` once per state: aggregates and CORS policies follow config reloads."""
+    cache: list[Any] = [None, None]
+
+    def current() -> _T:
+        state = holder.state
+        if cache[0] is not state:
+            cache[0], cache[1] = state, build(state)
+        built: _T = cache[1]
+        return built
+
+    return current
+
+
+def _ready_checks(state: GatewayState, transport: Transport) -> dict[str, Callable[[], Any]]:
+    checks: dict[str, Callable[[], Any]] = {
+        f"upstream:{name}": partial(upstream.ready, transport)
+        for name, upstream in state.upstreams.upstreams.items()
+    }
+    checks["jwks"] = jwks_fetcher(transport, state.config.auth.jwks_url, timeout=2.0)
+    return checks
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -74,50 +182,53 @@ def create_app(
     verifier: AsyncTokenVerifier | None = None,
     transport_kind: str | None = None,
     limiter: RateLimiter | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+    reload_interval: float = 1.0,
 ) -> web.Application:
-    """`transport_kind` None reads GATEWAY_TRANSPORT (ConfigError when it names no client)."""
+    """`transport_kind` None reads GATEWAY_TRANSPORT (ConfigError when it names no client).
+    With `config_path`, that file is reloaded on SIGHUP and when it changes."""
     owns_transport = transport is None
     if transport is None:
         kind = transport_kind or from_env(TransportSettings, "GATEWAY_").transport
         transport = make_transport(kind, {n: u.pool_size for n, u in config.upstreams.items()})
-    if verifier is None:
-        verifier = make_verifier(config.auth, transport)
 
-    router = Router(config.routes)
-    upstreams = UpstreamPool(config.upstreams)
-    if limiter is None:
-        limiter = RateLimiter(config.rate_limits, config.routes, config.server.trusted_proxies)
-    proxy = Proxy(router, upstreams, transport, verifier, limiter)
-    openapi = OpenApiMerger(router, upstreams, transport)
+    state = compile_state(config, transport, verifier=verifier, limiter=limiter)
+    holder = StateHolder(state)
+    router, upstreams, limiter, proxy = state.router, state.upstreams, state.limiter, state.proxy
+    verifier = state.verifier
+    checks = _ready_checks(state, transport)
 
-    checks: dict[str, Callable[[], Any]] = {
-        f"upstream:{name}": partial(upstream.ready, transport)
-        for name, upstream in upstreams.upstreams.items()
-    }
-    checks["jwks"] = jwks_fetcher(transport, config.auth.jwks_url, timeout=2.0)
+    def refresh_checks(new: GatewayState) -> None:
+        checks.clear()  # the same dict the chassis' /health/ready reads
+        checks.update(_ready_checks(new, transport))
+
+    reloader = Reloader(
+        holder,
+        lambda cfg, prev: compile_state(cfg, transport, prev),
+        transport,
+        path=config_path,
+        poll_interval=reload_interval,
+        on_swap=refresh_checks,
+    )
 
     # request.read() is only used for bodies the proxy has already checked against the limit
     app = web.Application(
         client_max_size=max(
             [config.server.max_body_bytes, *(r.max_body_bytes for r in router.routes)]
         )
-        + 1
+        + 1,
+        handler_args=PARSER_LIMITS,  # oversized headers: a 431 problem from StateHolder.handle
     )
     app[CONFIG] = config
     app[PROXY] = proxy
     app[TRANSPORT] = transport
     app[UPSTREAMS] = upstreams
+    app[STATE] = holder
+    app[RELOADER] = reloader
     metrics = install(app, _SERVICE, ready_checks=checks, verifier=verifier)
     limiter.register_metrics(metrics.registry)
-    if limiter.enabled:
-        app.on_response_prepare.append(add_headers)
-
-        async def rate_limits(_app: web.Application) -> AsyncIterator[None]:
-            await limiter.start()  # waits at most the connect timeout for Redis
-            yield
-            await limiter.close()
-
-        app.cleanup_ctx.append(rate_limits)
+    upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
+    app.on_response_prepare.append(add_headers)  # a reload may turn rate limits on
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)
@@ -127,24 +238,34 @@ def create_app(
         return web.json_response(body, status=status)
 
     async def openapi_view(_request: web.Request) -> web.Response:
-        return web.Response(body=await openapi.document(), content_type="application/json")
+        document = await holder.state.openapi.document()
+        return web.Response(body=document, content_type="application/json")
 
     app.router.add_get("/healthz", live)
     app.router.add_get("/readyz", ready)
     app.router.add_get("/openapi.json", openapi_view)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    add_docs_routes(app)
+    # Aggregated endpoints and the CORS preflight stage go ahead of the catch-all. CORS is
+    # installed only when some route names a policy (turning it on from none needs a restart).
+    aggregator = _per_state(
+        holder,
+        lambda s: Aggregator(
+            s.config.aggregates, s.router, s.upstreams, transport, s.verifier, s.limiter
+        ),
+    )
+    register_aggregates(app, config.aggregates, aggregator)
+    cors = _per_state(
+        holder, lambda s: (Cors(s.config.cors, s.config.routes, s.config.aggregates), s.router)
+    )
+    if cors()[0].enabled:
+        install_cors(app, cors, holder.handle)
+    app.router.add_route("*", "/{tail:.*}", holder.handle)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        watchers = [
-            asyncio.create_task(upstream.watch(transport), name=f"health:{name}")
-            for name, upstream in upstreams.upstreams.items()
-        ]
+        # health probes, the limiter (waits at most the connect timeout for Redis), reloads
+        await reloader.start()
         yield
-        for task in watchers:
-            task.cancel()
-        for task in watchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await reloader.close()
         if owns_transport:
             await transport.close()
 

@@ -27,6 +27,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -34,19 +35,28 @@ from marshmallow import (
 from chassis import ConfigError, TokenSettings
 
 __all__ = [
+    "BALANCING",
     "DEFAULT_CONFIG_PATH",
+    "IDEMPOTENT_METHODS",
+    "AggregateConfig",
+    "AggregatePart",
     "AuthConfig",
+    "BreakerConfig",
     "ConsumerClass",
+    "CorsPolicy",
     "GatewayConfig",
     "HealthCheck",
     "IPNetwork",
+    "PassiveEjection",
     "Quota",
     "RateLimitPolicy",
     "RateLimitsConfig",
+    "RetryPolicy",
     "RouteAuth",
     "RouteConfig",
     "ServerConfig",
     "UpstreamConfig",
+    "check_config",
     "load_config",
     "parse_config",
     "path_params",
@@ -61,6 +71,9 @@ _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ON_REDIS_ERROR = ("fail_open", "fail_closed")
 BUILTIN_CONSUMER_CLASSES = ("anonymous", "authenticated")
+BALANCING = ("round_robin", "least_connections", "weighted")
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_ON = ("502", "503", "504", "connect_error", "timeout")
 
 
 # --- the model the rest of the gateway reads ---------------------------------------------
@@ -70,15 +83,50 @@ BUILTIN_CONSUMER_CLASSES = ("anonymous", "authenticated")
 class HealthCheck:
     path: str
     interval: float
+    timeout: float | None = None  # None: min(2 s, interval, the upstream's timeout)
+    healthy_threshold: int = 1  # consecutive passed probes to put an instance back
+    unhealthy_threshold: int = 1  # consecutive failed probes to take it out
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveEjection:
+    """Out of rotation for `ejection_time` s after `consecutive_failures` failed requests."""
+
+    consecutive_failures: int
+    ejection_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """One `chassis.resilience.CircuitBreaker` per instance."""
+
+    failure_threshold: int
+    recovery_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
-    instances: tuple[str, ...]
+    instances: tuple[str, ...]  # origins, no trailing slash
     timeout: float
     pool_size: int
     health: HealthCheck
+    balancing: str = "round_robin"
+    weights: tuple[int, ...] = ()  # one per instance (used by `weighted`); empty: all 1
+    passive: PassiveEjection | None = None
+    breaker: BreakerConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Up to `attempts` tries in all (first included), each on another instance, for
+    idempotent methods only, while the upstream's retry budget (`budget_ratio`) allows."""
+
+    attempts: int
+    on_status: frozenset[int]
+    on_connect_error: bool
+    on_timeout: bool
+    budget_ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +146,8 @@ class RouteConfig:
     timeout: float  # resolved: the route's own, else its upstream's
     max_body_bytes: int  # resolved: the route's own, else the server's
     rate_limit: str | None = None  # a policy name in `rate_limits.policies`
+    retry: RetryPolicy | None = None
+    cors: str | None = None  # a policy name in `cors`
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +204,48 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """Who may call a route from a browser (see gateway.cors)."""
+
+    name: str
+    allow_origins: tuple[str, ...]  # exact origins, or "*"
+    allow_methods: tuple[str, ...]  # empty: the route's own methods
+    allow_headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    allow_credentials: bool
+    max_age: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatePart:
+    """One GET of an aggregate; `path` may use expressions (see gateway.aggregate)."""
+
+    name: str
+    path: str
+    required: bool
+    timeout: float | None  # None: the matched route's timeout
+    select: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateConfig:
+    name: str
+    path: str
+    mode: str  # partial | all_or_nothing
+    auth: RouteAuth
+    parts: tuple[AggregatePart, ...]
+    cors: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig
     auth: AuthConfig
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    cors: Mapping[str, CorsPolicy] = field(default_factory=dict)
+    aggregates: tuple[AggregateConfig, ...] = ()
 
 
 # --- path syntax shared with the router --------------------------------------------------
@@ -251,25 +337,119 @@ class HealthSchema(_Strict):
         load_default="/health/ready", validate=validate.Regexp(r"^/", error="must start with '/'")
     )
     interval = fields.Float(load_default=5.0, validate=_positive())
+    timeout = fields.Float(load_default=None, validate=_positive())
+    healthy_threshold = _Whole(load_default=1, validate=_positive())
+    unhealthy_threshold = _Whole(load_default=1, validate=_positive())
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> HealthCheck:
         return HealthCheck(**data)
 
 
+_INSTANCE_URL = fields.Url(
+    require_tld=False,
+    schemes={"http", "https"},
+    error_messages={"invalid": "must be an http(s) URL"},
+)
+
+
+class InstanceSchema(_Strict):
+    url = fields.Url(
+        required=True,
+        require_tld=False,
+        schemes={"http", "https"},
+        error_messages={"invalid": "must be an http(s) URL"},
+    )
+    weight = _Whole(load_default=1, validate=validate.Range(min=1, error="must be >= 1"))
+
+
+class _Instance(fields.Field):
+    """An instance: a plain URL string, or `{url, weight}`; loads as (url, weight)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            return (_INSTANCE_URL.deserialize(value), 1)
+        if isinstance(value, dict):
+            loaded = InstanceSchema().load(value)  # its ValidationError names url / weight
+            return (loaded["url"], loaded["weight"])
+        raise ValidationError("must be a URL or {url, weight}")
+
+
+class PassiveSchema(_Strict):
+    consecutive_failures = _Whole(load_default=5, validate=_positive())
+    ejection_time = fields.Float(load_default=10.0, validate=_positive())
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> PassiveEjection:
+        return PassiveEjection(**data)
+
+
+class BreakerSchema(_Strict):
+    failure_threshold = _Whole(load_default=5, validate=_positive())
+    recovery_timeout = fields.Float(load_default=10.0, validate=_positive())
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> BreakerConfig:
+        return BreakerConfig(**data)
+
+
 class UpstreamSchema(_Strict):
     instances = fields.List(
-        fields.Url(
-            require_tld=False,
-            schemes={"http", "https"},
-            error_messages={"invalid": "must be an http(s) URL"},
-        ),
+        _Instance(),
         required=True,
         validate=validate.Length(min=1, error="must list at least one instance"),
     )
     timeout = fields.Float(load_default=10.0, validate=_positive())
     pool_size = fields.Integer(load_default=100, validate=_positive())
     health = fields.Nested(HealthSchema, load_default=lambda: HealthCheck("/health/ready", 5.0))
+    balancing = fields.String(
+        load_default="round_robin",
+        validate=validate.OneOf(BALANCING, error="must be one of {choices}"),
+    )
+    passive = fields.Nested(PassiveSchema, load_default=None)
+    breaker = fields.Nested(BreakerSchema, load_default=None)
+
+    @validates_schema
+    def check_weights(self, data: dict[str, Any], **_: Any) -> None:
+        weighted = [i for i, (_url, w) in enumerate(data.get("instances", ())) if w != 1]
+        if weighted and data.get("balancing") != "weighted":
+            raise ValidationError(
+                {
+                    "instances": {
+                        i: {"weight": ["only used with balancing: weighted"]} for i in weighted
+                    }
+                }
+            )
+
+
+class RetrySchema(_Strict):
+    attempts = _Whole(load_default=2, validate=validate.Range(min=1, max=10, error="must be 1..10"))
+    on = fields.List(
+        fields.String(validate=validate.OneOf(RETRY_ON, error="must be one of {choices}")),
+        load_default=lambda: ["502", "503", "504", "connect_error"],
+    )
+    budget_ratio = fields.Float(
+        load_default=0.2,
+        validate=validate.Range(min=0, max=1, min_inclusive=False, error="must be > 0 and <= 1"),
+    )
+
+    @pre_load
+    def statuses_as_text(self, data: Any, **_: Any) -> Any:
+        """`on: [502, timeout]`: YAML reads the codes as integers."""
+        if isinstance(data, dict) and isinstance(data.get("on"), list):
+            data = {**data, "on": [str(v) if isinstance(v, int) else v for v in data["on"]]}
+        return data
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> RetryPolicy:
+        on = set(data["on"])
+        return RetryPolicy(
+            attempts=data["attempts"],
+            on_status=frozenset(int(v) for v in on if v.isdigit()),
+            on_connect_error="connect_error" in on,
+            on_timeout="timeout" in on,
+            budget_ratio=data["budget_ratio"],
+        )
 
 
 class RouteAuthSchema(_Strict):
@@ -297,10 +477,14 @@ class RouteSchema(_Strict):
         load_default=None, validate=validate.Range(min=0, error="must be >= 0")
     )
     rate_limit = fields.String(load_default=None)
+    retry = fields.Nested(RetrySchema, load_default=None)
+    cors = fields.String(load_default=None)
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
         errors: dict[str, list[str]] = {}
+        if data.get("retry") is not None and not IDEMPOTENT_METHODS & set(data.get("methods", ())):
+            errors["retry"] = ["only GET, HEAD, OPTIONS, PUT and DELETE are retried; none is here"]
         path: str = data.get("path", "")
         problem = _check_path(path)
         if problem:
@@ -429,6 +613,98 @@ class AuthSchema(_Strict):
     jwks_refetch_interval = fields.Float(validate=_positive())
 
 
+class CorsSchema(_Strict):
+    allow_origins = fields.List(
+        fields.String(validate=_validator(lambda v: _cors_check_origin(v))),
+        required=True,
+        validate=validate.Length(min=1, error="must list at least one origin (or '*')"),
+    )
+    allow_methods = fields.List(
+        fields.String(validate=validate.OneOf(METHODS, error="must be one of {choices}")),
+        load_default=list,
+    )
+    allow_headers = fields.List(
+        fields.String(validate=validate.Length(min=1)),
+        load_default=lambda: ["Authorization", "Content-Type"],
+    )
+    expose_headers = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    allow_credentials = fields.Boolean(load_default=False)
+    max_age = _Whole(load_default=None, validate=validate.Range(min=0, error="must be >= 0"))
+
+    @validates_schema
+    def check_wildcards(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("allow_credentials") and "*" in data.get("allow_origins", ()):
+            raise ValidationError(
+                "'*' cannot be combined with allow_credentials: list the origins",
+                "allow_origins",
+            )
+        if data.get("allow_credentials") and "*" in data.get("allow_headers", ()):
+            raise ValidationError(
+                "'*' cannot be combined with allow_credentials: list the headers",
+                "allow_headers",
+            )
+
+
+def _cors_check_origin(value: str) -> str | None:
+    from .cors import check_origin  # the CORS stage owns its syntax
+
+    return check_origin(value)
+
+
+_PART_NAME = validate.Regexp(
+    r"^[A-Za-z_][A-Za-z0-9_]*$", error="must be a name (letters, digits, '_')"
+)
+
+
+class AggregatePartSchema(_Strict):
+    name = fields.String(
+        required=True,
+        validate=[_PART_NAME, validate.NoneOf(["errors"], error="is reserved")],
+    )
+    method = fields.String(
+        load_default="GET", validate=validate.OneOf(["GET"], error="only GET parts are supported")
+    )
+    path = fields.String(required=True, validate=validate.Length(min=1))
+    required = fields.Boolean(load_default=True)
+    timeout = fields.Float(load_default=None, validate=_positive())
+    select = fields.String(load_default=None, validate=validate.Length(min=1))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data.pop("method")
+        return data
+
+
+class AggregateSchema(_Strict):
+    """An aggregated GET endpoint: a small graph of GET parts (see gateway.aggregate)."""
+
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    method = fields.String(
+        load_default="GET", validate=validate.OneOf(["GET"], error="aggregates answer GET only")
+    )
+    path = fields.String(required=True)
+    mode = fields.String(
+        load_default="partial",
+        validate=validate.OneOf(("partial", "all_or_nothing"), error="must be one of {choices}"),
+    )
+    auth = fields.Nested(RouteAuthSchema, load_default=lambda: RouteAuth(True, ()))
+    cors = fields.String(load_default=None)
+    parts = fields.List(
+        fields.Nested(AggregatePartSchema),
+        required=True,
+        validate=validate.Length(min=1, error="must list at least one part"),
+    )
+
+    @validates_schema
+    def check_path(self, data: dict[str, Any], **_: Any) -> None:
+        path: str = data.get("path", "")
+        problem = _check_path(path)
+        if problem is None and path.endswith("/*"):
+            problem = "an aggregate path cannot be a '/prefix/*'"
+        if problem:
+            raise ValidationError(problem, "path")
+
+
 class GatewaySchema(_Strict):
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
     auth = fields.Nested(AuthSchema, load_default=dict)
@@ -444,6 +720,43 @@ class GatewaySchema(_Strict):
         required=True,
         validate=validate.Length(min=1, error="must define at least one route"),
     )
+    cors = fields.Dict(
+        keys=fields.String(validate=_POLICY_NAME),
+        values=fields.Nested(CorsSchema),
+        load_default=dict,
+    )
+    aggregates = fields.List(fields.Nested(AggregateSchema), load_default=list)
+
+    @validates_schema
+    def check_cors_and_aggregates(self, data: dict[str, Any], **_: Any) -> None:
+        """CORS policy names exist; aggregates form a valid graph over the routes."""
+        from .aggregate import check_aggregates  # its expression syntax lives there
+
+        policies = data.get("cors", {})
+        errors: dict[str, Any] = {}
+        for section in ("routes", "aggregates"):
+            for i, item in enumerate(data.get(section, [])):
+                if item.get("cors") is not None and item["cors"] not in policies:
+                    errors.setdefault(section, {}).setdefault(i, {})["cors"] = [
+                        f"unknown CORS policy {item['cors']!r}"
+                    ]
+        routes = [
+            RouteConfig(
+                name=r["name"],
+                methods=tuple(r["methods"]),
+                path=r["path"],
+                upstream=r["upstream"],
+                rewrite=r.get("rewrite"),
+                auth=r["auth"],
+                timeout=1.0,
+                max_body_bytes=0,
+            )
+            for r in data.get("routes", [])
+        ]
+        for i, problems in check_aggregates(data.get("aggregates", []), routes).items():
+            errors.setdefault("aggregates", {}).setdefault(i, {}).update(problems)
+        if errors:
+            raise ValidationError(errors)
 
     @validates_schema
     def check_references(self, data: dict[str, Any], **_: Any) -> None:
@@ -568,10 +881,14 @@ def _build(
     upstreams = {
         name: UpstreamConfig(
             name=name,
-            instances=tuple(url.rstrip("/") for url in raw["instances"]),
+            instances=tuple(url.rstrip("/") for url, _weight in raw["instances"]),
             timeout=raw["timeout"],
             pool_size=raw["pool_size"],
             health=raw["health"],
+            balancing=raw["balancing"],
+            weights=tuple(weight for _url, weight in raw["instances"]),
+            passive=raw["passive"],
+            breaker=raw["breaker"],
         )
         for name, raw in data["upstreams"].items()
     }
@@ -588,6 +905,8 @@ def _build(
                 server.max_body_bytes if raw["max_body_bytes"] is None else raw["max_body_bytes"]
             ),
             rate_limit=raw["rate_limit"],
+            retry=raw["retry"],
+            cors=raw["cors"],
         )
         for raw in data["routes"]
     )
@@ -597,6 +916,29 @@ def _build(
         upstreams=upstreams,
         routes=routes,
         rate_limits=_rate_limits(data["rate_limits"], environ or {}),
+        cors={
+            name: CorsPolicy(
+                name=name,
+                allow_origins=tuple(p["allow_origins"]),
+                allow_methods=tuple(p["allow_methods"]),
+                allow_headers=tuple(p["allow_headers"]),
+                expose_headers=tuple(p["expose_headers"]),
+                allow_credentials=p["allow_credentials"],
+                max_age=p["max_age"],
+            )
+            for name, p in data["cors"].items()
+        },
+        aggregates=tuple(
+            AggregateConfig(
+                name=a["name"],
+                path=a["path"],
+                mode=a["mode"],
+                auth=a["auth"],
+                parts=tuple(AggregatePart(**p) for p in a["parts"]),
+                cors=a["cors"],
+            )
+            for a in data["aggregates"]
+        ),
     )
 
 
@@ -631,3 +973,36 @@ def load_config(
     except yaml.YAMLError as exc:
         raise ConfigError(f"gateway config {file} is not valid YAML: {exc}") from None
     return parse_config(raw, source=f"gateway config {file}", environ=env)
+
+
+def check_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every problem in a config file as `key.path: message` lines; empty when it is valid.
+
+    Unlike `load_config` it goes on past unset variables, so one run lists all that is wrong
+    (`python -m gateway check`, like `krakend check`).
+    """
+    env = os.environ if environ is None else environ
+    file = Path(path or env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return [f"<file>: cannot read {file}: {exc.strerror}"]
+    except yaml.YAMLError as exc:
+        return [f"<file>: not valid YAML: {exc}"]
+    if not isinstance(raw, dict):
+        return ["<root>: the document must be a mapping"]
+    errors: list[str] = []
+    substituted = _substitute(raw, "", env, errors)
+    try:
+        data = GatewaySchema().load(substituted)
+    except ValidationError as exc:
+        return errors + _flatten(exc.messages)
+    if errors:
+        return errors
+    try:
+        _build(data, TokenSettings.from_env(env), env)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []

@@ -1,0 +1,115 @@
+"""The aggregated endpoints through the real stack: an order's details and the dashboard.
+
+A client_credentials token with every scope places an order, waits (bounded poll) until the
+saga confirms it, then reads `/api/v1/orders/{id}/details` and `/api/v1/me/dashboard`. The
+token does not speak for a user, so identity answers 403 for the profile: that optional part
+is null, listed under `errors` with status 403, and the answer is marked partial.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from tools.stack import Stack
+
+SCOPES = "catalog:read orders:read orders:write payments:read notifications:read profile"
+SKUS = ["BK-0001", "EL-0001"]
+
+
+def wait_for_status(session: requests.Session, url: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        resp = session.get(url, timeout=10)
+        assert resp.status_code == 200, resp.text
+        order: dict[str, Any] = resp.json()
+        if order["status"] in ("CONFIRMED", "REJECTED"):
+            return order
+        if time.monotonic() > deadline:
+            raise AssertionError(f"order still {order['status']} after {timeout:.0f}s")
+        time.sleep(delay)  # polling a condition with a deadline
+        delay = min(delay * 2, 0.5)
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> requests.Session:
+    creds = stack.credentials()
+    resp = requests.post(
+        f"{stack.gateway_url}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": SCOPES},
+        auth=(creds["client_id"], creds["client_secret"]),
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+    return session
+
+
+@pytest.fixture(scope="module")
+def confirmed_order(stack: Stack, api: requests.Session) -> dict[str, Any]:
+    resp = api.post(
+        f"{stack.gateway_url}/api/v1/orders",
+        json={
+            "items": [{"sku": sku, "quantity": 1} for sku in SKUS],
+            "payment_method": "pm_card_ok",
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert resp.status_code == 202, resp.text
+    order = wait_for_status(api, stack.gateway_url + resp.headers["Location"])
+    assert order["status"] == "CONFIRMED", order
+    return order
+
+
+def _profile_refused(body: dict[str, Any], part: str) -> None:
+    assert body[part] is None
+    errors = {e["part"]: e for e in body["errors"]}
+    assert errors[part]["status"] == 403, body["errors"]  # identity's own answer, kept
+
+
+def test_order_details(
+    stack: Stack, api: requests.Session, confirmed_order: dict[str, Any]
+) -> None:
+    resp = api.get(f"{stack.gateway_url}/api/v1/orders/{confirmed_order['id']}/details", timeout=10)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["order"]["id"] == confirmed_order["id"]
+    assert [p["sku"] for p in body["products"]] == SKUS
+    assert all(p["name"] for p in body["products"])
+    assert body["payment"] is not None
+    assert body["payment"]["id"] == confirmed_order["payment_id"]
+    _profile_refused(body, "user")
+    assert [e["part"] for e in body["errors"]] == ["user"]
+    assert resp.headers["X-Portico-Partial"] == "true"
+
+
+def test_details_of_an_unknown_order_is_404_naming_the_part(
+    stack: Stack, api: requests.Session
+) -> None:
+    resp = api.get(f"{stack.gateway_url}/api/v1/orders/{uuid.uuid4()}/details", timeout=10)
+    assert resp.status_code == 404, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.json()["part"] == "order"
+
+
+def test_dashboard(stack: Stack, api: requests.Session, confirmed_order: dict[str, Any]) -> None:
+    resp = api.get(f"{stack.gateway_url}/api/v1/me/dashboard", timeout=10)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert confirmed_order["id"] in [o["id"] for o in body["recent_orders"]]
+    assert len(body["recent_orders"]) <= 5
+    assert isinstance(body["unread_notifications"], list)
+    _profile_refused(body, "profile")
+    assert resp.headers["X-Portico-Partial"] == "true"
+
+
+def test_aggregates_need_a_token(stack: Stack) -> None:
+    resp = requests.get(f"{stack.gateway_url}/api/v1/me/dashboard", timeout=10)
+    assert resp.status_code == 401
