@@ -25,6 +25,7 @@ from chassis.messaging import (
 )
 
 __all__ = [
+    "PUBLISHES",
     "STOCK_LOW",
     "EventSink",
     "RelayHandle",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 STOCK_LOW = "stock.low"
+# Every event type inventory publishes: the contracts runner derives message boundaries from it.
+PUBLISHES = (STOCK_LOW,)
 
 
 def outbox_for(metadata: MetaData) -> Table:

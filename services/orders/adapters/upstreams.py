@@ -38,9 +38,20 @@ from ..domain import (
 )
 from .service_token import ServiceToken, TokenUnavailable
 
-__all__ = ["SERVICE_SCOPE", "HttpUpstreams", "Transient", "Upstreams"]
+__all__ = ["OUTBOUND", "SERVICE_SCOPE", "HttpUpstreams", "Transient", "Upstreams"]
 
 SERVICE_SCOPE = "catalog:read inventory:write payments:write"
+
+# Every outbound call `HttpUpstreams` makes (its method -> the provider it calls): the contracts
+# runner derives the orders -> service boundaries from this, so a new call needs a contract.
+OUTBOUND = {
+    "prices": "catalog",
+    "reserve": "inventory",
+    "commit": "inventory",
+    "release": "inventory",
+    "charge": "payments",
+    "refund": "payments",
+}
 
 
 class Upstreams(abc.ABC):

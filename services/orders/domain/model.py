@@ -27,6 +27,7 @@ from enum import StrEnum
 
 __all__ = [
     "CURRENCY",
+    "PUBLISHES",
     "Captured",
     "Committed",
     "Declined",
@@ -48,6 +49,10 @@ __all__ = [
     "retry_delay",
     "utcnow",
 ]
+
+# Every event type the Order aggregate emits: the contracts runner derives message boundaries
+# from it (a new event without a consumer contract shows up there).
+PUBLISHES = ("order.created", "order.confirmed", "order.rejected")
 
 CURRENCY = "EUR"
 CENT = Decimal("0.01")

@@ -27,6 +27,7 @@ from ..domain import Payment
 __all__ = [
     "PAYMENT_CAPTURED",
     "PAYMENT_REFUNDED",
+    "PUBLISHES",
     "EventSink",
     "RelayHandle",
     "broker_ready",
@@ -36,6 +37,8 @@ __all__ = [
 
 PAYMENT_CAPTURED = "payment.captured"
 PAYMENT_REFUNDED = "payment.refunded"
+# Every event type payments publishes: the contracts runner derives message boundaries from it.
+PUBLISHES = (PAYMENT_CAPTURED, PAYMENT_REFUNDED)
 
 
 def outbox_for(metadata: MetaData) -> Table:

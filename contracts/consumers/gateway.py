@@ -1,0 +1,457 @@
+"""The gateway as a consumer of every service it routes to.
+
+The gateway is a proxy: its client code is its request path and transport. Each example
+request goes to a real gateway (`create_app` with the packaged gateway.yaml, every upstream
+pointed at that provider's Pact mock server, tokens from a test issuer) and the gateway's
+transport makes the upstream request the pact records. The boundary label of each
+interaction comes from the gateway's own router. Error answers the gateway passes through
+(404, 422, 401) are part of the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from pact import Pact, match
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig, HealthCheck, load_config
+from gateway.routing import Router
+
+from . import ConsumerFailed, label
+
+__all__ = ["EXAMPLES", "Example", "run"]
+
+CONSUMER = "gateway"
+BEARER = match.regex("Bearer eyJ.example.token", regex=r"^Bearer \S+$")
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+ALL_SCOPES = [
+    "profile",
+    "catalog:read",
+    "catalog:write",
+    "inventory:read",
+    "inventory:write",
+    "orders:read",
+    "orders:write",
+    "payments:read",
+    "notifications:read",
+]
+
+
+def problem(status: int, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "title": match.str("Not Found"), **extra}
+
+
+@dataclass
+class Example:
+    """One public request through the gateway, and what the upstream must answer."""
+
+    description: str
+    method: str
+    path: str  # public path (the pact records the path the gateway sends upstream)
+    status: int
+    body: Any = None  # expected response body (with matchers)
+    content_type: str = JSON
+    state: tuple[str, dict[str, Any]] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    request_body: Any = None
+    request_type: str = JSON
+    request_headers: dict[str, Any] = field(default_factory=dict)
+    response_headers: dict[str, Any] = field(default_factory=dict)
+    token: bool = True
+
+
+PRODUCT = {
+    "id": match.str("3f0c5a4e-9d1b-4a4c-8e60-0f8a1b2c3d4e"),
+    "sku": match.str("SKU-1"),
+    "name": match.str("Widget"),
+    "category": match.str("tools"),
+    "price": match.regex("9.99", regex=r"^\d+\.\d{2}$"),
+    "version": match.int(1),
+}
+LEVEL = {"sku": "SKU-1", "on_hand": match.int(10), "available": match.int(10)}
+ORDER = {
+    "id": match.str("7d5e2c1a-0000-4000-8000-000000000001"),
+    "status": match.regex("PENDING", regex=r"^(PENDING|CONFIRMED|REJECTED)$"),
+    "items": match.each_like({"sku": match.str("SKU-1"), "quantity": match.int(1)}),
+    "payment_method": match.str("pm_card_ok"),
+}
+PAYMENT = {
+    "id": match.str("b1d4e0a2-0000-4000-8000-000000000001"),
+    "order_id": match.str("ord-1"),
+    "amount": match.regex("19.98", regex=r"^\d+\.\d{2}$"),
+    "currency": match.str("EUR"),
+    "status": match.regex("CAPTURED", regex=r"^(PENDING|CAPTURED|DECLINED|REFUNDED)$"),
+}
+NOTE = {
+    "id": match.str("c2e5f1b3-0000-4000-8000-000000000001"),
+    "subject": match.str("Your order ord-1 is confirmed"),
+    "event_type": match.str("order.confirmed"),
+    "read": match.bool(False),
+}
+
+EXAMPLES: dict[str, list[Example]] = {
+    "identity": [
+        Example(
+            "a client_credentials token request",
+            "POST",
+            "/oauth/token",
+            200,
+            {
+                "access_token": match.str("eyJ.example.token"),
+                "token_type": match.regex("Bearer", regex=r"^(?i:bearer)$"),
+                "expires_in": match.int(900),
+            },
+            state=("a client with a known secret", {"secret": "contract-secret"}),
+            request_body="grant_type=client_credentials&scope=catalog%3Aread",
+            request_type="application/x-www-form-urlencoded",
+            request_headers={"Authorization": "Basic cG9ydGljby1kZXY6Y29udHJhY3Qtc2VjcmV0"},
+            token=False,
+        ),
+        Example(
+            "a token request with a wrong client secret",
+            "POST",
+            "/oauth/token",
+            401,
+            {"error": "invalid_client"},
+            state=("a client with a known secret", {"secret": "contract-secret"}),
+            request_body="grant_type=client_credentials",
+            request_type="application/x-www-form-urlencoded",
+            request_headers={"Authorization": "Basic cG9ydGljby1kZXY6d3Jvbmc="},
+            token=False,
+        ),
+        Example(
+            "the JWKS",
+            "GET",
+            "/.well-known/jwks.json",
+            200,
+            {"keys": match.each_like({"kty": match.str("RSA"), "kid": match.str("k1")})},
+            token=False,
+        ),
+        Example(
+            "a registration",
+            "POST",
+            "/api/v1/users",
+            201,
+            {"id": match.str("u1"), "username": "carol", "email": "carol@example.com"},
+            request_body={
+                "username": "carol",
+                "email": "carol@example.com",
+                "password": "s3cret-pass",
+            },
+            response_headers={
+                "Location": match.regex("/api/v1/users/u1", regex=r"/api/v1/users/\S+$")
+            },
+            token=False,
+        ),
+        Example(
+            "a registration with an invalid email",
+            "POST",
+            "/api/v1/users",
+            422,
+            problem(
+                422, errors={"email": match.each_like(match.str("Not a valid email address."))}
+            ),
+            content_type=PROBLEM,
+            request_body={"username": "dave", "email": "not-an-email", "password": "s3cret-pass"},
+            token=False,
+        ),
+        Example(
+            "the signed-in user's profile",
+            "GET",
+            "/api/v1/users/me",
+            200,
+            {"id": match.str("u1"), "username": "alice", "email": match.str("alice@example.com")},
+            state=("a user is signed in", {"username": "alice"}),
+        ),
+    ],
+    "catalog": [
+        Example(
+            "a page of products",
+            "GET",
+            "/api/v1/products",
+            200,
+            {"items": match.each_like(PRODUCT)},
+            state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
+            query={"limit": "10"},
+        ),
+        Example(
+            "a product",
+            "GET",
+            "/api/v1/products/prod-1",
+            200,
+            PRODUCT,
+            state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
+            response_headers={"ETag": match.regex('"v1"', regex=r'^"v\d+"$')},
+        ),
+        Example(
+            "a product that does not exist",
+            "GET",
+            "/api/v1/products/prod-missing",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+        Example(
+            "a new product",
+            "POST",
+            "/api/v1/products",
+            201,
+            {**PRODUCT, "sku": "SKU-NEW"},
+            request_body={"sku": "SKU-NEW", "name": "Gadget", "category": "tools", "price": "4.50"},
+        ),
+        Example(
+            "a product without a name",
+            "POST",
+            "/api/v1/products",
+            422,
+            problem(422, errors={"name": match.each_like(match.str("Missing data"))}),
+            content_type=PROBLEM,
+            request_body={"sku": "SKU-BAD", "category": "tools", "price": "4.50"},
+        ),
+        Example(
+            "a price change",
+            "PATCH",
+            "/api/v1/products/prod-1",
+            200,
+            {**PRODUCT, "price": "12.50"},
+            state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
+            request_body={"price": "12.50"},
+        ),
+    ],
+    "inventory": [
+        Example(
+            "a stock level",
+            "GET",
+            "/api/v1/inventory/SKU-1",
+            200,
+            LEVEL,
+            state=("stock exists", {"sku": "SKU-1", "on_hand": 10}),
+        ),
+        Example(
+            "the stock level of an unknown sku",
+            "GET",
+            "/api/v1/inventory/SKU-NONE",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+        Example(
+            "a stock level set",
+            "PUT",
+            "/api/v1/inventory/SKU-2",
+            200,
+            {**LEVEL, "sku": "SKU-2"},
+            request_body={"on_hand": 5},
+        ),
+    ],
+    "orders": [
+        Example(
+            "an order placed",
+            "POST",
+            "/api/v1/orders",
+            202,
+            ORDER,
+            request_body={
+                "items": [{"sku": "SKU-1", "quantity": 1}],
+                "payment_method": "pm_card_ok",
+            },
+            request_headers={"Idempotency-Key": match.str("key-1")},
+            response_headers={
+                "Location": match.regex("/api/v1/orders/x", regex=r"/api/v1/orders/\S+$")
+            },
+        ),
+        Example(
+            "an order",
+            "GET",
+            "/api/v1/orders/ord-1",
+            200,
+            ORDER,
+            state=("an order exists", {"id": "ord-1"}),
+        ),
+        Example(
+            "an order that does not exist",
+            "GET",
+            "/api/v1/orders/ord-missing",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+        Example(
+            "the caller's orders",
+            "GET",
+            "/api/v1/orders",
+            200,
+            {"items": match.each_like(ORDER)},
+            state=("an order exists", {"id": "ord-1"}),
+        ),
+    ],
+    "payments": [
+        Example(
+            "an order's payments",
+            "GET",
+            "/api/v1/payments",
+            200,
+            {"items": match.each_like(PAYMENT)},
+            state=("a payment was captured", {"id": "pay-1", "order_id": "ord-1"}),
+            query={"order_id": "ord-1"},
+        ),
+        Example(
+            "a payment",
+            "GET",
+            "/api/v1/payments/pay-1",
+            200,
+            PAYMENT,
+            state=("a payment was captured", {"id": "pay-1", "order_id": "ord-1"}),
+        ),
+        Example(
+            "a payment that does not exist",
+            "GET",
+            "/api/v1/payments/pay-missing",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+    ],
+    "notifications": [
+        Example(
+            "the caller's notifications",
+            "GET",
+            "/api/v1/notifications",
+            200,
+            {"items": match.each_like(NOTE)},
+            state=("a notification exists", {"id": "note-1"}),
+        ),
+        Example(
+            "a notification marked read",
+            "POST",
+            "/api/v1/notifications/note-1/read",
+            200,
+            {**NOTE, "read": True},
+            state=("a notification exists", {"id": "note-1"}),
+        ),
+        Example(
+            "marking an unknown notification read",
+            "POST",
+            "/api/v1/notifications/note-missing/read",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+    ],
+}
+
+
+def _route_label(router: Router, method: str, path: str) -> tuple[str, str]:
+    """The route the gateway itself picks, and the upstream path it sends."""
+    found = router.match(path)
+    route = found[0].routes.get(method) if found else None
+    if route is None:
+        raise ConsumerFailed(f"gateway: no route for {method} {path}")
+    return f"route:{route.name}", route.target(path, found[1] if found else None)
+
+
+def _define(pact: Pact, ex: Example, router: Router) -> None:
+    item, upstream_path = _route_label(router, ex.method, ex.path)
+    i = pact.upon_receiving(ex.description)
+    label(i, item)
+    if ex.state:
+        i.given(ex.state[0], **ex.state[1])
+    i.with_request(ex.method, upstream_path)
+    for k, v in ex.query.items():
+        i.with_query_parameter(k, v)
+    if ex.token:
+        i.with_header("Authorization", BEARER)
+    for k, v in ex.request_headers.items():
+        i.with_header(k, v)
+    if ex.request_body is not None:
+        i.with_body(ex.request_body, content_type=ex.request_type)
+    i.will_respond_with(ex.status)
+    for k, v in ex.response_headers.items():
+        i.with_header(k, v)
+    if ex.body is not None:
+        i.with_body(ex.body, content_type=ex.content_type)
+
+
+def _example_value(value: Any) -> Any:
+    """A matcher's example value (request bodies and headers are sent as plain values)."""
+    if hasattr(value, "value") and not isinstance(value, dict | list | str):
+        return value.value
+    return value
+
+
+def _config(urls: dict[str, str]) -> GatewayConfig:
+    config = load_config()
+    upstreams = {
+        name: dataclasses.replace(
+            up,
+            instances=(urls[name],) if name in urls else up.instances,
+            health=HealthCheck(up.health.path, 3600.0),  # no probe reaches a mock server
+        )
+        for name, up in config.upstreams.items()
+    }
+    return dataclasses.replace(config, upstreams=upstreams)
+
+
+async def _drive(config: GatewayConfig, examples: dict[str, list[Example]]) -> list[str]:
+    from tests.support.tokens import TestIssuer
+
+    issuer = TestIssuer()
+    app = create_app(config, verifier=issuer.async_verifier(), transport_kind="http1")
+    problems: list[str] = []
+    async with TestClient(TestServer(app)) as client:
+        for provider, exs in examples.items():
+            for ex in exs:
+                headers = {k: str(_example_value(v)) for k, v in ex.request_headers.items()}
+                if ex.token:
+                    headers["Authorization"] = f"Bearer {issuer.token(ALL_SCOPES)}"
+                body = ex.request_body
+                kwargs: dict[str, Any] = {"params": ex.query, "headers": headers}
+                if isinstance(body, dict):
+                    kwargs["json"] = body
+                elif body is not None:
+                    kwargs["data"] = body
+                    headers["Content-Type"] = ex.request_type
+                async with client.request(ex.method, ex.path, **kwargs) as resp:
+                    await resp.read()
+                    if resp.status != ex.status:
+                        problems.append(
+                            f"gateway -> {provider}: {ex.description!r}: the gateway answered "
+                            f"{resp.status}, the upstream {ex.status}"
+                        )
+    return problems
+
+
+def run(pact_dir: Path, examples: dict[str, list[Example]] | None = None) -> list[Path]:
+    examples = EXAMPLES if examples is None else examples
+    config = load_config()
+    router = Router(config.routes)
+    pacts = {p: Pact(CONSUMER, p).with_specification("V4") for p in examples}
+    for provider, exs in examples.items():
+        for ex in exs:
+            _define(pacts[provider], ex, router)
+    with ExitStack() as stack:
+        servers = {
+            p: stack.enter_context(pact.serve(addr="127.0.0.1", raises=False, verbose=False))
+            for p, pact in pacts.items()
+        }
+        urls = {p: str(s.url).rstrip("/") for p, s in servers.items()}
+        problems = asyncio.run(_drive(_config(urls), examples))
+        for p, server in servers.items():
+            if not server.matched:
+                for m in server.mismatches:
+                    problems.append(f"gateway -> {p}: mock server: {m}")
+    if problems:
+        raise ConsumerFailed("; ".join(problems))
+    written = []
+    for p, pact in pacts.items():
+        pact.write_file(pact_dir, overwrite=True)
+        written.append(pact_dir / f"{CONSUMER}-{p}.json")
+    return written

@@ -1,0 +1,72 @@
+"""identity as a provider: clients and users through identity's own setup and user code,
+user tokens issued by its own OAuth2 server (so `/users/me` finds the token it issued)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sqlalchemy.orm import Session
+
+from chassis import TokenSettings, create_db_engine, sqlite_url
+from services.identity.adapters.orm import Client
+from services.identity.app import create_app
+from services.identity.domain.passwords import Passwords, secret_digest
+from services.identity.entrypoints.context import EXTENSION, db
+from services.identity.service_layer.setup import (
+    DEV_CLIENT_ID,
+    _upsert_client,
+    init_storage,
+    seed_dev,
+)
+from services.identity.service_layer.users import find_user, register
+from services.identity.settings import IdentitySettings
+
+from ..harness import serve_wsgi
+from . import Context, Provider
+
+
+def start(ctx: Context) -> Provider:
+    settings = IdentitySettings(
+        database_url=sqlite_url(ctx.workdir / "identity.db"),
+        keys_file=str(ctx.workdir / "signing-keys.json"),
+        secret_key_file=str(ctx.workdir / "secret-key"),
+        key_activation_delay=0.0,
+        tokens=TokenSettings(
+            issuer="http://gateway.contract", audience="portico-api", jwks_url="http://unused/"
+        ),
+    )
+    engine = create_db_engine(settings.database_url)
+    init_storage(settings, engine)
+    with Session(engine) as session:
+        seed_dev(session, Passwords(), settings, ctx.workdir / "dev-credentials.json")
+        session.commit()
+    engine.dispose()
+    app = create_app(settings)
+    ext = app.extensions[EXTENSION]
+
+    def client_secret(client_id: str = DEV_CLIENT_ID, secret: str = "contract-secret") -> None:
+        with ext.sessions() as session:
+            _upsert_client(session, client_id, client_secret_hash=secret_digest(secret))
+            session.commit()
+
+    def user_signed_in(username: str = "alice", scope: str = "profile") -> None:
+        with app.app_context():
+            session = db()
+            user = find_user(session, username) or register(
+                session,
+                ext.passwords,
+                username=username,
+                email=f"{username}@example.com",
+                password="correct horse battery",
+            )
+            client = session.get(Client, DEV_CLIENT_ID)
+            token = ext.server.generate_token(
+                "authorization_code", client, user=user, scope=scope, include_refresh_token=False
+            )
+            ext.server.save_token(token, SimpleNamespace(client=client, user=user))
+            session.commit()
+        ctx.bearer["token"] = token["access_token"]
+
+    backend = serve_wsgi(app)
+    states = {"a client with a known secret": client_secret, "a user is signed in": user_signed_in}
+    return Provider("identity", backend, states, close=ext.engine.dispose)

@@ -1,0 +1,111 @@
+"""orders as a provider: HTTP (orders placed through the `place_order` use case) and the
+order events, built by the Order aggregate, written by orders' repository into its outbox
+and read back by the chassis relay - the message exactly as it would be published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+from chassis import create_db_engine, sqlite_url
+from chassis.db import sync_url
+from services.orders.__main__ import init
+from services.orders.adapters.orm import outbox
+from services.orders.adapters.upstreams import Upstreams
+from services.orders.app import RUNTIME, create_app
+from services.orders.domain import (
+    Captured,
+    Line,
+    OutOfStock,
+    Priced,
+    Reserved,
+    Unavailable,
+)
+from services.orders.domain.model import DomainEvent, Order
+from services.orders.service_layer.orders import PlaceOrder, place_order
+from services.orders.service_layer.unit_of_work import UnitOfWork
+from services.orders.settings import OrdersSettings
+
+from ..harness import serve_aiohttp
+from . import CONTRACT_USER, Context, Message, Provider, relay_capture
+
+PRICE = Decimal("9.99")
+
+
+class PricedOnly(Upstreams):
+    """The catalog prices every sku; the rest of the saga waits (not under contract here)."""
+
+    async def prices(self, skus: Sequence[str]) -> Priced:
+        return Priced({s: PRICE for s in skus})
+
+    async def reserve(self, order_id: str, lines: Sequence[Line]) -> Unavailable:
+        return Unavailable("not under contract")
+
+    async def commit(self, order_id: str) -> Unavailable:
+        return Unavailable("not under contract")
+
+    async def release(self, order_id: str) -> Unavailable:
+        return Unavailable("not under contract")
+
+    async def charge(self, order_id: str, amount: Decimal, currency: str, pm: str) -> Unavailable:
+        return Unavailable("not under contract")
+
+    async def refund(self, order_id: str, payment_id: str) -> Unavailable:
+        return Unavailable("not under contract")
+
+
+def _events(outcomes: Sequence[object]) -> list[DomainEvent]:
+    order, events = Order.place(
+        CONTRACT_USER, [("SKU-1", 2)], "pm_card_ok", prices={"SKU-1": PRICE}
+    )
+    for outcome in outcomes:
+        events += order.apply(outcome)  # type: ignore[arg-type]
+    return events
+
+
+_RUNS: dict[str, Callable[[], list[DomainEvent]]] = {
+    "order.created": lambda: _events([])[:1],
+    "order.confirmed": lambda: _events([Reserved(), Captured("pay-1", PRICE * 2)])[-1:],
+    "order.rejected": lambda: _events([OutOfStock(("SKU-1",))])[-1:],
+}
+
+
+def start(ctx: Context) -> Provider:
+    db = ctx.workdir / "orders.db"
+    url = sqlite_url(db).replace("sqlite://", "sqlite+aiosqlite://")
+    settings = OrdersSettings(database_url=url, publish_events=False, saga_poll_interval=60.0)
+    init(settings)
+    upstreams = PricedOnly()
+    app = create_app(settings, verifier=ctx.issuer.async_verifier(), upstreams=upstreams)
+    backend = ctx.loop.run(serve_aiohttp(app))
+    engine = app[RUNTIME].engine
+    sync_engine = create_db_engine(sync_url(url))
+
+    def order_exists(id: str = "ord-1") -> None:
+        cmd = PlaceOrder(CONTRACT_USER, f"contract-{id}", (("SKU-1", 1),), "pm_card_ok")
+        placed = ctx.loop.run(place_order(engine, upstreams, cmd))
+        ctx.alias(id, placed.order.id)
+
+    def producer(event_type: str) -> Callable[[], Message]:
+        def produce() -> Message:
+            async def write() -> None:
+                async with UnitOfWork(engine) as uow:
+                    await uow.orders.add_events(_RUNS[event_type](), None)
+                    await uow.commit()
+
+            ctx.loop.run(write())
+            return relay_capture(sync_engine, outbox)[-1]
+
+        return produce
+
+    def close() -> None:
+        ctx.loop.run(backend.stop())  # type: ignore[arg-type]
+        sync_engine.dispose()
+
+    return Provider(
+        "orders",
+        backend,
+        {"an order exists": order_exists},
+        {t: producer(t) for t in _RUNS},
+        close=close,
+    )

@@ -1,0 +1,401 @@
+"""`python -m contracts`: consumers, then providers, then the matrix.
+
+1. Each consumer test (contracts.consumers.*) runs its real client code against Pact mock
+   servers (or its real handler over example messages) and writes
+   `pacts/<consumer>-<provider>.json`.
+2. Every pact file is checked (readable V4 JSON naming a consumer and a known provider); then,
+   per provider, one `Verifier` replays every interaction written against it - HTTP through the
+   provider's app running for real, messages produced by its real event code - with provider
+   states set by its hook (contracts.providers.<name>).
+3. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
+   pacts; `missing` counts boundary items (routes, aggregate parts, outbound calls, events)
+   that no interaction covers. The run fails on any error, failed interaction or missing item.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import MATRIX_PATH, PACT_DIR
+from .boundaries import Boundary, derive
+from .consumers import BOUNDARY, ConsumerFailed
+from .harness import LoopThread, ProviderFront, Transform
+from .providers import Context, Provider, UnknownProvider, load
+
+__all__ = ["CONSUMERS", "Cell", "Report", "run"]
+
+CONSUMERS = ("gateway", "orders", "notifications")
+_KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
+
+
+@dataclass
+class Cell:
+    consumer: str
+    provider: str
+    kind: str
+    passed: int = 0
+    failed: int = 0
+    missing: int = 0
+
+
+@dataclass
+class Report:
+    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # bad input, crashes, consumer failures
+    failures: list[str] = field(default_factory=list)  # consumer -> provider: interaction: why
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.errors or self.failures or self.missing)
+
+    def cell(self, consumer: str, provider: str, kind: str) -> Cell:
+        key = (consumer, provider, kind)
+        if key not in self.cells:
+            self.cells[key] = Cell(consumer, provider, kind)
+        return self.cells[key]
+
+    def matrix(self) -> list[dict[str, Any]]:
+        return [
+            asdict(c)
+            for c in sorted(self.cells.values(), key=lambda c: (c.consumer, c.provider, c.kind))
+        ]
+
+
+@dataclass
+class PactFile:
+    path: Path
+    consumer: str
+    provider: str
+    interactions: list[dict[str, Any]]
+
+
+def read_pact(path: Path) -> PactFile:
+    """A pact file's names and interactions; ValueError naming what is wrong with it."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable pact file ({exc})") from None
+    try:
+        consumer = doc["consumer"]["name"]
+        provider = doc["provider"]["name"]
+        interactions = doc["interactions"]
+        version = doc.get("metadata", {}).get("pactSpecification", {}).get("version", "")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a pact file (missing {exc})") from None
+    if not (isinstance(consumer, str) and isinstance(provider, str)):
+        raise ValueError(f"{path}: consumer and provider names must be strings")
+    if not isinstance(interactions, list) or not all(isinstance(i, dict) for i in interactions):
+        raise ValueError(f"{path}: `interactions` must be a list of objects")
+    if not str(version).startswith("4"):
+        raise ValueError(f"{path}: pact specification {version or '?'} (expected V4)")
+    for n, i in enumerate(interactions):
+        if i.get("type") not in _KINDS or not isinstance(i.get("description"), str):
+            raise ValueError(f"{path}: interactions[{n}] has no known type or no description")
+    return PactFile(path, consumer, provider, interactions)
+
+
+def _kind(interaction: Mapping[str, Any]) -> str:
+    return _KINDS[interaction["type"]]
+
+
+# --- stage 1: consumers ---------------------------------------------------------------------
+
+
+def run_consumers(pact_dir: Path, report: Report, names: tuple[str, ...] = CONSUMERS) -> None:
+    import importlib
+
+    pact_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            importlib.import_module(f"{__package__}.consumers.{name}").run(pact_dir)
+        except ConsumerFailed as exc:
+            report.errors.append(f"consumer {name}: {exc}")
+        except Exception as exc:
+            report.errors.append(f"consumer {name} crashed: {type(exc).__name__}: {exc}")
+
+
+# --- stage 2: providers ---------------------------------------------------------------------
+
+
+def _mismatch_text(result: Mapping[str, Any]) -> str:
+    mismatch = result.get("mismatch") or {}
+    parts = [
+        f"{m.get('path', '')} {m.get('mismatch', '')}".strip()
+        for m in mismatch.get("mismatches", [])
+        if isinstance(m, dict)
+    ]
+    return "; ".join(parts) or str(mismatch.get("message") or "failed")
+
+
+def verify_provider(
+    name: str,
+    pacts: list[PactFile],
+    report: Report,
+    transform: Transform | None = None,
+) -> None:
+    """Run provider `name` for real and verify every interaction of `pacts` against it."""
+    from tests.support.tokens import TestIssuer
+
+    files = ", ".join(str(p.path) for p in pacts)
+    try:
+        module = load(name)
+    except UnknownProvider as exc:
+        report.errors.append(f"{exc}: named by {files}")
+        return
+    with tempfile.TemporaryDirectory(prefix=f"contracts-{name}-") as tmp:
+        loop = LoopThread(f"contracts-{name}")
+        issuer = TestIssuer()
+        ctx = Context(Path(tmp), loop, issuer)
+        ctx.bearer["token"] = issuer.token(_ALL_SCOPES, sub="contract-user")
+        provider: Provider | None = None
+        front: ProviderFront | None = None
+        try:
+            try:
+                provider = module.start(ctx)
+                if provider.backend is not None:
+                    front = ProviderFront(provider.backend.url, ctx.bearer, ctx.aliases, transform)
+                    loop.run(front.start())
+            except Exception as exc:
+                report.errors.append(
+                    f"provider {name} did not start: {type(exc).__name__}: {exc} (pacts: {files})"
+                )
+                return
+            _verify(name, provider, front, pacts, report)
+        finally:
+            if front is not None:
+                loop.run(front.close())
+            if provider is not None:
+                try:
+                    provider.close()
+                except Exception as exc:  # reported, never masks the verification result
+                    report.errors.append(f"provider {name} did not stop cleanly: {exc}")
+            loop.stop()
+
+
+def _verify(
+    provider_name: str,
+    provider: Provider,
+    front: ProviderFront | None,
+    pacts: list[PactFile],
+    report: Report,
+) -> None:
+    from pact import Verifier
+
+    state_errors: dict[str, str] = {}
+
+    def state(state: str, parameters: dict[str, Any] | None = None) -> None:
+        # Never raise: a failing state handler makes the Pact core retry for minutes.
+        fn = provider.states.get(state)
+        if fn is None:
+            state_errors[state] = f"provider {provider_name} has no state {state!r}"
+            return
+        try:
+            fn(**(parameters or {}))
+        except Exception as exc:
+            state_errors[state] = f"state {state!r} failed: {type(exc).__name__}: {exc}"
+
+    def produce(name: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        # pact passes arguments by parameter name: `name` is the message's description
+        event_type = name.removeprefix("event ")
+        fn = provider.events.get(event_type)
+        if fn is None:
+            return {"contents": b"{}", "metadata": {}, "content_type": "application/json"}
+        body, meta = fn()
+        return {"contents": body, "metadata": meta, "content_type": "application/json"}
+
+    verifier = Verifier(provider_name, host="127.0.0.1")
+    if front is not None:
+        verifier.add_transport(url=front.url)
+    for p in pacts:
+        verifier.add_source(p.path)
+    verifier.state_handler(state)
+    if any(_kind(i) == "message" for p in pacts for i in p.interactions):
+        verifier.message_handler(produce)
+    verifier.set_request_timeout(10_000)
+    try:
+        with _quiet_stdout():
+            verifier.verify()
+    except RuntimeError:
+        pass  # failures are read from the results below
+    except Exception as exc:
+        report.errors.append(f"verifying {provider_name} crashed: {type(exc).__name__}: {exc}")
+        return
+    by_key = {(p.consumer, i["description"]): (p, i) for p in pacts for i in p.interactions}
+    seen: set[tuple[str, str]] = set()
+    for result in verifier.results.get("interactionResults", []):
+        key = (result.get("consumer", ""), result.get("description", ""))
+        found = by_key.get(key)
+        if found is None:
+            continue
+        seen.add(key)
+        pact, interaction = found
+        cell = report.cell(pact.consumer, provider_name, _kind(interaction))
+        if str(result.get("result")).upper() == "OK" and not result.get("mismatch"):
+            cell.passed += 1
+            continue
+        cell.failed += 1
+        why = _mismatch_text(result)
+        for st in interaction.get("providerStates") or []:
+            if st.get("name") in state_errors:
+                why = f"{state_errors[st['name']]}; {why}"
+        report.failures.append(f"{pact.consumer} -> {provider_name}: {key[1]!r}: {why}")
+    for key, (pact, interaction) in by_key.items():
+        if key not in seen:
+            report.cell(pact.consumer, provider_name, _kind(interaction)).failed += 1
+            report.failures.append(f"{pact.consumer} -> {provider_name}: {key[1]!r}: not verified")
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """The Pact core prints its own report on fd 1; the runner prints the failures itself."""
+    if os.environ.get("CONTRACTS_VERBOSE") == "1":
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_ALL_SCOPES = [
+    "profile",
+    "catalog:read",
+    "catalog:write",
+    "inventory:read",
+    "inventory:write",
+    "orders:read",
+    "orders:write",
+    "payments:read",
+    "payments:write",
+    "notifications:read",
+]
+
+
+# --- stage 3: the matrix --------------------------------------------------------------------
+
+
+def coverage(boundaries: list[Boundary], pacts: list[PactFile], report: Report) -> None:
+    labels: dict[tuple[str, str, str], set[str]] = {}
+    for p in pacts:
+        for i in p.interactions:
+            item = (i.get("comments") or {}).get(BOUNDARY)
+            labels.setdefault((p.consumer, p.provider, _kind(i)), set()).add(str(item))
+    for b in boundaries:
+        have = labels.get(b.key, set())
+        cell = report.cell(*b.key)
+        for item in b.items:
+            if item not in have:
+                cell.missing += 1
+                report.missing.append(
+                    f"{b.consumer} -> {b.provider} ({b.kind}): no contract for {item}"
+                )
+
+
+def render(report: Report) -> str:
+    consumers = sorted({c.consumer for c in report.cells.values()})
+    providers = sorted({c.provider for c in report.cells.values()})
+    width = max([12, *(len(p) for p in providers)]) + 2
+    lines = ["consumer \\ provider".ljust(26) + "".join(p.ljust(width) for p in providers)]
+    for consumer in consumers:
+        for kind in ("http", "message"):
+            row = [c for c in report.cells.values() if c.consumer == consumer and c.kind == kind]
+            if not row:
+                continue
+            cells = []
+            for p in providers:
+                c = next((c for c in row if c.provider == p), None)
+                cells.append((f"{c.passed}/{c.failed}/{c.missing}" if c else "-").ljust(width))
+            lines.append(f"{consumer} ({kind})".ljust(26) + "".join(cells))
+    lines.append("cells: passed/failed/missing interactions; - : no boundary")
+    for title, items in (
+        ("errors", report.errors),
+        ("failed", report.failures),
+        ("missing", report.missing),
+    ):
+        if items:
+            lines.append(f"{title}:")
+            lines.extend(f"  - {x}" for x in items)
+    lines.append("contracts: OK" if report.ok else "contracts: FAILED")
+    return "\n".join(lines)
+
+
+def publish(pacts: list[PactFile], report: Report) -> None:
+    """PUT each pact to the Pact Broker at $PACT_BROKER_BASE_URL (consumer version: git sha)."""
+    import urllib.request
+
+    base = os.environ.get("PACT_BROKER_BASE_URL", "").rstrip("/")
+    if not base:
+        report.errors.append("PUBLISH=1 needs PACT_BROKER_BASE_URL")
+        return
+    version = (
+        os.environ.get("PACT_CONSUMER_VERSION")
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "dev"
+    )
+    token = os.environ.get("PACT_BROKER_TOKEN")
+    for p in pacts:
+        url = f"{base}/pacts/provider/{p.provider}/consumer/{p.consumer}/version/{version}"
+        req = urllib.request.Request(url, data=p.path.read_bytes(), method="PUT")
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+        except Exception as exc:
+            report.errors.append(f"publishing {p.path} to {base} failed: {exc}")
+
+
+def run(
+    pact_dir: Path = PACT_DIR,
+    *,
+    consumers: tuple[str, ...] | None = CONSUMERS,
+    transforms: Mapping[str, Transform] | None = None,
+    matrix_path: Path | None = MATRIX_PATH,
+    publish_to_broker: bool = False,
+    boundaries: Callable[[], list[Boundary]] = derive,
+) -> Report:
+    """The whole run; `consumers=None` verifies the pact files already in `pact_dir`."""
+    report = Report()
+    try:
+        if consumers:
+            run_consumers(pact_dir, report, consumers)
+        pacts: list[PactFile] = []
+        for path in sorted(pact_dir.glob("*.json")):
+            try:
+                pacts.append(read_pact(path))
+            except ValueError as exc:
+                report.errors.append(str(exc))
+        by_provider: dict[str, list[PactFile]] = {}
+        for p in pacts:
+            by_provider.setdefault(p.provider, []).append(p)
+        for name, group in sorted(by_provider.items()):
+            verify_provider(name, group, report, (transforms or {}).get(name))
+        coverage(boundaries(), pacts, report)
+        if publish_to_broker:
+            publish(pacts, report)
+    except Exception as exc:  # a bug here still ends in a named failure, with its trace
+        report.errors.append(f"contracts runner crashed: {type(exc).__name__}: {exc}")
+        report.errors.append(traceback.format_exc(limit=5))
+    if matrix_path is not None:
+        matrix_path.parent.mkdir(parents=True, exist_ok=True)
+        matrix_path.write_text(json.dumps(report.matrix(), indent=2) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,160 @@
+"""The contracts run inside `make test`: the whole run passes, and it catches real breakage
+(a renamed field, a changed status, a dropped event field) and bad input, naming the
+consumer, the interaction and the field - or the file / provider - never a bare traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from contracts import runner
+from contracts.boundaries import Boundary, derive, topic_matches
+from contracts.runner import CONSUMERS, Report, render, run
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Path]:
+    """One whole run (consumers write the pacts into a temp dir, every provider verifies)."""
+    base = tmp_path_factory.mktemp("contracts")
+    pact_dir = base / "pacts"
+    report = run(pact_dir, consumers=CONSUMERS, matrix_path=base / "matrix.json")
+    return report, base
+
+
+@pytest.fixture
+def pacts(full: tuple[Report, Path], tmp_path: Path) -> Path:
+    """A private copy of the freshly written pacts, for tests that tamper with them."""
+    out = tmp_path / "pacts"
+    shutil.copytree(full[1] / "pacts", out)
+    return out
+
+
+def only(pact_dir: Path, *names: str) -> Path:
+    """Keep just the named pact files (each verification costs about a second)."""
+    for f in pact_dir.glob("*.json"):
+        if f.stem not in names:
+            f.unlink()
+    return pact_dir
+
+
+def verify(pact_dir: Path, **kw: Any) -> Report:
+    return run(pact_dir, consumers=None, matrix_path=None, boundaries=lambda: [], **kw)
+
+
+def test_every_boundary_has_a_passing_contract(full: tuple[Report, Path]) -> None:
+    report, base = full
+    assert report.ok, render(report)
+    matrix = json.loads((base / "matrix.json").read_text())
+    cells = {(c["consumer"], c["provider"], c["kind"]): c for c in matrix}
+    for b in derive():
+        cell = cells[b.key]
+        assert cell["passed"] >= len(b.items) and cell["failed"] == cell["missing"] == 0, cell
+    assert {"consumer", "provider", "kind", "passed", "failed", "missing"} == set(matrix[0])
+    assert ("notifications", "orders", "message") in cells
+    assert ("gateway", "identity", "http") in cells
+
+
+def test_boundaries_come_from_the_system() -> None:
+    found = {b.key: b.items for b in derive()}
+    assert "route:products.get" in found["gateway", "catalog", "http"]
+    assert "call:reserve" in found["orders", "inventory", "http"]
+    assert "event:payment.refunded" in found["notifications", "payments", "message"]
+    assert topic_matches("payment.*", "payment.captured")
+    assert not topic_matches("payment.*", "payment.a.b")
+    assert topic_matches("order.#", "order.x.y")
+
+
+def test_a_boundary_without_contract_is_missing(pacts: Path) -> None:
+    only(pacts, "orders-catalog")
+    extra = [Boundary("orders", "catalog", "http", ["call:prices", "call:stock_of"])]
+    report = run(pacts, consumers=None, matrix_path=None, boundaries=lambda: extra)
+    assert not report.ok
+    assert report.missing == ["orders -> catalog (http): no contract for call:stock_of"]
+    assert report.cells["orders", "catalog", "http"].missing == 1
+
+
+def test_a_renamed_response_field_fails_naming_consumer_interaction_and_field(
+    pacts: Path,
+) -> None:
+    def rename(method: str, path: str, status: int, headers: CIMultiDict[str], body: bytes):
+        if status == 409 and path == "/api/v1/reservations":
+            doc = json.loads(body)
+            doc["out_of_stock_skus"] = doc.pop("skus")
+            body = json.dumps(doc).encode()
+        return status, headers, body
+
+    report = verify(only(pacts, "orders-inventory"), transforms={"inventory": rename})
+    assert not report.ok
+    assert report.cells["orders", "inventory", "http"].failed == 1
+    [failure] = report.failures
+    assert failure.startswith("orders -> inventory: 'a reservation of more than the stock'")
+    assert "skus" in failure
+
+
+def test_a_changed_status_code_fails(pacts: Path) -> None:
+    def status_400(method: str, path: str, status: int, headers: CIMultiDict[str], body: bytes):
+        return (400 if status == 402 else status), headers, body
+
+    report = verify(only(pacts, "orders-payments"), transforms={"payments": status_400})
+    [failure] = report.failures
+    assert failure.startswith("orders -> payments: 'a charge the card declines'")
+    assert "expected 402 but was 400" in failure
+
+
+def test_a_dropped_event_field_fails(pacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chassis.messaging import Event, outbox_insert
+    from services.payments.adapters.events import PAYMENT_REFUNDED, EventSink
+
+    def refunded(self: EventSink, conn: Any, payment: Any) -> None:  # no `amount` any more
+        data = {"payment_id": payment.id, "order_id": payment.order_id}
+        conn.execute(outbox_insert(self.table, Event(type=PAYMENT_REFUNDED, data=data)))
+
+    monkeypatch.setattr(EventSink, "refunded", refunded)
+    report = verify(only(pacts, "notifications-payments"))
+    [failure] = report.failures
+    assert failure.startswith("notifications -> payments: 'event payment.refunded'")
+    assert "$.data" in failure and "amount" in failure
+
+
+def test_a_corrupt_pact_file_is_named(pacts: Path) -> None:
+    only(pacts)
+    (pacts / "gateway-catalog.json").write_text('{"consumer": {"name": "gateway"', "utf-8")
+    (pacts / "edited.json").write_text(json.dumps({"consumer": {"name": "x"}}), "utf-8")
+    report = verify(pacts)
+    assert len(report.errors) == 2
+    assert "edited.json: not a pact file (missing 'provider')" in report.errors[0]
+    assert "gateway-catalog.json: not a readable pact file" in report.errors[1]
+    assert "Traceback" not in render(report)
+
+
+def test_a_pact_for_an_unknown_provider_is_named(pacts: Path) -> None:
+    only(pacts, "orders-catalog")
+    doc = json.loads((pacts / "orders-catalog.json").read_text())
+    doc["provider"]["name"] = "shipping"
+    (pacts / "orders-catalog.json").write_text(json.dumps(doc), "utf-8")
+    [error] = verify(pacts).errors
+    assert "no provider named 'shipping'" in error and "orders-catalog.json" in error
+
+
+def test_a_provider_that_does_not_start_is_named(
+    pacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contracts.providers import catalog
+
+    def broken(ctx: Any) -> Any:
+        raise OSError("address already in use")
+
+    monkeypatch.setattr(catalog, "start", broken)
+    [error] = verify(only(pacts, "orders-catalog")).errors
+    assert error.startswith("provider catalog did not start: OSError: address already in use")
+
+
+def test_the_matrix_is_rendered(full: tuple[Report, Path]) -> None:
+    text = render(full[0])
+    assert "gateway (http)" in text and "contracts: OK" in text
+    assert Path("var/contracts/matrix.json") == runner.MATRIX_PATH
