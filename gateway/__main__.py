@@ -1,17 +1,22 @@
-"""`python -m gateway`: load and check the config, then serve on uvloop.
+"""`python -m gateway [serve]`: load and check the config, then serve on uvloop.
+`python -m gateway check [FILE]`: validate a config and exit 1 listing every error by key path.
 
 GATEWAY_CONFIG names the YAML file (default: the packaged gateway.yaml); GATEWAY_HOST and
 GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_TRANSPORT picks the upstream
 client (`http1`, the default, or `aiohttp`). A bad config stops start-up with a
-message naming every bad key.
+message naming every bad key. While serving, the file is reloaded on SIGHUP and when it
+changes (see `gateway.reload`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -19,7 +24,7 @@ from aiohttp import web
 from chassis import ConfigError, configure_logging, from_env
 
 from .app import create_app
-from .config import load_config
+from .config import DEFAULT_CONFIG_PATH, check_config, load_config
 
 log = logging.getLogger("portico.gateway")
 
@@ -35,12 +40,26 @@ class GatewaySettings:
     port: int | None = field(default=None, metadata={"check": _port})
 
 
-def main() -> None:
+def check(path: str | None) -> int:
+    """Print every error of the config at `path` (else $GATEWAY_CONFIG, else the default)."""
+    file = Path(path or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
+    errors = check_config(file)
+    if errors:
+        print(f"{file}: {len(errors)} error(s)", file=sys.stderr)
+        for line in errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(f"{file}: OK")
+    return 0
+
+
+def serve() -> None:
     configure_logging("gateway")
     try:
         settings = from_env(GatewaySettings, "GATEWAY_")
-        config = load_config(settings.config)
-        app = create_app(config)  # reads GATEWAY_TRANSPORT
+        path = Path(settings.config or DEFAULT_CONFIG_PATH)
+        config = load_config(path)
+        app = create_app(config, config_path=path)  # reads GATEWAY_TRANSPORT
     except ConfigError as exc:
         log.error("gateway not started: %s", exc)
         sys.exit(2)
@@ -50,6 +69,18 @@ def main() -> None:
     asyncio.set_event_loop(loop)
     log.info("gateway listening", extra={"host": host, "port": port})
     web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve (the default)")
+    checker = commands.add_parser("check", help="validate a config file and list every error")
+    checker.add_argument("file", nargs="?", help="default: $GATEWAY_CONFIG or gateway.yaml")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        sys.exit(check(args.file))
+    serve()
 
 
 if __name__ == "__main__":

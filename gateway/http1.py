@@ -26,9 +26,11 @@ Behaviour (the `gateway.transport` contract, plus):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl as ssl_module
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,6 +95,11 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # small requests go out at once (asyncio and uvloop set it too; say so anyway)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         response = self.response
@@ -686,6 +693,16 @@ class Http1Transport(Transport):
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
+
+    def replace_pool(self, pool: str, size: int) -> Callable[[], Awaitable[None]]:
+        self._pool_sizes[pool] = size
+        detached = [self._pools.pop(key) for key in list(self._pools) if key[0] == pool]
+
+        async def close() -> None:
+            for old in detached:
+                old.close()
+
+        return close
 
 
 async def _stream(

@@ -126,6 +126,18 @@ class Transport(ABC):
     async def close(self) -> None:
         """Release every pooled connection."""
 
+    def replace_pool(self, pool: str, size: int) -> Callable[[], Awaitable[None]]:
+        """Set `pool`'s size and detach its connections: later requests open new ones.
+
+        Requests in flight keep the connections they hold; the returned coroutine function
+        closes the detached connections (call it once they are done). Used by config reload.
+        """
+
+        async def nothing() -> None:
+            return None
+
+        return nothing
+
 
 # --- aiohttp -------------------------------------------------------------------------------
 
@@ -228,6 +240,16 @@ class AiohttpTransport(Transport):
         sessions, self._sessions = self._sessions, {}
         for session in sessions.values():
             await session.close()
+
+    def replace_pool(self, pool: str, size: int) -> Callable[[], Awaitable[None]]:
+        self._pool_sizes[pool] = size
+        session = self._sessions.pop(pool, None)
+
+        async def close() -> None:
+            if session is not None:
+                await session.close()
+
+        return close
 
 
 # --- mock ----------------------------------------------------------------------------------

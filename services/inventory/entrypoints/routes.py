@@ -115,6 +115,7 @@ async def get_stock(request: web.Request) -> web.Response:
         401: Unauthorized
         403: Forbidden
         404: NotFound
+        422: UnprocessableContent
     """
     level = await _call(request.app[SERVICE].get_stock(_sku(request)))
     return web.json_response(_level.dump({**vars(level), "available": level.available}))

@@ -1,0 +1,126 @@
+"""The merged /openapi.json: public paths only for routed operations, OAuth2 security with the
+route's scopes, the gateway's own answers, component clashes prefixed; /docs is Swagger UI."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from gateway.openapi import OpenApiMerger
+from gateway.routing import Router
+from gateway.transport import MockResponse, MockTransport, OutboundRequest
+from gateway.upstreams import UpstreamPool
+
+from .conftest import BASE, SVC, GatewayClient, make_config
+
+OTHER = "http://other.test"
+
+
+def _op(schema: str) -> dict[str, Any]:
+    return {
+        "operationId": "list",
+        "responses": {
+            "200": {
+                "description": "ok",
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+                },
+            }
+        },
+    }
+
+
+SVC_SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "paths": {
+        "/items": {"get": _op("Item"), "post": _op("Item"), "delete": _op("Item")},
+        "/items/{item_id}": {"get": _op("Item")},
+        "/v2/things/{thing}": {"get": _op("Page")},
+        "/public/hello": {"get": _op("Page")},
+        "/internal": {"get": _op("Item")},
+    },
+    "components": {
+        "schemas": {"Item": {"type": "object"}, "Page": {"type": "array"}},
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+    },
+}
+OTHER_SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "paths": {"/other": {"get": _op("Item")}},
+    "components": {"schemas": {"Item": {"type": "string"}, "Page": {"type": "array"}}},
+}
+
+
+def _merger() -> OpenApiMerger:
+    raw = copy.deepcopy(BASE)
+    raw["upstreams"]["other"] = {"instances": [OTHER], "health": {"interval": 60}}
+    raw["routes"].append(
+        {"name": "other", "methods": ["GET"], "path": "/api/other", "rewrite": "/other",
+         "upstream": "other", "auth": {"scopes": ["other:read"]}}
+    )  # fmt: skip
+    config = make_config(**raw)
+    router = Router(config.routes)
+    return OpenApiMerger(router, UpstreamPool(config.upstreams), MockTransport(lambda r: None),
+                         config=config)  # fmt: skip
+
+
+def test_only_routed_operations_under_their_public_paths() -> None:
+    doc = _merger().merge({"svc": SVC_SPEC, "other": OTHER_SPEC})
+    paths = doc["paths"]
+    assert set(paths["/items"]) == {"get", "post"}  # DELETE is not routed
+    assert "/items/{item_id}" in paths  # the service's parameter name is kept
+    assert "/old/{thing}" in paths and "/v2/things/{thing}" not in paths  # rewrite mapped back
+    assert "/public/hello" in paths  # under a prefix route
+    assert "/internal" not in paths
+    assert "/api/other" in paths and "/other" not in paths
+    for own in ("/oauth/token", "/healthz", "/readyz"):
+        assert own in paths
+
+
+def test_security_scopes_and_gateway_answers() -> None:
+    doc = _merger().merge({"svc": SVC_SPEC, "other": OTHER_SPEC})
+    get_items = doc["paths"]["/items"]["get"]
+    assert get_items["security"] == [{"oauth2": ["items:read"]}]
+    assert doc["paths"]["/items"]["post"]["security"] == [{"oauth2": ["items:write"]}]
+    for status in ("401", "403", "502", "503", "504"):
+        assert status in get_items["responses"]
+    assert doc["paths"]["/public/hello"]["get"]["security"] == []
+    assert "401" not in doc["paths"]["/public/hello"]["get"]["responses"]
+    unauthorized = doc["components"]["responses"]["Unauthorized"]
+    assert "WWW-Authenticate" in unauthorized["headers"]
+    assert "Retry-After" in doc["components"]["responses"]["TooManyRequests"]["headers"]
+    flows = doc["components"]["securitySchemes"]["oauth2"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == "https://issuer.test/oauth/token"
+    assert flows["authorizationCode"]["authorizationUrl"] == "https://issuer.test/oauth/authorize"
+    assert {"items:read", "items:write", "other:read"} <= set(flows["clientCredentials"]["scopes"])
+    assert "bearerAuth" not in doc["components"]["securitySchemes"]
+
+
+def test_component_clashes_are_prefixed_and_refs_rewritten() -> None:
+    doc = _merger().merge({"svc": SVC_SPEC, "other": OTHER_SPEC})
+    schemas = doc["components"]["schemas"]
+    assert schemas["SvcItem"] == {"type": "object"}
+    assert schemas["OtherItem"] == {"type": "string"}
+    assert "Item" not in schemas
+    assert schemas["Page"] == {"type": "array"}  # identical in both: shared
+    ref = doc["paths"]["/api/other"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ref["schema"] == {"$ref": "#/components/schemas/OtherItem"}
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()
+           if isinstance(op, dict) and "operationId" in op]  # fmt: skip
+    assert len(ids) == len(set(ids))
+
+
+async def test_served_and_docs(gateway: GatewayClient, upstreams: Any) -> None:
+    def spec(_request: OutboundRequest) -> MockResponse:
+        return MockResponse(json=SVC_SPEC)
+
+    upstreams.on(SVC, "/openapi.json", spec)
+    client = await gateway()
+    doc = await (await client.get("/openapi.json")).json()
+    assert "/items/{item_id}" in doc["paths"]
+    html = await (await client.get("/docs")).text()
+    assert "/openapi.json" in html and "swagger-ui-bundle.js" in html
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        resp = await client.get(f"/docs/static/{asset}")
+        assert resp.status == 200
+        assert len(await resp.read()) > 1000
