@@ -25,6 +25,7 @@ from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
 from .auth import authenticate
+from .config import IDEMPOTENT_METHODS
 from .ratelimit import RateLimiter
 from .routing import Router
 from .transport import (
@@ -35,7 +36,7 @@ from .transport import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from .upstreams import UpstreamPool
+from .upstreams import NoReadyInstance, UpstreamPool
 
 __all__ = ["HOP_BY_HOP", "BodyTooLarge", "Proxy", "forward_headers", "response_headers"]
 
@@ -69,15 +70,35 @@ def _connection_tokens(value: str) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
-def _strip(headers: Mapping[str, str], drop: frozenset[str]) -> CIMultiDict[str]:
-    connection = headers.get("Connection")
-    named = _connection_tokens(connection) if connection else frozenset()
+# Per header name as spelt on the wire: kept or not (a hot path: no lower() per header).
+# Bounded: names beyond the cap are decided each time, never cached.
+_KEEP_CACHE_MAX = 1024
+_keep_request: dict[str, bool] = {}
+_keep_response: dict[str, bool] = {}
+
+
+def _strip(
+    headers: Mapping[str, str], drop: frozenset[str], keep: dict[str, bool] | None = None
+) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
+    connection = headers.get("Connection")
+    if connection or keep is None:
+        named = _connection_tokens(connection) if connection else frozenset()
+        for name, value in headers.items():
+            low = name.lower()
+            if low in drop or low in named or low.startswith("proxy-"):
+                continue
+            out.add(name, value)
+        return out
     for name, value in headers.items():
-        low = name.lower()
-        if low in drop or low in named or low.startswith("proxy-"):
-            continue
-        out.add(name, value)
+        kept = keep.get(name)
+        if kept is None:
+            low = name.lower()
+            kept = not (low in drop or low.startswith("proxy-"))
+            if len(keep) < _KEEP_CACHE_MAX:
+                keep[name] = kept
+        if kept:
+            out.add(name, value)
     return out
 
 
@@ -90,7 +111,7 @@ def forward_headers(
     request_id: str,
 ) -> CIMultiDict[str]:
     """The request headers for the upstream: hop-by-hop gone, `X-Forwarded-*` and id set."""
-    out = _strip(headers, _REQUEST_DROP)
+    out = _strip(headers, _REQUEST_DROP, _keep_request)
     if isinstance(headers, CIMultiDictProxy | CIMultiDict):
         prior = ", ".join(headers.getall("X-Forwarded-For", ()))
     else:
@@ -105,7 +126,7 @@ def forward_headers(
 
 def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """The upstream's response headers for the client, hop-by-hop gone."""
-    return _strip(headers, _RESPONSE_DROP)
+    return _strip(headers, _RESPONSE_DROP, _keep_response)
 
 
 def _has_dot_segment(path: str) -> bool:
@@ -199,19 +220,19 @@ class Proxy:
             else:
                 body = _LimitedBody(request.content, limit)
 
-        # 4. upstream instance
+        # 4. upstream instance and 5. forward: `upstream.send` picks the instance (setting
+        # `outbound.origin`) and, with the route's retry policy, tries another on failure -
+        # only for idempotent methods whose body can be sent again.
         upstream = self.upstreams[route.upstream]
-        instance = upstream.pick()
-        if instance is None:
-            raise Problem(
-                503, f"no healthy instance of {upstream.name}", headers={"Retry-After": "5"}
-            )
-
-        # 5. forward
+        retry = route.config.retry
+        if retry is not None and (
+            request.method not in IDEMPOTENT_METHODS or isinstance(body, _LimitedBody)
+        ):
+            retry = None
         rid: str = request[REQUEST_ID]
         outbound = OutboundRequest(
             pool=upstream.name,
-            origin=instance.origin,
+            origin="",
             method=request.method,
             target=route.target(raw_target, params),
             headers=forward_headers(
@@ -225,7 +246,9 @@ class Proxy:
             timeout=route.timeout,
         )
         try:
-            upstream_response = await self.transport.send(outbound)
+            upstream_response = await upstream.send(self.transport, outbound, retry)
+        except NoReadyInstance as exc:
+            raise Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
         except BodyTooLarge:
             raise _too_large(limit) from None
         except TransportError as exc:
@@ -233,7 +256,7 @@ class Proxy:
                 raise _too_large(limit) from None
             log.warning(
                 "upstream request failed",
-                extra={"upstream": upstream.name, "instance": instance.origin, "error": str(exc)},
+                extra={"upstream": upstream.name, "instance": outbound.origin, "error": str(exc)},
             )
             if isinstance(exc, UpstreamTimeout):
                 raise Problem(504, f"{upstream.name} did not answer in time") from None
@@ -242,6 +265,8 @@ class Proxy:
                     503, f"{upstream.name} is saturated", headers={"Retry-After": "1"}
                 ) from None
             raise Problem(502, f"{upstream.name} is unavailable") from None
+        if upstream.balanced:  # which instance answered, for the access log line
+            add_log_fields(request, instance=outbound.origin)
 
         # 6. answer
         try:
@@ -265,13 +290,15 @@ class Proxy:
             except TransportError as exc:
                 log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
                 raise Problem(502, f"{name} broke off its answer") from None
+        if whole is not None:
+            # A plain Response: aiohttp sends head and body in one write, after we return.
+            return web.Response(
+                body=whole, status=upstream.status, reason=upstream.reason or None, headers=headers
+            )
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason or None, headers=headers
         )
         await response.prepare(request)
-        if whole is not None:
-            await response.write_eof(whole)
-            return response
         try:
             async for chunk in upstream.iter_chunks():
                 await response.write(chunk)
