@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench contracts clean
+.PHONY: help install up down test lint format lock rotate-keys bench load contracts clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ format: $(INSTALLED) ## apply ruff's fixes and formatting
 bench: $(INSTALLED) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+load: $(INSTALLED) ## the user journey under Locust through a stack on free ports, then the saga invariants
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
+	$(BIN)/python -m tests.load $(LOAD_ARGS)
 
 contracts: $(INSTALLED) ## consumer-driven contracts: pacts, provider verification, the matrix (PUBLISH=1)
 	$(BIN)/python -m contracts $(if $(PUBLISH),--publish)

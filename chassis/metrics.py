@@ -1,22 +1,56 @@
 """Prometheus metrics shared by the gateway and the services.
 
-Label children are cached per (route, method, status) so that recording a request on the hot
-path is two dictionary hits and two increments, not a label lookup each time.
+Recording a request is on every service's hot path, so `RequestMetrics.observe` only bumps
+plain numbers under one lock (a dict hit, a bisect, three additions); a collector turns them
+into the `http_requests_total` counter and `http_request_duration_seconds` histogram when
+`/metrics` is scraped.
 """
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "RequestMetrics", "render"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = (*(str(b) for b in _BUCKETS), "+Inf")
+
+
+class _RequestCollector(Collector):
+    def __init__(self, metrics: RequestMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        with m._lock:
+            counts = list(m._counts.items())
+            latencies = [(key, list(values)) for key, values in m._latencies.items()]
+        count = CounterMetricFamily(
+            "http_requests",
+            "HTTP requests served",
+            labels=["service", "route", "method", "status"],
+        )
+        for (route, method, status), n in counts:
+            count.add_metric([m.service, route, method, str(status)], n)
+        latency = HistogramMetricFamily(
+            "http_request_duration_seconds",
+            "Time to serve an HTTP request",
+            labels=["service", "route", "method"],
+        )
+        for (route, method), values in latencies:
+            cumulative, buckets = 0, []
+            for label, n in zip(_BUCKET_LABELS, values, strict=False):
+                cumulative += int(n)
+                buckets.append((label, cumulative))
+            latency.add_metric([m.service, route, method], buckets, values[-1])
+        yield count
+        yield latency
 
 
 class RequestMetrics:
@@ -25,35 +59,23 @@ class RequestMetrics:
     def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.service = service
-        self._count = Counter(
-            "http_requests_total",
-            "HTTP requests served",
-            ["service", "route", "method", "status"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "http_request_duration_seconds",
-            "Time to serve an HTTP request",
-            ["service", "route", "method"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
-        self._counters: dict[tuple[str, str, int], Counter] = {}
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        self._lock = threading.Lock()  # Flask threads record concurrently
+        self._counts: dict[tuple[str, str, int], int] = {}
+        # per (route, method): one count per bucket (the last is +Inf), then the sum of seconds
+        self._latencies: dict[tuple[str, str], list[float]] = {}
+        self.registry.register(_RequestCollector(self))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._count.labels(
-                self.service, route, method, str(status)
-            )
-        counter.inc()
         hkey = (route, method)
-        hist = self._histograms.get(hkey)
-        if hist is None:
-            hist = self._histograms[hkey] = self._latency.labels(self.service, route, method)
-        hist.observe(seconds)
+        with self._lock:
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + 1
+            values = self._latencies.get(hkey)
+            if values is None:
+                values = self._latencies[hkey] = [0] * (len(_BUCKETS) + 2)
+            values[bisect_left(_BUCKETS, seconds)] += 1
+            values[-1] += seconds
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -310,7 +310,7 @@ class _Response(UpstreamResponse):
     async def wait_head(self, deadline: float, origin: str) -> None:
         head = self._head_fut
         if not head.done():
-            loop = asyncio.get_running_loop()
+            loop = head.get_loop()  # not get_running_loop(): on 3.11 that is a getpid() syscall
             timer = loop.call_at(deadline, _expire, head, f"no response from {origin} in time")
             try:
                 await head
@@ -320,7 +320,7 @@ class _Response(UpstreamResponse):
             head.result()
 
     async def _wait_data(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._head_fut.get_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(
             self._timeout, _expire, waiter, "the upstream stalled while sending its body"

@@ -1,4 +1,4 @@
-"""Entry point: `python -m tests.bench [--rounds N] [--duration S] [--connections C]`."""
+"""Entry point: `python -m tests.bench [--rounds N] [--duration S] [--connections C] [--rows R]`."""
 
 import sys
 

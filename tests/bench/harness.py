@@ -50,6 +50,10 @@ INSTALL_HINT = {
 }
 
 
+# measured at one connection too: added latency, and the aggregate against its slowest part
+ONE_CONN_ROWS = ("direct", "nginx", "gateway plain", "gateway aggregate", "direct slow part")
+
+
 class BenchError(Exception):
     pass
 
@@ -232,6 +236,7 @@ class Row:
     ratios: list[float] = field(default_factory=list)
     one_conn: list[Run] = field(default_factory=list)
     extra: bool = False  # an informative row beyond the issue's list
+    ratio: bool = True  # False: a 20 ms endpoint's req/s says nothing next to nginx's
 
     def median(self, attr: str) -> float | None:
         values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
@@ -292,6 +297,16 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
             "    bench: {limit: 100000000, period: 1, burst: 100000000}\n"
         )
         routes.append(("limited", "/limited", "/bench", jwt, "    rate_limit: bench\n"))
+    aggregates = ""
+    if _has("gateway.aggregate"):
+        # three independent parts, each 20 ms on the upstream: the answer should take ~20 ms
+        routes.append(("slow", "/slow/{part}", "/slow/{part}", public, ""))
+        aggregates = (
+            "aggregates:\n"
+            "  - name: aggregate\n    path: /aggregate\n    mode: all_or_nothing\n"
+            "    auth: {required: false}\n    parts:\n"
+            + "".join(f"      - {{name: {p}, path: /slow/{p}}}\n" for p in ("a", "b", "c"))
+        )
     text = (
         "server: {host: 127.0.0.1, port: 0}\n"
         f"auth: {{issuer: '{issuer.issuer}', audience: '{issuer.audience}', "
@@ -307,7 +322,7 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
             f"    rewrite: {rewrite}\n    upstream: bench\n{auth}{extra}"
         )
     path = workdir / "gateway.yaml"
-    path.write_text(text)
+    path.write_text(text + aggregates)
     return path
 
 
@@ -349,6 +364,11 @@ class Bench:
     upstream: str = ""
     upstream_proc: Proc | None = None
 
+    def wanted(self, name: str) -> bool:
+        """Whether a row is selected by --rows (every row when it is empty)."""
+        picks = [p.strip() for p in self.args.rows.split(",") if p.strip()]
+        return not picks or name in ("direct", "nginx") or any(p in name for p in picks)
+
     def measure(self, row: Row, connections: int) -> Run:
         assert row.proc is not None
         return wrk(
@@ -388,15 +408,18 @@ class Bench:
         proc = self.procs.start("nginx", [nginx, "-c", str(conf), "-p", str(workdir)])
         self.add(Row("nginx", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
 
-        port = free_port()
-        proc = self.procs.start(
-            "naive", [PY, "-m", "tests.bench.servers", "naive", str(port), self.upstream]
-        )
-        self.add(Row("naive", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
+        if self.wanted("naive"):
+            port = free_port()
+            proc = self.procs.start(
+                "naive", [PY, "-m", "tests.bench.servers", "naive", str(port), self.upstream]
+            )
+            self.add(Row("naive", f"http://127.0.0.1:{port}/bench", proc=proc), "/bench")
 
         bench_env = {"BENCH_UPSTREAM": self.upstream}
         hint = "pip install -r requirements-bench.lock"
-        if _has("fastapi_proxy_lib") and _has("uvicorn"):
+        if not self.wanted("fastapi-proxy-lib"):
+            pass
+        elif _has("fastapi_proxy_lib") and _has("uvicorn"):
             port = free_port()
             argv = [PY, "-m", "uvicorn", "--factory", "tests.bench.peers:fastapi_proxy_app"]
             argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -406,7 +429,9 @@ class Bench:
             self.add(row, "/bench")
         else:
             self.rows.append(Row("fastapi-proxy-lib", status=f"skipped: {hint}"))
-        if _has("proxy"):
+        if not self.wanted("proxy.py"):
+            pass
+        elif _has("proxy"):
             port = free_port()
             argv = [PY, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(port)]
             argv += ["--threaded", "--num-acceptors", "1", "--enable-reverse-proxy"]
@@ -416,33 +441,50 @@ class Bench:
         else:
             self.rows.append(Row("proxy.py", status=f"skipped: {hint}"))
 
-        redis_url = self._redis()
+        redis_url = self._redis() if self.wanted("gateway jwt+limit") else None
         config = gateway_yaml(workdir, self.upstream, issuer, redis_url)
         auth = {"Authorization": f"Bearer {token}"}
+        gateway_rows = ("gateway plain", "gateway jwt", "gateway jwt+limit", "gateway aggregate")
         for name, module_args in (
             ("gateway", ["-m", "gateway"]),
             ("gateway-quiet", ["-m", "tests.bench.servers", "gateway-quiet"]),
         ):
+            if name == "gateway" and not any(self.wanted(r) for r in gateway_rows):
+                continue
+            if name == "gateway-quiet" and not self.wanted("gateway plain, no access log"):
+                continue
             port = free_port()
             env = {"GATEWAY_CONFIG": str(config), "GATEWAY_PORT": str(port)}
             env["GATEWAY_TRANSPORT"] = self.args.transport
             proc = self.procs.start(name, [PY, *module_args], env)
             base = f"http://127.0.0.1:{port}"
             if name == "gateway":
-                self.add(Row("gateway plain", base + "/plain", proc=proc), "/plain")
-                self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
-                if redis_url:
+                if self.wanted("gateway plain"):
+                    self.add(Row("gateway plain", base + "/plain", proc=proc), "/plain")
+                if self.wanted("gateway jwt"):
+                    self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
+                if not self.wanted("gateway jwt+limit"):
+                    pass
+                elif redis_url:
                     row = Row("gateway jwt+limit", base + "/limited", auth, proc=proc)
                     self.add(row, "/limited")
                 else:
                     self.rows.append(
                         Row("gateway jwt+limit", status="pending: rate limiting not built")
                     )
-                self.rows.append(
-                    Row("gateway aggregate", status="pending: aggregation not built")
-                    if not _has("gateway.aggregate")
-                    else Row("gateway aggregate", status="pending: not wired into the bench yet")
-                )
+                if not self.wanted("gateway aggregate"):
+                    pass
+                elif _has("gateway.aggregate"):
+                    row = Row("gateway aggregate", base + "/aggregate", proc=proc, ratio=False)
+                    self.add(row, "/aggregate")
+                    url = self.upstream + "/slow/a"
+                    part = Row("direct slow part", url, proc=self.upstream_proc, ratio=False)
+                    part.extra = True
+                    self.add(part, "/a")  # the ready check replaces the last segment
+                else:
+                    self.rows.append(
+                        Row("gateway aggregate", status="pending: aggregation not built")
+                    )
             else:
                 row = Row("gateway plain, no access log", base + "/plain", proc=proc, extra=True)
                 self.add(row, "/plain")
@@ -496,10 +538,10 @@ class Bench:
                     row.status = f"failed: {exc}"
             nginx = results.get("nginx")
             for row in live:
-                if nginx and row.name in results:
+                if nginx and row.name in results and row.ratio:
                     row.ratios.append(results[row.name].rps / nginx.rps)
             for row in live:  # one connection: the latency a proxy adds
-                if row.name in ("direct", "nginx", "gateway plain") and row.status == "ok":
+                if row.name in ONE_CONN_ROWS and row.status == "ok":
                     with contextlib.suppress(BenchError):
                         row.one_conn.append(self.measure(row, 1))
 
@@ -510,7 +552,8 @@ class Bench:
 def service_rows(
     procs: Processes, args: argparse.Namespace, issuer: Any, jwks_url: str, script: Path
 ) -> list[dict[str, Any]]:
-    """Catalog's product list under gunicorn sync vs gthread, straight (no gateway)."""
+    """Catalog's product list under gunicorn sync vs gthread, and inventory's read endpoint
+    (aiohttp), straight (no gateway)."""
     token = issuer.token(scopes=["catalog:read"])
     db = procs.workdir / "catalog.db"
     env = {
@@ -578,13 +621,67 @@ def service_rows(
             out.append({"name": label, "status": f"failed: {str(exc).splitlines()[0]}"})
         finally:
             procs.stop(proc)
-    out.append(
-        {
-            "name": "aiohttp service read endpoint",
-            "status": "pending: no aiohttp service wired into the bench yet",
-        }
-    )
+    out.append(inventory_row(procs, args, issuer, jwks_url, script))
     return out
+
+
+def inventory_row(
+    procs: Processes, args: argparse.Namespace, issuer: Any, jwks_url: str, script: Path
+) -> dict[str, Any]:
+    """The aiohttp service's read endpoint: one stock row by sku, on uvloop, one process."""
+    label = "inventory GET /api/v1/inventory/{sku}, aiohttp x1"
+    db = procs.workdir / "inventory.db"
+    env = {
+        "INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "INVENTORY_LOG_LEVEL": "WARNING",
+        "INVENTORY_RELAY": "false",  # no broker here: the read path does not publish
+        "PORTICO_ISSUER": issuer.issuer,
+        "PORTICO_AUDIENCE": issuer.audience,
+        "PORTICO_JWKS_URL": jwks_url,
+    }
+    init = subprocess.run(
+        [PY, "-m", "services.inventory", "init", "--seed-demo"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if init.returncode != 0:
+        return {"name": label, "status": f"failed: init: {init.stderr.strip()[-200:]}"}
+    from services.inventory.__main__ import demo_stock
+
+    sku = next(iter(demo_stock()))
+    port = free_port()
+    env["INVENTORY_PORT"] = str(port)
+    proc = procs.start("inventory", [PY, "-m", "services.inventory", "serve"], env)
+    url = f"http://127.0.0.1:{port}/api/v1/inventory/{sku}"
+    headers = {"Authorization": f"Bearer {issuer.token(scopes=['inventory:read'])}"}
+    try:
+        wait_http(url, proc, headers)
+        runs = [
+            wrk(
+                url,
+                connections=args.connections,
+                duration=args.duration,
+                script=script,
+                headers=headers,
+                cpu_pids=descendants(proc.pid),
+            )
+            for _ in range(max(1, args.rounds // 2))
+        ]
+        return {
+            "name": label,
+            "rps": statistics.median(r.rps for r in runs),
+            "p99_ms": statistics.median(r.p99_ms for r in runs),
+            "cpu_us_per_req": statistics.median(r.cpu_us or 0 for r in runs),
+            "errors": sum(r.errors for r in runs),
+        }
+    except BenchError as exc:
+        return {"name": label, "status": f"failed: {str(exc).splitlines()[0]}"}
+    finally:
+        procs.stop(proc)
 
 
 # --- report ------------------------------------------------------------------------------
@@ -633,10 +730,22 @@ def report(
     if direct and gw and direct.one_conn and gw.one_conn:
         pairs = zip(direct.one_conn, gw.one_conn, strict=False)
         added = statistics.median(g.p50_ms - d.p50_ms for d, g in pairs)
-    for name in ("direct", "nginx", "gateway plain"):
+    for name in ("direct", "nginx", "gateway plain"):  # the aggregate has its own line
         row = by_name.get(name)
         if row and row.one_conn:
             one[name] = statistics.median(r.p50_ms for r in row.one_conn)
+    aggregate_over: float | None = None
+    agg, part = by_name.get("gateway aggregate"), by_name.get("direct slow part")
+    if agg and part and agg.one_conn and part.one_conn:
+        pairs = zip(part.one_conn, agg.one_conn, strict=False)
+        aggregate_over = statistics.median(a.p50_ms - p.p50_ms for p, a in pairs)
+        agg_p50 = statistics.median(r.p50_ms for r in agg.one_conn)
+        part_p50 = statistics.median(r.p50_ms for r in part.one_conn)
+        lines.append("")
+        lines.append(
+            f"aggregate of 3 parts x 20 ms, 1 connection: p50 {agg_p50:.2f} ms, one part alone "
+            f"{part_p50:.2f} ms: +{aggregate_over:.2f} ms (target <= 2 ms)"
+        )
     lines.append("")
     lines.append(
         "1 connection p50: "
@@ -668,6 +777,7 @@ def report(
         },
         "rows": rows_json,
         "added_p50_ms_1conn": added,
+        "aggregate_p50_over_slowest_part_ms": aggregate_over,
         "p50_ms_1conn": one,
         "services": services,
     }
@@ -705,6 +815,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--transport", choices=("http1", "aiohttp"), default="http1")
     parser.add_argument("--no-services", action="store_true", help="skip the catalog figures")
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated row names (substrings) to run; direct and nginx always run. "
+        "For quick iterations, e.g. --rows 'gateway plain,jwt+limit' --no-services",
+    )
     return parser.parse_args(argv)
 
 

@@ -89,7 +89,11 @@ def main(argv: list[str]) -> int:
             logging.getLogger("portico.http").setLevel(logging.WARNING)
 
         gateway_main.configure_logging = quiet  # type: ignore[assignment]
-        gateway_main.main()
+        serve = getattr(gateway_main, "serve", None)  # `python -m gateway serve`
+        if serve is not None:
+            serve()
+        else:
+            gateway_main.main()
     else:
         print(f"unknown server {kind!r}", file=sys.stderr)
         return 2

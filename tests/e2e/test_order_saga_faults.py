@@ -12,12 +12,10 @@ per order. The figures are printed.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import isolated_stack
+from tests.support.saga import Api, check_saga_invariants, settle_orders, wait_for
 from tools.stack import Stack
 
 ORDERS = 200
@@ -33,64 +32,6 @@ SCOPES = "orders:read orders:write inventory:read payments:read notifications:re
 # 50 units each in the demo stock
 PLENTY = ["BK-0001", "BK-0002", "EL-0001", "KT-0001", "OD-0001", "TY-0001"]
 SCARCE = ["EL-0004", "OD-0002"]  # 3 and 2 units: most orders for them are out of stock
-RETRYABLE = {429, 502, 503, 504}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)  # polling a condition with a deadline
-        delay = min(delay * 2, 1.0)
-
-
-class Api:
-    """A client of the gateway that rides out the restarts: retries with the same key."""
-
-    def __init__(self, gateway: str, token: str) -> None:
-        self.gateway = gateway
-        self.local = threading.local()
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    @property
-    def http(self) -> requests.Session:
-        if not hasattr(self.local, "session"):
-            self.local.session = requests.Session()
-        return self.local.session  # type: ignore[no-any-return]
-
-    def call(
-        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
-    ) -> requests.Response:
-        merged = {**self.headers, **(headers or {})}
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                resp = self.http.request(
-                    method, self.gateway + path, headers=merged, timeout=10, **kw
-                )
-                if resp.status_code not in RETRYABLE:
-                    return resp
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{method} {path} kept failing for 60s")
-            time.sleep(0.1)  # back off before retrying a request the restart interrupted
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = self.call("GET", path, params=params)
-        assert resp.status_code == 200, (path, resp.status_code, resp.text)
-        return resp.json()
-
-    def pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
-        cursor = None
-        while True:
-            page = self.get(path, limit=100, **params, **({"cursor": cursor} if cursor else {}))
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
 
 
 def order_plan(n: int) -> list[dict[str, Any]]:
@@ -161,47 +102,13 @@ def test_orders_never_lose_stock_or_money(fault_stack: Stack) -> None:
             future.result()
     assert len(set(accepted)) == ORDERS
 
-    orders: dict[str, dict[str, Any]] = {}
-
-    def all_settled() -> bool:
-        for oid in accepted:
-            if orders.get(oid, {}).get("status") in ("CONFIRMED", "REJECTED"):
-                continue
-            orders[oid] = api.get(f"/api/v1/orders/{oid}")
-        return all(orders[o]["status"] in ("CONFIRMED", "REJECTED") for o in accepted)
-
-    wait_for("every order to be CONFIRMED or REJECTED", all_settled, 240)
+    orders = settle_orders(api, accepted, 240)
     confirmed = [o for o in orders.values() if o["status"] == "CONFIRMED"]
     rejected = [o for o in orders.values() if o["status"] == "REJECTED"]
-
-    # stock: nothing left reserved, and what left the shelf is what confirmed orders took
-    stock: dict[str, dict[str, int]] = {}
-
-    def nothing_reserved() -> bool:
-        stock.update({sku: api.get(f"/api/v1/inventory/{sku}") for sku in skus})
-        return all(s["reserved"] == 0 for s in stock.values())
-
-    wait_for("every reservation to be committed or released", nothing_reserved, 120)
-    taken = Counter[str]()
-    for order in confirmed:
-        for line in order["items"]:
-            taken[line["sku"]] += line["quantity"]
-    for sku in skus:
-        assert initial[sku] == stock[sku]["on_hand"] + taken[sku], (sku, initial, stock, taken)
-
-    # money: one capture per confirmed order, none for rejected ones, amounts equal
-    captured_total = Decimal(0)
-    for order in orders.values():
-        payments = api.get("/api/v1/payments", order_id=order["id"])["items"]
-        captures = [p for p in payments if p["status"] == "CAPTURED"]
-        if order["status"] == "CONFIRMED":
-            assert len(captures) == 1, (order, payments)
-            assert Decimal(captures[0]["amount"]) == Decimal(order["total"])
-        else:
-            assert captures == [], (order, payments)
-        captured_total += sum((Decimal(p["amount"]) for p in captures), Decimal(0))
-    confirmed_total = sum((Decimal(o["total"]) for o in confirmed), Decimal(0))
-    assert captured_total == confirmed_total
+    # stock conserved, nothing reserved, money captured == confirmed totals
+    figures = check_saga_invariants(api, initial, orders)
+    taken = figures.taken
+    captured_total, confirmed_total = figures.captured_total, figures.confirmed_total
 
     # notifications: exactly one outcome per order
     outcomes: Counter[str] = Counter()
