@@ -289,12 +289,14 @@ async def test_killed_instance_fails_over_and_comes_back(
         r for r in results if settled_at <= r[0] < restarted_at and r[2] != 200
     ]
     failed_after_restart = [r for r in results if r[0] >= restarted_at and r[2] != 200]
+    failed_in_flight = [r for r in results if r[0] < killed_at <= r[1] and r[2] != 200]
     slowest = max(end - began for began, end, _ in results)
     statuses = Counter(outcome for _, _, outcome in results)
     after_restart = _served_by(gateway_log, restart_offset)
     events = _log_events(gateway_log)
     print(
         f"\nfailover: {len(results)} GETs by {CLIENTS} clients, outcomes {dict(statuses)}; "
+        f"{len(failed_in_flight)} failed in flight at the kill, "
         f"{len(failed_in_transition)} of {len(transition)} failed during the transition "
         f"(kill -> restart), {len(failed_after_detection)} after the detection interval "
         f"({DETECTION:.2f}s), {len(failed_after_restart)} after the restart; "
@@ -304,10 +306,10 @@ async def test_killed_instance_fails_over_and_comes_back(
     assert events["upstream instance is unhealthy"] >= 1  # the kill was seen, then undone:
     assert events["upstream instance is healthy"] >= 1
     assert not failed_after_detection, (failed_after_detection[:5], _warnings(gateway_log))
-    # Rarely (about 1 run in 10) one GET fails while the restarted instance's half-open trial
-    # is in flight; not yet explained, so it is bounded and shown rather than hidden.
-    assert len(failed_after_restart) <= 1, (failed_after_restart, _warnings(gateway_log))
-    assert all(outcome == 200 for began, _, outcome in results if began < killed_at)
+    assert not failed_after_restart, (failed_after_restart, _warnings(gateway_log))
+    # Requests that finished before the kill all succeeded. One caught on the victim at the
+    # kill (its response cut mid-body) may fail: it falls inside the detection interval.
+    assert all(outcome == 200 for _, ended, outcome in results if ended < killed_at)
     assert slowest < CLIENT_TIMEOUT - 1, "a request hung"
     assert after_restart[urls[1]] >= 20
     assert after_restart[urls[0]] > 0
