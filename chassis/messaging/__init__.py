@@ -6,7 +6,14 @@ directly. See `outbox` (publishing side) and `inbox` (consuming side) for the gu
 
 from .events import BrokerSettings, Event, check_broker, connect, events_exchange
 from .inbox import EventConsumer, Handler, inbox_table
-from .outbox import OutboxRelay, outbox_insert, outbox_table
+from .outbox import (
+    OutboxRelay,
+    RelayHandle,
+    broker_ready,
+    outbox_insert,
+    outbox_table,
+    start_relay,
+)
 
 __all__ = [
     "BrokerSettings",
@@ -14,10 +21,13 @@ __all__ = [
     "EventConsumer",
     "Handler",
     "OutboxRelay",
+    "RelayHandle",
+    "broker_ready",
     "check_broker",
     "connect",
     "events_exchange",
     "inbox_table",
     "outbox_insert",
     "outbox_table",
+    "start_relay",
 ]

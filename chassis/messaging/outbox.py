@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kombu import Connection, Producer
@@ -41,9 +42,16 @@ from sqlalchemy import (
     update,
 )
 
-from .events import CONTENT_TYPE, BrokerSettings, Event, connect, events_exchange
+from .events import CONTENT_TYPE, BrokerSettings, Event, check_broker, connect, events_exchange
 
-__all__ = ["OutboxRelay", "outbox_insert", "outbox_table"]
+__all__ = [
+    "OutboxRelay",
+    "RelayHandle",
+    "broker_ready",
+    "outbox_insert",
+    "outbox_table",
+    "start_relay",
+]
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +261,36 @@ class OutboxRelay:
             if sent < self.batch_size:
                 break
         return total
+
+
+@dataclass
+class RelayHandle:
+    """A running relay and the blocking engine it owns; `stop` joins the thread, then disposes."""
+
+    relay: OutboxRelay
+    engine: Engine
+
+    def stop(self) -> None:
+        """Blocking (joins the relay thread): from async code call it in a worker thread."""
+        try:
+            self.relay.stop()
+        finally:
+            self.engine.dispose()
+
+
+def start_relay(
+    database_url: str, table: Table, broker: BrokerSettings | None = None
+) -> RelayHandle:
+    """A relay thread on its own blocking engine over the service's database (async URLs are
+    mapped to their blocking driver), publishing to `broker` (default: from the environment)."""
+    from ..db import create_db_engine, sync_url
+
+    engine = create_db_engine(sync_url(database_url))
+    relay = OutboxRelay(engine, table, broker or BrokerSettings.from_env())
+    relay.start()
+    return RelayHandle(relay, engine)
+
+
+def broker_ready() -> None:
+    """Readiness (blocking): the broker from the environment accepts a connection."""
+    check_broker(BrokerSettings.from_env())

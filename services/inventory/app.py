@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine
+from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_aiohttp
 
 from . import schemas
-from .adapters.events import EventSink, RelayHandle, broker_ready, start_relay
+from .adapters.events import EventSink
 from .adapters.orm import outbox, stock
 from .entrypoints import SERVICE, routes
 from .service_layer.services import InventoryService

@@ -16,10 +16,11 @@ from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine
 from chassis.flask import install
+from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_flask
 
 from . import schemas
-from .adapters.events import EventSink, RelayHandle, broker_ready, start_relay
+from .adapters.events import EventSink
 from .adapters.orm import outbox, payments
 from .adapters.provider import SimulatedProvider
 from .entrypoints import SERVICE, payments_bp

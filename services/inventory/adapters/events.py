@@ -8,18 +8,12 @@ after the commit (at least once; consumers deduplicate by event id).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chassis import create_db_engine
-from chassis.db import sync_url
 from chassis.messaging import (
-    BrokerSettings,
     Event,
-    OutboxRelay,
-    check_broker,
     outbox_insert,
     outbox_table,
 )
@@ -28,10 +22,7 @@ __all__ = [
     "PUBLISHES",
     "STOCK_LOW",
     "EventSink",
-    "RelayHandle",
-    "broker_ready",
     "outbox_for",
-    "start_relay",
 ]
 
 STOCK_LOW = "stock.low"
@@ -57,29 +48,3 @@ class EventSink:
     def committed(self) -> None:
         if self.wake is not None:
             self.wake()
-
-
-@dataclass
-class RelayHandle:
-    relay: OutboxRelay
-    engine: Engine
-
-    def stop(self) -> None:
-        """Blocking (joins the relay thread): call it from a worker thread in async code."""
-        try:
-            self.relay.stop()
-        finally:
-            self.engine.dispose()
-
-
-def start_relay(database_url: str, table: Table) -> RelayHandle:
-    """A relay on a blocking engine over the same database (the relay is a thread)."""
-    engine = create_db_engine(sync_url(database_url))
-    relay = OutboxRelay(engine, table, BrokerSettings.from_env())
-    relay.start()
-    return RelayHandle(relay, engine)
-
-
-def broker_ready() -> None:
-    """Readiness (blocking): the broker the relay publishes to accepts a connection."""
-    check_broker(BrokerSettings.from_env())

@@ -8,16 +8,11 @@ them after the commit (at least once; consumers deduplicate by event id).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, MetaData, Table
+from sqlalchemy import Connection, MetaData, Table
 
-from chassis import create_db_engine
 from chassis.messaging import (
-    BrokerSettings,
     Event,
-    OutboxRelay,
-    check_broker,
     outbox_insert,
     outbox_table,
 )
@@ -29,10 +24,7 @@ __all__ = [
     "PAYMENT_REFUNDED",
     "PUBLISHES",
     "EventSink",
-    "RelayHandle",
-    "broker_ready",
     "outbox_for",
-    "start_relay",
 ]
 
 PAYMENT_CAPTURED = "payment.captured"
@@ -68,28 +60,3 @@ class EventSink:
     def committed(self) -> None:
         if self.wake is not None:
             self.wake()
-
-
-@dataclass
-class RelayHandle:
-    relay: OutboxRelay
-    engine: Engine
-
-    def stop(self) -> None:
-        try:
-            self.relay.stop()
-        finally:
-            self.engine.dispose()
-
-
-def start_relay(database_url: str, table: Table) -> RelayHandle:
-    """A relay thread on its own engine (its own pool) over the service's database."""
-    engine = create_db_engine(database_url)
-    relay = OutboxRelay(engine, table, BrokerSettings.from_env())
-    relay.start()
-    return RelayHandle(relay, engine)
-
-
-def broker_ready() -> None:
-    """Readiness: the broker the relay publishes to accepts a connection."""
-    check_broker(BrokerSettings.from_env())
