@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench load contracts clean
+.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 install: $(INSTALLED) ## create .venv and install the pinned dependencies
 
-up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready)
-	$(BIN)/python -m tools.stack up $(if $(DETACH),--detach)
+up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready; EDGE=nginx: TLS + 2 gateways)
+	$(BIN)/python -m tools.stack up $(if $(DETACH),--detach) $(if $(EDGE),--edge $(EDGE))
+
+edge-certs: $(INSTALLED) ## development CA + server certificate for nginx in var/edge/certs (never committed)
+	$(BIN)/python -m tools.edge certs
 
 down: ## stop a stack started with `make up DETACH=1`
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi

@@ -517,6 +517,14 @@ class ServerSchema(_Strict):
         fields.String(validate=_validator(_check_cidr)), load_default=list
     )
 
+    @pre_load
+    def split_proxies(self, data: Any, **_: Any) -> Any:
+        """`trusted_proxies` may be one string of comma-separated CIDRs (from an env var)."""
+        value = data.get("trusted_proxies") if isinstance(data, dict) else None
+        if isinstance(value, str):
+            data = {**data, "trusted_proxies": [p.strip() for p in value.split(",") if p.strip()]}
+        return data
+
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ServerConfig:
         proxies = tuple(ipaddress.ip_network(p, strict=False) for p in data["trusted_proxies"])

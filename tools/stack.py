@@ -390,7 +390,7 @@ The README's tour goes on from there.
 """
 
 
-def _up(detach: bool) -> int:
+def _up(detach: bool, edge: str | None = None) -> int:
     workdir = ROOT
     pidfile = workdir / "var" / "run" / "stack.json"
     if pidfile.exists() and _alive(json.loads(pidfile.read_text())):
@@ -398,14 +398,37 @@ def _up(detach: bool) -> int:
             "a stack is already running (var/run/stack.json); `make down` stops it", file=sys.stderr
         )
         return 1
-    stack = Stack(workdir, ports=ports_from_env())
+    extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"} if edge else {}
+    stack = Stack(workdir, ports=ports_from_env(), extra_env=extra)
     try:
         stack.start()
     except StackError as exc:
         print(f"make up: {exc}", file=sys.stderr)
         return 1
+    edge_note = ""
+    if edge == "nginx":
+        from tools.edge import HTTPS_PORT, EdgeError, nginx_binary, start_edge
+
+        if nginx_binary() is None:
+            stack.stop()
+            print(
+                "make up EDGE=nginx: nginx is not installed (apt-get install nginx)",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            start_edge(stack)
+        except EdgeError as exc:
+            stack.stop()
+            print(f"make up EDGE=nginx: {exc}", file=sys.stderr)
+            return 1
+        https = os.environ.get("EDGE_HTTPS_PORT", str(HTTPS_PORT))
+        edge_note = (
+            f"\nnginx (TLS, two gateways): https://127.0.0.1:{https}  "
+            f"(curl --cacert {stack.var / 'edge' / 'certs' / 'ca.crt'} ...)\n"
+        )
     stack.record()
-    print(tour(stack), flush=True)
+    print(tour(stack) + edge_note, flush=True)
     if detach:
         print("Running in the background; `make down` stops it.")
         return 0
@@ -439,12 +462,21 @@ def _alive(record: dict[str, list[dict[str, object]]]) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        argv: list[str] = entry["argv"]  # type: ignore[assignment]
+        argv: list[str] = _command(entry["argv"])  # type: ignore[arg-type]
         # only a process that still runs the very command we started counts as ours
         # (redis-server rewrites its title, so it is recognised by its executable instead)
         if cmdline.strip() == " ".join(argv) or _exe(pid) == argv[0]:
             alive.append(pid)
     return alive
+
+
+def _command(argv: list[str]) -> list[str]:
+    """The command /proc shows for `argv`: `env VAR=x prog ...` execs `prog ...`."""
+    if argv and Path(argv[0]).name == "env":
+        argv = argv[1:]
+        while argv and "=" in argv[0]:
+            argv = argv[1:]
+    return argv
 
 
 def _exe(pid: int) -> str | None:
@@ -488,10 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="prepare and start the stack")
     up.add_argument("--detach", action="store_true", help="return once ready, leave it running")
+    up.add_argument("--edge", choices=["nginx"], help="nginx with TLS in front of two gateways")
     sub.add_parser("down", help="stop a detached stack")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return _up(args.detach)
+        return _up(args.detach, args.edge)
     return _down()
 
 

@@ -157,3 +157,11 @@ def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(bad, environ={})
+
+
+def test_trusted_proxies_from_one_comma_separated_env_value() -> None:
+    from gateway.config import load_config
+
+    config = load_config(environ={"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32, ::1"})
+    assert [str(n) for n in config.server.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+    assert load_config(environ={}).server.trusted_proxies == ()

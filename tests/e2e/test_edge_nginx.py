@@ -1,0 +1,238 @@
+"""nginx in front of two gateway replicas, as `make up EDGE=nginx` runs it: TLS with the
+development CA, HTTP/2 offered, HSTS, the HTTP -> HTTPS redirect, X-Request-ID generated or
+passed on, both replicas serving, and the OAuth2 client_credentials + order tour through it.
+Both rendered configs (local and compose) pass `nginx -t`.
+
+nginx comes from the distribution (`apt-get install nginx`); with CI=true a missing nginx is
+installed, and fails the run when it cannot be; locally the module skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tools import edge
+from tools.stack import Process, Stack, free_port
+
+SCOPES = "catalog:read orders:read orders:write payments:read"
+
+
+def _nginx() -> str:
+    found = edge.nginx_binary()
+    if found is None and os.environ.get("CI") == "true" and shutil.which("apt-get"):
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, env=env, timeout=300)
+        subprocess.run(
+            [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"],
+            check=False,
+            env=env,
+            timeout=300,
+        )
+        found = edge.nginx_binary()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx is required in CI and could not be installed")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    return found
+
+
+@dataclass
+class Edge:
+    base: str
+    http_base: str
+    ca: Path
+    conf: Path
+    access_log: Path
+    gateway_logs: tuple[Path, Path]
+
+
+def _stop(stack: Stack, procs: list[Process]) -> None:
+    for proc in reversed(procs):
+        if proc.popen is not None and proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+    for proc in reversed(procs):
+        if proc.popen is None:
+            continue
+        try:
+            proc.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait()
+        with contextlib.suppress(ValueError):
+            stack.processes.remove(proc)
+
+
+@pytest.fixture(scope="module")
+def nginx_edge(stack: Stack) -> Iterator[Edge]:
+    _nginx()
+    https, http = free_port(), free_port()
+    procs = edge.start_edge(
+        stack, second_gateway_port=free_port(), https_port=https, http_port=http
+    )
+    try:
+        edge_dir = stack.workdir / edge.EDGE_DIR
+        second, _ = procs
+        assert second.log_path is not None
+        yield Edge(
+            base=f"https://127.0.0.1:{https}",
+            http_base=f"http://127.0.0.1:{http}",
+            ca=edge_dir / "certs" / "ca.crt",
+            conf=edge_dir / "nginx.conf",
+            access_log=edge_dir / "run" / "log" / "access.log",
+            gateway_logs=(stack.var / "log" / "gateway.log", second.log_path),
+        )
+    finally:
+        _stop(stack, procs)
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack, nginx_edge: Edge) -> requests.Session:
+    session = requests.Session()
+    session.verify = str(nginx_edge.ca)
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE beat session.verify
+    creds = stack.credentials()
+    resp = session.post(
+        f"{nginx_edge.base}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": SCOPES},
+        auth=(creds["client_id"], creds["client_secret"]),
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+    return session
+
+
+def _poll(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f}s")
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
+def test_tls_offers_http2_with_the_dev_ca(nginx_edge: Edge) -> None:
+    context = ssl.create_default_context(cafile=str(nginx_edge.ca))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    port = int(nginx_edge.base.rsplit(":", 1)[1])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2"
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_hsts_and_request_id_generated(nginx_edge: Edge) -> None:
+    resp = requests.get(f"{nginx_edge.base}/healthz", verify=str(nginx_edge.ca), timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
+
+
+def test_http_redirects_to_https(nginx_edge: Edge) -> None:
+    resp = requests.get(
+        f"{nginx_edge.http_base}/api/v1/products?limit=1", allow_redirects=False, timeout=10
+    )
+    assert resp.status_code == 308
+    assert resp.headers["Location"] == f"{nginx_edge.base}/api/v1/products?limit=1"
+    assert "Strict-Transport-Security" not in resp.headers  # only over TLS
+
+
+def test_request_id_passed_on_and_logged_as_json(nginx_edge: Edge) -> None:
+    rid = f"edge-{uuid.uuid4().hex}"
+    resp = requests.get(
+        f"{nginx_edge.base}/api/v1/products",
+        headers={"X-Request-ID": rid, "Accept-Encoding": "gzip"},
+        verify=str(nginx_edge.ca),
+        timeout=10,
+    )
+    assert resp.status_code == 401
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert resp.headers["X-Request-ID"] == rid
+    assert resp.json()["correlation_id"] == rid  # the gateway saw nginx's header
+    # nginx writes the access log line just after the response: poll for it
+    _poll(lambda: rid in nginx_edge.access_log.read_text(), "nginx logged the request")
+    lines = nginx_edge.access_log.read_text().splitlines()
+    entry = next(json.loads(line) for line in reversed(lines) if rid in line)
+    assert entry["request_id"] == rid and entry["status"] == 401
+    assert entry["upstream"].startswith("127.0.0.1:")
+
+
+def test_both_gateways_serve(nginx_edge: Edge, api: requests.Session) -> None:
+    marker = uuid.uuid4().hex
+    for i in range(8):
+        resp = api.get(
+            f"{nginx_edge.base}/api/v1/products",
+            params={"limit": 1},
+            headers={"X-Request-ID": f"{marker}-{i}"},
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
+
+    def both_logged() -> bool:
+        return all(marker in log.read_text(errors="replace") for log in nginx_edge.gateway_logs)
+
+    _poll(both_logged, "both gateway replicas logged requests")
+
+
+def test_order_tour_through_the_edge(nginx_edge: Edge, api: requests.Session) -> None:
+    products = api.get(f"{nginx_edge.base}/api/v1/products", params={"limit": 20}, timeout=10)
+    assert products.status_code == 200, products.text
+    assert len(products.content) > 1024  # above gzip_min_length
+    assert products.headers["Content-Encoding"] == "gzip"  # requests sends Accept-Encoding
+    resp = api.post(
+        f"{nginx_edge.base}/api/v1/orders",
+        json={"items": [{"sku": "BK-0001", "quantity": 1}], "payment_method": "pm_card_ok"},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert resp.status_code == 202, resp.text
+    url = nginx_edge.base + resp.headers["Location"]
+    final: dict[str, Any] = {}
+
+    def settled() -> bool:
+        got = api.get(url, timeout=10)
+        assert got.status_code == 200, got.text
+        final.update(got.json())
+        return final["status"] in ("CONFIRMED", "REJECTED")
+
+    _poll(settled, "the order settled", timeout=60)
+    assert final["status"] == "CONFIRMED", final
+
+
+def test_compose_config_passes_nginx_t(tmp_path: Path, nginx_edge: Edge) -> None:
+    """The compose render, with its service names and container paths swapped for ones that
+    exist here (compose DNS names do not resolve outside compose); nothing else changes."""
+    compose = edge.render(edge.compose_target())
+    assert "server gateway-1:8080" in compose and "server gateway-2:8080" in compose
+    local = (
+        compose.replace("gateway-1:8080", "127.0.0.1:1")
+        .replace("gateway-2:8080", "127.0.0.1:2")
+        .replace(edge.COMPOSE_CERT_DIR, str(nginx_edge.ca.parent))
+        .replace(edge.COMPOSE_WORK_DIR, str(tmp_path / "run"))
+    )
+    conf = tmp_path / "compose.conf"
+    conf.write_text(local)
+    edge.check_config(conf, tmp_path / "run")
+    # and the local render in use passed too (start_edge runs `nginx -t` first)
+    edge.check_config(nginx_edge.conf, nginx_edge.access_log.parent.parent)

