@@ -28,10 +28,9 @@ from sqlalchemy.engine import Connection as DbConnection
 
 from chassis import create_db_engine
 from chassis.messaging import BrokerSettings, Event, EventConsumer, connect, inbox_table
-from tests.support.external import unavailable
+from tests.support.external import REDIS_URL, redis_up, unavailable
 
 AMQP_URL = os.environ.get("PORTICO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-REDIS_URL = os.environ.get("PORTICO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,8 +48,7 @@ def rabbitmq_reachable(url: str = AMQP_URL) -> str:
 
 
 def redis_reachable(url: str = REDIS_URL) -> str:
-    _reachable(url, "Redis")
-    return url
+    return redis_up(url)
 
 
 def isolated_settings(url: str, **changes: Any) -> BrokerSettings:
