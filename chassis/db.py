@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from . import tracing
+
 __all__ = ["create_async_db_engine", "create_db_engine", "ping", "sqlite_url", "sync_url"]
 
 # Async drivers and the blocking driver that reaches the same database.
@@ -36,10 +38,13 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
 
         event.listen(engine, "connect", _sqlite_pragmas)
+        tracing.instrument_engine(engine)  # no-op unless PORTICO_TRACING is set
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    engine = create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -77,10 +82,15 @@ def create_async_db_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed, echo=echo, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        tracing.instrument_engine(engine)  # no-op unless PORTICO_TRACING is set
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+asyncpg")
-    return create_async_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    async_engine = create_async_engine(
+        parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10
+    )
+    tracing.instrument_engine(async_engine)
+    return async_engine
 
 
 def ping(engine: Engine) -> None:

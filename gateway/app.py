@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async
+from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async, tracing
 from chassis.aiohttp import install
 
 from .aggregate import Aggregator
@@ -270,4 +270,5 @@ def create_app(
             await transport.close()
 
     app.cleanup_ctx.append(lifecycle)
+    tracing.setup(_SERVICE, app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem
+from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem, tracing
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
 from .auth import authenticate
@@ -246,7 +246,15 @@ class Proxy:
             timeout=route.timeout,
         )
         try:
-            upstream_response = await upstream.send(self.transport, outbound, retry)
+            if tracing.ENABLED:  # a CLIENT span whose traceparent replaces the client's one
+                with tracing.client_span(
+                    f"{request.method} {upstream.name}",
+                    outbound.headers,
+                    **{"peer.service": upstream.name},
+                ):
+                    upstream_response = await upstream.send(self.transport, outbound, retry)
+            else:
+                upstream_response = await upstream.send(self.transport, outbound, retry)
         except NoReadyInstance as exc:
             raise Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
         except BodyTooLarge:

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from .. import tracing
 from ..logging import correlation_id
 from .events import (
     CONTENT_TYPE,
@@ -184,7 +185,15 @@ class EventConsumer:
             return
         token = correlation_id.set(event.correlation_id)
         try:
-            self._handle(message, event, headers)
+            if tracing.ENABLED:
+                with tracing.consumer_span(
+                    f"{event.type} process",
+                    headers,
+                    **{"messaging.system": "kombu", "messaging.destination.name": self.queue_name},
+                ):
+                    self._handle(message, event, headers)
+            else:
+                self._handle(message, event, headers)
         finally:
             correlation_id.reset(token)
 

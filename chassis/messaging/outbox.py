@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from .. import tracing
 from .events import CONTENT_TYPE, BrokerSettings, Event, check_broker, connect, events_exchange
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_TRACEPARENT_KEY = "_traceparent"  # reserved key in outbox `data`, never published
 _RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1}
 
 
@@ -78,13 +80,22 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 def outbox_insert(table: Table, event: Event) -> Insert:
-    """The INSERT to execute in the same transaction as the state change."""
+    """The INSERT to execute in the same transaction as the state change.
+
+    With tracing on, the current `traceparent` rides in the stored data under a reserved key
+    (no schema change) and the relay moves it into the message headers.
+    """
+    data = event.data
+    if tracing.ENABLED:
+        traceparent = tracing.current_traceparent()
+        if traceparent:
+            data = {**data, _TRACEPARENT_KEY: traceparent}
     return table.insert().values(
         id=event.id,
         type=event.type,
         occurred_at=event.occurred_at,
         correlation_id=event.correlation_id,
-        data=event.data,
+        data=data,
     )
 
 
@@ -130,26 +141,29 @@ class OutboxRelay:
             try:
                 producer = self._producer()
                 for row in rows:
+                    data = row.data
+                    traceparent = None
+                    if _TRACEPARENT_KEY in data:
+                        data = dict(data)
+                        traceparent = data.pop(_TRACEPARENT_KEY)
                     event = Event(
                         type=row.type,
-                        data=row.data,
+                        data=data,
                         id=row.id,
                         occurred_at=row.occurred_at,
                         correlation_id=row.correlation_id,
                     )
-                    producer.publish(
-                        event.to_json(),
-                        exchange=self._exchange,
-                        routing_key=event.type,
-                        headers=event.headers(),
-                        content_type=CONTENT_TYPE,
-                        content_encoding="utf-8",
-                        delivery_mode=2,
-                        message_id=event.id,
-                        declare=[self._exchange],
-                        retry=True,
-                        retry_policy=_RETRY_POLICY,
-                    )
+                    if tracing.ENABLED:
+                        headers = event.headers()
+                        with tracing.producer_span(
+                            f"{event.type} publish",
+                            traceparent,
+                            headers,
+                            **{"messaging.system": "kombu", "messaging.message.id": event.id},
+                        ):
+                            self._publish(producer, event, headers)
+                    else:
+                        self._publish(producer, event, event.headers())
                     sent.append(row.seq)
             except Exception:
                 self._drop_connection()
@@ -158,6 +172,21 @@ class OutboxRelay:
                 self._mark_published(sent)
             self.published += len(sent)
             return len(sent)
+
+    def _publish(self, producer: Producer, event: Event, headers: dict[str, object]) -> None:
+        producer.publish(
+            event.to_json(),
+            exchange=self._exchange,
+            routing_key=event.type,
+            headers=headers,
+            content_type=CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=event.id,
+            declare=[self._exchange],
+            retry=True,
+            retry_policy=_RETRY_POLICY,
+        )
 
     def pending(self) -> int:
         """Unsent events (readiness and tests)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine
+from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 
 from .adapters.orm import products
@@ -44,4 +44,5 @@ def create_app(
     app.register_blueprint(products_bp)
     app.register_blueprint(openapi_bp)
     install_spec(app)
+    tracing.setup("catalog", app)  # no-op unless PORTICO_TRACING is set
     return app

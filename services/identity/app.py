@@ -11,7 +11,7 @@ from flask import Flask, g
 from sqlalchemy.orm import sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from chassis import TokenVerifier, configure_logging, create_db_engine, ping
+from chassis import TokenVerifier, configure_logging, create_db_engine, ping, tracing
 from chassis.flask import install
 
 from .adapters.files import read_or_create_secret
@@ -72,4 +72,5 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
     if settings.proxy_count:
         n = settings.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    tracing.setup("identity", app)  # no-op unless PORTICO_TRACING is set
     return app

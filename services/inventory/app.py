@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis import AsyncTokenVerifier, TokenSettings, configure_logging
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine
 from chassis.messaging import RelayHandle, broker_ready, start_relay
@@ -97,6 +97,7 @@ def create_app(
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    tracing.setup("inventory", app)  # no-op unless PORTICO_TRACING is set
     return app
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, sync_url
 from chassis.messaging import BrokerSettings, EventConsumer, check_broker
@@ -102,4 +102,5 @@ def create_app(
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    tracing.setup("notifications", app)  # no-op unless PORTICO_TRACING is set
     return app

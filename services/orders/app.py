@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import select
 
-from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine
+from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, sync_url
 from chassis.messaging import BrokerSettings, OutboxRelay, check_broker
@@ -159,4 +159,5 @@ def create_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    tracing.setup("orders", app)  # no-op unless PORTICO_TRACING is set
     return app

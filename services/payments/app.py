@@ -14,7 +14,7 @@ import atexit
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine
+from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_flask
@@ -97,4 +97,5 @@ def create_app(
         app.extensions[RELAY] = handle
         events.wake = handle.relay.wake
         atexit.register(handle.stop)
+    tracing.setup("payments", app)  # no-op unless PORTICO_TRACING is set
     return app
