@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from . import tracing
 
-__all__ = ["create_async_db_engine", "create_db_engine", "ping", "sqlite_url", "sync_url"]
+__all__ = [
+    "create_async_db_engine",
+    "create_db_engine",
+    "create_tables",
+    "ping",
+    "sqlite_url",
+    "sync_url",
+]
 
 # Async drivers and the blocking driver that reaches the same database.
 _SYNC_DRIVERS = {
@@ -96,3 +103,15 @@ def create_async_db_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def create_tables(metadata: MetaData, url: str) -> None:
+    """Create a service's tables (idempotent: checkfirst) on a short-lived blocking engine.
+
+    Async URLs are mapped to their blocking driver, so every service's `init` calls this alike.
+    """
+    engine = create_db_engine(sync_url(url))
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()

@@ -9,9 +9,9 @@ import sys
 
 import orjson
 
-from chassis import ConfigError, configure_logging, create_db_engine
+from chassis import ConfigError, configure_logging
 from chassis.aiohttp import run
-from chassis.db import sync_url
+from chassis.db import create_tables
 
 from .adapters.orm import metadata
 from .settings import NotificationsSettings
@@ -20,11 +20,7 @@ log = logging.getLogger("portico.notifications")
 
 
 def init(settings: NotificationsSettings) -> dict[str, object]:
-    engine = create_db_engine(sync_url(settings.database_url))
-    try:
-        metadata.create_all(engine)  # checkfirst: safe to run again
-    finally:
-        engine.dispose()
+    create_tables(metadata, settings.database_url)
     return {"tables": True}
 
 

@@ -10,18 +10,15 @@ import sys
 
 import orjson
 
-from chassis import ConfigError, create_db_engine
+from chassis import ConfigError
+from chassis.db import create_tables
 
 from .adapters.orm import metadata
 from .settings import PaymentsSettings
 
 
 def init(settings: PaymentsSettings) -> dict[str, bool]:
-    engine = create_db_engine(settings.database_url)
-    try:
-        metadata.create_all(engine)  # checkfirst: safe to run again
-    finally:
-        engine.dispose()
+    create_tables(metadata, settings.database_url)
     return {"tables": True}
 
 
