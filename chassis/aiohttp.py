@@ -18,8 +18,9 @@ import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
+from .access import record_request
 from .health import LIVE, run_checks_async
-from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id, fast_json_handler
+from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
 from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
 from .problems import PROBLEM_JSON, Problem, validation_problem
 from .tokens import AsyncTokenVerifier, Claims, TokenError, bearer_token, token_problem
@@ -124,25 +125,17 @@ def access_log(request: web.Request, status: int, **fields: Any) -> None:
     added = state.fields
     if added:
         fields = {**added, **fields}
-    route = state.route or _route_name(request)
-    request.app[METRICS].observe(route, request.method, status, elapsed)
-    handler = fast_json_handler(log, logging.INFO)
-    if handler is None and not log.isEnabledFor(logging.INFO):
-        return  # the line's fields are only built for a logger that will write them
     claims: Claims | None = request.get(CLAIMS)
-    line = {
-        "method": request.method,
-        "route": route,
-        "path": request.path,
-        "status": status,
-        "duration_ms": round(elapsed * 1000, 3),
-        "client_id": claims.client_id if claims else None,
-        **fields,
-    }
-    if handler is not None:  # the same line, without the LogRecord machinery
-        handler.write_fields(log.name, "info", "request", line)
-    else:
-        log.info("request", extra=line)
+    record_request(
+        request.app[METRICS],
+        request.method,
+        state.route or _route_name(request),
+        request.path,
+        status,
+        elapsed,
+        claims.client_id if claims else None,
+        fields,
+    )
 
 
 @web.middleware

@@ -3,7 +3,9 @@
 
 GATEWAY_CONFIG names the YAML file (default: the packaged gateway.yaml); GATEWAY_HOST and
 GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_TRANSPORT picks the upstream
-client (`http1`, the default, or `aiohttp`). A bad config stops start-up with a
+client (`http1`, the default, or `aiohttp`); GATEWAY_SERVER the server (`front`, the default:
+`gateway.front` in front of the aiohttp application; `aiohttp`: aiohttp's alone, also what
+runs when PORTICO_TRACING is on). A bad config stops start-up with a
 message naming every bad key. While serving, the file is reloaded on SIGHUP and when it
 changes (see `gateway.reload`).
 """
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +24,11 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from chassis import ConfigError, configure_logging, from_env
+from chassis import ConfigError, configure_logging, from_env, tracing
 
-from .app import create_app
+from .app import STATE, create_app
 from .config import DEFAULT_CONFIG_PATH, check_config, load_config
+from .front import FrontServer
 
 log = logging.getLogger("portico.gateway")
 
@@ -33,11 +37,19 @@ def _port(value: int | None) -> str | None:
     return None if value is None or 0 <= value <= 65535 else "must be 0..65535"
 
 
+SERVERS = ("front", "aiohttp")
+
+
+def _server_kind(value: str) -> str | None:
+    return None if value in SERVERS else f"must be one of {', '.join(SERVERS)}"
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     config: str | None = None
     host: str | None = None
     port: int | None = field(default=None, metadata={"check": _port})
+    server: str = field(default="front", metadata={"check": _server_kind})
 
 
 def check(path: str | None) -> int:
@@ -67,8 +79,27 @@ def serve() -> None:
     port = config.server.port if settings.port is None else settings.port
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    log.info("gateway listening", extra={"host": host, "port": port})
-    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
+    # Tracing wraps aiohttp's server (the maintained instrumentation): no front server then.
+    if settings.server == "aiohttp" or tracing.wanted():
+        log.info("gateway listening", extra={"host": host, "port": port, "server": "aiohttp"})
+        web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
+        return
+    log.info("gateway listening", extra={"host": host, "port": port, "server": "front"})
+    loop.run_until_complete(_serve_front(app, host, port))
+
+
+async def _serve_front(app: web.Application, host: str, port: int) -> None:
+    """The front server until SIGINT or SIGTERM, then a graceful stop."""
+    front = FrontServer(app, app[STATE])
+    await front.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await front.close()
 
 
 def main(argv: list[str] | None = None) -> None:

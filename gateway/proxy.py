@@ -15,19 +15,19 @@ the answer starts (an upstream failure is still a clean 502); others are streame
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote
 
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Problem, tracing
+from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Claims, Problem, tracing
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
 from .auth import authenticate
 from .config import IDEMPOTENT_METHODS
-from .ratelimit import RateLimiter
-from .routing import Router
+from .ratelimit import RATE_HEADERS, RateLimiter
+from .routing import Route, Router
 from .transport import (
     OutboundRequest,
     PoolTimeout,
@@ -178,83 +178,74 @@ class Proxy:
         # None when no route names a rate-limit policy: the stage costs nothing then.
         self.limiter = limiter if limiter is not None and limiter.enabled else None
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        # 1. route
-        raw_target = request.raw_path
+    def resolve(self, method: str, raw_target: str) -> tuple[Route, dict[str, str]]:
+        """Stage 1, the route: 400 for dot segments, 404, 405 with `Allow`."""
         path = raw_target.partition("?")[0]
         if ("/." in path or "%" in path or "\\" in path) and _has_dot_segment(path):
-            set_route_name(request, "unmatched")
             raise Problem(400, "the path must not contain '.' or '..' segments")
         found = self.router.match(path)
         if found is None:
-            set_route_name(request, "unmatched")
             raise Problem(404, "no route matches this path")
         entry, params = found
-        route = entry.routes.get(request.method)
+        route = entry.routes.get(method)
         if route is None:
-            set_route_name(request, "unmatched")
-            raise Problem(
-                405, f"{request.method} is not allowed here", headers={"Allow": entry.allow}
-            )
-        set_route_name(request, route.name)
-        add_log_fields(request, upstream=route.upstream)
+            raise Problem(405, f"{method} is not allowed here", headers={"Allow": entry.allow})
+        return route, params
 
-        # 2. auth
-        claims = await authenticate(self.verifier, route, request.headers.get("Authorization"))
-        if claims is not None:
-            request[CLAIMS] = claims
-
-        # 2b. rate limit (429, or 503 when Redis is gone and the policy fails closed)
+    async def admit(
+        self,
+        route: Route,
+        authorization: str | None,
+        client_ip: Callable[[], str],
+    ) -> tuple[Claims | None, tuple[str, str] | None]:
+        """Stages 2 and 2b: the caller's claims (401/403) and the rate limit (429/503); the
+        RateLimit header values when the route is limited."""
+        claims = await authenticate(self.verifier, route, authorization)
+        rate = None
         if self.limiter is not None:
-            await self.limiter.check(request, route.name, claims)
+            rate = await self.limiter.admit(route.name, claims, client_ip)
+        return claims, rate
 
-        # 3. request body, within the route's limit
-        limit = route.max_body_bytes
-        body: bytes | _LimitedBody | None = None
-        if request.body_exists:
-            length = request.content_length
-            if length is not None and length > limit:
-                raise _too_large(limit)
-            if length is not None and length <= _READ_WHOLE_REQUEST:
-                body = await request.read()
-            else:
-                body = _LimitedBody(request.content, limit)
+    async def forward(
+        self,
+        route: Route,
+        params: dict[str, str],
+        method: str,
+        raw_target: str,
+        headers: CIMultiDict[str],
+        body: bytes | _LimitedBody | None,
+    ) -> tuple[UpstreamResponse, str]:
+        """Stages 4 and 5: the upstream's answer (headers in) and the instance that gave it.
 
-        # 4. upstream instance and 5. forward: `upstream.send` picks the instance (setting
-        # `outbound.origin`) and, with the route's retry policy, tries another on failure -
-        # only for idempotent methods whose body can be sent again.
+        `upstream.send` picks the instance and, with the route's retry policy, tries another
+        on failure - only for idempotent methods whose body can be sent again. Failures before
+        the answer are problems: 413, 502, 503, 504."""
         upstream = self.upstreams[route.upstream]
         retry = route.config.retry
         if retry is not None and (
-            request.method not in IDEMPOTENT_METHODS or isinstance(body, _LimitedBody)
+            method not in IDEMPOTENT_METHODS or isinstance(body, _LimitedBody)
         ):
             retry = None
-        rid: str = request[REQUEST_ID]
         outbound = OutboundRequest(
             pool=upstream.name,
             origin="",
-            method=request.method,
+            method=method,
             target=route.target(raw_target, params),
-            headers=forward_headers(
-                request.headers,
-                remote=request.remote,
-                scheme=request.scheme,
-                host=request.host,
-                request_id=rid,
-            ),
+            headers=headers,
             body=body,
             timeout=route.timeout,
         )
+        limit = route.max_body_bytes
         try:
             if tracing.ENABLED:  # a CLIENT span whose traceparent replaces the client's one
                 with tracing.client_span(
-                    f"{request.method} {upstream.name}",
+                    f"{method} {upstream.name}",
                     outbound.headers,
                     **{"peer.service": upstream.name},
                 ):
-                    upstream_response = await upstream.send(self.transport, outbound, retry)
+                    response = await upstream.send(self.transport, outbound, retry)
             else:
-                upstream_response = await upstream.send(self.transport, outbound, retry)
+                response = await upstream.send(self.transport, outbound, retry)
         except NoReadyInstance as exc:
             raise Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
         except BodyTooLarge:
@@ -273,12 +264,60 @@ class Proxy:
                     503, f"{upstream.name} is saturated", headers={"Retry-After": "1"}
                 ) from None
             raise Problem(502, f"{upstream.name} is unavailable") from None
-        if upstream.balanced:  # which instance answered, for the access log line
-            add_log_fields(request, instance=outbound.origin)
+        return response, outbound.origin if upstream.balanced else ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler: the stages above around aiohttp's request and response."""
+        raw_target = request.raw_path
+        method = request.method
+        try:
+            route, params = self.resolve(method, raw_target)
+        except Problem:
+            set_route_name(request, "unmatched")
+            raise
+        set_route_name(request, route.name)
+        add_log_fields(request, upstream=route.upstream)
+
+        limiter = self.limiter
+        claims, rate = await self.admit(
+            route,
+            request.headers.get("Authorization"),
+            lambda: limiter.client_ip(request) if limiter is not None else "",
+        )
+        if claims is not None:
+            request[CLAIMS] = claims
+        if rate is not None:
+            request[RATE_HEADERS] = rate
+
+        # 3. request body, within the route's limit
+        limit = route.max_body_bytes
+        body: bytes | _LimitedBody | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length > limit:
+                raise _too_large(limit)
+            if length is not None and length <= _READ_WHOLE_REQUEST:
+                body = await request.read()
+            else:
+                body = _LimitedBody(request.content, limit)
+
+        rid: str = request[REQUEST_ID]
+        headers = forward_headers(
+            request.headers,
+            remote=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            request_id=rid,
+        )
+        upstream_response, instance = await self.forward(
+            route, params, method, raw_target, headers, body
+        )
+        if instance:  # which instance answered, for the access log line
+            add_log_fields(request, instance=instance)
 
         # 6. answer
         try:
-            return await self._respond(request, upstream_response, rid, upstream.name)
+            return await self._respond(request, upstream_response, rid, route.upstream)
         finally:
             upstream_response.close()
 

@@ -671,12 +671,16 @@ class RateLimiter:
             child = self._error_children[key] = self._redis_errors.labels(*key)
         child.inc()
 
-    def _client_ip(self, request: web.Request) -> str:
-        if not self.trusted:
-            return request.remote or "unknown"
-        return _cached_client_ip(
-            request.remote, tuple(request.headers.getall("X-Forwarded-For", ())), self.trusted
+    def client_ip(self, request: web.Request) -> str:
+        return self.client_ip_of(
+            request.remote, tuple(request.headers.getall("X-Forwarded-For", ()))
         )
+
+    def client_ip_of(self, remote: str | None, forwarded_for: tuple[str, ...]) -> str:
+        """The client's address: the peer's, or from X-Forwarded-For behind trusted proxies."""
+        if not self.trusted:
+            return remote or "unknown"
+        return _cached_client_ip(remote, forwarded_for, self.trusted)
 
     async def decide(self, plan: _Plan, key: str) -> tuple[Decision, str]:
         """The decision and where it was made ('redis', 'local' or 'fallback')."""
@@ -704,18 +708,26 @@ class RateLimiter:
         return decision, "redis"
 
     async def check(self, request: web.Request, route_name: str, claims: Claims | None) -> None:
-        """Admit the request or raise 429 (or 503 when Redis is gone and the policy says so)."""
+        """`admit` for an aiohttp request: the RateLimit fields go on its answer."""
+        rate = await self.admit(route_name, claims, lambda: self.client_ip(request))
+        if rate is not None:
+            request[RATE_HEADERS] = rate
+
+    async def admit(
+        self, route_name: str, claims: Claims | None, client_ip: Callable[[], str]
+    ) -> tuple[str, str] | None:
+        """Admit the request, or raise 429 (or 503 when Redis is gone and the policy says so).
+        Returns the RateLimit-Policy and RateLimit values for the answer (None: not limited)."""
         policy = self.by_route.get(route_name)
         if policy is None:
-            return
+            return None
         plan = policy.plan_for(claims)
-        who = consumer_key(claims, lambda: self._client_ip(request))
+        who = consumer_key(claims, client_ip)
         decision, backend = await self.decide(plan, plan.key_prefix + who)
         ratelimit = rate_header(plan.name, decision)
-        request[RATE_HEADERS] = (plan.policy_header, ratelimit)
         if decision.allowed:
             self._decided(plan.name, "allowed", backend)
-            return
+            return plan.policy_header, ratelimit
         self._decided(plan.name, "limited", backend)
         raise Problem(
             429,

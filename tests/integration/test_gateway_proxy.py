@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from tests.support.front import FrontTestServer
 from tests.support.tokens import TestIssuer
 
 DEADLINE = 5.0
@@ -198,11 +199,17 @@ async def upstream(aiohttp_server: Any) -> tuple[Upstream, TestServer]:
     return service, server
 
 
-@pytest.fixture
-async def client(aiohttp_client: Any, upstream: tuple[Upstream, TestServer]) -> TestClient:
+@pytest.fixture(params=["front", "aiohttp"])
+async def client(
+    request: pytest.FixtureRequest, aiohttp_client: Any, upstream: tuple[Upstream, TestServer]
+) -> TestClient:
+    """The gateway behind each of its servers: the front server and aiohttp's alone."""
     service, server = upstream
     url = str(server.make_url("")).rstrip("/")
-    gateway: TestClient = await aiohttp_client(create_app(_config(url, service.issuer)))
+    app = create_app(_config(url, service.issuer))
+    gateway: TestClient = await aiohttp_client(
+        FrontTestServer(app) if request.param == "front" else app
+    )
     return gateway
 
 

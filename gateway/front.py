@@ -1,0 +1,689 @@
+"""The gateway's HTTP/1.1 front server: httptools parsing, the proxy stages, one write.
+
+Why it exists: aiohttp's server and response machinery were about half of the gateway's CPU
+per proxied request (tests/bench/README.md has the profile); the proxy stages themselves are
+small. This server answers the requests that only pass through the proxy - routed paths,
+HTTP/1.1, no body or a `Content-Length` body up to 64 KiB, no `Origin`, `Upgrade` or `Expect` -
+with the same stages the aiohttp handler runs (`Proxy.resolve`, `admit`, `forward`), the same
+access line and metrics (`chassis.access`) and the same problem documents.
+
+Every other request - the gateway's own endpoints, aggregates, CORS, chunked or large uploads,
+HTTP/1.0, oversized heads - is handed over with its connection to the same aiohttp application
+(its `RequestHandler` gets the transport and the request's bytes). aiohttp answers it with
+`Connection: close`, so the client's next request starts on this server again: one handed-over
+request never turns a keep-alive connection slow for good.
+
+Parsing: the buffer always starts at the first byte of the request being parsed, and a request
+answered here has no body or a known-length one, so where it ends is known without the parser;
+a request that begins while one is being answered (pipelining) stops the parser and is parsed
+again, by a fresh parser, after that answer. Timeouts: an idle keep-alive connection is closed
+after `idle_timeout`, a request whose head (or body) is not in after `head_timeout` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from chassis import REQUEST_ID_HEADER, Problem
+from chassis.access import record_request
+from chassis.aiohttp import METRICS
+from chassis.logging import accept_request_id, correlation_id
+from chassis.problems import PROBLEM_JSON
+
+from .proxy import _READ_WHOLE_REQUEST, _too_large, forward_headers, response_headers
+from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, StateHolder
+from .transport import TransportError, UpstreamResponse
+
+__all__ = ["FrontServer"]
+
+log = logging.getLogger("portico.gateway.front")
+http_log = logging.getLogger("portico.http")
+
+_READ_WHOLE_RESPONSE = 256 * 1024
+_FAST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+# Buffered bytes past which reading pauses while an answer is being written.
+_MAX_BUFFER = _READ_WHOLE_REQUEST + MAX_HEADER_BYTES
+_CRLF = frozenset(b"\r\n")
+
+
+class _Cold(Exception):
+    """This request is aiohttp's to answer."""
+
+
+class _Next(Exception):
+    """A pipelined request began while the previous one is still being answered."""
+
+
+class _Request:
+    __slots__ = (
+        "answered",
+        "authorization",
+        "body",
+        "cold",
+        "content_length",
+        "end",
+        "forwarded_for",
+        "head_bytes",
+        "headers",
+        "keep_alive",
+        "method",
+        "request_id",
+        "target",
+        "url",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.head_bytes = 0
+        self.content_length = 0
+        self.authorization: str | None = None
+        self.request_id: str | None = None
+        self.forwarded_for: list[str] = []
+        self.cold = False  # something makes the request aiohttp's (see on_header)
+        self.answered = False  # the status line is out: too late for a problem
+        self.body: list[bytes] = []
+        self.method = ""
+        self.target = ""
+        self.keep_alive = True
+        self.end = 0
+
+
+# Headers whose presence hands the request to aiohttp: CORS, protocol switches, 100-continue.
+_COLD_HEADERS = frozenset({b"origin", b"upgrade", b"expect", b"transfer-encoding"})
+
+
+class FrontServer:
+    """Serve `app` (the gateway's aiohttp application) behind the fast path on one socket."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        holder: StateHolder,
+        *,
+        idle_timeout: float = 75.0,
+        head_timeout: float = 60.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.holder = holder
+        self.idle_timeout = idle_timeout
+        self.head_timeout = head_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self.runner: web.AppRunner | None = None
+        self.handover: Callable[[], asyncio.Protocol] | None = None
+        self.own_path: Callable[[str], bool] = lambda _path: False
+        self.metrics = app[METRICS]
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._empty: asyncio.Event | None = None
+        self._date = ("", 0)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+        async def close_handed_over(_request: web.Request, response: web.StreamResponse) -> None:
+            # Every request aiohttp sees came through a hand-over: its connection goes back to
+            # the client afterwards, whose next request then starts on the fast path.
+            response.force_close()
+            response.headers["Connection"] = "close"
+
+        app.on_response_prepare.append(close_handed_over)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._server.sockets) if self._server is not None else []
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Run the application's start-up, then listen on host:port (port 0: a free one)."""
+        self.loop = asyncio.get_running_loop()
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        server = self.runner.server
+        assert server is not None
+        self.handover = server
+        self.own_path = _own_paths(self.app)
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def close(self) -> None:
+        """Stop accepting, let answers in progress finish (bounded), then stop the app."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn.close()
+        if self.connections:
+            self._empty = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.shutdown_timeout):
+                    await self._empty.wait()
+        for conn in list(self.connections):
+            conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.runner is not None:
+            await self.runner.cleanup()  # handed-over connections, then the app's cleanup
+
+    def forget(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._empty is not None:
+            self._empty.set()
+
+    def date(self) -> str:
+        now = int(time.time())
+        if self._date[1] != now:
+            self._date = (formatdate(now, usegmt=True), now)
+        return self._date[0]
+
+    async def _sweep(self) -> None:
+        """Close idle keep-alive connections and those whose request never finishes arriving."""
+        assert self.loop is not None
+        every = max(0.05, min(self.idle_timeout, self.head_timeout) / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                if conn.busy:
+                    continue
+                limit = self.head_timeout if conn.buf else self.idle_timeout
+                if now - conn.last > limit:
+                    conn.close()
+
+
+def _own_paths(app: web.Application) -> Callable[[str], bool]:
+    """True for paths the application itself answers (health, metrics, OpenAPI, docs,
+    aggregates): every resource but the catch-alls."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    patterns: list[Any] = []
+    for resource in app.router.resources():
+        info = resource.get_info()
+        if "path" in info:
+            exact.add(info["path"])
+        elif "prefix" in info:
+            prefixes.append(info["prefix"].rstrip("/") + "/")
+        elif "pattern" in info:
+            if info.get("formatter") == "/{tail}":
+                continue  # the proxy's (and CORS') catch-all: the fast path's own
+            patterns.append(info["pattern"])
+    cache: dict[str, bool] = {}
+
+    def own(path: str) -> bool:
+        hit = cache.get(path)
+        if hit is None:
+            hit = (
+                path in exact
+                or any(path.startswith(p) for p in prefixes)
+                or any(p.fullmatch(path) for p in patterns)
+            )
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[path] = hit
+        return hit
+
+    return own
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection on the fast path (until a request is handed to aiohttp)."""
+
+    __slots__ = (
+        "_broken",
+        "_drain",
+        "_fed",
+        "_reading_paused",
+        "_writing_paused",
+        "buf",
+        "busy",
+        "front",
+        "last",
+        "parser",
+        "remote",
+        "req",
+        "transport",
+    )
+
+    def __init__(self, front: FrontServer) -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self.buf = bytearray()
+        self.parser = httptools.HttpRequestParser(self)
+        self.req: _Request | None = None
+        self.busy = False
+        self.last = 0.0
+        self._fed = 0  # bytes of buf the current parser has seen
+        self._broken = False  # the parser stopped inside a message: start a new one
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else None
+        front = self.front
+        assert front.loop is not None
+        self.last = front.loop.time()
+        front.connections.add(self)
+        if front.closing:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.front.forget(self)
+        self._wake_writer()
+
+    def data_received(self, data: bytes) -> None:
+        front = self.front
+        assert front.loop is not None
+        self.last = front.loop.time()
+        self.buf += data
+        if self.busy:
+            if len(self.buf) > _MAX_BUFFER and not self._reading_paused:
+                self._reading_paused = True
+                if self.transport is not None:
+                    self.transport.pause_reading()
+            return
+        self._parse()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a half-closed client gets no more answers
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def _drained(self) -> None:
+        if self._writing_paused and self.transport is not None:
+            assert self.front.loop is not None
+            self._drain = self.front.loop.create_future()
+            await self._drain
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- parsing ----------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf = self.buf
+        if self._fed == 0:
+            # RFC 9112 2.2: empty lines before a request line are ignored
+            skip = 0
+            while skip < len(buf) and buf[skip] in _CRLF:
+                skip += 1
+            if skip:
+                del buf[:skip]
+            if not buf:
+                return
+        data = bytes(buf[self._fed :]) if self._fed else bytes(buf)
+        self._fed = len(buf)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Cold):
+                self._hand_over()
+            elif isinstance(cause, _Next):
+                self._broken = True  # parsed again after the answer in progress
+            else:
+                log.error("request parser callback failed", exc_info=cause)
+                self._refuse(Problem(400, "the request could not be parsed"))
+        except httptools.HttpParserUpgrade:
+            self._hand_over()
+        except httptools.HttpParserError as exc:
+            self._refuse(Problem(400, f"malformed request: {exc}"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.busy:
+            raise _Next
+        self.req = _Request()
+
+    def on_url(self, url: bytes) -> None:
+        req = self.req
+        assert req is not None
+        req.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.req
+        assert req is not None
+        size = len(name) + len(value)
+        req.head_bytes += size
+        if size > MAX_FIELD_SIZE:
+            req.cold = True  # aiohttp's path answers 431 with the same limits
+        low = name.lower()
+        text = value.decode("utf-8", "surrogateescape")
+        if low == b"authorization":
+            req.authorization = text
+        elif low == b"content-length":
+            try:
+                req.content_length = int(text)
+            except ValueError:
+                req.cold = True
+        elif low == b"x-request-id":
+            req.request_id = text
+        elif low == b"x-forwarded-for":
+            req.forwarded_for.append(text)
+        elif low in _COLD_HEADERS:
+            req.cold = True
+        req.headers.append((name.decode("latin-1"), text))
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        parser = self.parser
+        method = parser.get_method().decode("latin-1")
+        target = req.url.decode("utf-8", "surrogateescape")
+        if (
+            req.cold
+            or parser.get_http_version() != "1.1"
+            or method not in _FAST_METHODS
+            or req.content_length > _READ_WHOLE_REQUEST
+            or req.head_bytes + len(target) > MAX_HEADER_BYTES
+            or len(target) > MAX_FIELD_SIZE
+            or not target.startswith("/")
+            or self.front.own_path(_decoded(target.partition("?")[0]))
+        ):
+            raise _Cold
+        req.method = method
+        req.target = target
+        req.keep_alive = parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.req
+        assert req is not None
+        req.body.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        self.req = None
+        head_end = self.buf.find(b"\r\n\r\n")
+        req.end = head_end + 4 + req.content_length
+        self.busy = True
+        assert self.front.loop is not None
+        self.front.loop.create_task(self._answer(req))
+
+    # --- hand-over to aiohttp ---------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Give the connection, from the first byte of this request, to aiohttp's handler."""
+        transport, factory = self.transport, self.front.handover
+        self.transport = None
+        self.front.forget(self)
+        if transport is None or factory is None or transport.is_closing():
+            return
+        handler = factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        handler.data_received(data)
+
+    def _refuse(self, problem: Problem) -> None:
+        """A request that cannot be parsed: a 400 problem, then the connection is closed."""
+        self._write(problem.status, *_problem_parts(problem, None, None), close=True)
+        self.close()
+
+    # --- answering --------------------------------------------------------------------------
+
+    async def _answer(self, req: _Request) -> None:
+        front = self.front
+        state = front.holder.state  # read once: the request stays on this state
+        inflight = state.inflight
+        inflight.count += 1
+        started = time.perf_counter()
+        rid = accept_request_id(req.request_id)
+        token = correlation_id.set(rid)
+        path = req.target.partition("?")[0]
+        route_name = "unmatched"
+        fields: dict[str, Any] | None = None
+        client_id: str | None = None
+        rate: tuple[str, str] | None = None
+        status = 500
+        try:
+            proxy = state.proxy
+            try:
+                route, params = proxy.resolve(req.method, req.target)
+                route_name = route.name
+                fields = {"upstream": route.upstream}
+                limiter = proxy.limiter
+                remote = self.remote
+
+                def client_ip() -> str:
+                    if limiter is None:
+                        return remote or "unknown"
+                    return limiter.client_ip_of(remote, tuple(req.forwarded_for))
+
+                claims, rate = await proxy.admit(route, req.authorization, client_ip)
+                if claims is not None:
+                    client_id = claims.client_id
+                if req.content_length > route.max_body_bytes:
+                    raise _too_large(route.max_body_bytes)
+                headers = CIMultiDict(req.headers)
+                forwarded = forward_headers(
+                    headers,
+                    remote=remote,
+                    scheme="http",
+                    host=headers.get("Host") or _local_host(self.transport),
+                    request_id=rid,
+                )
+                body = b"".join(req.body) if req.body else None
+                response, instance = await proxy.forward(
+                    route, params, req.method, req.target, forwarded, body
+                )
+                if instance:
+                    fields["instance"] = instance
+                try:
+                    status = await self._relay(req, response, rid, rate, route.upstream)
+                finally:
+                    response.close()
+            except Problem as problem:
+                status = problem.status
+                self._fail(req, problem, _decoded(path), rid, rate)
+            except Exception:
+                http_log.exception("unhandled error", extra={"path": _decoded(path)})
+                status = 500
+                problem = Problem(500, "an unexpected error occurred")
+                self._fail(req, problem, _decoded(path), rid, rate)
+        finally:
+            inflight.leave()
+            record_request(
+                front.metrics,
+                req.method,
+                route_name,
+                _decoded(path),
+                status,
+                time.perf_counter() - started,
+                client_id,
+                fields,
+            )
+            correlation_id.reset(token)
+            self._done(req)
+
+    async def _relay(
+        self,
+        req: _Request,
+        upstream: UpstreamResponse,
+        rid: str,
+        rate: tuple[str, str] | None,
+        name: str,
+    ) -> int:
+        headers = response_headers(upstream.headers)
+        headers[REQUEST_ID_HEADER] = rid
+        if rate is not None:
+            headers["RateLimit-Policy"], headers["RateLimit"] = rate
+        status = upstream.status
+        reason = upstream.reason or _REASONS.get(status, "")
+        length = upstream.content_length
+        if req.method == "HEAD" or status in _NO_BODY_STATUS:
+            if status in _NO_BODY_STATUS:
+                headers.popall("Content-Length", None)
+            self._write(status, reason, headers, b"", close=not req.keep_alive)
+            return status
+        if length is not None and length <= _READ_WHOLE_RESPONSE:
+            try:
+                body = await upstream.read()
+            except TransportError as exc:
+                log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
+                raise Problem(502, f"{name} broke off its answer") from None
+            headers["Content-Length"] = str(len(body))
+            self._write(status, reason, headers, body, close=not req.keep_alive)
+            return status
+        chunked = length is None
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            headers["Content-Length"] = str(length)
+        self._write(status, reason, headers, b"", close=not req.keep_alive, end=False)
+        req.answered = True
+        transport = self.transport
+        try:
+            async for chunk in upstream.iter_chunks():
+                if self.transport is None:
+                    break  # the client went away: stop reading the upstream
+                if chunked:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                else:
+                    self.transport.write(chunk)
+                await self._drained()
+        except TransportError as exc:
+            # Too late for a problem: cut the connection so the client sees a truncated body.
+            log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
+            req.keep_alive = False
+            if transport is not None:
+                transport.abort()
+            return status
+        if self.transport is not None:
+            if chunked:
+                self.transport.write(b"0\r\n\r\n")
+            if not req.keep_alive or self.front.closing:
+                self.transport.close()
+        return status
+
+    def _fail(
+        self,
+        req: _Request,
+        problem: Problem,
+        instance: str,
+        rid: str,
+        rate: tuple[str, str] | None,
+    ) -> None:
+        if req.answered:  # mid-body: cut the connection, the client sees a truncated answer
+            req.keep_alive = False
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._write(problem.status, *_problem_parts(problem, instance, rid, rate))
+
+    def _write(
+        self,
+        status: int,
+        reason: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        *,
+        close: bool = False,
+        end: bool = True,
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        close = close or self.front.closing
+        if "Date" not in headers:
+            headers["Date"] = self.front.date()
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        lines.extend([f"{k}: {v}\r\n" for k, v in headers.items()])
+        lines.append("Connection: close\r\n\r\n" if close else "\r\n")
+        head = "".join(lines).encode("utf-8", "surrogateescape")
+        transport.write(head + body if body else head)
+        if close and end:
+            transport.close()
+
+    def _done(self, req: _Request) -> None:
+        """The answer is out: drop the request's bytes and parse what came after it."""
+        del self.buf[: req.end]
+        self._fed = 0
+        if self._broken:
+            self.parser = httptools.HttpRequestParser(self)
+            self._broken = False
+        self.busy = False
+        assert self.front.loop is not None
+        self.last = self.front.loop.time()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not req.keep_alive or self.front.closing:
+            transport.close()
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if self.buf:
+            self._parse()
+
+
+def _decoded(path: str) -> str:
+    return unquote(path) if "%" in path else path
+
+
+def _local_host(transport: asyncio.Transport | None) -> str:
+    sock = transport.get_extra_info("sockname") if transport is not None else None
+    return f"{sock[0]}:{sock[1]}" if isinstance(sock, tuple) else "localhost"
+
+
+def _problem_parts(
+    problem: Problem,
+    instance: str | None,
+    rid: str | None,
+    rate: tuple[str, str] | None = None,
+) -> tuple[str, CIMultiDict[str], bytes]:
+    body = orjson.dumps(problem.document(instance=instance))
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers["Content-Type"] = PROBLEM_JSON
+    headers["Content-Length"] = str(len(body))
+    if rate is not None:
+        headers["RateLimit-Policy"], headers["RateLimit"] = rate
+    headers.update(problem.headers)
+    if rid is not None:
+        headers[REQUEST_ID_HEADER] = rid
+    return _REASONS.get(problem.status, ""), headers, body

@@ -1,0 +1,324 @@
+"""The gateway's front server (`gateway.front`) on the wire: raw sockets against a real upstream.
+
+What the shared proxy tests (test_gateway_proxy.py, run against both servers) cannot show:
+pipelined requests answered in order, a request split into single bytes, the hand-over of a
+request to aiohttp (answered with `Connection: close`) in the middle of a keep-alive
+connection, malformed requests, `Connection: close` from the client, and the idle and
+slow-head timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.support.front import FrontTestServer
+from tests.support.tokens import TestIssuer
+
+DEADLINE = 5.0
+
+
+def _upstream_app(issuer: TestIssuer, seen: list[dict[str, Any]]) -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append({"path": request.path_qs, "headers": dict(request.headers), "body": body})
+        return web.json_response(
+            {"method": request.method, "path": request.path_qs, "body": body.decode()}
+        )
+
+    async def jwks(_request: web.Request) -> web.Response:
+        return web.json_response(issuer.jwks())
+
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+def _config(url: str, issuer: TestIssuer) -> Any:
+    return parse_config(
+        {
+            "auth": {
+                "issuer": issuer.issuer,
+                "audience": issuer.audience,
+                "jwks_url": f"{url}/.well-known/jwks.json",
+            },
+            "upstreams": {"svc": {"instances": [url], "health": {"interval": 60}}},
+            "routes": [
+                {
+                    "name": "public",
+                    "methods": ["GET", "POST", "HEAD"],
+                    "path": "/public/*",
+                    "upstream": "svc",
+                    "auth": {"required": False},
+                    "max_body_bytes": 1000,
+                },
+                {
+                    "name": "private",
+                    "methods": ["GET"],
+                    "path": "/private",
+                    "upstream": "svc",
+                    "auth": {"scopes": ["things:read"]},
+                },
+            ],
+        },
+        environ={},
+    )
+
+
+class Wire:
+    """One raw client connection; reads whole HTTP/1.1 answers (Content-Length framed)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        async with asyncio.timeout(DEADLINE):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {}
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            body = await self.reader.readexactly(length) if length else b""
+        return status, headers, body
+
+    async def closed(self) -> bool:
+        """True once the server closed the connection (EOF), within the deadline."""
+        async with asyncio.timeout(DEADLINE):
+            return await self.reader.read() == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def seen() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+async def front(
+    aiohttp_server: Any, seen: list[dict[str, Any]]
+) -> AsyncIterator[tuple[FrontTestServer, TestIssuer]]:
+    issuer = TestIssuer()
+    upstream: TestServer = await aiohttp_server(_upstream_app(issuer, seen), host="127.0.0.1")
+    url = str(upstream.make_url("")).rstrip("/")
+    server = FrontTestServer(create_app(_config(url, issuer)), idle_timeout=0.5, head_timeout=0.5)
+    await server.start_server()
+    yield server, issuer
+    await server.close()
+
+
+@pytest.fixture
+async def wire(front: tuple[FrontTestServer, TestIssuer]) -> AsyncIterator[Wire]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", front[0].port)
+    conn = Wire(reader, writer)
+    yield conn
+    conn.close()
+
+
+def _get(path: str, *extra: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: gw.test", *extra, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+async def test_pipelined_requests_are_answered_in_order(wire: Wire) -> None:
+    await wire.send(_get("/public/a") + _get("/public/b") + _get("/public/c"))
+    paths = []
+    for _ in range(3):
+        status, headers, body = await wire.answer()
+        assert status == 200
+        assert "connection" not in headers  # kept alive
+        paths.append(orjson.loads(body)["path"])
+    assert paths == ["/public/a", "/public/b", "/public/c"]
+
+
+async def test_a_request_split_into_single_bytes(wire: Wire) -> None:
+    for byte in _get("/public/split", "X-Request-ID: split-1"):
+        await wire.send(bytes([byte]))
+    status, headers, body = await wire.answer()
+    assert status == 200
+    assert headers["x-request-id"] == "split-1"
+    assert orjson.loads(body)["path"] == "/public/split"
+
+
+async def test_post_body_with_length_reaches_the_upstream(
+    wire: Wire, seen: list[dict[str, Any]]
+) -> None:
+    payload = b'{"sku":"X-1"}'
+    head = (
+        "POST /public/things HTTP/1.1\r\nHost: gw.test\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    await wire.send(head + payload + _get("/public/after"))
+    status, _headers, body = await wire.answer()
+    assert status == 200
+    assert orjson.loads(body) == {
+        "method": "POST",
+        "path": "/public/things",
+        "body": payload.decode(),
+    }
+    assert seen[0]["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert seen[0]["headers"]["Content-Length"] == str(len(payload))
+    status, _headers, body = await wire.answer()  # the request after the body: parsed right
+    assert orjson.loads(body)["path"] == "/public/after"
+
+
+async def test_body_over_the_route_limit_is_413(wire: Wire) -> None:
+    payload = b"x" * 1500  # the route allows 1000
+    head = f"POST /public/big HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {len(payload)}\r\n\r\n"
+    await wire.send(head.encode() + payload)
+    status, headers, body = await wire.answer()
+    assert status == 413
+    assert headers["content-type"] == "application/problem+json"
+    assert orjson.loads(body)["status"] == 413
+
+
+async def test_own_endpoint_is_handed_to_aiohttp_then_the_client_reconnects(
+    front: tuple[FrontTestServer, TestIssuer], wire: Wire
+) -> None:
+    await wire.send(_get("/public/first") + _get("/healthz"))
+    status, headers, _body = await wire.answer()
+    assert status == 200 and "connection" not in headers  # the fast path, kept alive
+    status, headers, body = await wire.answer()
+    assert status == 200
+    assert orjson.loads(body)["status"] == "ok"  # answered by the aiohttp application
+    assert headers["connection"] == "close"
+    assert await wire.closed()
+    # a new connection starts on the fast path again
+    reader, writer = await asyncio.open_connection("127.0.0.1", front[0].port)
+    again = Wire(reader, writer)
+    try:
+        await again.send(_get("/public/again"))
+        status, headers, _body = await again.answer()
+        assert status == 200 and "connection" not in headers
+    finally:
+        again.close()
+
+
+async def test_chunked_upload_is_handed_over_and_still_proxied(wire: Wire) -> None:
+    head = b"POST /public/chunked HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    await wire.send(head + b"5\r\nhello\r\n0\r\n\r\n")
+    status, headers, body = await wire.answer()
+    assert status == 200
+    assert orjson.loads(body)["body"] == "hello"
+    assert headers["connection"] == "close"
+
+
+async def test_problems_on_the_fast_path(wire: Wire) -> None:
+    await wire.send(_get("/nowhere", "X-Request-ID: rid-404"))
+    status, headers, body = await wire.answer()
+    assert status == 404
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["x-request-id"] == "rid-404"
+    doc = orjson.loads(body)
+    assert doc["status"] == 404 and doc["title"] == "Not Found"
+    assert doc["detail"] == "no route matches this path"
+    assert doc["instance"] == "/nowhere"
+    assert doc["correlation_id"] == "rid-404"  # the same id the access line carries
+    await wire.send(_get("/private"))
+    status, headers, _body = await wire.answer()
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
+    await wire.send(_get("/public/../private"))
+    status, _headers, _body = await wire.answer()
+    assert status == 400
+
+
+async def test_token_checked_on_the_fast_path(
+    front: tuple[FrontTestServer, TestIssuer], wire: Wire
+) -> None:
+    token = front[1].auth(scopes=["things:read"])["Authorization"]
+    await wire.send(_get("/private", f"Authorization: {token}"))
+    status, _headers, body = await wire.answer()
+    assert status == 200
+    assert orjson.loads(body)["path"] == "/private"
+
+
+async def test_head_request_has_no_body(wire: Wire) -> None:
+    await wire.send(b"HEAD /public/h HTTP/1.1\r\nHost: gw.test\r\n\r\n" + _get("/public/next"))
+    # HEAD's answer carries the GET's Content-Length but no body: read the head only
+    async with asyncio.timeout(DEADLINE):
+        head = await wire.reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    status, _headers, body = await wire.answer()
+    assert status == 200 and orjson.loads(body)["path"] == "/public/next"
+
+
+async def test_malformed_request_is_400_and_closed(wire: Wire) -> None:
+    await wire.send(b"GET /public/x HTTP/1.1\r\nBad Header Line\r\n\r\n")
+    status, headers, body = await wire.answer()
+    assert status == 400
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert orjson.loads(body)["status"] == 400
+    assert await wire.closed()
+
+
+async def test_connection_close_from_the_client(wire: Wire) -> None:
+    await wire.send(_get("/public/bye", "Connection: close"))
+    status, headers, _body = await wire.answer()
+    assert status == 200
+    assert headers["connection"] == "close"
+    assert await wire.closed()
+
+
+async def test_http10_is_answered_by_aiohttp(wire: Wire) -> None:
+    await wire.send(b"GET /public/old HTTP/1.0\r\nHost: gw.test\r\n\r\n")
+    async with asyncio.timeout(DEADLINE):
+        data = await wire.reader.read()  # HTTP/1.0 without keep-alive: read to EOF
+    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200")
+    assert b'"path": "/public/old"' in data
+
+
+async def test_oversized_header_is_431(wire: Wire) -> None:
+    await wire.send(_get("/public/x", "X-Big: " + "a" * 9000))
+    status, headers, _body = await wire.answer()
+    assert status == 431
+    assert headers["content-type"] == "application/problem+json"
+
+
+async def test_idle_connection_is_closed(wire: Wire) -> None:
+    await wire.send(_get("/public/x"))
+    assert (await wire.answer())[0] == 200
+    assert await wire.closed()  # idle_timeout is 0.5 s in this fixture
+
+
+async def test_slow_request_head_is_cut(wire: Wire) -> None:
+    await wire.send(b"GET /public/x HTTP/1.1\r\nHost: gw")  # never finished
+    assert await wire.closed()  # head_timeout is 0.5 s in this fixture
+
+
+async def test_access_line_and_metrics_name_the_route(
+    front: tuple[FrontTestServer, TestIssuer], wire: Wire
+) -> None:
+    await wire.send(_get("/public/m") + _get("/nowhere"))
+    assert (await wire.answer())[0] == 200
+    assert (await wire.answer())[0] == 404
+    reader, writer = await asyncio.open_connection("127.0.0.1", front[0].port)
+    scrape = Wire(reader, writer)
+    try:
+        await scrape.send(_get("/metrics"))
+        status, _headers, body = await scrape.answer()
+    finally:
+        scrape.close()
+    assert status == 200
+    text = body.decode()
+    assert 'route="public"' in text and 'status="200"' in text
+    assert 'route="unmatched"' in text and 'status="404"' in text
