@@ -9,7 +9,9 @@ Tests pass their own exporter (e.g. the SDK's InMemorySpanExporter) to `setup`.
 W3C `traceparent` carries the context: HTTP through the maintained instrumentations (Flask,
 aiohttp server and client) plus the gateway's own transport (`client_span`), events through
 the `traceparent` message header (captured when the outbox row is written, see
-`current_traceparent`, and restored by the consumer, see `consumer_span`).
+`current_traceparent`, and restored by the consumer, see `consumer_span`). Work a request
+starts and a background task carries on (the orders saga) stores the request's
+`traceparent` with its state and runs each later step in a `resumed_span` of it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "mode",
     "producer_span",
     "reset",
+    "resumed_span",
     "setup",
     "wanted",
 ]
@@ -269,16 +272,52 @@ def producer_span(
 
 
 @contextlib.contextmanager
-def consumer_span(name: str, headers: Mapping[str, Any], **attrs: Any) -> Iterator[None]:
-    """A CONSUMER span continuing the trace whose `traceparent` the message carries."""
+def consumer_span(
+    name: str, headers: Mapping[str, Any], *, service: str | None = None, **attrs: Any
+) -> Iterator[None]:
+    """A CONSUMER span continuing the trace whose `traceparent` the message carries.
+
+    `service`: whose span it is, when several services share the process (tests)."""
     from opentelemetry import propagate, trace
 
     carrier = {k: str(v) for k, v in headers.items() if k in (TRACEPARENT, "tracestate")}
-    tracer = trace.get_tracer("portico.messaging")
+    tracer = _service_tracer(service, "portico.messaging")
     with tracer.start_as_current_span(
         name, context=propagate.extract(carrier), kind=trace.SpanKind.CONSUMER, attributes=attrs
     ):
         yield
+
+
+@contextlib.contextmanager
+def resumed_span(
+    name: str, traceparent: str | None, *, service: str | None = None, **attrs: Any
+) -> Iterator[Any]:
+    """An INTERNAL span whose parent is a stored `traceparent`: a step of work that a request
+    started and a background task runs later (a saga step after a sweep, a retry or a
+    restart), so it stays in that request's trace - its child, not merely a link.
+
+    Without a stored `traceparent` the current context is the parent (a root span in a
+    background task, which the sampler drops). Yields the span, or None with tracing off.
+    """
+    if not ENABLED:
+        yield None
+        return
+    from opentelemetry import propagate, trace
+
+    parent = propagate.extract({TRACEPARENT: traceparent}) if traceparent else None
+    tracer = _service_tracer(service, "portico.background")
+    with tracer.start_as_current_span(
+        name, context=parent, kind=trace.SpanKind.INTERNAL, attributes=attrs
+    ) as span:
+        yield span
+
+
+def _service_tracer(service: str | None, name: str) -> Any:
+    """The tracer of `service`'s provider when this process set one up, else the global one."""
+    from opentelemetry import trace
+
+    provider = _providers.get(service) if service else None
+    return provider.get_tracer(name) if provider else trace.get_tracer(name)
 
 
 # -- the `file` exporter ------------------------------------------------------------------

@@ -189,6 +189,7 @@ class EventConsumer:
                 with tracing.consumer_span(
                     f"{event.type} process",
                     headers,
+                    service=self.name,  # its service's provider, if one is set up by that name
                     **{"messaging.system": "kombu", "messaging.destination.name": self.queue_name},
                 ):
                     self._handle(message, event, headers)

@@ -224,6 +224,36 @@ def test_off_by_default_wraps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tracing.ENABLED is False
     assert list(app.middlewares) == before
     assert tracing.current_traceparent() is None
+    with tracing.resumed_span("saga RESERVE", "00-" + "1" * 32 + "-" + "2" * 16 + "-01") as span:
+        assert span is None
+
+
+def test_resumed_span_is_a_child_of_the_stored_traceparent(
+    exporter: InMemorySpanExporter,
+) -> None:
+    tracing.setup("orders", exporter=exporter)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("POST /orders", kind=trace.SpanKind.SERVER):
+        stored = tracing.current_traceparent()
+    assert stored
+    # later, in a task that never saw the request: the stored context is the parent
+    with tracing.resumed_span("saga RESERVE", stored, service="orders", step="RESERVE") as span:
+        assert span is not None and span.is_recording()
+        with tracer.start_as_current_span("POST", kind=trace.SpanKind.CLIENT):
+            pass
+    # nothing stored (placed with tracing off): a background root, which is not sampled
+    with tracing.resumed_span("saga PRICE", None, service="orders") as span:
+        assert span is not None and not span.is_recording()
+    request, call, step = (
+        next(s for s in exporter.get_finished_spans() if s.name == name)
+        for name in ("POST /orders", "POST", "saga RESERVE")
+    )
+    assert step.parent is not None and step.parent.span_id == request.context.span_id
+    assert step.context.trace_id == request.context.trace_id
+    assert step.kind is trace.SpanKind.INTERNAL and step.attributes == {"step": "RESERVE"}
+    assert step.resource.attributes["service.name"] == "orders"
+    assert call.parent is not None and call.parent.span_id == step.context.span_id
+    assert len(exporter.get_finished_spans()) == 3
 
 
 def test_unknown_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

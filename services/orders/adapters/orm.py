@@ -23,7 +23,7 @@ from sqlalchemy import (
 
 from chassis.messaging import outbox_table
 
-__all__ = ["metadata", "order_lines", "orders", "outbox"]
+__all__ = ["metadata", "order_lines", "order_traces", "orders", "outbox"]
 
 metadata = MetaData()
 
@@ -54,6 +54,17 @@ orders = Table(
     UniqueConstraint("owner", "idempotency_key", name="uq_orders_owner_key"),
     Index("ix_orders_owner_created", "owner", "created_at", "id"),
     Index("ix_orders_due", "step", "next_attempt_at"),
+)
+
+# The W3C traceparent of the request that placed an order (only with tracing on): every saga
+# step, whenever and wherever it runs, is a span of that request's trace. A table of its own,
+# not a column of `orders`: `init` creates missing tables on an existing database but never
+# alters one (ADR 0003), so databases made before tracing keep working.
+order_traces = Table(
+    "order_traces",
+    metadata,
+    Column("order_id", String(36), ForeignKey("orders.id"), primary_key=True),
+    Column("traceparent", String(128), nullable=False),
 )
 
 order_lines = Table(

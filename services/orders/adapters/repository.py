@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chassis.messaging import Event, outbox_insert
 
 from ..domain import DomainEvent, Line, Order, Status, Step
-from .orm import order_lines, orders, outbox
+from .orm import order_lines, order_traces, orders, outbox
 
 __all__ = ["DuplicateKey", "OrderRepository", "StoredOrder"]
 
@@ -35,6 +35,7 @@ class StoredOrder:
     next_attempt_at: float
     lease_owner: str | None
     lease_until: float | None
+    traceparent: str | None = None  # of the request that placed it (chassis.tracing)
 
 
 def _cents(value: Decimal | None) -> int | None:
@@ -70,7 +71,15 @@ class OrderRepository:
             "last_error": order.last_error,
         }
 
-    async def add(self, order: Order, *, key: str, fingerprint: str, now: float) -> None:
+    async def add(
+        self,
+        order: Order,
+        *,
+        key: str,
+        fingerprint: str,
+        now: float,
+        traceparent: str | None = None,
+    ) -> None:
         values = {
             **self._order_values(order),
             "id": order.id,
@@ -87,6 +96,10 @@ class OrderRepository:
             await self.conn.execute(insert(orders).values(**values))
         except IntegrityError as exc:
             raise DuplicateKey(key) from exc
+        if traceparent is not None:
+            await self.conn.execute(
+                insert(order_traces).values(order_id=order.id, traceparent=traceparent)
+            )
         await self.conn.execute(
             insert(order_lines),
             [
@@ -113,6 +126,12 @@ class OrderRepository:
         )
         for ln in await self.conn.execute(stmt):
             lines[ln.order_id].append(Line(ln.sku, ln.quantity, _money(ln.unit_price_cents)))
+        traces = dict(
+            (t.order_id, t.traceparent)
+            for t in await self.conn.execute(
+                select(order_traces).where(order_traces.c.order_id.in_(ids))
+            )
+        )
         found = []
         for r in rows:
             order = Order(
@@ -134,7 +153,14 @@ class OrderRepository:
                 correlation_id=r.correlation_id,
             )
             found.append(
-                StoredOrder(order, r.fingerprint, r.next_attempt_at, r.lease_owner, r.lease_until)
+                StoredOrder(
+                    order,
+                    r.fingerprint,
+                    r.next_attempt_at,
+                    r.lease_owner,
+                    r.lease_until,
+                    traces.get(r.id),
+                )
             )
         return found
 

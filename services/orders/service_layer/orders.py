@@ -20,7 +20,7 @@ from datetime import datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis import correlation_id
+from chassis import correlation_id, tracing
 
 from ..adapters.repository import DuplicateKey, StoredOrder
 from ..adapters.upstreams import Upstreams
@@ -113,7 +113,13 @@ async def place_order(
     )
     async with UnitOfWork(engine) as uow:
         try:
-            await uow.orders.add(order, key=cmd.key, fingerprint=fingerprint, now=clock())
+            await uow.orders.add(
+                order,
+                key=cmd.key,
+                fingerprint=fingerprint,
+                now=clock(),
+                traceparent=tracing.current_traceparent(),  # the saga's steps continue it
+            )
             await uow.orders.add_events(events, order.correlation_id)
             await uow.commit()
             return Placed(order, replayed=False)

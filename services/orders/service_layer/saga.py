@@ -8,6 +8,10 @@ lease and the version read. So two processes never run one saga step at the same
 if a process dies anywhere, the step is performed again after the lease runs out - which is
 harmless, because every step is keyed by the order id upstream. A step whose service is
 unavailable ends the run; the order is due again after a growing delay.
+
+With tracing on, each step is a span whose parent is the request that placed the order (its
+`traceparent` is stored with the order), so the step's calls and the events it writes stay in
+that order's trace whichever process runs it, and however late.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from enum import Enum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis import correlation_id
+from chassis import correlation_id, tracing
 
 from ..adapters.orm import orders
 from ..adapters.upstreams import Upstreams
@@ -35,6 +41,15 @@ __all__ = ["SagaDriver", "SagaRunner"]
 
 log = logging.getLogger("portico.orders.saga")
 _OUTCOMES = frozenset({"order.confirmed", "order.rejected"})
+
+
+class _Then(Enum):
+    """After a step: the next one now, wait (its service is unavailable; due again later),
+    or stop (the lease was lost: another process runs the saga now)."""
+
+    GO_ON = "go on"
+    WAIT = "wait"
+    LOST = "lost"
 
 
 class SagaRunner:
@@ -115,58 +130,78 @@ class SagaRunner:
         token = correlation_id.set(order.correlation_id or order.id)
         try:
             while not order.finished:
-                step, read_version = order.step, order.version
-                outcome = await self.perform(order)
-                events = order.apply(outcome, utcnow())
-                self._steps.labels(step.value, type(outcome).__name__).inc()
-                stuck = isinstance(outcome, Unavailable) or (
-                    isinstance(outcome, Refused) and order.step is Step.COMMIT
-                )
-                now = self.clock()
-                if order.finished or stuck:
-                    next_at = now + (self._backoff(order.attempts) if stuck else 0.0)
-                    lease_until = None  # let go: due again at next_at, for anyone
-                else:
-                    next_at, lease_until = now, now + self.lease
-                async with UnitOfWork(self.engine) as uow:
-                    saved = await uow.orders.save(
-                        order,
-                        expected_version=read_version,
-                        lease_owner=self.instance_id,
-                        next_attempt_at=next_at,
-                        lease_until=lease_until,
-                        lines_changed=step is Step.PRICE and order.total is not None,
-                    )
-                    if not saved:
-                        log.warning("saga lease lost", extra={"order_id": order.id})
-                        return None
-                    await uow.orders.add_events(events, order.correlation_id)
-                    await uow.commit()
-                if events:
-                    self.on_events()
-                if stuck:
-                    log.info(
-                        "saga waits",
-                        extra={
-                            "order_id": order.id,
-                            "step": order.step.value,
-                            "attempts": order.attempts,
-                            "error": order.last_error,
-                            "retry_in": round(next_at - now, 3),
-                        },
-                    )
+                step = order.step
+                # A child of the placing request's span, whoever runs the step and when: its
+                # calls and the events it writes to the outbox are in that order's trace.
+                with tracing.resumed_span(
+                    f"saga {step.value}",
+                    stored.traceparent,
+                    service="orders",
+                    **{"portico.order.id": order.id, "portico.saga.step": step.value},
+                ) as span:
+                    then = await self._step(order, span)
+                if then is _Then.WAIT:
                     return order
-                for event in events:  # the order's one outcome: confirmed or rejected
-                    if event.type in _OUTCOMES:
-                        self._outcomes.labels(order.status.value).inc()
-                        log.info(
-                            "order %s",
-                            order.status.value.lower(),
-                            extra={"order_id": order.id, "reason": order.reason},
-                        )
+                if then is _Then.LOST:
+                    return None
             return order
         finally:
             correlation_id.reset(token)
+
+    async def _step(self, order: Order, span: Any) -> _Then:
+        """Perform the current step, store its outcome and events; say what comes next."""
+        step, read_version = order.step, order.version
+        outcome = await self.perform(order)
+        events = order.apply(outcome, utcnow())
+        self._steps.labels(step.value, type(outcome).__name__).inc()
+        if span is not None:
+            span.set_attribute("portico.saga.outcome", type(outcome).__name__)
+        stuck = isinstance(outcome, Unavailable) or (
+            isinstance(outcome, Refused) and order.step is Step.COMMIT
+        )
+        now = self.clock()
+        if order.finished or stuck:
+            next_at = now + (self._backoff(order.attempts) if stuck else 0.0)
+            lease_until = None  # let go: due again at next_at, for anyone
+        else:
+            next_at, lease_until = now, now + self.lease
+        async with UnitOfWork(self.engine) as uow:
+            saved = await uow.orders.save(
+                order,
+                expected_version=read_version,
+                lease_owner=self.instance_id,
+                next_attempt_at=next_at,
+                lease_until=lease_until,
+                lines_changed=step is Step.PRICE and order.total is not None,
+            )
+            if not saved:
+                log.warning("saga lease lost", extra={"order_id": order.id})
+                return _Then.LOST
+            await uow.orders.add_events(events, order.correlation_id)
+            await uow.commit()
+        if events:
+            self.on_events()
+        if stuck:
+            log.info(
+                "saga waits",
+                extra={
+                    "order_id": order.id,
+                    "step": order.step.value,
+                    "attempts": order.attempts,
+                    "error": order.last_error,
+                    "retry_in": round(next_at - now, 3),
+                },
+            )
+            return _Then.WAIT
+        for event in events:  # the order's one outcome: confirmed or rejected
+            if event.type in _OUTCOMES:
+                self._outcomes.labels(order.status.value).inc()
+                log.info(
+                    "order %s",
+                    order.status.value.lower(),
+                    extra={"order_id": order.id, "reason": order.reason},
+                )
+        return _Then.GO_ON
 
     async def release_leases(self) -> int:
         """On a clean shutdown: give back every lease this instance holds, so another process
