@@ -36,7 +36,6 @@ from urllib.parse import unquote
 import httptools
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
 from chassis import REQUEST_ID_HEADER, Problem
 from chassis.access import record_request
@@ -44,7 +43,13 @@ from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
-from .proxy import _READ_WHOLE_REQUEST, _too_large, forward_headers, response_headers
+from .proxy import (
+    _READ_WHOLE_REQUEST,
+    _too_large,
+    forward_header_pairs,
+    response_header_pairs,
+    response_headers,
+)
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, StateHolder
 from .transport import TransportError, UpstreamResponse
 
@@ -81,6 +86,7 @@ class _Request:
         "forwarded_for",
         "head_bytes",
         "headers",
+        "host",
         "keep_alive",
         "method",
         "request_id",
@@ -95,6 +101,7 @@ class _Request:
         self.content_length = 0
         self.authorization: str | None = None
         self.request_id: str | None = None
+        self.host: str | None = None
         self.forwarded_for: list[str] = []
         self.cold = False  # something makes the request aiohttp's (see on_header)
         self.answered = False  # the status line is out: too late for a problem
@@ -403,6 +410,8 @@ class _Connection(asyncio.Protocol):
             req.request_id = text
         elif low == b"x-forwarded-for":
             req.forwarded_for.append(text)
+        elif low == b"host":
+            req.host = text
         elif low in _COLD_HEADERS:
             req.cold = True
         req.headers.append((name.decode("latin-1"), text))
@@ -499,12 +508,12 @@ class _Connection(asyncio.Protocol):
                     client_id = claims.client_id
                 if req.content_length > route.max_body_bytes:
                     raise _too_large(route.max_body_bytes)
-                headers = CIMultiDict(req.headers)
-                forwarded = forward_headers(
-                    headers,
+                forwarded = forward_header_pairs(
+                    req.headers,
+                    forwarded_for=req.forwarded_for,
                     remote=remote,
                     scheme="http",
-                    host=headers.get("Host") or _local_host(self.transport),
+                    host=req.host or _local_host(self.transport),
                     request_id=rid,
                 )
                 body = b"".join(req.body) if req.body else None
@@ -548,17 +557,21 @@ class _Connection(asyncio.Protocol):
         rate: tuple[str, str] | None,
         name: str,
     ) -> int:
-        headers = response_headers(upstream.headers)
-        headers[REQUEST_ID_HEADER] = rid
+        raw = getattr(upstream, "raw_headers", None)  # the pooled client's: no multidict
+        if raw is not None:
+            fields = response_header_pairs(raw)
+        else:
+            fields = list(response_headers(upstream.headers).items())
+        extra = [(REQUEST_ID_HEADER, rid)]
         if rate is not None:
-            headers["RateLimit-Policy"], headers["RateLimit"] = rate
+            extra += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
         status = upstream.status
         reason = upstream.reason or _REASONS.get(status, "")
         length = upstream.content_length
         if req.method == "HEAD" or status in _NO_BODY_STATUS:
             if status in _NO_BODY_STATUS:
-                headers.popall("Content-Length", None)
-            self._write(status, reason, headers, b"", close=not req.keep_alive)
+                fields = [f for f in fields if f[0].lower() != "content-length"]
+            self._write(status, reason, fields, extra, b"", close=not req.keep_alive)
             return status
         if length is not None and length <= _READ_WHOLE_RESPONSE:
             try:
@@ -566,15 +579,13 @@ class _Connection(asyncio.Protocol):
             except TransportError as exc:
                 log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
                 raise Problem(502, f"{name} broke off its answer") from None
-            headers["Content-Length"] = str(len(body))
-            self._write(status, reason, headers, body, close=not req.keep_alive)
+            # the upstream's Content-Length is among the fields and matches the body read
+            self._write(status, reason, fields, extra, body, close=not req.keep_alive)
             return status
         chunked = length is None
         if chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            headers["Content-Length"] = str(length)
-        self._write(status, reason, headers, b"", close=not req.keep_alive, end=False)
+            extra.append(("Transfer-Encoding", "chunked"))
+        self._write(status, reason, fields, extra, b"", close=not req.keep_alive, end=False)
         req.answered = True
         transport = self.transport
         try:
@@ -619,20 +630,28 @@ class _Connection(asyncio.Protocol):
         self,
         status: int,
         reason: str,
-        headers: CIMultiDict[str],
+        fields: list[tuple[str, str]],
+        extra: list[tuple[str, str]],
         body: bytes,
         *,
         close: bool = False,
         end: bool = True,
     ) -> None:
+        """Status line, `fields` then `extra` (ours), Date if missing, and the body: one write."""
         transport = self.transport
         if transport is None:
             return
         close = close or self.front.closing
-        if "Date" not in headers:
-            headers["Date"] = self.front.date()
         lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-        lines.extend([f"{k}: {v}\r\n" for k, v in headers.items()])
+        dated = False
+        for name, value in fields:
+            if not dated and len(name) == 4 and name.lower() == "date":
+                dated = True
+            lines.append(f"{name}: {value}\r\n")
+        for name, value in extra:
+            lines.append(f"{name}: {value}\r\n")
+        if not dated:
+            lines.append(f"Date: {self.front.date()}\r\n")
         lines.append("Connection: close\r\n\r\n" if close else "\r\n")
         head = "".join(lines).encode("utf-8", "surrogateescape")
         transport.write(head + body if body else head)
@@ -676,14 +695,14 @@ def _problem_parts(
     instance: str | None,
     rid: str | None,
     rate: tuple[str, str] | None = None,
-) -> tuple[str, CIMultiDict[str], bytes]:
+) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], bytes]:
     body = orjson.dumps(problem.document(instance=instance))
-    headers: CIMultiDict[str] = CIMultiDict()
-    headers["Content-Type"] = PROBLEM_JSON
-    headers["Content-Length"] = str(len(body))
+    fields = [("Content-Type", PROBLEM_JSON), ("Content-Length", str(len(body)))]
     if rate is not None:
-        headers["RateLimit-Policy"], headers["RateLimit"] = rate
-    headers.update(problem.headers)
+        fields += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
+    fields += [
+        (k, v) for k, v in problem.headers.items() if k not in ("RateLimit-Policy", "RateLimit")
+    ]
     if rid is not None:
-        headers[REQUEST_ID_HEADER] = rid
-    return _REASONS.get(problem.status, ""), headers, body
+        fields.append((REQUEST_ID_HEADER, rid))
+    return _REASONS.get(problem.status, ""), fields, [], body

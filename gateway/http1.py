@@ -166,6 +166,7 @@ class _Response(UpstreamResponse):
         "_error",
         "_head_fut",
         "_header_bytes",
+        "_headers",
         "_interim",
         "_paused",
         "_raw",
@@ -176,7 +177,6 @@ class _Response(UpstreamResponse):
         "content_length",
         "done",
         "got_bytes",
-        "headers",
         "keep_alive",
         "parser",
         "reason",
@@ -192,6 +192,7 @@ class _Response(UpstreamResponse):
         self._timeout = timeout
         self._head_fut: asyncio.Future[None] = conn.pool.loop.create_future()
         self._raw: list[tuple[str, str]] = []
+        self._headers: CIMultiDictProxy[str] | None = None
         self._header_bytes = 0
         self._interim = False
         self._chunks: deque[bytes] = deque()
@@ -209,6 +210,18 @@ class _Response(UpstreamResponse):
         self.keep_alive = False
         self.reusable = True
         self.sent = False  # the whole request was written
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:  # type: ignore[override]
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDictProxy(CIMultiDict(self._raw))
+        return headers
+
+    @property
+    def raw_headers(self) -> list[tuple[str, str]]:
+        """The response's fields in order, as (name, value): what the front server relays."""
+        return self._raw
 
     # parser callbacks (httptools calls them from data_received)
     def on_message_begin(self) -> None:
@@ -237,13 +250,13 @@ class _Response(UpstreamResponse):
             self.content_length = None
             return
         self.status = status
-        self.headers = CIMultiDictProxy(CIMultiDict(self._raw))
+        self._headers = None  # built when asked for
         if self._skip_body or status == 204 or status == 304:
             self.content_length = 0
             if self._skip_body:
                 self._finish(self.parser.should_keep_alive())
         elif self.content_length is None:
-            te = self.headers.get("Transfer-Encoding")
+            te = next((v for k, v in self._raw if k.lower() == "transfer-encoding"), None)
             self._eof_body = te is None or "chunked" not in te.lower()
         head = self._head_fut
         if not head.done():

@@ -38,7 +38,15 @@ from .transport import (
 )
 from .upstreams import NoReadyInstance, UpstreamPool
 
-__all__ = ["HOP_BY_HOP", "BodyTooLarge", "Proxy", "forward_headers", "response_headers"]
+__all__ = [
+    "HOP_BY_HOP",
+    "BodyTooLarge",
+    "Proxy",
+    "forward_header_pairs",
+    "forward_headers",
+    "response_header_pairs",
+    "response_headers",
+]
 
 log = logging.getLogger("portico.gateway.proxy")
 
@@ -127,6 +135,57 @@ def forward_headers(
 def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """The upstream's response headers for the client, hop-by-hop gone."""
     return _strip(headers, _RESPONSE_DROP, _keep_response)
+
+
+def _strip_pairs(
+    pairs: list[tuple[str, str]], drop: frozenset[str], keep: dict[str, bool]
+) -> tuple[list[tuple[str, str]], str | None]:
+    """`_strip` for a list of fields (the front server's): the kept ones, and the value of
+    `Connection` if there was one (its tokens must go too; the caller filters again)."""
+    out = []
+    connection = None
+    for pair in pairs:
+        name = pair[0]
+        kept = keep.get(name)
+        if kept is None:
+            low = name.lower()
+            kept = not (low in drop or low.startswith("proxy-"))
+            if len(keep) < _KEEP_CACHE_MAX:
+                keep[name] = kept
+        if kept:
+            out.append(pair)
+        elif connection is None and name.lower() == "connection":
+            connection = pair[1]
+    if connection:
+        named = _connection_tokens(connection)
+        out = [p for p in out if p[0].lower() not in named]
+    return out, connection
+
+
+def forward_header_pairs(
+    pairs: list[tuple[str, str]],
+    *,
+    forwarded_for: list[str],
+    remote: str | None,
+    scheme: str,
+    host: str,
+    request_id: str,
+) -> CIMultiDict[str]:
+    """`forward_headers` for the front server's list of request fields."""
+    kept, _ = _strip_pairs(pairs, _REQUEST_DROP, _keep_request)
+    out: CIMultiDict[str] = CIMultiDict(kept)
+    prior = ", ".join(forwarded_for)
+    client = remote or "unknown"
+    out["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
+    out["X-Forwarded-Proto"] = scheme
+    out["X-Forwarded-Host"] = host
+    out[REQUEST_ID_HEADER] = request_id
+    return out
+
+
+def response_header_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`response_headers` for a list of fields: the upstream's answer, hop-by-hop gone."""
+    return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response)[0]
 
 
 def _has_dot_segment(path: str) -> bool:
