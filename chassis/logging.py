@@ -228,16 +228,26 @@ class JsonLineHandler(logging.Handler):
 
     def write_fields(self, logger: str, level: str, msg: str, fields: dict[str, Any]) -> None:
         """The line `logger.<level>(msg, extra=fields)` would write, without a LogRecord."""
-        cid = correlation_id.get()
+        doc = self.line_head(logger, level, msg)
+        doc.update(fields)
+        self.write_doc(doc)
+
+    def line_head(self, logger: str, level: str, msg: str) -> dict[str, Any]:
+        """The keys every line starts with (the correlation id when set); add fields, then
+        `write_doc`."""
         doc = {
             "ts": _timestamp(time.time()),
             "level": level,
             "service": self.service,
             "logger": logger,
             "msg": msg,
-            **({"correlation_id": cid} if cid else {}),
-            **fields,
         }
+        cid = correlation_id.get()
+        if cid:
+            doc["correlation_id"] = cid
+        return doc
+
+    def write_doc(self, doc: dict[str, Any]) -> None:
         self._writer.write(orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:

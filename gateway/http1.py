@@ -38,6 +38,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .transport import (
+    Headers,
     OutboundRequest,
     PoolTimeout,
     Transport,
@@ -570,10 +571,23 @@ class _Pool:
 # --- the transport -------------------------------------------------------------------------
 
 
+_is_framing: dict[str, bool] = {}  # per header name as spelt: one of _FRAMING or not
+
+
 def _head(request: OutboundRequest, host: str, framing: str) -> bytes:
     """The request line and headers; our own Host and framing replace the caller's."""
     headers = request.headers
-    if isinstance(headers, CIMultiDict | CIMultiDictProxy) and not (
+    if isinstance(headers, list):  # the front server's fields: names decided once each
+        lines = []
+        for name, value in headers:
+            ours = _is_framing.get(name)
+            if ours is None:
+                ours = name.lower() in _FRAMING
+                if len(_is_framing) < 1024:
+                    _is_framing[name] = ours
+            if not ours:
+                lines.append(f"{name}: {value}\r\n")
+    elif isinstance(headers, CIMultiDict | CIMultiDictProxy) and not (
         "Host" in headers
         or "Content-Length" in headers
         or "Transfer-Encoding" in headers
@@ -590,9 +604,9 @@ def _head(request: OutboundRequest, host: str, framing: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _stream_length(headers: Mapping[str, str] | CIMultiDict[str]) -> int | None:
+def _stream_length(headers: Headers) -> int | None:
     """The caller's Content-Length for a streamed body (None: send it chunked)."""
-    for name, value in headers.items():
+    for name, value in headers if isinstance(headers, list) else headers.items():
         if name.lower() == "content-length":
             try:
                 return int(value)

@@ -170,16 +170,15 @@ def forward_header_pairs(
     scheme: str,
     host: str,
     request_id: str,
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     """`forward_headers` for the front server's list of request fields."""
-    kept, _ = _strip_pairs(pairs, _REQUEST_DROP, _keep_request)
-    out: CIMultiDict[str] = CIMultiDict(kept)
+    out, _ = _strip_pairs(pairs, _REQUEST_DROP, _keep_request)
     prior = ", ".join(forwarded_for)
     client = remote or "unknown"
-    out["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
-    out["X-Forwarded-Proto"] = scheme
-    out["X-Forwarded-Host"] = host
-    out[REQUEST_ID_HEADER] = request_id
+    out.append(("X-Forwarded-For", f"{prior}, {client}" if prior else client))
+    out.append(("X-Forwarded-Proto", scheme))
+    out.append(("X-Forwarded-Host", host))
+    out.append((REQUEST_ID_HEADER, request_id))
     return out
 
 
@@ -271,7 +270,7 @@ class Proxy:
         params: dict[str, str],
         method: str,
         raw_target: str,
-        headers: CIMultiDict[str],
+        headers: CIMultiDict[str] | list[tuple[str, str]],
         body: bytes | _LimitedBody | None,
     ) -> tuple[UpstreamResponse, str]:
         """Stages 4 and 5: the upstream's answer (headers in) and the instance that gave it.

@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 Body = bytes | AsyncIterable[bytes] | None
-Headers = Mapping[str, str] | CIMultiDict[str]
+# A list of (name, value): the front server's fields, already without hop-by-hop ones.
+Headers = Mapping[str, str] | CIMultiDict[str] | list[tuple[str, str]]
 
 
 class TransportError(Exception):

@@ -89,3 +89,61 @@ def test_response_hop_by_hop_headers_are_stripped() -> None:
         "Set-Cookie",
         "Set-Cookie",
     ]
+
+
+# The front server's field lists: the same answers as the multidict versions above.
+
+_HOPPY = (
+    ("Host", "api.example"),
+    ("Connection", "keep-alive, X-Secret-Hop"),
+    ("Keep-Alive", "timeout=5"),
+    ("Proxy-Authorization", "Basic abc"),
+    ("Transfer-Encoding", "chunked"),
+    ("X-Secret-Hop", "1"),
+    ("X-Request-ID", "spoofed"),
+    ("X-Forwarded-For", "203.0.113.7"),
+    ("Authorization", "Bearer t"),
+    ("Cookie", "a=1"),
+    ("Cookie", "b=2"),
+)
+
+
+def test_forward_header_pairs_match_forward_headers() -> None:
+    from gateway.proxy import forward_header_pairs
+
+    args = {"remote": "10.0.0.9", "scheme": "http", "host": "api.example", "request_id": "r1"}
+    for _ in range(2):  # the second time through the per-name cache
+        expected = forward_headers(_headers(*_HOPPY), **args)
+        pairs = forward_header_pairs(list(_HOPPY), forwarded_for=["203.0.113.7"], **args)
+        assert pairs == list(expected.items())
+
+
+def test_response_header_pairs_match_response_headers() -> None:
+    from gateway.proxy import response_header_pairs
+
+    upstream = [
+        ("Content-Type", "application/json"),
+        ("Connection", "X-Up-Hop"),
+        ("X-Up-Hop", "1"),
+        ("X-Request-ID", "up"),
+        ("Content-Length", "2"),
+    ]
+    for _ in range(2):
+        assert response_header_pairs(upstream) == list(
+            response_headers(_headers(*upstream)).items()
+        )
+
+
+def test_http1_head_from_a_field_list_drops_framing_fields() -> None:
+    from gateway.http1 import _head
+    from gateway.transport import OutboundRequest
+
+    fields = [("Host", "client.example"), ("Content-Length", "999"), ("Accept", "*/*")]
+    request = OutboundRequest(
+        pool="p", origin="http://u", method="POST", target="/x", headers=fields, body=b"{}"
+    )
+    for _ in range(2):
+        head = _head(request, "u:80", "Content-Length: 2\r\n")
+        assert head == (
+            b"POST /x HTTP/1.1\r\nHost: u:80\r\nAccept: */*\r\nContent-Length: 2\r\n\r\n"
+        )
