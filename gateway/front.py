@@ -45,6 +45,7 @@ from chassis.problems import PROBLEM_JSON
 
 from .proxy import (
     _READ_WHOLE_REQUEST,
+    BodyTooLarge,
     _too_large,
     forward_header_pairs,
     response_header_pairs,
@@ -52,6 +53,7 @@ from .proxy import (
 )
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, StateHolder
 from .transport import TransportError, UpstreamResponse
+from .upstreams import NoReadyInstance
 
 __all__ = ["FrontServer"]
 
@@ -517,11 +519,18 @@ class _Connection(asyncio.Protocol):
                     request_id=rid,
                 )
                 body = b"".join(req.body) if req.body else None
-                response, instance = await proxy.forward(
+                # stages 4 and 5 inline (one await level less than Proxy.forward)
+                upstream, outbound, retry = proxy.outbound(
                     route, params, req.method, req.target, forwarded, body
                 )
-                if instance:
-                    fields["instance"] = instance
+                try:
+                    response = await upstream.send(proxy.transport, outbound, retry)
+                except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
+                    raise proxy.failure(
+                        exc, upstream.name, outbound, route.max_body_bytes
+                    ) from None
+                if upstream.balanced:
+                    fields["instance"] = outbound.origin
                 try:
                     status = await self._relay(req, response, rid, rate, route.upstream)
                 finally:

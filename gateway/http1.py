@@ -320,19 +320,6 @@ class _Response(UpstreamResponse):
         else:
             self.fail(UpstreamUnavailable("the upstream broke off its body"))
 
-    # the exchange
-    async def wait_head(self, deadline: float, origin: str) -> None:
-        head = self._head_fut
-        if not head.done():
-            loop = head.get_loop()  # not get_running_loop(): on 3.11 that is a getpid() syscall
-            timer = loop.call_at(deadline, _expire, head, f"no response from {origin} in time")
-            try:
-                await head
-            finally:
-                timer.cancel()
-        else:
-            head.result()
-
     async def _wait_data(self) -> None:
         loop = self._head_fut.get_loop()
         waiter = self._waiter = loop.create_future()
@@ -438,6 +425,19 @@ class _Pool:
         self.connections: set[_Connection] = set()
         self.closed = False
 
+    def take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still worth using, if any (no await)."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if self.loop.time() - conn.idle_since > self.keepalive:
+                self.discard(conn)
+                continue
+            return conn
+        return None
+
     async def acquire(self, deadline: float, *, fresh: bool = False) -> _Connection:
         """An idle connection, else a new one within the limit, else wait for one.
 
@@ -451,14 +451,10 @@ class _Pool:
             if self.count < self.limit:
                 self.count += 1
                 return await self.open(deadline)
-        while idle:
-            conn = idle.pop()
-            if conn.closed:
-                continue
-            if self.loop.time() - conn.idle_since > self.keepalive:
-                self.discard(conn)
-                continue
-            return conn
+        else:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
         if self.closed:
             raise UpstreamUnavailable("the transport is closed")
         if self.count < self.limit:
@@ -646,8 +642,11 @@ class Http1Transport(Transport):
         return pool
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        # One coroutine from the pool to the response head (no nested frames): every await
+        # level costs twice per request, on suspension and on resumption.
         pool = self._pools.get((request.pool, request.origin)) or self._pool(request)
-        deadline = pool.loop.time() + request.timeout
+        loop = pool.loop
+        deadline = loop.time() + request.timeout
         body = request.body
         if body is None:
             framing = "Content-Length: 0\r\n" if request.method in _BODY_EXPECTED else ""
@@ -662,59 +661,60 @@ class Http1Transport(Transport):
             )
         head = _head(request, pool.host_header, framing)
         chunked = framing.startswith("Transfer-Encoding")
-        conn = await pool.acquire(deadline)
-        try:
-            return await self._exchange(conn, request, head, chunked, deadline)
-        except _Stale:
-            if request.method not in _IDEMPOTENT or not isinstance(body, bytes | None):
-                raise UpstreamUnavailable(
-                    f"{request.origin} reset a kept-alive connection"
-                ) from None
-        # The reused connection was dead: once more, on a new connection.
-        conn = await pool.acquire(deadline, fresh=True)
-        try:
-            return await self._exchange(conn, request, head, chunked, deadline)
-        except _Stale:  # pragma: no cover - a fresh connection is never stale
-            raise UpstreamUnavailable(f"{request.origin} reset the connection") from None
-
-    async def _exchange(
-        self,
-        conn: _Connection,
-        request: OutboundRequest,
-        head: bytes,
-        chunked: bool,
-        deadline: float,
-    ) -> _Response:
-        if conn.closed:  # handed over by a waiter's release, then closed by the upstream
-            conn.pool.discard(conn)
-            if conn.used:
-                raise _Stale
-            raise UpstreamUnavailable(f"{request.origin} closed the connection at once")
-        conn.used += 1
-        response = _Response(conn, request.method == "HEAD", request.timeout)
-        conn.response = response
-        transport = conn.transport
-        body = request.body
-        try:
-            assert transport is not None
-            if body is None:
-                transport.write(head)
-                response.sent = True
-            elif isinstance(body, bytes):
-                if len(body) < _JOIN_BELOW:
-                    transport.write(head + body)
+        fresh = False
+        while True:
+            conn = None if fresh else pool.take_idle()
+            if conn is None:
+                conn = await pool.acquire(deadline, fresh=fresh)
+            response = _Response(conn, request.method == "HEAD", request.timeout)
+            try:
+                if conn.closed:  # handed over by a waiter's release, then closed upstream
+                    if conn.used:
+                        raise _Stale
+                    raise UpstreamUnavailable(f"{request.origin} closed the connection at once")
+                conn.used += 1
+                conn.response = response
+                transport = conn.transport
+                assert transport is not None
+                if body is None:
+                    transport.write(head)
+                    response.sent = True
+                elif isinstance(body, bytes):
+                    if len(body) < _JOIN_BELOW:
+                        transport.write(head + body)
+                    else:
+                        transport.writelines((head, body))
+                    response.sent = True
                 else:
-                    transport.writelines((head, body))
-                response.sent = True
-            else:
-                transport.write(head)
-                await _stream(conn, response, body, chunked, deadline, request.origin)
-            await response.wait_head(deadline, request.origin)
-        except BaseException:
-            response.reusable = False
-            response.close()
-            raise
-        return response
+                    transport.write(head)
+                    await _stream(conn, response, body, chunked, deadline, request.origin)
+                answer = response._head_fut
+                if not answer.done():
+                    timer = loop.call_at(
+                        deadline, _expire, answer, f"no response from {request.origin} in time"
+                    )
+                    try:
+                        await answer
+                    finally:
+                        timer.cancel()
+                else:
+                    answer.result()
+            except _Stale:
+                response.reusable = False
+                response.close()
+                if fresh:  # pragma: no cover - a fresh connection is never stale
+                    raise UpstreamUnavailable(f"{request.origin} reset the connection") from None
+                if request.method not in _IDEMPOTENT or not isinstance(body, bytes | None):
+                    raise UpstreamUnavailable(
+                        f"{request.origin} reset a kept-alive connection"
+                    ) from None
+                fresh = True  # the reused connection was dead: once more, on a new one
+                continue
+            except BaseException:
+                response.reusable = False
+                response.close()
+                raise
+            return response
 
     async def close(self) -> None:
         pools, self._pools = self._pools, {}

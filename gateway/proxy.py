@@ -25,7 +25,7 @@ from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Claims, Problem, trac
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
 from .auth import authenticate
-from .config import IDEMPOTENT_METHODS
+from .config import IDEMPOTENT_METHODS, RetryPolicy
 from .ratelimit import RATE_HEADERS, RateLimiter
 from .routing import Route, Router
 from .transport import (
@@ -36,7 +36,7 @@ from .transport import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from .upstreams import NoReadyInstance, UpstreamPool
+from .upstreams import NoReadyInstance, Upstream, UpstreamPool
 
 __all__ = [
     "HOP_BY_HOP",
@@ -264,6 +264,52 @@ class Proxy:
             rate = await self.limiter.admit(route.name, claims, client_ip)
         return claims, rate
 
+    def outbound(
+        self,
+        route: Route,
+        params: dict[str, str],
+        method: str,
+        raw_target: str,
+        headers: CIMultiDict[str] | list[tuple[str, str]],
+        body: bytes | _LimitedBody | None,
+    ) -> tuple[Upstream, OutboundRequest, RetryPolicy | None]:
+        """Stage 4: the upstream, the request for it and the retry policy that applies -
+        only for idempotent methods whose body can be sent again."""
+        upstream = self.upstreams[route.upstream]
+        retry = route.config.retry
+        if retry is not None and (
+            method not in IDEMPOTENT_METHODS or isinstance(body, _LimitedBody)
+        ):
+            retry = None
+        request = OutboundRequest(
+            pool=upstream.name,
+            origin="",
+            method=method,
+            target=route.target(raw_target, params),
+            headers=headers,
+            body=body,
+            timeout=route.timeout,
+        )
+        return upstream, request, retry
+
+    @staticmethod
+    def failure(exc: Exception, upstream: str, outbound: OutboundRequest, limit: int) -> Problem:
+        """The problem for a failure before the upstream's answer: 413, 502, 503, 504."""
+        if isinstance(exc, NoReadyInstance):
+            return Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
+        body = outbound.body
+        if isinstance(exc, BodyTooLarge) or (isinstance(body, _LimitedBody) and body.exceeded):
+            return _too_large(limit)
+        log.warning(
+            "upstream request failed",
+            extra={"upstream": upstream, "instance": outbound.origin, "error": str(exc)},
+        )
+        if isinstance(exc, UpstreamTimeout):
+            return Problem(504, f"{upstream} did not answer in time")
+        if isinstance(exc, PoolTimeout):
+            return Problem(503, f"{upstream} is saturated", headers={"Retry-After": "1"})
+        return Problem(502, f"{upstream} is unavailable")
+
     async def forward(
         self,
         route: Route,
@@ -275,25 +321,9 @@ class Proxy:
     ) -> tuple[UpstreamResponse, str]:
         """Stages 4 and 5: the upstream's answer (headers in) and the instance that gave it.
 
-        `upstream.send` picks the instance and, with the route's retry policy, tries another
-        on failure - only for idempotent methods whose body can be sent again. Failures before
-        the answer are problems: 413, 502, 503, 504."""
-        upstream = self.upstreams[route.upstream]
-        retry = route.config.retry
-        if retry is not None and (
-            method not in IDEMPOTENT_METHODS or isinstance(body, _LimitedBody)
-        ):
-            retry = None
-        outbound = OutboundRequest(
-            pool=upstream.name,
-            origin="",
-            method=method,
-            target=route.target(raw_target, params),
-            headers=headers,
-            body=body,
-            timeout=route.timeout,
-        )
-        limit = route.max_body_bytes
+        `upstream.send` picks the instance and, with the retry policy, tries another on
+        failure. Failures before the answer are problems (`failure`)."""
+        upstream, outbound, retry = self.outbound(route, params, method, raw_target, headers, body)
         try:
             if tracing.ENABLED:  # a CLIENT span whose traceparent replaces the client's one
                 with tracing.client_span(
@@ -304,24 +334,8 @@ class Proxy:
                     response = await upstream.send(self.transport, outbound, retry)
             else:
                 response = await upstream.send(self.transport, outbound, retry)
-        except NoReadyInstance as exc:
-            raise Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
-        except BodyTooLarge:
-            raise _too_large(limit) from None
-        except TransportError as exc:
-            if isinstance(body, _LimitedBody) and body.exceeded:
-                raise _too_large(limit) from None
-            log.warning(
-                "upstream request failed",
-                extra={"upstream": upstream.name, "instance": outbound.origin, "error": str(exc)},
-            )
-            if isinstance(exc, UpstreamTimeout):
-                raise Problem(504, f"{upstream.name} did not answer in time") from None
-            if isinstance(exc, PoolTimeout):
-                raise Problem(
-                    503, f"{upstream.name} is saturated", headers={"Retry-After": "1"}
-                ) from None
-            raise Problem(502, f"{upstream.name} is unavailable") from None
+        except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
+            raise self.failure(exc, upstream.name, outbound, route.max_body_bytes) from None
         return response, outbound.origin if upstream.balanced else ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
