@@ -33,7 +33,7 @@ COPY --chown=root:root docker/entry.py docker/entry.py
 # named volumes mounted there inherit this ownership on first use.
 RUN mkdir -p var/identity var/catalog var/inventory var/payments var/orders var/notifications \
     && chown -R portico:portico var
-USER portico
+USER 10001:10001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "/app/docker/entry.py", "health", "/health/live"]
 ENTRYPOINT ["python", "/app/docker/entry.py"]

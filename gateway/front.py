@@ -707,11 +707,11 @@ def _problem_parts(
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], bytes]:
     body = orjson.dumps(problem.document(instance=instance))
     fields = [("Content-Type", PROBLEM_JSON), ("Content-Length", str(len(body)))]
+    own = dict(problem.headers)  # a 429 names its own RateLimit fields
     if rate is not None:
-        fields += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
-    fields += [
-        (k, v) for k, v in problem.headers.items() if k not in ("RateLimit-Policy", "RateLimit")
-    ]
+        own.setdefault("RateLimit-Policy", rate[0])
+        own.setdefault("RateLimit", rate[1])
+    fields += own.items()
     if rid is not None:
         fields.append((REQUEST_ID_HEADER, rid))
     return _REASONS.get(problem.status, ""), fields, [], body
