@@ -7,9 +7,10 @@ request here, so the line's fields and the metrics' labels are the same for both
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from .logging import fast_json_handler
+from .logging import correlation_id, fast_json_handler, timestamp
 from .metrics import RequestMetrics
 
 __all__ = ["record_request"]
@@ -46,14 +47,23 @@ def record_request(
             line.update(fields)
         log.info("request", extra=line)
         return
-    # The same line without the LogRecord machinery, built once: a hot path in every service.
-    doc = handler.line_head(_LOGGER, "info", "request")
-    doc["method"] = method
-    doc["route"] = route
-    doc["path"] = path
-    doc["status"] = status
-    doc["duration_ms"] = round(elapsed * 1000, 3)
-    doc["client_id"] = client_id
+    # The same line without the LogRecord machinery, built in one go: a hot path everywhere.
+    doc = {
+        "ts": timestamp(time.time()),
+        "level": "info",
+        "service": handler.service,
+        "logger": _LOGGER,
+        "msg": "request",
+        "correlation_id": correlation_id.get(),
+        "method": method,
+        "route": route,
+        "path": path,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "client_id": client_id,
+    }
+    if not doc["correlation_id"]:
+        del doc["correlation_id"]  # as `line_head` leaves it out
     if fields:
         doc.update(fields)
     handler.write_doc(doc)

@@ -105,7 +105,7 @@ _ts_milli = -1
 _ts_text = ""
 
 
-def _timestamp(created: float) -> str:
+def timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds; lines logged within the same millisecond share it."""
     global _ts_milli, _ts_text
     milli = int(created * 1000)
@@ -118,7 +118,7 @@ def _timestamp(created: float) -> str:
 
 def _head(created: float, level: str, service: str, logger: str) -> dict[str, Any]:
     """The first keys of every line, in order."""
-    return {"ts": _timestamp(created), "level": level, "service": service, "logger": logger}
+    return {"ts": timestamp(created), "level": level, "service": service, "logger": logger}
 
 
 class _LineWriter:
@@ -236,7 +236,7 @@ class JsonLineHandler(logging.Handler):
         """The keys every line starts with (the correlation id when set); add fields, then
         `write_doc`."""
         doc = {
-            "ts": _timestamp(time.time()),
+            "ts": timestamp(time.time()),
             "level": level,
             "service": self.service,
             "logger": logger,

@@ -18,7 +18,7 @@ from .config import AuthConfig
 from .routing import Route
 from .transport import OutboundRequest, Transport, split_url
 
-__all__ = ["JWKS_POOL", "authenticate", "jwks_fetcher", "make_verifier"]
+__all__ = ["JWKS_POOL", "authenticate", "authenticate_cached", "jwks_fetcher", "make_verifier"]
 
 JWKS_POOL = "_control"  # the transport pool for the gateway's own calls (JWKS, health, specs)
 _JWKS_TIMEOUT = 5.0
@@ -65,6 +65,20 @@ def make_verifier(config: AuthConfig, transport: Transport) -> AsyncTokenVerifie
         jwks_fetcher(transport, config.jwks_url),
         refetch_interval=config.jwks_refetch_interval,
     )
+
+
+def authenticate_cached(
+    verifier: AsyncTokenVerifier, route: Route, authorization: str | None
+) -> Claims | None:
+    """`authenticate` without an await for a token verified before and still in date; None
+    when the token must be verified (`authenticate`). Raises the same 401/403 problems."""
+    try:
+        claims = verifier.cached(bearer_token(authorization))
+        if claims is not None and not route.scopes <= claims.scopes:
+            claims.require(route.scope_list)
+    except TokenError as exc:
+        raise token_problem(exc) from None
+    return claims
 
 
 async def authenticate(

@@ -43,6 +43,7 @@ from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
+from .auth import authenticate, authenticate_cached
 from .proxy import (
     _READ_WHOLE_REQUEST,
     BodyTooLarge,
@@ -505,7 +506,14 @@ class _Connection(asyncio.Protocol):
                         return remote or "unknown"
                     return limiter.client_ip_of(remote, tuple(req.forwarded_for))
 
-                claims, rate = await proxy.admit(route, req.authorization, client_ip)
+                # Proxy.admit, inline (each coroutine level costs on every request)
+                claims = None
+                if route.auth_required:
+                    claims = authenticate_cached(proxy.verifier, route, req.authorization)
+                    if claims is None:
+                        claims = await authenticate(proxy.verifier, route, req.authorization)
+                if limiter is not None:
+                    rate = await limiter.admit(route.name, claims, client_ip)
                 if claims is not None:
                     client_id = claims.client_id
                 if req.content_length > route.max_body_bytes:

@@ -24,7 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from chassis import REQUEST_ID_HEADER, AsyncTokenVerifier, Claims, Problem, tracing
 from chassis.aiohttp import CLAIMS, REQUEST_ID, add_log_fields, set_route_name
 
-from .auth import authenticate
+from .auth import authenticate, authenticate_cached
 from .config import IDEMPOTENT_METHODS, RetryPolicy
 from .ratelimit import RATE_HEADERS, RateLimiter
 from .routing import Route, Router
@@ -258,7 +258,11 @@ class Proxy:
     ) -> tuple[Claims | None, tuple[str, str] | None]:
         """Stages 2 and 2b: the caller's claims (401/403) and the rate limit (429/503); the
         RateLimit header values when the route is limited."""
-        claims = await authenticate(self.verifier, route, authorization)
+        claims = None
+        if route.auth_required:
+            claims = authenticate_cached(self.verifier, route, authorization)
+            if claims is None:
+                claims = await authenticate(self.verifier, route, authorization)
         rate = None
         if self.limiter is not None:
             rate = await self.limiter.admit(route.name, claims, client_ip)

@@ -369,19 +369,25 @@ class RedisClient:
             self._conn.abort()
             self._conn = None
 
-    async def call(self, payload: bytes) -> Any:
-        """Send one packed command and return its reply; raise a RedisError, never hang."""
+    def submit(self, payload: bytes) -> tuple[asyncio.Future[Any], asyncio.TimerHandle]:
+        """Send one packed command: its reply's future and the timer that bounds the wait
+        (cancel it once the future is done). Callers on the hot path await the future
+        themselves - one coroutine level less than `call`."""
         conn = self._conn
         if conn is None:
             raise RedisUnavailable("not connected")
         if len(conn.waiters) >= self.max_pending:
             raise RedisUnavailable("too many calls waiting")
         future = conn.send(payload)
-        handle = conn.loop.call_later(self.timeout, self._expire, future, conn, False)
+        return future, conn.loop.call_later(self.timeout, self._expire, future, conn, False)
+
+    async def call(self, payload: bytes) -> Any:
+        """Send one packed command and return its reply; raise a RedisError, never hang."""
+        future, timer = self.submit(payload)
         try:
             return await future
         finally:
-            handle.cancel()
+            timer.cancel()
 
     async def execute(self, *args: str | bytes | int) -> Any:
         return await self.call(pack_command(*args))
@@ -475,9 +481,17 @@ class RedisLimiter:
     def script_args(interval_ns: int, burst: int) -> bytes:
         return _bulk(str(max(1, interval_ns // 1000)).encode()) + _bulk(str(burst).encode())
 
-    async def acquire(self, key: str, plan: _Plan) -> Decision:
+    def payload(self, key: str, plan: _Plan) -> bytes:
         raw = key.encode()
-        payload = b"%b$%d\r\n%b\r\n%b" % (self._head, len(raw), raw, plan.evalsha_args)
+        return b"%b$%d\r\n%b\r\n%b" % (self._head, len(raw), raw, plan.evalsha_args)
+
+    @staticmethod
+    def decision(reply: Any) -> Decision:
+        allowed, remaining, reset_us, retry_us = reply
+        return Decision(allowed == 1, remaining, reset_us / 1e6, retry_us / 1e6)
+
+    async def acquire(self, key: str, plan: _Plan) -> Decision:
+        payload = self.payload(key, plan)
         try:
             reply = await self.client.call(payload)
         except RedisReplyError as exc:
@@ -485,8 +499,7 @@ class RedisLimiter:
                 raise
             await self.client.call(self.client.script_load_command(self.sha))
             reply = await self.client.call(payload)
-        allowed, remaining, reset_us, retry_us = reply
-        return Decision(allowed == 1, remaining, reset_us / 1e6, retry_us / 1e6)
+        return self.decision(reply)
 
 
 # --- who is calling -----------------------------------------------------------------------------
@@ -689,23 +702,30 @@ class RateLimiter:
         try:
             decision = await self.remote.acquire(key, plan)
         except RedisError as exc:
-            self._redis_failed(plan.name, exc)
-            if not self._redis_down:
-                self._redis_down = True
-                log.warning(
-                    "rate limiting without Redis",
-                    extra={"error": str(exc), "policy": plan.name, "fail_open": plan.fail_open},
-                )
-            if not plan.fail_open:
-                self._decided(plan.name, "unavailable", "redis")
-                raise Problem(
-                    503, "rate limiting is unavailable; try again", headers={"Retry-After": "1"}
-                ) from None
-            return self.local.acquire(key, plan.interval_ns, plan.burst), "fallback"
+            return self._without_redis(exc, plan, key)
+        return self._with_redis(decision)
+
+    def _with_redis(self, decision: Decision) -> tuple[Decision, str]:
         if self._redis_down:
             self._redis_down = False
             log.warning("rate limiting with Redis again")
         return decision, "redis"
+
+    def _without_redis(self, exc: RedisError, plan: _Plan, key: str) -> tuple[Decision, str]:
+        """Redis failed: the local limiter when the policy fails open, else a 503 problem."""
+        self._redis_failed(plan.name, exc)
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning(
+                "rate limiting without Redis",
+                extra={"error": str(exc), "policy": plan.name, "fail_open": plan.fail_open},
+            )
+        if not plan.fail_open:
+            self._decided(plan.name, "unavailable", "redis")
+            raise Problem(
+                503, "rate limiting is unavailable; try again", headers={"Retry-After": "1"}
+            ) from None
+        return self.local.acquire(key, plan.interval_ns, plan.burst), "fallback"
 
     async def check(self, request: web.Request, route_name: str, claims: Claims | None) -> None:
         """`admit` for an aiohttp request: the RateLimit fields go on its answer."""
@@ -722,8 +742,26 @@ class RateLimiter:
         if policy is None:
             return None
         plan = policy.plan_for(claims)
-        who = consumer_key(claims, client_ip)
-        decision, backend = await self.decide(plan, plan.key_prefix + who)
+        key = plan.key_prefix + consumer_key(claims, client_ip)
+        remote = self.remote
+        if remote is None:
+            decision, backend = self.local.acquire(key, plan.interval_ns, plan.burst), "local"
+        else:
+            # `decide`, inline: the request's coroutine awaits Redis' reply itself
+            try:
+                future, timer = remote.client.submit(remote.payload(key, plan))
+                try:
+                    reply = await future
+                finally:
+                    timer.cancel()
+                decision, backend = self._with_redis(remote.decision(reply))
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    decision, backend = self._without_redis(exc, plan, key)
+                else:  # a restarted or flushed Redis: `decide` reloads the script
+                    decision, backend = await self.decide(plan, key)
+            except RedisError as exc:
+                decision, backend = self._without_redis(exc, plan, key)
         ratelimit = rate_header(plan.name, decision)
         if decision.allowed:
             self._decided(plan.name, "allowed", backend)
