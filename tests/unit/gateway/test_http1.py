@@ -578,3 +578,54 @@ async def test_the_same_on_uvloop(raw: RawFactory) -> None:
     results = await asyncio.to_thread(uvloop.run, scenario())
     assert results == [(200, b"ok"), (200, b"ok"), (200, b""), (200, b"ok")]
     assert up.connections == 1
+
+
+# --- send_now: the front server's express path, without a coroutine ---------------------------
+
+
+async def test_send_now_needs_an_idle_connection_then_answers_through_its_head_future(
+    raw: RawFactory, client: Http1Transport
+) -> None:
+    up = await raw(lambda _: OK)
+    assert client.send_now(req(up.origin)) is None  # nothing pooled yet: use send()
+    assert await fetch(client, req(up.origin)) == (200, b"ok")
+    response = client.send_now(req(up.origin, headers={"X-Seq": "2"}))
+    assert response is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait([response.head])
+    assert response.head.exception() is None
+    assert response.status == 200 and response.complete_body() == b"ok"
+    assert response.raw_headers[0] == ("Content-Length", "2")
+    response.close()
+    assert [s.conn for s in up.requests] == [1, 1]  # the same kept-alive connection
+    assert client.send_now(req(up.origin)) is not None  # and it went back to the pool
+
+
+async def test_send_now_on_a_dead_kept_alive_connection_fails_as_stale(
+    raw: RawFactory, client: Http1Transport
+) -> None:
+    from gateway.http1 import is_stale
+
+    up = await raw(lambda seen: "reset" if len(up.requests) == 2 else OK)
+    assert await fetch(client, req(up.origin)) == (200, b"ok")
+    response = client.send_now(req(up.origin))
+    assert response is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait([response.head])
+    assert is_stale(response.head.exception())  # the caller replays it with send()
+    response.close()
+
+
+async def test_send_now_without_an_answer_times_out(
+    raw: RawFactory, client: Http1Transport
+) -> None:
+    up = await raw(lambda seen: "hang" if len(up.requests) == 2 else OK)
+    assert await fetch(client, req(up.origin)) == (200, b"ok")
+    request = req(up.origin)
+    request.timeout = 0.2
+    response = client.send_now(request)
+    assert response is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait([response.head])
+    assert isinstance(response.head.exception(), UpstreamTimeout)
+    response.close()
