@@ -37,14 +37,13 @@ import httptools
 import orjson
 from aiohttp import web
 
-from chassis import REQUEST_ID_HEADER, Claims, Problem
+from chassis import REQUEST_ID_HEADER, Problem
 from chassis.access import record_request
 from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
 from .auth import authenticate, authenticate_cached
-from .http1 import Http1Transport, _Response, is_stale
 from .proxy import (
     _READ_WHOLE_REQUEST,
     BodyTooLarge,
@@ -53,9 +52,8 @@ from .proxy import (
     response_header_pairs,
     response_headers,
 )
-from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, GatewayState, StateHolder
-from .routing import Route
-from .transport import OutboundRequest, TransportError, UpstreamResponse
+from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, StateHolder
+from .transport import TransportError, UpstreamResponse
 from .upstreams import NoReadyInstance
 
 __all__ = ["FrontServer"]
@@ -88,7 +86,6 @@ class _Request:
         "cold",
         "content_length",
         "end",
-        "express",
         "forwarded_for",
         "head_bytes",
         "headers",
@@ -116,31 +113,6 @@ class _Request:
         self.target = ""
         self.keep_alive = True
         self.end = 0
-        self.express: _Express | None = None
-
-
-class _Express:
-    """What the express path keeps for a request between sending it and answering it."""
-
-    __slots__ = ("claims", "outbound", "response", "rid", "route", "started", "state")
-
-    def __init__(
-        self,
-        started: float,
-        state: GatewayState,
-        rid: str,
-        route: Route,
-        claims: Claims | None,
-        outbound: OutboundRequest,
-        response: _Response,
-    ) -> None:
-        self.started = started
-        self.state = state
-        self.rid = rid
-        self.route = route
-        self.claims = claims
-        self.outbound = outbound
-        self.response = response
 
 
 # Headers whose presence hands the request to aiohttp: CORS, protocol switches, 100-continue.
@@ -300,7 +272,6 @@ class _Connection(asyncio.Protocol):
         "_writing_paused",
         "buf",
         "busy",
-        "current",
         "front",
         "last",
         "parser",
@@ -316,7 +287,6 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.parser = httptools.HttpRequestParser(self)
         self.req: _Request | None = None
-        self.current: _Request | None = None  # the request being answered (express path)
         self.busy = False
         self.last = 0.0
         self._fed = 0  # bytes of buf the current parser has seen
@@ -482,157 +452,8 @@ class _Connection(asyncio.Protocol):
         head_end = self.buf.find(b"\r\n\r\n")
         req.end = head_end + 4 + req.content_length
         self.busy = True
-        if not self._express(req):
-            assert self.front.loop is not None
-            self.front.loop.create_task(self._answer(req))
-
-    # --- the express path: the common request without a coroutine ---------------------------
-
-    def _express(self, req: _Request) -> bool:
-        """Send a plain request upstream at once and answer it from a callback when the
-        upstream's head is in: no task, no coroutine frames. Only for what needs no await - a
-        route without retries or a rate limit, one upstream instance without a breaker, no
-        token or one verified before, an idle pooled connection at hand. False: nothing was
-        done, the coroutine path (`_answer`) takes the request."""
-        front = self.front
-        state = front.holder.state
-        proxy = state.proxy
-        transport = proxy.transport
-        if not isinstance(transport, Http1Transport):
-            return False
-        try:
-            route, params = proxy.resolve(req.method, req.target)
-        except Problem:
-            return False  # the coroutine path answers it
-        limiter = proxy.limiter
-        if route.config.retry is not None or (
-            limiter is not None and route.name in limiter.by_route
-        ):
-            return False
-        upstream = proxy.upstreams[route.upstream]
-        instance = upstream._fast
-        if instance is None or not instance.healthy or req.content_length > route.max_body_bytes:
-            return False
-        claims = None
-        if route.auth_required:
-            try:
-                claims = authenticate_cached(proxy.verifier, route, req.authorization)
-            except Problem:
-                return False
-            if claims is None:
-                return False  # the token must be verified: an await
-        rid = accept_request_id(req.request_id)
-        forwarded = forward_header_pairs(
-            req.headers,
-            forwarded_for=req.forwarded_for,
-            remote=self.remote,
-            scheme="http",
-            host=req.host or _local_host(self.transport),
-            request_id=rid,
-        )
-        body = b"".join(req.body) if req.body else None
-        _upstream, outbound, _retry = proxy.outbound(
-            route, params, req.method, req.target, forwarded, body
-        )
-        outbound.origin = instance.origin
-        try:
-            response = transport.send_now(outbound)
-        except TransportError:
-            return False
-        if response is None:
-            return False
-        state.inflight.count += 1
-        req.express = _Express(time.perf_counter(), state, rid, route, claims, outbound, response)
-        self.current = req
-        response.head.add_done_callback(self._express_head)
-        return True
-
-    def _express_head(self, head: asyncio.Future[None]) -> None:
-        """The upstream's head is in (or the exchange failed): answer from here when the
-        whole body is in too, else finish in a task."""
-        req = self.current
-        assert req is not None and req.express is not None
-        ex = req.express
-        response = ex.response
-        token = correlation_id.set(ex.rid)
-        status = 500
-        try:
-            try:
-                exc = asyncio.CancelledError() if head.cancelled() else head.exception()
-                if exc is not None:
-                    response.reusable = False
-                    response.close()
-                    if is_stale(exc):  # a dead kept-alive connection: `send` replays it
-                        ex.state.inflight.leave()
-                        req.express = None
-                        self._spawn(self._answer(req))
-                        return
-                    if not isinstance(exc, TransportError):
-                        raise exc
-                    upstream = ex.route.upstream
-                    limit = ex.route.max_body_bytes
-                    raise ex.state.proxy.failure(exc, upstream, ex.outbound, limit) from None
-                body = response.complete_body()
-                if body is None:  # more to wait for, or to stream: the coroutine relay
-                    self._spawn(self._express_rest(req))
-                    return
-                status = self._write_whole(req, response, body, ex.rid, None)
-                response.close()
-            except Problem as problem:
-                status = problem.status
-                self._fail(req, problem, _decoded(req.target.partition("?")[0]), ex.rid, None)
-            except Exception:
-                path = _decoded(req.target.partition("?")[0])
-                http_log.exception("unhandled error", extra={"path": path})
-                status = 500
-                self._fail(req, Problem(500, "an unexpected error occurred"), path, ex.rid, None)
-            self._express_finish(req, status)
-        finally:
-            correlation_id.reset(token)
-
-    async def _express_rest(self, req: _Request) -> None:
-        ex = req.express
-        assert ex is not None
-        token = correlation_id.set(ex.rid)
-        status = 500
-        path = _decoded(req.target.partition("?")[0])
-        try:
-            try:
-                status = await self._relay(req, ex.response, ex.rid, None, ex.route.upstream)
-            finally:
-                ex.response.close()
-        except Problem as problem:
-            status = problem.status
-            self._fail(req, problem, path, ex.rid, None)
-        except Exception:
-            http_log.exception("unhandled error", extra={"path": path})
-            status = 500
-            self._fail(req, Problem(500, "an unexpected error occurred"), path, ex.rid, None)
-        finally:
-            self._express_finish(req, status)
-            correlation_id.reset(token)
-
-    def _express_finish(self, req: _Request, status: int) -> None:
-        ex = req.express
-        assert ex is not None
-        ex.state.inflight.leave()
-        record_request(
-            self.front.metrics,
-            req.method,
-            ex.route.name,
-            _decoded(req.target.partition("?")[0]),
-            status,
-            time.perf_counter() - ex.started,
-            ex.claims.client_id if ex.claims is not None else None,
-            {"upstream": ex.route.upstream},
-        )
-        req.express = None
-        self.current = None
-        self._done(req)
-
-    def _spawn(self, coro: Any) -> None:
         assert self.front.loop is not None
-        self.front.loop.create_task(coro)
+        self.front.loop.create_task(self._answer(req))
 
     # --- hand-over to aiohttp ---------------------------------------------------------------
 
@@ -805,30 +626,6 @@ class _Connection(asyncio.Protocol):
                 self.transport.write(b"0\r\n\r\n")
             if not req.keep_alive or self.front.closing:
                 self.transport.close()
-        return status
-
-    def _write_whole(
-        self,
-        req: _Request,
-        upstream: _Response,
-        body: bytes,
-        rid: str,
-        rate: tuple[str, str] | None,
-    ) -> int:
-        """An answer whose body is all in: one write."""
-        fields = response_header_pairs(upstream.raw_headers)
-        extra = [(REQUEST_ID_HEADER, rid)]
-        if rate is not None:
-            extra += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
-        status = upstream.status
-        reason = upstream.reason or _REASONS.get(status, "")
-        if req.method == "HEAD" or status in _NO_BODY_STATUS:
-            if status in _NO_BODY_STATUS:
-                fields = [f for f in fields if f[0].lower() != "content-length"]
-            body = b""
-        elif upstream.content_length is None:  # was chunked: now a known length
-            extra.append(("Content-Length", str(len(body))))
-        self._write(status, reason, fields, extra, body, close=not req.keep_alive)
         return status
 
     def _fail(

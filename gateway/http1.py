@@ -48,7 +48,7 @@ from .transport import (
     UpstreamUnavailable,
 )
 
-__all__ = ["Http1Transport", "is_stale"]
+__all__ = ["Http1Transport"]
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODY_EXPECTED = frozenset({"POST", "PUT", "PATCH"})
@@ -61,12 +61,6 @@ _JOIN_BELOW = 64 * 1024  # head and in-memory body are sent as one buffer below 
 
 class _Stale(Exception):
     """A reused connection died before the upstream sent a byte: safe to replay once."""
-
-
-def is_stale(exc: BaseException) -> bool:
-    """`send_now`'s failure on a kept-alive connection the upstream had closed: `send` replays
-    such a request on a fresh connection."""
-    return isinstance(exc, _Stale)
 
 
 def _expire(fut: asyncio.Future[Any], message: str) -> None:
@@ -200,7 +194,6 @@ class _Response(UpstreamResponse):
         self._head_fut: asyncio.Future[None] = conn.pool.loop.create_future()
         self._raw: list[tuple[str, str]] = []
         self._headers: CIMultiDictProxy[str] | None = None
-        self.timer: asyncio.TimerHandle | None = None  # send_now's deadline
         self._header_bytes = 0
         self._interim = False
         self._chunks: deque[bytes] = deque()
@@ -381,21 +374,7 @@ class _Response(UpstreamResponse):
             return b""
         return self._take()
 
-    def complete_body(self) -> bytes | None:
-        """The whole body when it is all in (no await needed), else None."""
-        if not self.done or self._error is not None:
-            return None
-        return self._take() if self._chunks else b""
-
-    @property
-    def head(self) -> asyncio.Future[None]:
-        """Done when the answer's head is in, or with the exchange's error (send_now)."""
-        return self._head_fut
-
     def close(self) -> None:
-        timer = self.timer
-        if timer is not None:
-            timer.cancel()
         conn = self._conn
         if conn is None:
             return
@@ -661,42 +640,6 @@ class Http1Transport(Transport):
                 pool_timeout=self._pool_timeout,
             )
         return pool
-
-    def send_now(self, request: OutboundRequest) -> _Response | None:
-        """Write `request` on an idle pooled connection at once, without a coroutine: the
-        response's `head` future is done when the head is in, or fails as `send` would
-        (a stale kept-alive connection fails with `is_stale`). None when no idle connection is
-        at hand or the body is not in memory: use `send`."""
-        pool = self._pools.get((request.pool, request.origin))
-        body = request.body
-        if pool is None or not isinstance(body, bytes | None):
-            return None
-        conn = pool.take_idle()
-        if conn is None:
-            return None
-        if body is None:
-            framing = "Content-Length: 0\r\n" if request.method in _BODY_EXPECTED else ""
-        else:
-            framing = f"Content-Length: {len(body)}\r\n"
-        try:
-            head = _head(request, pool.host_header, framing)
-        except TransportError:
-            pool.release(conn)
-            raise
-        response = _Response(conn, request.method == "HEAD", request.timeout)
-        conn.used += 1
-        conn.response = response
-        transport = conn.transport
-        assert transport is not None
-        transport.write(head + body if body else head)
-        response.sent = True
-        response.timer = pool.loop.call_at(
-            pool.loop.time() + request.timeout,
-            _expire,
-            response._head_fut,
-            f"no response from {request.origin} in time",
-        )
-        return response
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         # One coroutine from the pool to the response head (no nested frames): every await
