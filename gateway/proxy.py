@@ -236,7 +236,7 @@ class Proxy:
         # None when no route names a rate-limit policy: the stage costs nothing then.
         self.limiter = limiter if limiter is not None and limiter.enabled else None
 
-    def resolve(self, method: str, raw_target: str) -> tuple[Route, dict[str, str]]:
+    def resolve(self, method: str, raw_target: str) -> tuple[Route, dict[str, str] | None]:
         """Stage 1, the route: 400 for dot segments, 404, 405 with `Allow`."""
         path = raw_target.partition("?")[0]
         if ("/." in path or "%" in path or "\\" in path) and _has_dot_segment(path):
@@ -271,7 +271,7 @@ class Proxy:
     def outbound(
         self,
         route: Route,
-        params: dict[str, str],
+        params: dict[str, str] | None,
         method: str,
         raw_target: str,
         headers: CIMultiDict[str] | list[tuple[str, str]],
@@ -317,7 +317,7 @@ class Proxy:
     async def forward(
         self,
         route: Route,
-        params: dict[str, str],
+        params: dict[str, str] | None,
         method: str,
         raw_target: str,
         headers: CIMultiDict[str] | list[tuple[str, str]],

@@ -322,3 +322,13 @@ async def test_access_line_and_metrics_name_the_route(
     text = body.decode()
     assert 'route="public"' in text and 'status="200"' in text
     assert 'route="unmatched"' in text and 'status="404"' in text
+
+
+def test_gateway_server_setting_is_validated() -> None:
+    from chassis import ConfigError, from_env
+    from gateway.__main__ import GatewaySettings
+
+    assert from_env(GatewaySettings, "GATEWAY_", {}).server == "front"
+    assert from_env(GatewaySettings, "GATEWAY_", {"GATEWAY_SERVER": "aiohttp"}).server == "aiohttp"
+    with pytest.raises(ConfigError, match="GATEWAY_SERVER"):
+        from_env(GatewaySettings, "GATEWAY_", {"GATEWAY_SERVER": "nginx"})
