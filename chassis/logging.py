@@ -105,7 +105,7 @@ _ts_milli = -1
 _ts_text = ""
 
 
-def timestamp(created: float) -> str:
+def _timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds; lines logged within the same millisecond share it."""
     global _ts_milli, _ts_text
     milli = int(created * 1000)
@@ -118,7 +118,7 @@ def timestamp(created: float) -> str:
 
 def _head(created: float, level: str, service: str, logger: str) -> dict[str, Any]:
     """The first keys of every line, in order."""
-    return {"ts": timestamp(created), "level": level, "service": service, "logger": logger}
+    return {"ts": _timestamp(created), "level": level, "service": service, "logger": logger}
 
 
 class _LineWriter:
@@ -228,26 +228,16 @@ class JsonLineHandler(logging.Handler):
 
     def write_fields(self, logger: str, level: str, msg: str, fields: dict[str, Any]) -> None:
         """The line `logger.<level>(msg, extra=fields)` would write, without a LogRecord."""
-        doc = self.line_head(logger, level, msg)
-        doc.update(fields)
-        self.write_doc(doc)
-
-    def line_head(self, logger: str, level: str, msg: str) -> dict[str, Any]:
-        """The keys every line starts with (the correlation id when set); add fields, then
-        `write_doc`."""
+        cid = correlation_id.get()
         doc = {
-            "ts": timestamp(time.time()),
+            "ts": _timestamp(time.time()),
             "level": level,
             "service": self.service,
             "logger": logger,
             "msg": msg,
+            **({"correlation_id": cid} if cid else {}),
+            **fields,
         }
-        cid = correlation_id.get()
-        if cid:
-            doc["correlation_id"] = cid
-        return doc
-
-    def write_doc(self, doc: dict[str, Any]) -> None:
         self._writer.write(orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:

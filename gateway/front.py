@@ -49,6 +49,7 @@ from .proxy import (
     BodyTooLarge,
     _too_large,
     forward_header_pairs,
+    read_whole,
     response_header_pairs,
     response_headers,
 )
@@ -591,11 +592,7 @@ class _Connection(asyncio.Protocol):
             self._write(status, reason, fields, extra, b"", close=not req.keep_alive)
             return status
         if length is not None and length <= _READ_WHOLE_RESPONSE:
-            try:
-                body = await upstream.read()
-            except TransportError as exc:
-                log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
-                raise Problem(502, f"{name} broke off its answer") from None
+            body = await read_whole(upstream, name)
             # the upstream's Content-Length is among the fields and matches the body read
             self._write(status, reason, fields, extra, body, close=not req.keep_alive)
             return status

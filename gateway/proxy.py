@@ -44,6 +44,7 @@ __all__ = [
     "Proxy",
     "forward_header_pairs",
     "forward_headers",
+    "read_whole",
     "response_header_pairs",
     "response_headers",
 ]
@@ -101,13 +102,19 @@ def _strip(
     for name, value in headers.items():
         kept = keep.get(name)
         if kept is None:
-            low = name.lower()
-            kept = not (low in drop or low.startswith("proxy-"))
-            if len(keep) < _KEEP_CACHE_MAX:
-                keep[name] = kept
+            kept = _decide(name, drop, keep)
         if kept:
             out.add(name, value)
     return out
+
+
+def _decide(name: str, drop: frozenset[str], keep: dict[str, bool]) -> bool:
+    """Whether a field of this name goes on (end-to-end), remembered in `keep` (bounded)."""
+    low = name.lower()
+    kept = not (low in drop or low.startswith("proxy-"))
+    if len(keep) < _KEEP_CACHE_MAX:
+        keep[name] = kept
+    return kept
 
 
 def forward_headers(
@@ -148,10 +155,7 @@ def _strip_pairs(
         name = pair[0]
         kept = keep.get(name)
         if kept is None:
-            low = name.lower()
-            kept = not (low in drop or low.startswith("proxy-"))
-            if len(keep) < _KEEP_CACHE_MAX:
-                keep[name] = kept
+            kept = _decide(name, drop, keep)
         if kept:
             out.append(pair)
         elif connection is None and name.lower() == "connection":
@@ -218,6 +222,15 @@ class _LimitedBody:
 
 def _too_large(limit: int) -> Problem:
     return Problem(413, f"the request body exceeds {limit} bytes", title="Content Too Large")
+
+
+async def read_whole(upstream: UpstreamResponse, name: str) -> bytes:
+    """A small answer's whole body before the answer starts: a failure is still a clean 502."""
+    try:
+        return await upstream.read()
+    except TransportError as exc:
+        log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
+        raise Problem(502, f"{name} broke off its answer") from None
 
 
 class Proxy:
@@ -408,11 +421,7 @@ class Proxy:
         if no_body:
             whole = b""
         elif length is not None and length <= _READ_WHOLE_RESPONSE:
-            try:
-                whole = await upstream.read()
-            except TransportError as exc:
-                log.warning("upstream body failed", extra={"upstream": name, "error": str(exc)})
-                raise Problem(502, f"{name} broke off its answer") from None
+            whole = await read_whole(upstream, name)
         if whole is not None:
             # A plain Response: aiohttp sends head and body in one write, after we return.
             return web.Response(
