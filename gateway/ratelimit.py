@@ -50,7 +50,7 @@ import hiredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from chassis import Claims, Problem
+from chassis import Claims, Problem, tracing
 
 from .config import (
     ConsumerClass,
@@ -746,6 +746,11 @@ class RateLimiter:
         remote = self.remote
         if remote is None:
             decision, backend = self.local.acquire(key, plan.interval_ns, plan.burst), "local"
+        elif tracing.ENABLED:  # our own RESP client: a CLIENT span of our own around the call
+            with tracing.client_span(
+                "EVALSHA", {}, **{"db.system": "redis", "db.operation": "EVALSHA"}
+            ):
+                decision, backend = await self.decide(plan, key)
         else:
             # `decide`, inline: the request's coroutine awaits Redis' reply itself
             try:

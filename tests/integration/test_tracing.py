@@ -281,3 +281,64 @@ def test_file_mode_writes_json_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         assert [json.loads(line)["name"] for line in lines] == ["inner", "work"]
     finally:
         tracing.reset()
+
+
+async def test_rate_limit_call_is_a_redis_span_of_the_request(
+    exporter: InMemorySpanExporter, redis_url: str, redis_key_prefix: str
+) -> None:
+    """The gateway's own Redis client (not redis-py, so no maintained instrumentation) makes
+    a CLIENT span for its EVALSHA, inside the request's trace."""
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    upstream_app = web.Application()
+    upstream_app.router.add_get("/health/ready", ok)
+    upstream_app.router.add_get("/limited", ok)
+    upstream = TestServer(upstream_app, host="127.0.0.1")
+    await upstream.start_server()
+    url = str(upstream.make_url("")).rstrip("/")
+    config = parse_config(
+        {
+            "auth": {"issuer": "https://issuer.test", "jwks_url": url + "/jwks"},
+            "rate_limits": {
+                "redis_url": redis_url,
+                "key_prefix": redis_key_prefix,
+                "on_redis_error": "fail_closed",
+                "policies": {"p": {"limit": 100, "period": 60}},
+            },
+            "upstreams": {"svc": {"instances": [url], "health": {"interval": 60}}},
+            "routes": [
+                {
+                    "name": "limited",
+                    "methods": ["GET"],
+                    "path": "/limited",
+                    "upstream": "svc",
+                    "auth": {"required": False},
+                    "rate_limit": "p",
+                }
+            ],
+        },
+        environ={},
+    )
+    gateway = create_gateway(config, transport_kind="http1")
+    tracing.setup("gateway", gateway, exporter=exporter)
+    server = TestServer(gateway, host="127.0.0.1")
+    await server.start_server()
+    try:
+        with suppress_http_instrumentation():
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(server.make_url("/limited")) as resp,
+            ):
+                assert resp.status == 200, await resp.text()
+                assert "RateLimit" in resp.headers
+    finally:
+        await server.close()
+        await upstream.close()
+    spans = list(exporter.get_finished_spans())
+    redis_span = next(s for s in spans if s.attributes.get("db.system") == "redis")
+    assert redis_span.kind is trace.SpanKind.CLIENT and redis_span.name == "EVALSHA"
+    parent = next(s for s in spans if s.context.span_id == redis_span.parent.span_id)
+    assert parent.kind is trace.SpanKind.SERVER
+    assert parent.resource.attributes["service.name"] == "gateway"
