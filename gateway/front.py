@@ -17,7 +17,9 @@ Parsing: the buffer always starts at the first byte of the request being parsed,
 answered here has no body or a known-length one, so where it ends is known without the parser;
 a request that begins while one is being answered (pipelining) stops the parser and is parsed
 again, by a fresh parser, after that answer. Timeouts: an idle keep-alive connection is closed
-after `idle_timeout`, a request whose head (or body) is not in after `head_timeout` too.
+after `idle_timeout`, a request whose head (or body) is not all in `head_timeout` after its
+first byte too, however it trickles (a slowloris cannot keep a connection by sending a byte
+now and then).
 """
 
 from __future__ import annotations
@@ -223,8 +225,10 @@ class FrontServer:
             for conn in list(self.connections):
                 if conn.busy:
                     continue
-                limit = self.head_timeout if conn.buf else self.idle_timeout
-                if now - conn.last > limit:
+                if conn.buf:  # a request arriving: the whole of it within head_timeout
+                    if now - conn.since > self.head_timeout:
+                        conn.close()
+                elif now - conn.last > self.idle_timeout:
                     conn.close()
 
 
@@ -278,6 +282,7 @@ class _Connection(asyncio.Protocol):
         "parser",
         "remote",
         "req",
+        "since",
         "transport",
     )
 
@@ -290,6 +295,7 @@ class _Connection(asyncio.Protocol):
         self.req: _Request | None = None
         self.busy = False
         self.last = 0.0
+        self.since = 0.0  # when the request now arriving began to arrive
         self._fed = 0  # bytes of buf the current parser has seen
         self._broken = False  # the parser stopped inside a message: start a new one
         self._reading_paused = False
@@ -317,7 +323,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         front = self.front
         assert front.loop is not None
-        self.last = front.loop.time()
+        now = self.last = front.loop.time()
+        if not self.buf:
+            self.since = now  # the first byte of a request: a slow sender cannot reset it
         self.buf += data
         if self.busy:
             if len(self.buf) > _MAX_BUFFER and not self._reading_paused:
@@ -681,7 +689,7 @@ class _Connection(asyncio.Protocol):
             self._broken = False
         self.busy = False
         assert self.front.loop is not None
-        self.last = self.front.loop.time()
+        self.last = self.since = self.front.loop.time()
         transport = self.transport
         if transport is None or transport.is_closing():
             return

@@ -10,6 +10,7 @@ slow-head timeouts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -332,3 +333,27 @@ def test_gateway_server_setting_is_validated() -> None:
     assert from_env(GatewaySettings, "GATEWAY_", {"GATEWAY_SERVER": "aiohttp"}).server == "aiohttp"
     with pytest.raises(ConfigError, match="GATEWAY_SERVER"):
         from_env(GatewaySettings, "GATEWAY_", {"GATEWAY_SERVER": "nginx"})
+
+
+async def test_a_trickling_request_head_is_cut_all_the_same(wire: Wire) -> None:
+    """A byte every 0.1 s never lets the connection go idle, yet the head must be all in
+    within head_timeout (0.5 s here) of its first byte: closed long before it is complete."""
+    head = _get("/public/slowloris")
+    sent = 0
+
+    async def trickle() -> None:
+        nonlocal sent
+        with contextlib.suppress(OSError):
+            for byte in head:
+                await wire.send(bytes([byte]))
+                sent += 1
+                await asyncio.sleep(0.1)  # the slow client under test, not a wait for readiness
+
+    task = asyncio.create_task(trickle())
+    try:
+        assert await wire.closed()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sent < len(head)  # cut mid-head: ~4 s of trickling, cut after ~0.5 s
