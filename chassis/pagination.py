@@ -9,7 +9,10 @@ from datetime import datetime
 
 import orjson
 
-__all__ = ["InvalidCursor", "decode_cursor", "encode_cursor"]
+__all__ = ["CURSOR_MESSAGE", "InvalidCursor", "cursor_param", "decode_cursor", "encode_cursor"]
+
+
+CURSOR_MESSAGE = "is not a cursor returned by this API"
 
 
 class InvalidCursor(ValueError):
@@ -33,3 +36,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if when.tzinfo is None:
         raise InvalidCursor("malformed cursor")
     return when, item_id
+
+
+def cursor_param(text: str) -> tuple[datetime, str]:
+    """A `cursor` query parameter, or the 422 problem naming it (for route handlers)."""
+    from .problems import validation_problem  # problems does not import pagination
+
+    try:
+        return decode_cursor(text)
+    except InvalidCursor as exc:
+        raise validation_problem({"cursor": [CURSOR_MESSAGE]}) from exc

@@ -20,6 +20,7 @@ from marshmallow import (
 )
 
 from chassis.openapi import ProblemSchema
+from chassis.pagination import CURSOR_MESSAGE
 
 from .domain import (
     CURRENCY,
@@ -72,7 +73,7 @@ class Cursor(fields.String):
         try:
             return decode_cursor(text)
         except InvalidCursor as exc:
-            raise ValidationError("is not a cursor returned by this API") from exc
+            raise ValidationError(CURSOR_MESSAGE) from exc
 
 
 class ProductSchema(Schema):

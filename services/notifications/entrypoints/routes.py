@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, require_scopes
-from chassis.pagination import InvalidCursor, decode_cursor, encode_cursor
+from chassis.pagination import cursor_param, encode_cursor
 
 from ..domain import Notification
 from ..schemas import ListQuerySchema, NotificationSchema
@@ -41,17 +40,6 @@ def _dump(n: Notification) -> dict[str, Any]:
             "read_at": n.read_at,
         }
     )
-
-
-def _encode_cursor(key: tuple[datetime, str]) -> str:
-    return encode_cursor(*key)
-
-
-def _decode_cursor(text: str) -> tuple[datetime, str]:
-    try:
-        return decode_cursor(text)
-    except InvalidCursor as exc:
-        raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
 
 
 @routes.get("/api/v1/notifications")
@@ -85,13 +73,13 @@ async def list_notifications(request: web.Request) -> web.Response:
         request.app[ENGINE],
         request[CLAIMS].subject,
         unread=args.get("unread"),
-        before=_decode_cursor(args["cursor"]) if "cursor" in args else None,
+        before=cursor_param(args["cursor"]) if "cursor" in args else None,
         limit=args["limit"],
     )
     return web.json_response(
         {
             "items": [_dump(n) for n in page],
-            "next_cursor": _encode_cursor(after) if after else None,
+            "next_cursor": encode_cursor(*after) if after else None,
         }
     )
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, json_body, require_scopes
-from chassis.pagination import InvalidCursor, decode_cursor, encode_cursor
+from chassis.pagination import cursor_param, encode_cursor
 
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Status
@@ -81,17 +80,6 @@ def _problem(exc: use_cases.OrdersError) -> Problem:
             errors={"Idempotency-Key": ["reused with a different request"]},
         )
     return Problem(500, "an unexpected error occurred")  # pragma: no cover
-
-
-def _encode_cursor(key: tuple[datetime, str]) -> str:
-    return encode_cursor(*key)
-
-
-def _decode_cursor(text: str) -> tuple[datetime, str]:
-    try:
-        return decode_cursor(text)
-    except InvalidCursor as exc:
-        raise validation_problem({"cursor": ["is not a cursor returned by this API"]}) from exc
 
 
 @routes.post("/api/v1/orders")
@@ -218,7 +206,7 @@ async def list_orders(request: web.Request) -> web.Response:
         args = _query.load(dict(request.query))
     except ValidationError as exc:
         raise validation_problem(exc.messages) from exc
-    before = _decode_cursor(args["cursor"]) if "cursor" in args else None
+    before = cursor_param(args["cursor"]) if "cursor" in args else None
     status = Status(args["status"]) if "status" in args else None
     page, after = await use_cases.list_orders(
         request.app[RUNTIME].engine,
@@ -230,6 +218,6 @@ async def list_orders(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "items": [_dump(o) for o in page],
-            "next_cursor": _encode_cursor(after) if after else None,
+            "next_cursor": encode_cursor(*after) if after else None,
         }
     )
