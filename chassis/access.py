@@ -38,7 +38,8 @@ def record_request(
         "route": route,
         "path": path,
         "status": status,
-        "duration_ms": round(elapsed * 1000, 3),
+        # whole microseconds: round(x, 3) is a correctly rounded decimal, ten times the cost
+        "duration_ms": int(elapsed * 1_000_000) / 1000,
         "client_id": client_id,
     }
     if fields:

@@ -101,19 +101,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str)
 
 
-_ts_milli = -1
-_ts_text = ""
+_ts_second = -1
+_ts_prefix = ""
 
 
 def _timestamp(created: float) -> str:
-    """ISO 8601 UTC with milliseconds; lines logged within the same millisecond share it."""
-    global _ts_milli, _ts_text
-    milli = int(created * 1000)
-    if milli != _ts_milli:
-        second, ms = divmod(milli, 1000)
-        _ts_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{ms:03d}Z"
-        _ts_milli = milli
-    return _ts_text
+    """ISO 8601 UTC with milliseconds; the date and time are formatted once per second."""
+    global _ts_second, _ts_prefix
+    second = int(created)
+    if second != _ts_second:
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _ts_second = second
+    return f"{_ts_prefix}{int((created - second) * 1000):03d}Z"
 
 
 def _head(created: float, level: str, service: str, logger: str) -> dict[str, Any]:
@@ -228,16 +227,17 @@ class JsonLineHandler(logging.Handler):
 
     def write_fields(self, logger: str, level: str, msg: str, fields: dict[str, Any]) -> None:
         """The line `logger.<level>(msg, extra=fields)` would write, without a LogRecord."""
-        cid = correlation_id.get()
         doc = {
             "ts": _timestamp(time.time()),
             "level": level,
             "service": self.service,
             "logger": logger,
             "msg": msg,
-            **({"correlation_id": cid} if cid else {}),
-            **fields,
         }
+        cid = correlation_id.get()
+        if cid:
+            doc["correlation_id"] = cid
+        doc.update(fields)
         self._writer.write(orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:
@@ -253,19 +253,24 @@ def fast_json_handler(logger: logging.Logger, level: int) -> JsonLineHandler | N
 
     None when the logger is off for `level`, has filters, or when any other handler (a test's
     log capture, a custom set-up) would see the record: callers then log the usual way.
+    Checked on every call (handlers come and go), so it is written for the common chain:
+    loggers without handlers up to the root's single chassis handler.
     """
     if not logger.isEnabledFor(level) or logger.filters:
         return None
     found: JsonLineHandler | None = None
     current: logging.Logger | None = logger
     while current is not None:
-        for handler in current.handlers:
-            if found is not None or type(handler) is not JsonLineHandler:
+        handlers = current.handlers
+        if handlers:
+            if found is not None or len(handlers) != 1:
                 return None
+            handler = handlers[0]
             if (
-                handler.filters
+                type(handler) is not JsonLineHandler
+                or handler.filters
                 or level < handler.level
-                or handler.formatter is not (handler.json_formatter)
+                or handler.formatter is not handler.json_formatter
             ):
                 return None
             found = handler

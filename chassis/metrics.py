@@ -1,9 +1,9 @@
 """Prometheus metrics shared by the gateway and the services.
 
 Recording a request is on every service's hot path, so `RequestMetrics.observe` only bumps
-plain numbers under one lock (a dict hit, a bisect, three additions); a collector turns them
-into the `http_requests_total` counter and `http_request_duration_seconds` histogram when
-`/metrics` is scraped.
+plain numbers under one lock (one dict hit per route, method and status, a bisect, two
+additions); a collector turns them into the `http_requests_total` counter and the
+`http_request_duration_seconds` histogram (summed over statuses) when `/metrics` is scraped.
 """
 
 from __future__ import annotations
@@ -29,21 +29,26 @@ class _RequestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
         with m._lock:
-            counts = list(m._counts.items())
-            latencies = [(key, list(values)) for key, values in m._latencies.items()]
+            observed = [(key, list(values)) for key, values in m._observed.items()]
         count = CounterMetricFamily(
             "http_requests",
             "HTTP requests served",
             labels=["service", "route", "method", "status"],
         )
-        for (route, method, status), n in counts:
-            count.add_metric([m.service, route, method, str(status)], n)
+        histograms: dict[tuple[str, str], list[float]] = {}
+        for (route, method, status), values in observed:
+            count.add_metric([m.service, route, method, str(status)], sum(values[:-1]))
+            total = histograms.get((route, method))
+            if total is None:
+                histograms[(route, method)] = values
+            else:
+                histograms[(route, method)] = [a + b for a, b in zip(total, values, strict=True)]
         latency = HistogramMetricFamily(
             "http_request_duration_seconds",
             "Time to serve an HTTP request",
             labels=["service", "route", "method"],
         )
-        for (route, method), values in latencies:
+        for (route, method), values in histograms.items():
             cumulative, buckets = 0, []
             for label, n in zip(_BUCKET_LABELS, values, strict=False):
                 cumulative += int(n)
@@ -60,20 +65,17 @@ class RequestMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.service = service
         self._lock = threading.Lock()  # Flask threads record concurrently
-        self._counts: dict[tuple[str, str, int], int] = {}
-        # per (route, method): one count per bucket (the last is +Inf), then the sum of seconds
-        self._latencies: dict[tuple[str, str], list[float]] = {}
+        # per (route, method, status): one count per bucket (the last is +Inf), then the sum
+        # of seconds
+        self._observed: dict[tuple[str, str, int], list[float]] = {}
         self.registry.register(_RequestCollector(self))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
-        hkey = (route, method)
         with self._lock:
-            counts = self._counts
-            counts[key] = counts.get(key, 0) + 1
-            values = self._latencies.get(hkey)
+            values = self._observed.get(key)
             if values is None:
-                values = self._latencies[hkey] = [0] * (len(_BUCKETS) + 2)
+                values = self._observed[key] = [0] * (len(_BUCKETS) + 2)
             values[bisect_left(_BUCKETS, seconds)] += 1
             values[-1] += seconds
 
