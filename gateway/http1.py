@@ -71,7 +71,9 @@ def _expire(fut: asyncio.Future[Any], message: str) -> None:
 # --- one connection ------------------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
+class _Connection:
+    """One upstream connection: an asyncio protocol by its methods (see gateway/http1.pxd)."""
+
     __slots__ = (
         "_drain",
         "closed",
@@ -156,7 +158,7 @@ class _Connection(asyncio.Protocol):
 # --- one response --------------------------------------------------------------------------
 
 
-class _Response(UpstreamResponse):
+class _Response:
     """One exchange's parser callbacks and body buffer; it owns its connection until close()."""
 
     __slots__ = (
@@ -389,6 +391,10 @@ class _Response(UpstreamResponse):
             conn.pool.release(conn)
         else:
             conn.pool.discard(conn)
+
+
+# An UpstreamResponse by registration: compiled, _Response is an extension type (http1.pxd).
+UpstreamResponse.register(_Response)
 
 
 # --- the pool of one upstream instance -----------------------------------------------------
