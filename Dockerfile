@@ -13,18 +13,6 @@ RUN python -m venv /opt/venv
 COPY requirements.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --requirement /tmp/requirements.lock
 
-# --- speedups: the gateway's hot path compiled with Cython (ADR 0006); gcc stays here ---
-FROM build AS speedups
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY chassis/ chassis/
-COPY gateway/ gateway/
-COPY tools/__init__.py tools/speedups.py tools/
-RUN /opt/venv/bin/python -m tools.speedups build --strict
-
 # --- runtime: the virtualenv, then the code, run by an unprivileged user ---
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE=gateway
@@ -39,7 +27,6 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root chassis/ chassis/
 COPY --chown=root:root gateway/ gateway/
-COPY --from=speedups --chown=root:root /src/gateway/*.so /src/gateway/_speedups.json gateway/
 COPY --chown=root:root services/ services/
 COPY --chown=root:root docker/entry.py docker/entry.py
 # var/ holds each service's data (SQLite default, identity's keys, orders' client file);

@@ -6,15 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# The compiled hot path (ADR 0006): rebuilt when its sources change; pure Python without it.
-SPEEDUPS := gateway/_speedups.json
-SPEEDUPS_SRC := gateway/front.py gateway/front.pxd gateway/http1.py gateway/http1.pxd
-# The gateway's own tests, run a second time on the pure-Python modules.
-PURE_TESTS := tests/unit/gateway tests/integration/test_gateway_front.py \
-	tests/integration/test_gateway_proxy.py tests/integration/test_gateway_http1.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install speedups up down test lint format lock rotate-keys bench load contracts edge-certs clean
+.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,15 +21,9 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@touch $@
 
-install: $(INSTALLED) $(SPEEDUPS) ## create .venv, install the pinned dependencies, compile the hot path
+install: $(INSTALLED) ## create .venv and install the pinned dependencies
 
-$(SPEEDUPS): $(INSTALLED) $(SPEEDUPS_SRC)
-	$(BIN)/python -m tools.speedups build
-
-speedups: $(INSTALLED) ## recompile the gateway's hot path (Cython; PORTICO_SPEEDUPS=off runs the source)
-	$(BIN)/python -m tools.speedups build --strict
-
-up: $(INSTALLED) $(SPEEDUPS) ## prepare and run the stack (DETACH=1 returns once ready; EDGE=nginx: TLS + 2 gateways)
+up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready; EDGE=nginx: TLS + 2 gateways)
 	$(BIN)/python -m tools.stack up $(if $(DETACH),--detach) $(if $(EDGE),--edge $(EDGE))
 
 edge-certs: $(INSTALLED) ## development CA + server certificate for nginx in var/edge/certs (never committed)
@@ -44,11 +32,10 @@ edge-certs: $(INSTALLED) ## development CA + server certificate for nginx in var
 down: ## stop a stack started with `make up DETACH=1`
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi
 
-test: $(INSTALLED) $(SPEEDUPS) ## lint, then unit, integration and end-to-end tests
+test: $(INSTALLED) ## lint, then unit, integration and end-to-end tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
-	PORTICO_SPEEDUPS=off $(BIN)/python -m pytest -q $(PURE_TESTS)
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -56,11 +43,11 @@ lint: $(INSTALLED) ## ruff check and format check
 format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(INSTALLED) $(SPEEDUPS) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
+bench: $(INSTALLED) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-load: $(INSTALLED) $(SPEEDUPS) ## the user journey under Locust through a stack on free ports, then the saga invariants
+load: $(INSTALLED) ## the user journey under Locust through a stack on free ports, then the saga invariants
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
 	$(BIN)/python -m tests.load $(LOAD_ARGS)
 
@@ -77,5 +64,5 @@ lock: ## re-pin requirements.lock from the ranges in pyproject.toml (needs the n
 	.lockvenv/bin/python -m pip freeze --all --exclude portico --exclude pip > requirements.lock
 	rm -rf .lockvenv
 
-clean: down ## remove .venv, var/ (databases, keys, logs) and the compiled hot path
-	rm -rf $(VENV) var build gateway/_speedups.json gateway/*.so
+clean: down ## remove .venv and var/ (databases, keys, logs)
+	rm -rf $(VENV) var

@@ -27,8 +27,6 @@ from aiohttp import web
 
 from chassis import ConfigError, configure_logging, from_env, tracing
 
-from ._speedups import compiled_modules
-from ._speedups import enabled as speedups_enabled
 from .app import STATE, create_app
 from .config import DEFAULT_CONFIG_PATH, check_config, load_config
 from .front import FrontServer
@@ -72,10 +70,6 @@ def serve() -> None:
     configure_logging("gateway")
     try:
         settings = from_env(GatewaySettings, "GATEWAY_")
-        try:
-            speedups_enabled()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         path = Path(settings.config or DEFAULT_CONFIG_PATH)
         config = load_config(path)
         app = create_app(config, config_path=path)  # reads GATEWAY_TRANSPORT
@@ -88,10 +82,7 @@ def serve() -> None:
     asyncio.set_event_loop(loop)
     # Tracing wraps aiohttp's server (the maintained instrumentation): no front server then.
     if settings.server == "aiohttp" or tracing.wanted():
-        log.info(
-            "gateway listening",
-            extra={"host": host, "port": port, "server": "aiohttp", "compiled": compiled_modules()},
-        )
+        log.info("gateway listening", extra={"host": host, "port": port, "server": "aiohttp"})
 
         async def freeze(_app: web.Application) -> None:
             _freeze_heap()
@@ -99,10 +90,7 @@ def serve() -> None:
         app.on_startup.append(freeze)
         web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
         return
-    log.info(
-        "gateway listening",
-        extra={"host": host, "port": port, "server": "front", "compiled": compiled_modules()},
-    )
+    log.info("gateway listening", extra={"host": host, "port": port, "server": "front"})
     loop.run_until_complete(_serve_front(app, host, port))
 
 

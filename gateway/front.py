@@ -29,7 +29,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -266,12 +266,8 @@ def _own_paths(app: web.Application) -> Callable[[str], bool]:
     return own
 
 
-class _Connection:
-    """One client connection on the fast path (until a request is handed to aiohttp).
-
-    An asyncio protocol by its methods, not by inheritance: compiled (gateway/front.pxd) it is
-    an extension type, which cannot have a Python base class.
-    """
+class _Connection(asyncio.Protocol):
+    """One client connection on the fast path (until a request is handed to aiohttp)."""
 
     __slots__ = (
         "_broken",
@@ -656,18 +652,14 @@ class _Connection:
         self,
         status: int,
         reason: str,
-        fields: Sequence[tuple[str, str]],
-        extra: Sequence[tuple[str, str]],
+        fields: list[tuple[str, str]],
+        extra: list[tuple[str, str]],
         body: bytes,
         *,
         close: bool = False,
         end: bool = True,
     ) -> None:
-        """Status line, `fields` then `extra` (ours), Date if missing, and the body: one write.
-
-        `fields` is a Sequence, not a list: compiled (ADR 0006), a `list[tuple[str, str]]`
-        annotation would refuse the `istr` names of a multidict's items (aiohttp's transport).
-        """
+        """Status line, `fields` then `extra` (ours), Date if missing, and the body: one write."""
         transport = self.transport
         if transport is None:
             return

@@ -71,9 +71,7 @@ def _expire(fut: asyncio.Future[Any], message: str) -> None:
 # --- one connection ------------------------------------------------------------------------
 
 
-class _Connection:
-    """One upstream connection: an asyncio protocol by its methods (see gateway/http1.pxd)."""
-
+class _Connection(asyncio.Protocol):
     __slots__ = (
         "_drain",
         "closed",
@@ -158,7 +156,7 @@ class _Connection:
 # --- one response --------------------------------------------------------------------------
 
 
-class _Response:
+class _Response(UpstreamResponse):
     """One exchange's parser callbacks and body buffer; it owns its connection until close()."""
 
     __slots__ = (
@@ -391,10 +389,6 @@ class _Response:
             conn.pool.release(conn)
         else:
             conn.pool.discard(conn)
-
-
-# An UpstreamResponse by registration: compiled, _Response is an extension type (http1.pxd).
-UpstreamResponse.register(_Response)
 
 
 # --- the pool of one upstream instance -----------------------------------------------------

@@ -448,19 +448,14 @@ class Bench:
         for name, module_args in (
             ("gateway", ["-m", "gateway"]),
             ("gateway-quiet", ["-m", "tests.bench.servers", "gateway-quiet"]),
-            ("gateway-pure", ["-m", "gateway"]),
         ):
             if name == "gateway" and not any(self.wanted(r) for r in gateway_rows):
                 continue
             if name == "gateway-quiet" and not self.wanted("gateway plain, no access log"):
                 continue
-            if name == "gateway-pure" and not self.wanted("gateway plain, pure Python"):
-                continue
             port = free_port()
             env = {"GATEWAY_CONFIG": str(config), "GATEWAY_PORT": str(port)}
             env["GATEWAY_TRANSPORT"] = self.args.transport
-            if name == "gateway-pure":
-                env["PORTICO_SPEEDUPS"] = "off"  # the same gateway without its compiled hot path
             proc = self.procs.start(name, [PY, *module_args], env)
             base = f"http://127.0.0.1:{port}"
             if name == "gateway":
@@ -490,11 +485,8 @@ class Bench:
                     self.rows.append(
                         Row("gateway aggregate", status="pending: aggregation not built")
                     )
-            elif name == "gateway-quiet":
-                row = Row("gateway plain, no access log", base + "/plain", proc=proc, extra=True)
-                self.add(row, "/plain")
             else:
-                row = Row("gateway plain, pure Python", base + "/plain", proc=proc, extra=True)
+                row = Row("gateway plain, no access log", base + "/plain", proc=proc, extra=True)
                 self.add(row, "/plain")
 
     def _redis(self) -> str | None:
