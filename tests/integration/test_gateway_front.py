@@ -100,9 +100,13 @@ class Wire:
         return status, headers, body
 
     async def closed(self) -> bool:
-        """True once the server closed the connection (EOF), within the deadline."""
+        """True once the server closed the connection, within the deadline: EOF, or a reset
+        when the server closed with bytes of ours still unread (the kernel then sends RST)."""
         async with asyncio.timeout(DEADLINE):
-            return await self.reader.read() == b""
+            try:
+                return await self.reader.read() == b""
+            except ConnectionResetError:
+                return True
 
     def close(self) -> None:
         self.writer.close()
