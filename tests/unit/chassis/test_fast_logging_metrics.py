@@ -103,3 +103,18 @@ def test_request_metrics_render_counts_and_buckets() -> None:
     assert f'http_request_duration_seconds_bucket{{le="0.005",{labels}}} 2.0' in text
     assert f'http_request_duration_seconds_bucket{{le="+Inf",{labels}}} 3.0' in text
     assert f"http_request_duration_seconds_count{{{labels}}} 3.0" in text
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1764111111.0, 1764111111.0004, 1764111111.9999, 1764111112.5, 1764111111.25, 0.001],
+)
+def test_timestamps_are_iso_utc_milliseconds_across_second_boundaries(created: float) -> None:
+    """The date and time part is cached per second: a cached second must never leak into the
+    next one, and the milliseconds are truncated as datetime's isoformat truncates them."""
+    from datetime import UTC, datetime
+
+    from chassis.logging import _timestamp
+
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert _timestamp(created) == expected.replace("+00:00", "Z")
