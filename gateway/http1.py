@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .timers import Timers
 from .transport import (
     Headers,
     OutboundRequest,
@@ -66,6 +67,10 @@ class _Stale(Exception):
 def _expire(fut: asyncio.Future[Any], message: str) -> None:
     if not fut.done():
         fut.set_exception(UpstreamTimeout(message))
+
+
+def _expire_head(fut: asyncio.Future[Any], origin: str) -> None:
+    _expire(fut, f"no response from {origin} in time")
 
 
 # --- one connection ------------------------------------------------------------------------
@@ -323,7 +328,10 @@ class _Response(UpstreamResponse):
     async def _wait_data(self) -> None:
         loop = self._head_fut.get_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(
+        conn = self._conn
+        timers = conn.pool.timers if conn is not None else None
+        call_later = timers.call_later if timers is not None else loop.call_later
+        timer = call_later(
             self._timeout, _expire, waiter, "the upstream stalled while sending its body"
         )
         try:
@@ -419,6 +427,7 @@ class _Pool:
         self.keepalive = keepalive
         self.pool_timeout = pool_timeout
         self.loop = asyncio.get_running_loop()
+        self.timers = Timers(self.loop)  # the per-request deadlines: no loop timer each
         self.idle: list[_Connection] = []  # LIFO: the warmest connection first
         self.count = 0  # open or opening connections, idle ones included
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -690,9 +699,7 @@ class Http1Transport(Transport):
                     await _stream(conn, response, body, chunked, deadline, request.origin)
                 answer = response._head_fut
                 if not answer.done():
-                    timer = loop.call_at(
-                        deadline, _expire, answer, f"no response from {request.origin} in time"
-                    )
+                    timer = pool.timers.call_at(deadline, _expire_head, answer, request.origin)
                     try:
                         await answer
                     finally:
