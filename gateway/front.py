@@ -29,7 +29,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -46,17 +46,21 @@ from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
 from .auth import authenticate, authenticate_cached
+from .config import IDEMPOTENT_METHODS
+from .http1 import Http1Transport
 from .proxy import (
     _READ_WHOLE_REQUEST,
     BodyTooLarge,
+    Proxy,
     _too_large,
     forward_header_pairs,
     read_whole,
     response_header_pairs,
     response_headers,
 )
-from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, StateHolder
-from .transport import TransportError, UpstreamResponse
+from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
+from .routing import Route
+from .transport import OutboundRequest, TransportError, UpstreamResponse
 from .upstreams import NoReadyInstance
 
 __all__ = ["FrontServer"]
@@ -86,16 +90,24 @@ class _Request:
         "answered",
         "authorization",
         "body",
+        "client_id",
         "cold",
         "content_length",
         "end",
+        "fields",
         "forwarded_for",
         "head_bytes",
         "headers",
         "host",
+        "inflight",
         "keep_alive",
         "method",
+        "outbound",
+        "rate",
         "request_id",
+        "rid",
+        "route",
+        "started",
         "target",
         "url",
     )
@@ -116,6 +128,15 @@ class _Request:
         self.target = ""
         self.keep_alive = True
         self.end = 0
+        # set while it is answered
+        self.inflight: Inflight | None = None
+        self.started = 0.0
+        self.rid = ""
+        self.route: Route | None = None
+        self.outbound: OutboundRequest | None = None
+        self.fields: dict[str, Any] | None = None  # the access line's own
+        self.client_id: str | None = None
+        self.rate: tuple[str, str] | None = None  # RateLimit-Policy and RateLimit
 
 
 # Headers whose presence hands the request to aiohttp: CORS, protocol switches, 100-continue.
@@ -461,8 +482,7 @@ class _Connection(asyncio.Protocol):
         head_end = self.buf.find(b"\r\n\r\n")
         req.end = head_end + 4 + req.content_length
         self.busy = True
-        assert self.front.loop is not None
-        self.front.loop.create_task(self._answer(req))
+        self._begin(req)
 
     # --- hand-over to aiohttp ---------------------------------------------------------------
 
@@ -487,123 +507,278 @@ class _Connection(asyncio.Protocol):
 
     # --- answering --------------------------------------------------------------------------
 
-    async def _answer(self, req: _Request) -> None:
-        front = self.front
-        state = front.holder.state  # read once: the request stays on this state
-        inflight = state.inflight
-        inflight.count += 1
-        started = time.perf_counter()
-        rid = accept_request_id(req.request_id)
+    def _begin(self, req: _Request) -> None:
+        """Answer `req`: from callbacks when no stage has to wait, else in a task.
+
+        Without a task when the route is public or the token was verified before, no rate
+        limit applies, the upstream has one instance and no breaker, and a pooled connection
+        is idle: the request goes upstream now and is answered from the upstream connection's
+        callback (`Http1Transport.start`). A task, its coroutine frames and the futures it
+        waits on cost more than the rest of such a request's stages together.
+        """
+        state = self.front.holder.state  # read once: the request stays on this state
+        req.inflight = state.inflight
+        req.inflight.count += 1
+        req.started = time.perf_counter()
+        req.rid = rid = accept_request_id(req.request_id)
         token = correlation_id.set(rid)
-        path = req.target.partition("?")[0]
-        route_name = "unmatched"
-        fields: dict[str, Any] | None = None
-        client_id: str | None = None
-        rate: tuple[str, str] | None = None
-        status = 500
         try:
             proxy = state.proxy
             try:
-                route, params = proxy.resolve(req.method, req.target)
-                route_name = route.name
-                fields = {"upstream": route.upstream}
-                limiter = proxy.limiter
-                remote = self.remote
+                started = self._start_now(req, proxy)
+            except Exception:
+                self._finish(req, self._crash(req))
+                return
+            if not started:
+                assert self.front.loop is not None
+                self.front.loop.create_task(self._answer(req, proxy))
+        finally:
+            correlation_id.reset(token)
 
-                def client_ip() -> str:
-                    if limiter is None:
-                        return remote or "unknown"
-                    return limiter.client_ip_of(remote, tuple(req.forwarded_for))
+    def _start_now(self, req: _Request, proxy: Proxy) -> bool:
+        """Stages 1-4 and the upstream request, if none of them has to wait; False - nothing
+        sent, nothing answered - leaves the whole request to the task (`_answer`)."""
+        transport = proxy.transport
+        if not isinstance(transport, Http1Transport):
+            return False
+        try:
+            route, params = proxy.resolve(req.method, req.target)
+        except Problem:
+            return False
+        instance = proxy.upstreams[route.upstream].direct
+        if instance is None or not instance.healthy:
+            return False
+        limiter = proxy.limiter
+        if limiter is not None and route.name in limiter.by_route:
+            return False
+        claims = None
+        if route.auth_required:
+            try:
+                claims = authenticate_cached(proxy.verifier, route, req.authorization)
+            except Problem:
+                return False
+            if claims is None:
+                return False
+        if req.content_length > route.max_body_bytes:
+            return False
+        forwarded = forward_header_pairs(
+            req.headers,
+            forwarded_for=req.forwarded_for,
+            remote=self.remote,
+            scheme="http",
+            host=req.host or _local_host(self.transport),
+            request_id=req.rid,
+        )
+        body = b"".join(req.body) if req.body else None
+        _, outbound, _ = proxy.outbound(route, params, req.method, req.target, forwarded, body)
+        outbound.origin = instance.origin
+        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
+            return False
+        req.route = route
+        req.outbound = outbound
+        req.fields = {"upstream": route.upstream}
+        if claims is not None:
+            req.client_id = claims.client_id
+        return True
 
-                # Proxy.admit, inline (each coroutine level costs on every request)
-                claims = None
-                if route.auth_required:
-                    claims = authenticate_cached(proxy.verifier, route, req.authorization)
-                    if claims is None:
-                        claims = await authenticate(proxy.verifier, route, req.authorization)
-                if limiter is not None:
-                    rate = await limiter.admit(route.name, claims, client_ip)
-                if claims is not None:
-                    client_id = claims.client_id
-                if req.content_length > route.max_body_bytes:
-                    raise _too_large(route.max_body_bytes)
-                forwarded = forward_header_pairs(
-                    req.headers,
-                    forwarded_for=req.forwarded_for,
-                    remote=remote,
-                    scheme="http",
-                    host=req.host or _local_host(self.transport),
-                    request_id=rid,
-                )
-                body = b"".join(req.body) if req.body else None
-                # stages 4 and 5 inline (one await level less than Proxy.forward)
-                upstream, outbound, retry = proxy.outbound(
-                    route, params, req.method, req.target, forwarded, body
-                )
+    def _upstream_answered(self, req: _Request, proxy: Proxy, response: Any) -> None:
+        """`_start_now`'s callback: the answer now, or a task for what still has to wait."""
+        token = correlation_id.set(req.rid)
+        try:
+            status = self._answer_now(req, proxy, response)
+            if status is not None:
+                self._finish(req, status)
+        finally:
+            correlation_id.reset(token)
+
+    def _answer_now(self, req: _Request, proxy: Proxy, response: Any) -> int | None:
+        """The status answered, or None when a task took the request over."""
+        assert req.route is not None and req.outbound is not None
+        try:
+            error = response.failure()
+            if error is None:
+                body = response.whole_body() if response.content_length is not None else None
+                status = self._relay_now(req, response, body)
+                if status is not None:
+                    response.close()
+                    return status
+                assert self.front.loop is not None  # the body is still coming: a task relays it
+                self.front.loop.create_task(self._answer(req, proxy, _ready(response)))
+                return None
+            stale = response.stale
+            response.close()
+            if stale and req.method in IDEMPOTENT_METHODS:
+                # A kept-alive connection died before the first byte: once more, on a new one
+                # (what `send` does itself for idempotent requests).
+                assert self.front.loop is not None and isinstance(proxy.transport, Http1Transport)
+                again = proxy.transport.send(req.outbound, fresh=True)
+                self.front.loop.create_task(self._answer(req, proxy, again))
+                return None
+            route = req.route
+            raise proxy.failure(error, route.upstream, req.outbound, route.max_body_bytes)
+        except Problem as problem:
+            return self._problem(req, problem)
+        except Exception:
+            return self._crash(req)
+
+    async def _answer(
+        self,
+        req: _Request,
+        proxy: Proxy,
+        pending: Awaitable[UpstreamResponse] | None = None,
+    ) -> None:
+        """The whole request in a task, or (`pending`) the rest of one `_start_now` began."""
+        token = correlation_id.set(req.rid)
+        status = 500
+        try:
+            try:
+                if pending is None:
+                    response = await self._stages(req, proxy)
+                else:
+                    route, outbound = req.route, req.outbound
+                    assert route is not None and outbound is not None
+                    try:
+                        response = await pending
+                    except TransportError as exc:
+                        raise proxy.failure(
+                            exc, route.upstream, outbound, route.max_body_bytes
+                        ) from None
                 try:
-                    response = await upstream.send(proxy.transport, outbound, retry)
-                except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
-                    raise proxy.failure(
-                        exc, upstream.name, outbound, route.max_body_bytes
-                    ) from None
-                if upstream.balanced:
-                    fields["instance"] = outbound.origin
-                try:
-                    status = await self._relay(req, response, rid, rate, route.upstream)
+                    status = await self._relay(req, response)
                 finally:
                     response.close()
             except Problem as problem:
-                status = problem.status
-                self._fail(req, problem, _decoded(path), rid, rate)
+                status = self._problem(req, problem)
             except Exception:
-                http_log.exception("unhandled error", extra={"path": _decoded(path)})
-                status = 500
-                problem = Problem(500, "an unexpected error occurred")
-                self._fail(req, problem, _decoded(path), rid, rate)
+                status = self._crash(req)
         finally:
-            inflight.leave()
-            record_request(
-                front.metrics,
-                req.method,
-                route_name,
-                _decoded(path),
-                status,
-                time.perf_counter() - started,
-                client_id,
-                fields,
-            )
+            self._finish(req, status)
             correlation_id.reset(token)
-            self._done(req)
 
-    async def _relay(
-        self,
-        req: _Request,
-        upstream: UpstreamResponse,
-        rid: str,
-        rate: tuple[str, str] | None,
-        name: str,
-    ) -> int:
+    async def _stages(self, req: _Request, proxy: Proxy) -> UpstreamResponse:
+        """Stages 1-5 (`Proxy.resolve`, `admit`, `forward`) inline: each coroutine level costs
+        on every request."""
+        route, params = proxy.resolve(req.method, req.target)
+        req.route = route
+        req.fields = {"upstream": route.upstream}
+        limiter = proxy.limiter
+        remote = self.remote
+
+        def client_ip() -> str:
+            if limiter is None:
+                return remote or "unknown"
+            return limiter.client_ip_of(remote, tuple(req.forwarded_for))
+
+        claims = None
+        if route.auth_required:
+            claims = authenticate_cached(proxy.verifier, route, req.authorization)
+            if claims is None:
+                claims = await authenticate(proxy.verifier, route, req.authorization)
+        if limiter is not None:
+            req.rate = await limiter.admit(route.name, claims, client_ip)
+        if claims is not None:
+            req.client_id = claims.client_id
+        if req.content_length > route.max_body_bytes:
+            raise _too_large(route.max_body_bytes)
+        forwarded = forward_header_pairs(
+            req.headers,
+            forwarded_for=req.forwarded_for,
+            remote=remote,
+            scheme="http",
+            host=req.host or _local_host(self.transport),
+            request_id=req.rid,
+        )
+        body = b"".join(req.body) if req.body else None
+        upstream, outbound, retry = proxy.outbound(
+            route, params, req.method, req.target, forwarded, body
+        )
+        req.outbound = outbound
+        try:
+            response = await upstream.send(proxy.transport, outbound, retry)
+        except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
+            raise proxy.failure(exc, upstream.name, outbound, route.max_body_bytes) from None
+        if upstream.balanced:
+            req.fields["instance"] = outbound.origin
+        return response
+
+    def _problem(self, req: _Request, problem: Problem) -> int:
+        self._fail(req, problem, _decoded(req.target.partition("?")[0]), req.rid, req.rate)
+        return problem.status
+
+    def _crash(self, req: _Request) -> int:
+        path = _decoded(req.target.partition("?")[0])
+        http_log.exception("unhandled error", extra={"path": path})
+        self._fail(req, Problem(500, "an unexpected error occurred"), path, req.rid, req.rate)
+        return 500
+
+    def _finish(self, req: _Request, status: int) -> None:
+        """The request is answered: its access line and metrics, then the next request."""
+        assert req.inflight is not None
+        req.inflight.leave()
+        route = req.route
+        record_request(
+            self.front.metrics,
+            req.method,
+            route.name if route is not None else "unmatched",
+            _decoded(req.target.partition("?")[0]),
+            status,
+            time.perf_counter() - req.started,
+            req.client_id,
+            req.fields,
+        )
+        self._done(req)
+
+    def _relay_now(
+        self, req: _Request, upstream: UpstreamResponse, body: bytes | None
+    ) -> int | None:
+        """Write the whole answer if no more upstream bytes are needed for it - no body, or
+        `body`, all of it, read already (its `Content-Length` is among the fields) - else None."""
+        status = upstream.status
+        no_body = req.method == "HEAD" or status in _NO_BODY_STATUS
+        if body is None and not no_body:
+            return None
         raw = getattr(upstream, "raw_headers", None)  # the pooled client's: no multidict
         if raw is not None:
             fields = response_header_pairs(raw)
         else:
             fields = list(response_headers(upstream.headers).items())
-        extra = [(REQUEST_ID_HEADER, rid)]
+        if status in _NO_BODY_STATUS:
+            fields = [f for f in fields if f[0].lower() != "content-length"]
+        reason = upstream.reason or _REASONS.get(status, "")
+        extra = self._own_fields(req)
+        self._write(
+            status, reason, fields, extra, b"" if no_body else body or b"", close=not req.keep_alive
+        )
+        return status
+
+    @staticmethod
+    def _own_fields(req: _Request) -> list[tuple[str, str]]:
+        extra = [(REQUEST_ID_HEADER, req.rid)]
+        rate = req.rate
         if rate is not None:
             extra += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
-        status = upstream.status
-        reason = upstream.reason or _REASONS.get(status, "")
-        length = upstream.content_length
-        if req.method == "HEAD" or status in _NO_BODY_STATUS:
-            if status in _NO_BODY_STATUS:
-                fields = [f for f in fields if f[0].lower() != "content-length"]
-            self._write(status, reason, fields, extra, b"", close=not req.keep_alive)
+        return extra
+
+    async def _relay(self, req: _Request, upstream: UpstreamResponse) -> int:
+        status = self._relay_now(req, upstream, None)
+        if status is not None:
             return status
+        status = upstream.status
+        length = upstream.content_length
+        assert req.route is not None
+        name = req.route.upstream
         if length is not None and length <= _READ_WHOLE_RESPONSE:
             body = await read_whole(upstream, name)
-            # the upstream's Content-Length is among the fields and matches the body read
-            self._write(status, reason, fields, extra, body, close=not req.keep_alive)
-            return status
+            answered = self._relay_now(req, upstream, body)
+            assert answered is not None
+            return answered
+        raw = getattr(upstream, "raw_headers", None)
+        if raw is not None:
+            fields = response_header_pairs(raw)
+        else:
+            fields = list(response_headers(upstream.headers).items())
+        reason = upstream.reason or _REASONS.get(status, "")
+        extra = self._own_fields(req)
         chunked = length is None
         if chunked:
             extra.append(("Transfer-Encoding", "chunked"))
@@ -701,6 +876,10 @@ class _Connection(asyncio.Protocol):
             transport.resume_reading()
         if self.buf:
             self._parse()
+
+
+async def _ready(response: UpstreamResponse) -> UpstreamResponse:
+    return response
 
 
 def _decoded(path: str) -> str:

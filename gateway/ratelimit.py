@@ -60,7 +60,6 @@ from .config import (
     RateLimitsConfig,
     RouteConfig,
 )
-from .timers import Timer, Timers
 
 __all__ = [
     "GCRA_LUA",
@@ -239,7 +238,6 @@ class _Connection(asyncio.Protocol):
         self.flush_scheduled = False
         self.closed: asyncio.Future[None] = loop.create_future()
         self.progress_at = loop.time()  # last reply, or the send that started a wait
-        self.timers = Timers(loop)  # one per call, almost always cancelled: kept cheap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -371,7 +369,7 @@ class RedisClient:
             self._conn.abort()
             self._conn = None
 
-    def submit(self, payload: bytes) -> tuple[asyncio.Future[Any], Timer]:
+    def submit(self, payload: bytes) -> tuple[asyncio.Future[Any], asyncio.TimerHandle]:
         """Send one packed command: its reply's future and the timer that bounds the wait
         (cancel it once the future is done). Callers on the hot path await the future
         themselves - one coroutine level less than `call`."""
@@ -381,7 +379,7 @@ class RedisClient:
         if len(conn.waiters) >= self.max_pending:
             raise RedisUnavailable("too many calls waiting")
         future = conn.send(payload)
-        return future, conn.timers.call_later(self.timeout, self._expire, future, conn, False)
+        return future, conn.loop.call_later(self.timeout, self._expire, future, conn, False)
 
     async def call(self, payload: bytes) -> Any:
         """Send one packed command and return its reply; raise a RedisError, never hang."""

@@ -281,6 +281,12 @@ class Upstream:
             best.current -= total
         return best
 
+    @property
+    def direct(self) -> Instance | None:
+        """The one instance when there is nothing to balance, retry or break (no breaker):
+        a request to it needs no bookkeeping around the exchange."""
+        return self._fast
+
     # --- sending -----------------------------------------------------------------------
 
     def send(

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.brokers import rabbitmq_reachable, redis_reachable
 from tests.support.external import redis_up, throwaway_postgres, throwaway_redis_prefix
+from tests.support.raw_upstream import RawFactory, raw_upstreams
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawFactory]:
+    """`await raw(script)`: an upstream on a free loopback port answering byte for byte
+    (`tests.support.raw_upstream`); stopped after the test."""
+    async with raw_upstreams() as start:
+        yield start
 
 
 @pytest.fixture

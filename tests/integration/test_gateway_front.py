@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.config import parse_config
 from tests.support.front import FrontTestServer
+from tests.support.raw_upstream import OK, Answer, RawFactory, RawUpstream, Seen
 from tests.support.tokens import TestIssuer
 
 DEADLINE = 5.0
@@ -361,3 +362,126 @@ async def test_a_trickling_request_head_is_cut_all_the_same(wire: Wire) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert sent < len(head)  # cut mid-head: ~4 s of trickling, cut after ~0.5 s
+
+
+# --- the callback path against an upstream that answers byte for byte -----------------------
+# With a kept-alive connection idle, a proxied request is written upstream at once and answered
+# from the upstream connection's callback (no task): its failures must come out as they do on
+# the task path.
+
+RawFront = Callable[[Callable[[Seen], Answer]], Awaitable[tuple[RawUpstream, Wire]]]
+
+
+@pytest.fixture
+async def raw_front(raw: RawFactory) -> AsyncIterator[RawFront]:
+    servers: list[FrontTestServer] = []
+    wires: list[Wire] = []
+    issuer = TestIssuer()
+
+    async def start(script: Callable[[Seen], Answer]) -> tuple[RawUpstream, Wire]:
+        up = await raw(script)
+        config = parse_config(
+            {
+                "auth": {
+                    "issuer": issuer.issuer,
+                    "audience": issuer.audience,
+                    "jwks_url": f"{up.origin}/.well-known/jwks.json",
+                },
+                "upstreams": {"svc": {"instances": [up.origin], "health": {"interval": 60}}},
+                "routes": [
+                    {
+                        "name": "public",
+                        "methods": ["GET", "POST"],
+                        "path": "/public/*",
+                        "upstream": "svc",
+                        "auth": {"required": False},
+                        "timeout": 0.3,
+                    }
+                ],
+            },
+            environ={},
+        )
+        server = FrontTestServer(create_app(config))
+        await server.start_server()
+        servers.append(server)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        wires.append(Wire(reader, writer))
+        return up, wires[-1]
+
+    yield start
+    for wire in wires:
+        wire.close()
+    for server in servers:
+        await server.close()
+
+
+def _post(path: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _proxied(up: RawUpstream) -> list[Seen]:
+    return [s for s in up.requests if s.target.startswith("/public/")]
+
+
+def _second_on_its_connection(how: str) -> Callable[[Seen], Answer]:
+    """A script: the second proxied request on any connection gets `how` (a dead kept-alive
+    connection, as after the upstream's keep-alive timeout)."""
+    counts: dict[int, int] = {}
+
+    def script(seen: Seen) -> Answer:
+        if not seen.target.startswith("/public/"):
+            return OK
+        counts[seen.conn] = counts.get(seen.conn, 0) + 1
+        return how if counts[seen.conn] == 2 else OK
+
+    return script
+
+
+async def test_a_get_on_a_dead_kept_alive_connection_is_sent_again_on_a_new_one(
+    raw_front: RawFront,
+) -> None:
+    up, wire = await raw_front(_second_on_its_connection("reset"))
+    for path in ("/public/a", "/public/b"):
+        await wire.send(_get(path))
+        status, _headers, body = await wire.answer()
+        assert (status, body) == (200, b"ok")
+    first, dead, again = _proxied(up)
+    assert (first.target, dead.target, again.target) == ("/public/a", "/public/b", "/public/b")
+    assert first.conn == dead.conn != again.conn  # replayed once, on a new connection
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_a_post_on_a_dead_kept_alive_connection_is_a_502_never_sent_twice(
+    raw_front: RawFront, how: str
+) -> None:
+    up, wire = await raw_front(_second_on_its_connection(how))
+    await wire.send(_post("/public/pay", b"1"))
+    assert (await wire.answer())[0] == 200
+    await wire.send(_post("/public/pay", b"2") + _get("/public/after"))
+    status, headers, body = await wire.answer()
+    assert status == 502
+    assert headers["content-type"] == "application/problem+json"
+    assert orjson.loads(body)["status"] == 502
+    assert [s.body for s in _proxied(up) if s.method == "POST"] == [b"1", b"2"]
+    status, _headers, body = await wire.answer()  # the next request: answered as usual
+    assert (status, body) == (200, b"ok")
+
+
+async def test_an_upstream_that_never_answers_is_a_504_problem_on_the_callback_path(
+    raw_front: RawFront,
+) -> None:
+    up, wire = await raw_front(lambda seen: "hang" if seen.target == "/public/hang" else OK)
+    await wire.send(_get("/public/warm"))  # leaves a kept-alive connection idle
+    assert (await wire.answer())[0] == 200
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    await wire.send(_get("/public/hang", "X-Request-ID: hang-1"))
+    status, headers, body = await wire.answer()
+    assert status == 504 and loop.time() - begun < 2.0  # the route's timeout is 0.3 s
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["x-request-id"] == "hang-1"
+    assert orjson.loads(body)["status"] == 504
+    await wire.send(_get("/public/after"))
+    assert (await wire.answer())[0] == 200
+    assert [s.target for s in _proxied(up)] == ["/public/warm", "/public/hang", "/public/after"]
