@@ -101,18 +101,27 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str)
 
 
-_ts_second = -1
-_ts_prefix = ""
+# (second, "YYYY-MM-DDTHH:MM:SS.") and (millisecond, the whole stamp): each replaced as one
+# tuple, so a thread never pairs one stamp's key with another's text.
+_ts_second: tuple[int, str] = (-1, "")
+_ts_milli: tuple[int, str] = (-1, "")
 
 
 def _timestamp(created: float) -> str:
-    """ISO 8601 UTC with milliseconds; the date and time are formatted once per second."""
-    global _ts_second, _ts_prefix
-    second = int(created)
-    if second != _ts_second:
-        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        _ts_second = second
-    return f"{_ts_prefix}{int((created - second) * 1000):03d}Z"
+    """ISO 8601 UTC with milliseconds, formatted once per millisecond (a busy gateway writes
+    several lines in each), the date and time once per second."""
+    global _ts_second, _ts_milli
+    milli = int(created * 1000)
+    cached = _ts_milli
+    if cached[0] == milli:
+        return cached[1]
+    second, ms = divmod(milli, 1000)
+    prefix = _ts_second
+    if prefix[0] != second:
+        prefix = _ts_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    text = f"{prefix[1]}{ms:03d}Z"
+    _ts_milli = (milli, text)
+    return text
 
 
 def _head(created: float, level: str, service: str, logger: str) -> dict[str, Any]:

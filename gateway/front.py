@@ -520,20 +520,20 @@ class _Connection(asyncio.Protocol):
         req.inflight = state.inflight
         req.inflight.count += 1
         req.started = time.perf_counter()
-        req.rid = rid = accept_request_id(req.request_id)
-        token = correlation_id.set(rid)
+        req.rid = accept_request_id(req.request_id)
+        proxy = state.proxy
         try:
-            proxy = state.proxy
+            started = self._start_now(req, proxy)  # logs nothing: no correlation id to set
+        except Exception:
+            token = correlation_id.set(req.rid)
             try:
-                started = self._start_now(req, proxy)
-            except Exception:
                 self._finish(req, self._crash(req))
-                return
-            if not started:
-                assert self.front.loop is not None
-                self.front.loop.create_task(self._answer(req, proxy))
-        finally:
-            correlation_id.reset(token)
+            finally:
+                correlation_id.reset(token)
+            return
+        if not started:
+            assert self.front.loop is not None
+            self.front.loop.create_task(self._answer(req, proxy))
 
     def _start_now(self, req: _Request, proxy: Proxy) -> bool:
         """Stages 1-4 and the upstream request, if none of them has to wait; False - nothing

@@ -118,3 +118,16 @@ def test_timestamps_are_iso_utc_milliseconds_across_second_boundaries(created: f
 
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     assert _timestamp(created) == expected.replace("+00:00", "Z")
+
+
+def test_a_cached_millisecond_never_leaks_into_the_next() -> None:
+    """Lines within one millisecond share one stamp; the next millisecond gets its own."""
+    from datetime import UTC, datetime
+
+    from chassis.logging import _timestamp
+
+    base = 1764111111.0
+    for offset in (0.0001, 0.0004, 0.0011, 0.0019, 0.0021, 0.9991, 0.9999, 1.0, 1.0005, 61.0):
+        created = base + offset
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert _timestamp(created) == expected.replace("+00:00", "Z"), offset
