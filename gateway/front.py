@@ -55,7 +55,7 @@ from .proxy import (
     _too_large,
     forward_header_pairs,
     read_whole,
-    response_header_pairs,
+    response_header_fields,
     response_headers,
 )
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
@@ -169,7 +169,7 @@ class FrontServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._empty: asyncio.Event | None = None
-        self._date = ("", 0)
+        self._date = (b"", 0)
         self.loop: asyncio.AbstractEventLoop | None = None
 
         async def close_handed_over(_request: web.Request, response: web.StreamResponse) -> None:
@@ -230,10 +230,11 @@ class FrontServer:
         if not self.connections and self._empty is not None:
             self._empty.set()
 
-    def date(self) -> str:
+    def date_field(self) -> bytes:
+        """The `Date` field for answers whose upstream sent none (formatted once a second)."""
         now = int(time.time())
         if self._date[1] != now:
-            self._date = (formatdate(now, usegmt=True), now)
+            self._date = (f"Date: {formatdate(now, usegmt=True)}\r\n".encode(), now)
         return self._date[0]
 
     async def _sweep(self) -> None:
@@ -737,13 +738,9 @@ class _Connection(asyncio.Protocol):
         no_body = req.method == "HEAD" or status in _NO_BODY_STATUS
         if body is None and not no_body:
             return None
-        raw = getattr(upstream, "raw_headers", None)  # the pooled client's: no multidict
-        if raw is not None:
-            fields = response_header_pairs(raw)
-        else:
-            fields = list(response_headers(upstream.headers).items())
+        fields = _upstream_fields(upstream)
         if status in _NO_BODY_STATUS:
-            fields = [f for f in fields if f[0].lower() != "content-length"]
+            fields = [f for f in fields if f[0].lower() != b"content-length"]
         reason = upstream.reason or _REASONS.get(status, "")
         extra = self._own_fields(req)
         self._write(
@@ -772,11 +769,7 @@ class _Connection(asyncio.Protocol):
             answered = self._relay_now(req, upstream, body)
             assert answered is not None
             return answered
-        raw = getattr(upstream, "raw_headers", None)
-        if raw is not None:
-            fields = response_header_pairs(raw)
-        else:
-            fields = list(response_headers(upstream.headers).items())
+        fields = _upstream_fields(upstream)
         reason = upstream.reason or _REASONS.get(status, "")
         extra = self._own_fields(req)
         chunked = length is None
@@ -827,31 +820,33 @@ class _Connection(asyncio.Protocol):
         self,
         status: int,
         reason: str,
-        fields: list[tuple[str, str]],
+        fields: list[tuple[bytes, bytes]],
         extra: list[tuple[str, str]],
         body: bytes,
         *,
         close: bool = False,
         end: bool = True,
     ) -> None:
-        """Status line, `fields` then `extra` (ours), Date if missing, and the body: one write."""
+        """Status line, `fields` (the upstream's, as received) then `extra` (ours), Date if
+        missing, and the body: one write."""
         transport = self.transport
         if transport is None:
             return
         close = close or self.front.closing
-        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace"))]
         dated = False
         for name, value in fields:
-            if not dated and len(name) == 4 and name.lower() == "date":
+            if not dated and len(name) == 4 and name.lower() == b"date":
                 dated = True
-            lines.append(f"{name}: {value}\r\n")
+            parts.append(b"%s: %s\r\n" % (name, value))
         for name, value in extra:
-            lines.append(f"{name}: {value}\r\n")
+            parts.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
         if not dated:
-            lines.append(f"Date: {self.front.date()}\r\n")
-        lines.append("Connection: close\r\n\r\n" if close else "\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
-        transport.write(head + body if body else head)
+            parts.append(self.front.date_field())
+        parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+        if body:
+            parts.append(body)
+        transport.write(b"".join(parts))
         if close and end:
             transport.close()
 
@@ -878,6 +873,17 @@ class _Connection(asyncio.Protocol):
             self._parse()
 
 
+def _upstream_fields(upstream: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    """The upstream's fields for the client, hop-by-hop gone, as bytes."""
+    raw = getattr(upstream, "header_fields", None)  # the pooled client's: as received
+    if raw is not None:
+        return response_header_fields(raw)
+    return [
+        (name.encode("latin-1"), value.encode("utf-8", "surrogateescape"))
+        for name, value in response_headers(upstream.headers).items()
+    ]
+
+
 async def _ready(response: UpstreamResponse) -> UpstreamResponse:
     return response
 
@@ -896,7 +902,7 @@ def _problem_parts(
     instance: str | None,
     rid: str | None,
     rate: tuple[str, str] | None = None,
-) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]], bytes]:
+) -> tuple[str, list[tuple[bytes, bytes]], list[tuple[str, str]], bytes]:
     body = orjson.dumps(problem.document(instance=instance))
     fields = [("Content-Type", PROBLEM_JSON), ("Content-Length", str(len(body)))]
     own = dict(problem.headers)  # a 429 names its own RateLimit fields
@@ -906,4 +912,4 @@ def _problem_parts(
     fields += own.items()
     if rid is not None:
         fields.append((REQUEST_ID_HEADER, rid))
-    return _REASONS.get(problem.status, ""), fields, [], body
+    return _REASONS.get(problem.status, ""), [], fields, body

@@ -204,7 +204,7 @@ class _Response(UpstreamResponse):
         self._skip_body = skip_body
         self._timeout = timeout
         self._head_fut: asyncio.Future[None] = conn.pool.loop.create_future()
-        self._raw: list[tuple[str, str]] = []
+        self._raw: list[tuple[bytes, bytes]] = []  # as received: decoded only when asked
         self._headers: CIMultiDictProxy[str] | None = None
         self._header_bytes = 0
         self._interim = False
@@ -232,7 +232,7 @@ class _Response(UpstreamResponse):
     def headers(self) -> CIMultiDictProxy[str]:  # type: ignore[override]
         headers = self._headers
         if headers is None:
-            headers = self._headers = CIMultiDictProxy(CIMultiDict(self._raw))
+            headers = self._headers = CIMultiDictProxy(CIMultiDict(self.raw_headers))
         return headers
 
     @property
@@ -266,7 +266,16 @@ class _Response(UpstreamResponse):
 
     @property
     def raw_headers(self) -> list[tuple[str, str]]:
-        """The response's fields in order, as (name, value): what the front server relays."""
+        """The response's fields in order, as (name, value) text."""
+        return [
+            (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+            for name, value in self._raw
+        ]
+
+    @property
+    def header_fields(self) -> list[tuple[bytes, bytes]]:
+        """The response's fields in order, as received: what the front server relays (never
+        decoded and encoded again on the way through)."""
         return self._raw
 
     # parser callbacks (httptools calls them from data_received)
@@ -282,10 +291,9 @@ class _Response(UpstreamResponse):
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > _MAX_HEADER_BYTES or len(self._raw) >= _MAX_HEADERS:
             raise ValueError("response headers too large")
-        text = value.decode("utf-8", "surrogateescape")
         if len(name) == 14 and name.lower() == b"content-length":
-            self.content_length = int(text)
-        self._raw.append((name.decode("latin-1"), text))
+            self.content_length = int(value)
+        self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -302,8 +310,8 @@ class _Response(UpstreamResponse):
             if self._skip_body:
                 self._finish(self.parser.should_keep_alive())
         elif self.content_length is None:
-            te = next((v for k, v in self._raw if k.lower() == "transfer-encoding"), None)
-            self._eof_body = te is None or "chunked" not in te.lower()
+            te = next((v for k, v in self._raw if k.lower() == b"transfer-encoding"), None)
+            self._eof_body = te is None or b"chunked" not in te.lower()
         head = self._head_fut
         if not head.done():
             head.set_result(None)

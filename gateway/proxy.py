@@ -45,6 +45,7 @@ __all__ = [
     "forward_header_pairs",
     "forward_headers",
     "read_whole",
+    "response_header_fields",
     "response_header_pairs",
     "response_headers",
 ]
@@ -189,6 +190,32 @@ def forward_header_pairs(
 def response_header_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """`response_headers` for a list of fields: the upstream's answer, hop-by-hop gone."""
     return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response)[0]
+
+
+_keep_response_bytes: dict[bytes, bool] = {}
+
+
+def response_header_fields(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`response_header_pairs` for fields as received (bytes): the front server's relay."""
+    keep = _keep_response_bytes
+    out = []
+    connection = None
+    for pair in pairs:
+        name = pair[0]
+        kept = keep.get(name)
+        if kept is None:
+            low = name.lower().decode("latin-1")
+            kept = not (low in _RESPONSE_DROP or low.startswith("proxy-"))
+            if len(keep) < _KEEP_CACHE_MAX:
+                keep[name] = kept
+        if kept:
+            out.append(pair)
+        elif connection is None and name.lower() == b"connection":
+            connection = pair[1]
+    if connection:
+        named = _connection_tokens(connection.decode("latin-1"))
+        out = [p for p in out if p[0].lower().decode("latin-1") not in named]
+    return out
 
 
 def _has_dot_segment(path: str) -> bool:
