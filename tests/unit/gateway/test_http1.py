@@ -528,3 +528,23 @@ async def test_a_closed_response_is_freed_without_the_cyclic_gc(
         assert sent() is None and told() is None
     finally:
         gc.enable()
+
+
+async def test_started_exchanges_leave_no_deadline_behind(
+    raw: RawFactory, client: Http1Transport
+) -> None:
+    """`start` times exchanges out with one sweep per pool, not a loop timer each: whatever
+    ends - answered, failed or closed unanswered - leaves the watch list."""
+    up = await raw(lambda seen: "hang" if seen.target == "/slow" else OK)
+    await fetch(client, req(up.origin))
+    pool = client._pools[("svc", up.origin)]
+    for _ in range(3):
+        response = await started(client, req(up.origin))
+        assert response.whole_body() == b"ok"
+        response.close()
+    assert pool.watched == {}
+    hung = client.start(req(up.origin, target="/slow", timeout=5.0), lambda _r: None)
+    assert hung is not None and list(pool.watched) == [hung]
+    hung.close()  # the caller gave up (its client went away): no deadline left to run
+    assert pool.watched == {}
+    await eventually(lambda: pool._sweeper is None)  # the sweep stops once nothing is watched
