@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -39,7 +40,7 @@ import httptools
 import orjson
 from aiohttp import web
 
-from chassis import REQUEST_ID_HEADER, Problem
+from chassis import REQUEST_ID_HEADER, Problem, tracing
 from chassis.access import record_request
 from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
@@ -58,10 +59,11 @@ from .proxy import (
     response_header_fields,
     response_headers,
 )
+from .ratelimit import RedisError
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .routing import Route
 from .transport import OutboundRequest, TransportError, UpstreamResponse
-from .upstreams import NoReadyInstance
+from .upstreams import Instance, NoReadyInstance
 
 __all__ = ["FrontServer"]
 
@@ -525,10 +527,11 @@ class _Connection(asyncio.Protocol):
         proxy = state.proxy
         try:
             started = self._start_now(req, proxy)  # logs nothing: no correlation id to set
-        except Exception:
+        except Exception as exc:
             token = correlation_id.set(req.rid)
-            try:
-                self._finish(req, self._crash(req))
+            try:  # a limit decided (429, 503) is the answer: the task must not count it again
+                status = self._problem(req, exc) if isinstance(exc, Problem) else self._crash(req)
+                self._finish(req, status)
             finally:
                 correlation_id.reset(token)
             return
@@ -537,8 +540,10 @@ class _Connection(asyncio.Protocol):
             self.front.loop.create_task(self._answer(req, proxy))
 
     def _start_now(self, req: _Request, proxy: Proxy) -> bool:
-        """Stages 1-4 and the upstream request, if none of them has to wait; False - nothing
-        sent, nothing answered - leaves the whole request to the task (`_answer`)."""
+        """Stages 1-4 and the upstream request without a task, when none of them waits for
+        more than Redis' reply (which comes back through a callback too). False - nothing
+        decided, nothing sent - leaves the whole request to the task (`_answer`). A problem
+        raised here (429, 503) is the request's answer: its limit was already counted."""
         transport = proxy.transport
         if not isinstance(transport, Http1Transport):
             return False
@@ -548,9 +553,6 @@ class _Connection(asyncio.Protocol):
             return False
         instance = proxy.upstreams[route.upstream].direct
         if instance is None or not instance.healthy:
-            return False
-        limiter = proxy.limiter
-        if limiter is not None and route.name in limiter.by_route:
             return False
         claims = None
         if route.auth_required:
@@ -562,6 +564,85 @@ class _Connection(asyncio.Protocol):
                 return False
         if req.content_length > route.max_body_bytes:
             return False
+        limiter = proxy.limiter
+        asked = None
+        if limiter is not None:
+            remote = self.remote
+            forwarded_for = req.forwarded_for
+            asked = limiter.begin(
+                route.name,
+                claims,
+                lambda: limiter.client_ip_of(remote, tuple(forwarded_for)),
+            )
+            if asked is not None and limiter.remote is not None and tracing.ENABLED:
+                return False  # the task's `admit` traces the Redis call
+        req.route = route
+        req.fields = {"upstream": route.upstream}
+        if claims is not None:
+            req.client_id = claims.client_id
+        if asked is None:
+            self._send_now(req, proxy, transport, params, instance)
+            return True
+        assert limiter is not None
+        plan, key = asked
+        if limiter.remote is None:  # in-process limits (the embedded default): decided now
+            req.rate = limiter.verdict(plan, *limiter.decide_locally(plan, key))
+            self._send_now(req, proxy, transport, params, instance)
+            return True
+        try:
+            future, timer = limiter.remote.client.submit(limiter.remote.payload(key, plan))
+        except RedisError as exc:  # not connected, or too many calls waiting
+            decided = limiter.decided(plan, key, None, exc)
+            assert decided is not None
+            req.rate = limiter.verdict(plan, *decided)
+            self._send_now(req, proxy, transport, params, instance)
+            return True
+        later = (transport, params, instance, plan, key, timer)
+        future.add_done_callback(functools.partial(self._admitted, req, proxy, later))
+        return True
+
+    def _admitted(
+        self, req: _Request, proxy: Proxy, later: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
+        """Redis answered (or the call failed): the limit's verdict, then the upstream request."""
+        transport, params, instance, plan, key, timer = later
+        timer.cancel()
+        limiter = proxy.limiter
+        assert limiter is not None and req.route is not None
+        token = correlation_id.set(req.rid)
+        try:
+            status = None
+            try:
+                error = future.exception()
+                decided = limiter.decided(plan, key, None if error else future.result(), error)
+                if decided is None:  # Redis lost the script: `decide` loads it, in a task
+                    pending = self._admit_and_send(req, proxy, params, plan, key)
+                    assert self.front.loop is not None
+                    self.front.loop.create_task(self._answer(req, proxy, pending))
+                    return
+                req.rate = limiter.verdict(plan, *decided)
+                self._send_now(req, proxy, transport, params, instance)
+            except Problem as problem:
+                status = self._problem(req, problem)
+            except Exception:
+                status = self._crash(req)
+            if status is not None:
+                self._finish(req, status)
+        finally:
+            correlation_id.reset(token)
+
+    def _send_now(
+        self,
+        req: _Request,
+        proxy: Proxy,
+        transport: Http1Transport,
+        params: dict[str, str] | None,
+        instance: Instance,
+    ) -> None:
+        """Stage 4: the upstream request, written now on an idle kept-alive connection and
+        answered from its callback; without one, a task opens (or waits for) a connection."""
+        route = req.route
+        assert route is not None
         forwarded = forward_header_pairs(
             req.headers,
             forwarded_for=req.forwarded_for,
@@ -573,14 +654,10 @@ class _Connection(asyncio.Protocol):
         body = b"".join(req.body) if req.body else None
         _, outbound, _ = proxy.outbound(route, params, req.method, req.target, forwarded, body)
         outbound.origin = instance.origin
-        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
-            return False
-        req.route = route
         req.outbound = outbound
-        req.fields = {"upstream": route.upstream}
-        if claims is not None:
-            req.client_id = claims.client_id
-        return True
+        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
+            assert self.front.loop is not None
+            self.front.loop.create_task(self._answer(req, proxy, transport.send(outbound)))
 
     def _upstream_answered(self, req: _Request, proxy: Proxy, response: Any) -> None:
         """`_start_now`'s callback: the answer now, or a task for what still has to wait."""
@@ -636,11 +713,11 @@ class _Connection(asyncio.Protocol):
                 if pending is None:
                     response = await self._stages(req, proxy)
                 else:
-                    route, outbound = req.route, req.outbound
-                    assert route is not None and outbound is not None
                     try:
                         response = await pending
                     except TransportError as exc:
+                        route, outbound = req.route, req.outbound
+                        assert route is not None and outbound is not None
                         raise proxy.failure(
                             exc, route.upstream, outbound, route.max_body_bytes
                         ) from None
@@ -681,10 +758,32 @@ class _Connection(asyncio.Protocol):
             req.client_id = claims.client_id
         if req.content_length > route.max_body_bytes:
             raise _too_large(route.max_body_bytes)
+        return await self._send(req, proxy, params)
+
+    async def _admit_and_send(
+        self,
+        req: _Request,
+        proxy: Proxy,
+        params: dict[str, str] | None,
+        plan: Any,
+        key: str,
+    ) -> UpstreamResponse:
+        """The rest of a request `_start_now` began when Redis lost the limiter's script."""
+        limiter = proxy.limiter
+        assert limiter is not None
+        req.rate = limiter.verdict(plan, *(await limiter.decide(plan, key)))
+        return await self._send(req, proxy, params)
+
+    async def _send(
+        self, req: _Request, proxy: Proxy, params: dict[str, str] | None
+    ) -> UpstreamResponse:
+        """Stages 4 and 5 in the task: the upstream request, until its response head."""
+        route = req.route
+        assert route is not None
         forwarded = forward_header_pairs(
             req.headers,
             forwarded_for=req.forwarded_for,
-            remote=remote,
+            remote=self.remote,
             scheme="http",
             host=req.host or _local_host(self.transport),
             request_id=req.rid,

@@ -733,19 +733,68 @@ class RateLimiter:
         if rate is not None:
             request[RATE_HEADERS] = rate
 
+    def begin(
+        self, route_name: str, claims: Claims | None, client_ip: Callable[[], str]
+    ) -> tuple[_Plan, str] | None:
+        """The plan and bucket key of a limited route's request; None: the route is not
+        limited. (`admit` in parts, for callers that wait for Redis without a coroutine.)"""
+        policy = self.by_route.get(route_name)
+        if policy is None:
+            return None
+        plan = policy.plan_for(claims)
+        return plan, plan.key_prefix + consumer_key(claims, client_ip)
+
+    def decide_locally(self, plan: _Plan, key: str) -> tuple[Decision, str]:
+        return self.local.acquire(key, plan.interval_ns, plan.burst), "local"
+
+    def decided(
+        self, plan: _Plan, key: str, reply: Any, error: BaseException | None
+    ) -> tuple[Decision, str] | None:
+        """The decision from a Redis reply (or the call's error); None when Redis lost the
+        script (NOSCRIPT): `decide` then, which loads it again."""
+        remote = self.remote
+        assert remote is not None
+        if error is None:
+            return self._with_redis(remote.decision(reply))
+        if isinstance(error, RedisReplyError):
+            if str(error).startswith("NOSCRIPT"):
+                return None
+            return self._without_redis(error, plan, key)
+        if isinstance(error, RedisError):
+            return self._without_redis(error, plan, key)
+        raise error
+
+    def verdict(self, plan: _Plan, decision: Decision, backend: str) -> tuple[str, str]:
+        """The RateLimit-Policy and RateLimit values of an admitted request; else the 429."""
+        ratelimit = rate_header(plan.name, decision)
+        if decision.allowed:
+            self._decided(plan.name, "allowed", backend)
+            return plan.policy_header, ratelimit
+        self._decided(plan.name, "limited", backend)
+        raise Problem(
+            429,
+            f"rate limit {plan.name!r} exceeded; retry after the time in Retry-After",
+            title="Too Many Requests",
+            type_=_PROBLEM_TYPE,
+            headers={
+                "RateLimit-Policy": plan.policy_header,
+                "RateLimit": ratelimit,
+                "Retry-After": str(max(1, math.ceil(decision.retry_after))),
+            },
+        )
+
     async def admit(
         self, route_name: str, claims: Claims | None, client_ip: Callable[[], str]
     ) -> tuple[str, str] | None:
         """Admit the request, or raise 429 (or 503 when Redis is gone and the policy says so).
         Returns the RateLimit-Policy and RateLimit values for the answer (None: not limited)."""
-        policy = self.by_route.get(route_name)
-        if policy is None:
+        asked = self.begin(route_name, claims, client_ip)
+        if asked is None:
             return None
-        plan = policy.plan_for(claims)
-        key = plan.key_prefix + consumer_key(claims, client_ip)
+        plan, key = asked
         remote = self.remote
         if remote is None:
-            decision, backend = self.local.acquire(key, plan.interval_ns, plan.burst), "local"
+            decision, backend = self.decide_locally(plan, key)
         elif tracing.ENABLED:  # our own RESP client: a CLIENT span of our own around the call
             with tracing.client_span(
                 "EVALSHA", {}, **{"db.system": "redis", "db.operation": "EVALSHA"}
@@ -767,22 +816,7 @@ class RateLimiter:
                     decision, backend = await self.decide(plan, key)
             except RedisError as exc:
                 decision, backend = self._without_redis(exc, plan, key)
-        ratelimit = rate_header(plan.name, decision)
-        if decision.allowed:
-            self._decided(plan.name, "allowed", backend)
-            return plan.policy_header, ratelimit
-        self._decided(plan.name, "limited", backend)
-        raise Problem(
-            429,
-            f"rate limit {plan.name!r} exceeded; retry after the time in Retry-After",
-            title="Too Many Requests",
-            type_=_PROBLEM_TYPE,
-            headers={
-                "RateLimit-Policy": plan.policy_header,
-                "RateLimit": ratelimit,
-                "Retry-After": str(max(1, math.ceil(decision.retry_after))),
-            },
-        )
+        return self.verdict(plan, decision, backend)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -485,3 +485,49 @@ async def test_an_upstream_that_never_answers_is_a_504_problem_on_the_callback_p
     await wire.send(_get("/public/after"))
     assert (await wire.answer())[0] == 200
     assert [s.target for s in _proxied(up)] == ["/public/warm", "/public/hang", "/public/after"]
+
+
+async def test_in_process_limits_are_decided_on_the_callback_path(
+    aiohttp_server: Any, seen: list[dict[str, Any]]
+) -> None:
+    """The embedded default (no Redis): a limited route is decided at once, without a task;
+    an admitted answer carries the RateLimit fields, a refused one is a 429 problem."""
+    issuer = TestIssuer()
+    upstream: TestServer = await aiohttp_server(_upstream_app(issuer, seen), host="127.0.0.1")
+    url = str(upstream.make_url("")).rstrip("/")
+    config = parse_config(
+        {
+            "auth": {"issuer": issuer.issuer, "jwks_url": f"{url}/.well-known/jwks.json"},
+            "upstreams": {"svc": {"instances": [url], "health": {"interval": 60}}},
+            "rate_limits": {"policies": {"tight": {"limit": 60, "period": 3600, "burst": 2}}},
+            "routes": [
+                {
+                    "name": "limited",
+                    "methods": ["GET"],
+                    "path": "/limited/*",
+                    "upstream": "svc",
+                    "auth": {"required": False},
+                    "rate_limit": "tight",
+                }
+            ],
+        },
+        environ={},
+    )
+    server = FrontTestServer(create_app(config))
+    await server.start_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    wire = Wire(reader, writer)
+    try:
+        answers = []
+        for i in range(3):
+            await wire.send(_get(f"/limited/{i}", f"X-Request-ID: lim-{i}"))
+            answers.append(await wire.answer())
+    finally:
+        wire.close()
+        await server.close()
+    (s0, h0, _), (s1, h1, _), (s2, h2, b2) = answers
+    assert (s0, s1, s2) == (200, 200, 429)
+    assert h0["ratelimit-policy"] == h2["ratelimit-policy"] and "ratelimit" in h1
+    assert h2["content-type"] == "application/problem+json" and int(h2["retry-after"]) >= 1
+    assert h2["x-request-id"] == "lim-2" and orjson.loads(b2)["status"] == 429
+    assert [s["path"] for s in seen] == ["/limited/0", "/limited/1"]  # the third never went up

@@ -34,6 +34,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.transport import MockResponse, MockTransport
 from tests.support.external import unavailable
+from tests.support.front import FrontTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = ClientTimeout(total=5)
@@ -276,11 +277,30 @@ BURST = 3
 TIMEOUT = 0.05  # per Redis call; generous for a loaded CI box, still far below a hang
 
 
-async def gateway_on(aiohttp_client: Any, redis_url: str) -> TestClient:
+@pytest.fixture(params=["aiohttp", "front"])
+def server(request: pytest.FixtureRequest) -> str:
+    """The gateway's aiohttp server (a mock upstream), or its front server in front of a real
+    upstream: there a limited request waits for Redis in a callback, not in a task."""
+    return str(request.param)
+
+
+async def gateway_on(
+    aiohttp_client: Any, redis_url: str, server: str = "aiohttp", aiohttp_server: Any = None
+) -> TestClient:
+    instance = "http://svc.test"
+    if server == "front":
+
+        async def ok(_request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        upstream_app = web.Application()
+        upstream_app.router.add_get("/{tail:.*}", ok)
+        upstream = await aiohttp_server(upstream_app, host="127.0.0.1")
+        instance = str(upstream.make_url("")).rstrip("/")
     raw = {
         "server": {"trusted_proxies": ["127.0.0.1/32"]},
         "auth": {"issuer": "https://issuer.test", "jwks_url": "http://svc.test/jwks"},
-        "upstreams": {"svc": {"instances": ["http://svc.test"], "health": {"interval": 60}}},
+        "upstreams": {"svc": {"instances": [instance], "health": {"interval": 60}}},
         "rate_limits": {
             "redis_url": redis_url,
             "key_prefix": "rltest:",
@@ -304,9 +324,13 @@ async def gateway_on(aiohttp_client: Any, redis_url: str) -> TestClient:
             for name in ("open", "closed")
         ],
     }  # fmt: skip
+    if server == "front":
+        app = create_app(parse_config(raw, environ={}), transport_kind="http1")
+        client: TestClient = await aiohttp_client(FrontTestServer(app))
+        return client
     transport = MockTransport(lambda _request: MockResponse(json={"ok": True}))
     app = create_app(parse_config(raw, environ={}), transport=transport)
-    client: TestClient = await aiohttp_client(app)
+    client = await aiohttp_client(app)
     return client
 
 
@@ -336,8 +360,10 @@ class Timed:
         return await self.status("/closed", "10.9.9.9") != 503
 
 
-async def test_redis_killed_and_restarted(aiohttp_client: Any, own_redis: RedisServer) -> None:
-    gw = Timed(await gateway_on(aiohttp_client, own_redis.url))
+async def test_redis_killed_and_restarted(
+    aiohttp_client: Any, aiohttp_server: Any, own_redis: RedisServer, server: str
+) -> None:
+    gw = Timed(await gateway_on(aiohttp_client, own_redis.url, server, aiohttp_server))
     await poll(gw.redis_decides, "the gateway to reach Redis")
     limited = [200] * BURST + [429] * 2
 
@@ -370,8 +396,10 @@ async def test_redis_killed_and_restarted(aiohttp_client: Any, own_redis: RedisS
         assert r.exists("rltest:open:ip:10.9.0.4")
 
 
-async def test_redis_paused_times_out_per_call(aiohttp_client: Any, own_redis: RedisServer) -> None:
-    gw = Timed(await gateway_on(aiohttp_client, own_redis.url))
+async def test_redis_paused_times_out_per_call(
+    aiohttp_client: Any, aiohttp_server: Any, own_redis: RedisServer, server: str
+) -> None:
+    gw = Timed(await gateway_on(aiohttp_client, own_redis.url, server, aiohttp_server))
     await poll(gw.redis_decides, "the gateway to reach Redis")
 
     own_redis.pause()  # connections stay open, nothing answers: a slow Redis
