@@ -1,0 +1,171 @@
+"""The gateway's own CPU per proxied request, without sockets: `python -m tests.bench.inproc`.
+
+Why: on a 2-vCPU VM a wrk round's req/s moves by 15% from one round to the next with the same
+code (where the scheduler puts wrk, the upstream and the proxy), so a change worth 2-5% of the
+gateway's CPU cannot be seen there. Here the front server and the pooled upstream client get
+fake transports: each request's bytes are fed straight into the front server's protocol, the
+upstream's answer straight into the pooled connection's, and the answer is taken from the fake
+client transport. What is timed is the Python path of one plain proxied request (parsing both
+ways, routing, headers, the access line and metrics) - no kernel, no event loop wake-ups.
+Medians of several runs repeat to about 1-2%.
+
+The route is the bench's `plain` one (public, one upstream instance), so requests take the
+callback path (`Http1Transport.start`); `--task` forces the task path for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+__all__ = ["main"]
+
+REQUEST = b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Content-Length: 103\r\nDate: Thu, 26 Nov 2026 01:30:00 GMT\r\n"
+    b"Server: Python/3.11 aiohttp/3.13\r\n\r\n" + b"x" * 103
+)
+ORIGIN = "http://127.0.0.1:9"  # never dialled: the connection below is a fake one
+
+
+class FakeTransport:
+    """What the protocols write, kept for the caller."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.out.extend(parts)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        info = {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}
+        return info.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.inproc", description=__doc__)
+    parser.add_argument("--requests", type=int, default=20_000, help="per run")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-access-log", action="store_true", help="the access line off")
+    parser.add_argument("--task", action="store_true", help="force the task path")
+    return parser.parse_args(argv)
+
+
+async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
+    from gateway import front as front_module
+    from gateway import http1
+    from gateway.app import STATE, TRANSPORT, create_app
+    from gateway.config import load_config
+    from gateway.transport import OutboundRequest
+    from tests.bench.harness import gateway_yaml
+    from tests.support.tokens import TestIssuer
+
+    app = create_app(load_config(gateway_yaml(workdir, ORIGIN, TestIssuer(), None)))
+    server = front_module.FrontServer(app, app[STATE])
+    await server.start("127.0.0.1", 0)
+    start_now = front_module._Connection._start_now
+    try:
+        transport = app[TRANSPORT]
+        assert isinstance(transport, http1.Http1Transport)
+        pool = transport._pool(OutboundRequest("bench", ORIGIN, "GET", "/", {}, None, 5.0))
+        upstream = http1._Connection(pool)
+        upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+        pool.count += 1
+        pool.connections.add(upstream)
+        pool.release(upstream)  # one idle kept-alive connection
+        client = front_module._Connection(server)
+        client_transport = FakeTransport()
+        client.connection_made(client_transport)  # type: ignore[arg-type]
+        if args.task:  # patched on the class (slots), put back below
+            front_module._Connection._start_now = lambda *_: False  # type: ignore[method-assign]
+
+        async def one() -> None:
+            client.data_received(REQUEST)
+            if args.task:
+                await asyncio.sleep(0)  # the task writes the upstream request
+            upstream.data_received(ANSWER)
+            for _ in range(3):  # the task path answers a loop turn or two later
+                if not client.busy:
+                    return
+                await asyncio.sleep(0)
+            raise SystemExit("the request was not answered")
+
+        for _ in range(2000):
+            await one()
+        last = client_transport.out[-1]
+        if not last.startswith(b"HTTP/1.1 200 "):
+            raise SystemExit(f"unexpected answer: {last[:120]!r}")
+        gc.collect()
+        gc.freeze()
+        runs = []
+        for _ in range(args.runs):
+            client_transport.out.clear()
+            began = time.perf_counter()
+            for _ in range(args.requests):
+                await one()
+            runs.append((time.perf_counter() - began) / args.requests * 1e6)
+            await asyncio.sleep(0.06)  # the log writer's batch is written between runs
+        client.connection_lost(None)  # the fake connection ends: close() need not wait for it
+        return runs
+    finally:
+        front_module._Connection._start_now = start_now  # type: ignore[method-assign]
+        await server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from chassis.logging import configure_logging
+
+    with tempfile.TemporaryDirectory(prefix="portico-inproc-") as tmp:
+        # The access lines go to a file, as in `make bench` (stderr stays readable).
+        real_stderr = sys.stderr
+        with (Path(tmp) / "gateway.log").open("w") as log_file:
+            sys.stderr = log_file
+            try:
+                configure_logging("gateway")
+                if args.no_access_log:
+                    logging.getLogger("portico.http").setLevel(logging.WARNING)
+                runs = uvloop.run(measure(args, Path(tmp)))
+            finally:
+                sys.stderr = real_stderr
+                logging.getLogger("portico.http").setLevel(logging.NOTSET)
+    path = "task" if args.task else "callback"
+    log = "no access log" if args.no_access_log else "access log on"
+    print(
+        f"gateway plain, {path} path, {log}: {statistics.median(runs):.2f} us per request "
+        f"(median of {len(runs)} runs x {args.requests}; {min(runs):.2f}-{max(runs):.2f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

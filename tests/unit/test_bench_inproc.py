@@ -1,0 +1,21 @@
+"""`python -m tests.bench.inproc` keeps working: both paths answer, and a figure comes out."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway import front
+from tests.bench import inproc
+
+
+@pytest.mark.parametrize("extra", [[], ["--task"], ["--no-access-log"]])
+def test_the_in_process_bench_runs(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    start_now = front._Connection._start_now
+    assert inproc.main(["--requests", "200", "--runs", "1", *extra]) == 0
+    out = capsys.readouterr().out
+    figure = re.search(r"([0-9.]+) us per request", out)
+    assert figure is not None and float(figure.group(1)) > 0, out
+    assert ("task path" in out) == ("--task" in extra)
+    assert front._Connection._start_now is start_now  # the task path's patch is undone
