@@ -13,6 +13,12 @@ HTTP/1.0, oversized heads - is handed over with its connection to the same aioht
 `Connection: close`, so the client's next request starts on this server again: one handed-over
 request never turns a keep-alive connection slow for good.
 
+Answering (ADR 0006): when no stage has to wait for anything but Redis, a request is written
+upstream at once (`Http1Transport.start`) and answered from the upstream connection's callback;
+a Redis limit's reply calls back the same way. Otherwise - a token to verify, a balanced
+upstream or one with a breaker, a body to stream, a stale connection to replay - a task runs
+the stages (`_answer`), from the start or from where the callbacks left off.
+
 Parsing: the buffer always starts at the first byte of the request being parsed, and a request
 answered here has no body or a known-length one, so where it ends is known without the parser;
 a request that begins while one is being answered (pipelining) stops the parser and is parsed
@@ -47,7 +53,7 @@ from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
 from .auth import authenticate, authenticate_cached
-from .config import IDEMPOTENT_METHODS
+from .config import IDEMPOTENT_METHODS, RetryPolicy
 from .http1 import Http1Transport
 from .proxy import (
     _READ_WHOLE_REQUEST,
@@ -63,7 +69,7 @@ from .ratelimit import RedisError
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .routing import Route
 from .transport import OutboundRequest, TransportError, UpstreamResponse
-from .upstreams import Instance, NoReadyInstance
+from .upstreams import Instance, NoReadyInstance, Upstream
 
 __all__ = ["FrontServer"]
 
@@ -641,6 +647,16 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         """Stage 4: the upstream request, written now on an idle kept-alive connection and
         answered from its callback; without one, a task opens (or waits for) a connection."""
+        _, outbound, _ = self._outbound(req, proxy, params)
+        outbound.origin = instance.origin
+        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
+            assert self.front.loop is not None
+            self.front.loop.create_task(self._answer(req, proxy, transport.send(outbound)))
+
+    def _outbound(
+        self, req: _Request, proxy: Proxy, params: dict[str, str] | None
+    ) -> tuple[Upstream, OutboundRequest, RetryPolicy | None]:
+        """`Proxy.outbound` for this request: its fields for the upstream, forwarding ones set."""
         route = req.route
         assert route is not None
         forwarded = forward_header_pairs(
@@ -652,12 +668,9 @@ class _Connection(asyncio.Protocol):
             request_id=req.rid,
         )
         body = b"".join(req.body) if req.body else None
-        _, outbound, _ = proxy.outbound(route, params, req.method, req.target, forwarded, body)
-        outbound.origin = instance.origin
-        req.outbound = outbound
-        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
-            assert self.front.loop is not None
-            self.front.loop.create_task(self._answer(req, proxy, transport.send(outbound)))
+        found = proxy.outbound(route, params, req.method, req.target, forwarded, body)
+        req.outbound = found[1]
+        return found
 
     def _upstream_answered(self, req: _Request, proxy: Proxy, response: Any) -> None:
         """`_start_now`'s callback: the answer now, or a task for what still has to wait."""
@@ -778,21 +791,9 @@ class _Connection(asyncio.Protocol):
         self, req: _Request, proxy: Proxy, params: dict[str, str] | None
     ) -> UpstreamResponse:
         """Stages 4 and 5 in the task: the upstream request, until its response head."""
+        upstream, outbound, retry = self._outbound(req, proxy, params)
         route = req.route
         assert route is not None
-        forwarded = forward_header_pairs(
-            req.headers,
-            forwarded_for=req.forwarded_for,
-            remote=self.remote,
-            scheme="http",
-            host=req.host or _local_host(self.transport),
-            request_id=req.rid,
-        )
-        body = b"".join(req.body) if req.body else None
-        upstream, outbound, retry = proxy.outbound(
-            route, params, req.method, req.target, forwarded, body
-        )
-        req.outbound = outbound
         try:
             response = await upstream.send(proxy.transport, outbound, retry)
         except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
