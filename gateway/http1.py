@@ -690,6 +690,23 @@ def _head(request: OutboundRequest, host: str, framing: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def _framing(method: str, body: bytes | None) -> str:
+    """The framing field of a request whose body (if any) is all in memory."""
+    if body is None:
+        return "Content-Length: 0\r\n" if method in _BODY_EXPECTED else ""
+    return f"Content-Length: {len(body)}\r\n"
+
+
+def _write_whole(transport: asyncio.Transport, head: bytes, body: bytes | None) -> None:
+    """Head and an in-memory body, in one write below _JOIN_BELOW."""
+    if body is None:
+        transport.write(head)
+    elif len(body) < _JOIN_BELOW:
+        transport.write(head + body)
+    else:
+        transport.writelines((head, body))
+
+
 def _stream_length(headers: Headers) -> int | None:
     """The caller's Content-Length for a streamed body (None: send it chunked)."""
     for name, value in headers if isinstance(headers, list) else headers.items():
@@ -750,22 +767,12 @@ class Http1Transport(Transport):
         conn = pool.take_idle()
         if conn is None:
             return None
-        if body is None:
-            framing = "Content-Length: 0\r\n" if request.method in _BODY_EXPECTED else ""
-        else:
-            framing = f"Content-Length: {len(body)}\r\n"
-        head = _head(request, pool.host_header, framing)
+        head = _head(request, pool.host_header, _framing(request.method, body))
         response = _Response(conn, request.method == "HEAD", request.timeout)
         conn.used += 1
         conn.response = response
-        transport = conn.transport
-        assert transport is not None
-        if body is None:
-            transport.write(head)
-        elif len(body) < _JOIN_BELOW:
-            transport.write(head + body)
-        else:
-            transport.writelines((head, body))
+        assert conn.transport is not None
+        _write_whole(conn.transport, head, body)
         response.sent = True
         response.notify = (callback, args)
         pool.watch(response, request.timeout)
@@ -780,10 +787,8 @@ class Http1Transport(Transport):
         loop = pool.loop
         deadline = loop.time() + request.timeout
         body = request.body
-        if body is None:
-            framing = "Content-Length: 0\r\n" if request.method in _BODY_EXPECTED else ""
-        elif isinstance(body, bytes):
-            framing = f"Content-Length: {len(body)}\r\n"
+        if body is None or isinstance(body, bytes):
+            framing = _framing(request.method, body)
         else:
             length = _stream_length(request.headers)
             framing = (
@@ -807,14 +812,8 @@ class Http1Transport(Transport):
                 conn.response = response
                 transport = conn.transport
                 assert transport is not None
-                if body is None:
-                    transport.write(head)
-                    response.sent = True
-                elif isinstance(body, bytes):
-                    if len(body) < _JOIN_BELOW:
-                        transport.write(head + body)
-                    else:
-                        transport.writelines((head, body))
+                if body is None or isinstance(body, bytes):
+                    _write_whole(transport, head, body)
                     response.sent = True
                 else:
                     transport.write(head)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import AnyStr
 from urllib.parse import unquote
 
 from aiohttp import StreamReader, web
@@ -109,9 +110,9 @@ def _strip(
     return out
 
 
-def _decide(name: str, drop: frozenset[str], keep: dict[str, bool]) -> bool:
+def _decide(name: AnyStr, drop: frozenset[str], keep: dict[AnyStr, bool]) -> bool:
     """Whether a field of this name goes on (end-to-end), remembered in `keep` (bounded)."""
-    low = name.lower()
+    low = _text(name).lower()
     kept = not (low in drop or low.startswith("proxy-"))
     if len(keep) < _KEEP_CACHE_MAX:
         keep[name] = kept
@@ -146,10 +147,10 @@ def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 def _strip_pairs(
-    pairs: list[tuple[str, str]], drop: frozenset[str], keep: dict[str, bool]
-) -> tuple[list[tuple[str, str]], str | None]:
-    """`_strip` for a list of fields (the front server's): the kept ones, and the value of
-    `Connection` if there was one (its tokens must go too; the caller filters again)."""
+    pairs: list[tuple[AnyStr, AnyStr]], drop: frozenset[str], keep: dict[AnyStr, bool]
+) -> list[tuple[AnyStr, AnyStr]]:
+    """`_strip` for a list of fields, text or as received (bytes): the kept ones, without the
+    fields a `Connection` field names either."""
     out = []
     connection = None
     for pair in pairs:
@@ -159,12 +160,16 @@ def _strip_pairs(
             kept = _decide(name, drop, keep)
         if kept:
             out.append(pair)
-        elif connection is None and name.lower() == "connection":
+        elif connection is None and _text(name).lower() == "connection":
             connection = pair[1]
     if connection:
-        named = _connection_tokens(connection)
-        out = [p for p in out if p[0].lower() not in named]
-    return out, connection
+        named = _connection_tokens(_text(connection))
+        out = [p for p in out if _text(p[0]).lower() not in named]
+    return out
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def forward_header_pairs(
@@ -177,7 +182,7 @@ def forward_header_pairs(
     request_id: str,
 ) -> list[tuple[str, str]]:
     """`forward_headers` for the front server's list of request fields."""
-    out, _ = _strip_pairs(pairs, _REQUEST_DROP, _keep_request)
+    out = _strip_pairs(pairs, _REQUEST_DROP, _keep_request)
     prior = ", ".join(forwarded_for)
     client = remote or "unknown"
     out.append(("X-Forwarded-For", f"{prior}, {client}" if prior else client))
@@ -189,7 +194,7 @@ def forward_header_pairs(
 
 def response_header_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """`response_headers` for a list of fields: the upstream's answer, hop-by-hop gone."""
-    return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response)[0]
+    return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response)
 
 
 _keep_response_bytes: dict[bytes, bool] = {}
@@ -197,25 +202,7 @@ _keep_response_bytes: dict[bytes, bool] = {}
 
 def response_header_fields(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """`response_header_pairs` for fields as received (bytes): the front server's relay."""
-    keep = _keep_response_bytes
-    out = []
-    connection = None
-    for pair in pairs:
-        name = pair[0]
-        kept = keep.get(name)
-        if kept is None:
-            low = name.lower().decode("latin-1")
-            kept = not (low in _RESPONSE_DROP or low.startswith("proxy-"))
-            if len(keep) < _KEEP_CACHE_MAX:
-                keep[name] = kept
-        if kept:
-            out.append(pair)
-        elif connection is None and name.lower() == b"connection":
-            connection = pair[1]
-    if connection:
-        named = _connection_tokens(connection.decode("latin-1"))
-        out = [p for p in out if p[0].lower().decode("latin-1") not in named]
-    return out
+    return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response_bytes)
 
 
 def _has_dot_segment(path: str) -> bool:

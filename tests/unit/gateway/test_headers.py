@@ -147,3 +147,29 @@ def test_http1_head_from_a_field_list_drops_framing_fields() -> None:
         assert head == (
             b"POST /x HTTP/1.1\r\nHost: u:80\r\nAccept: */*\r\nContent-Length: 2\r\n\r\n"
         )
+
+
+def test_response_fields_as_received_lose_hop_by_hop_ones_too() -> None:
+    """The front server relays the upstream's fields as bytes: the same rules as for text."""
+    from gateway.proxy import response_header_fields, response_header_pairs
+
+    received = [
+        (b"Content-Type", b"application/json"),
+        (b"Connection", b"keep-alive, X-Internal"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"X-Internal", b"secret"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"X-Request-ID", b"upstream-id"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Content-Length", b"2"),
+    ]
+    kept = response_header_fields(received)
+    assert kept == [
+        (b"Content-Type", b"application/json"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Content-Length", b"2"),
+    ]
+    as_text = [(n.decode(), v.decode()) for n, v in received]
+    assert response_header_pairs(as_text) == [(n.decode(), v.decode()) for n, v in kept]
