@@ -519,11 +519,12 @@ class _Connection(asyncio.Protocol):
     def _begin(self, req: _Request) -> None:
         """Answer `req`: from callbacks when no stage has to wait, else in a task.
 
-        Without a task when the route is public or the token was verified before, no rate
-        limit applies, the upstream has one instance and no breaker, and a pooled connection
-        is idle: the request goes upstream now and is answered from the upstream connection's
-        callback (`Http1Transport.start`). A task, its coroutine frames and the futures it
-        waits on cost more than the rest of such a request's stages together.
+        Without a task when the route is public or the token was verified before, its limit
+        (if any) is in process or in Redis, and the upstream has one instance and no breaker:
+        the request goes upstream at once (or when Redis' reply calls back) and is answered
+        from the upstream connection's callback (`Http1Transport.start`). A task, its
+        coroutine frames and the futures it waits on cost more than the rest of such a
+        request's stages together (ADR 0006).
         """
         state = self.front.holder.state  # read once: the request stays on this state
         req.inflight = state.inflight
@@ -532,7 +533,7 @@ class _Connection(asyncio.Protocol):
         req.rid = accept_request_id(req.request_id)
         proxy = state.proxy
         try:
-            started = self._start_now(req, proxy)  # logs nothing: no correlation id to set
+            started = self._start_now(req, proxy)  # sets the correlation id where it logs
         except Exception as exc:
             token = correlation_id.set(req.rid)
             try:  # a limit decided (429, 503) is the answer: the task must not count it again
@@ -598,7 +599,11 @@ class _Connection(asyncio.Protocol):
         try:
             future, timer = limiter.remote.client.submit(limiter.remote.payload(key, plan))
         except RedisError as exc:  # not connected, or too many calls waiting
-            decided = limiter.decided(plan, key, None, exc)
+            token = correlation_id.set(req.rid)  # `decided` logs Redis going away
+            try:
+                decided = limiter.decided(plan, key, None, exc)
+            finally:
+                correlation_id.reset(token)
             assert decided is not None
             req.rate = limiter.verdict(plan, *decided)
             self._send_now(req, proxy, transport, params, instance)
