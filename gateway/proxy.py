@@ -47,7 +47,6 @@ __all__ = [
     "forward_headers",
     "read_whole",
     "response_header_fields",
-    "response_header_pairs",
     "response_headers",
 ]
 
@@ -192,16 +191,12 @@ def forward_header_pairs(
     return out
 
 
-def response_header_pairs(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """`response_headers` for a list of fields: the upstream's answer, hop-by-hop gone."""
-    return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response)
-
-
 _keep_response_bytes: dict[bytes, bool] = {}
 
 
 def response_header_fields(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`response_header_pairs` for fields as received (bytes): the front server's relay."""
+    """`response_headers` for fields as received (bytes): the front server's relay, the
+    upstream's answer with hop-by-hop fields gone."""
     return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response_bytes)
 
 
