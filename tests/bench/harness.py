@@ -532,6 +532,19 @@ class Bench:
         print(f"  redis did not start:\n{proc.tail()}", file=sys.stderr)
         return None
 
+    def hold(self) -> None:
+        """Print what runs where, then wait until interrupted (the caller stops it all)."""
+        for row in self.rows:
+            if row.status != "ok":
+                print(f"{row.name}: {row.status}")
+                continue
+            pids = ",".join(str(p) for p in (row.proc.pid,) if row.proc is not None)
+            head = " ".join(f"-H '{k}: {v}'" for k, v in row.headers.items())
+            print(f"{row.name}\t{row.url}\tpid {pids}\t{head}", flush=True)
+        print("holding: Ctrl-C (or SIGTERM) stops everything", flush=True)
+        while True:
+            time.sleep(3600)
+
     def rounds(self) -> None:
         live = [r for r in self.rows if r.status == "ok"]
         print(f"warming up {len(live)} targets ...", file=sys.stderr)
@@ -843,6 +856,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated row names (substrings) to run; direct and nginx always run. "
         "For quick iterations, e.g. --rows 'gateway plain,jwt+limit' --no-services",
     )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="start the rows' processes, print their URLs, PIDs and headers, and wait for "
+        "Ctrl-C instead of measuring: to profile one by hand (perf, py-spy, wrk)",
+    )
     return parser.parse_args(argv)
 
 
@@ -881,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print("starting upstream, nginx, peers and the gateway ...", file=sys.stderr)
             bench.start(issuer, token)
+            if args.hold:
+                bench.hold()
+                return 0
             bench.rounds()
             services: list[dict[str, Any]] = []
             if not args.no_services:

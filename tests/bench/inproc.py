@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -146,17 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     from chassis.logging import configure_logging
 
     with tempfile.TemporaryDirectory(prefix="portico-inproc-") as tmp:
-        # The access lines go to a file, as in `make bench` (stderr stays readable).
-        real_stderr = sys.stderr
+        # The access lines go to a file, as in `make bench`, and through file descriptor 2, as
+        # the gateway's do (the chassis writes the process' own stderr by descriptor); what
+        # this prints goes to the saved descriptor.
+        saved = os.dup(2)
         with (Path(tmp) / "gateway.log").open("w") as log_file:
-            sys.stderr = log_file
+            os.dup2(log_file.fileno(), 2)
             try:
                 configure_logging("gateway")
                 if args.no_access_log:
                     logging.getLogger("portico.http").setLevel(logging.WARNING)
                 runs = uvloop.run(measure(args, Path(tmp)))
+                logging.getLogger().handlers[0].flush()
             finally:
-                sys.stderr = real_stderr
+                os.dup2(saved, 2)
+                os.close(saved)
                 logging.getLogger("portico.http").setLevel(logging.NOTSET)
     path = "task" if args.task else "callback"
     log = "no access log" if args.no_access_log else "access log on"
