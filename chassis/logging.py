@@ -38,6 +38,7 @@ __all__ = [
     "correlation_id",
     "fast_json_handler",
     "new_request_id",
+    "timestamp",
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -107,7 +108,7 @@ _ts_second: tuple[int, str] = (-1, "")
 _ts_milli: tuple[int, str] = (-1, "")
 
 
-def _timestamp(created: float) -> str:
+def timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds, formatted once per millisecond (a busy gateway writes
     several lines in each), the date and time once per second."""
     global _ts_second, _ts_milli
@@ -126,7 +127,7 @@ def _timestamp(created: float) -> str:
 
 def _head(created: float, level: str, service: str, logger: str) -> dict[str, Any]:
     """The first keys of every line, in order."""
-    return {"ts": _timestamp(created), "level": level, "service": service, "logger": logger}
+    return {"ts": timestamp(created), "level": level, "service": service, "logger": logger}
 
 
 class _LineWriter:
@@ -237,7 +238,7 @@ class JsonLineHandler(logging.Handler):
     def write_fields(self, logger: str, level: str, msg: str, fields: dict[str, Any]) -> None:
         """The line `logger.<level>(msg, extra=fields)` would write, without a LogRecord."""
         doc = {
-            "ts": _timestamp(time.time()),
+            "ts": timestamp(time.time()),
             "level": level,
             "service": self.service,
             "logger": logger,
@@ -247,6 +248,10 @@ class JsonLineHandler(logging.Handler):
         if cid:
             doc["correlation_id"] = cid
         doc.update(fields)
+        self.write_document(doc)
+
+    def write_document(self, doc: dict[str, Any]) -> None:
+        """A whole line's document, its `_head` keys first, as the caller built it."""
         self._writer.write(orjson.dumps(doc, default=str, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:

@@ -62,6 +62,7 @@ from .proxy import (
     _too_large,
     forward_header_pairs,
     read_whole,
+    response_head_block,
     response_header_fields,
     response_headers,
 )
@@ -83,6 +84,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 # Buffered bytes past which reading pauses while an answer is being written.
 _MAX_BUFFER = _READ_WHOLE_REQUEST + MAX_HEADER_BYTES
 _CRLF = frozenset(b"\r\n")
+_status_lines: dict[tuple[int, str], bytes] = {}  # "HTTP/1.1 200 OK\r\n", by status and reason
 
 
 class _Cold(Exception):
@@ -111,6 +113,7 @@ class _Request:
         "keep_alive",
         "method",
         "outbound",
+        "path",
         "rate",
         "request_id",
         "rid",
@@ -134,6 +137,7 @@ class _Request:
         self.body: list[bytes] = []
         self.method = ""
         self.target = ""
+        self.path = ""  # the target's path, percent-decoded: routing's and the access line's
         self.keep_alive = True
         self.end = 0
         # set while it is answered
@@ -464,6 +468,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("latin-1")
         target = req.url.decode("utf-8", "surrogateescape")
+        path = _decoded(target.partition("?")[0])
         if (
             req.cold
             or parser.get_http_version() != "1.1"
@@ -472,11 +477,12 @@ class _Connection(asyncio.Protocol):
             or req.head_bytes + len(target) > MAX_HEADER_BYTES
             or len(target) > MAX_FIELD_SIZE
             or not target.startswith("/")
-            or self.front.own_path(_decoded(target.partition("?")[0]))
+            or self.front.own_path(path)
         ):
             raise _Cold
         req.method = method
         req.target = target
+        req.path = path
         req.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
@@ -808,11 +814,11 @@ class _Connection(asyncio.Protocol):
         return response
 
     def _problem(self, req: _Request, problem: Problem) -> int:
-        self._fail(req, problem, _decoded(req.target.partition("?")[0]), req.rid, req.rate)
+        self._fail(req, problem, req.path, req.rid, req.rate)
         return problem.status
 
     def _crash(self, req: _Request) -> int:
-        path = _decoded(req.target.partition("?")[0])
+        path = req.path
         http_log.exception("unhandled error", extra={"path": path})
         self._fail(req, Problem(500, "an unexpected error occurred"), path, req.rid, req.rate)
         return 500
@@ -826,7 +832,7 @@ class _Connection(asyncio.Protocol):
             self.front.metrics,
             req.method,
             route.name if route is not None else "unmatched",
-            _decoded(req.target.partition("?")[0]),
+            req.path,
             status,
             time.perf_counter() - req.started,
             req.client_id,
@@ -843,10 +849,31 @@ class _Connection(asyncio.Protocol):
         no_body = req.method == "HEAD" or status in _NO_BODY_STATUS
         if body is None and not no_body:
             return None
+        reason = upstream.reason or _REASONS.get(status, "")
+        raw = getattr(upstream, "header_fields", None)  # the pooled client's: as received
+        block = None
+        if raw is not None and status not in _NO_BODY_STATUS:
+            block = response_head_block(raw)
+        if block is not None:  # the common case: the fields serialized in one pass
+            rid = b"X-Request-ID: %s\r\n" % req.rid.encode()
+            rate = req.rate
+            if rate is not None:
+                rid += b"RateLimit-Policy: %s\r\nRateLimit: %s\r\n" % (
+                    rate[0].encode(),
+                    rate[1].encode(),
+                )
+            self._send_head(
+                status,
+                reason,
+                block[0] + rid,
+                block[1],
+                b"" if no_body else body or b"",
+                close=not req.keep_alive,
+            )
+            return status
         fields = _upstream_fields(upstream)
         if status in _NO_BODY_STATUS:
             fields = [f for f in fields if f[0].lower() != b"content-length"]
-        reason = upstream.reason or _REASONS.get(status, "")
         extra = self._own_fields(req)
         self._write(
             status, reason, fields, extra, b"" if no_body else body or b"", close=not req.keep_alive
@@ -934,11 +961,7 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         """Status line, `fields` (the upstream's, as received) then `extra` (ours), Date if
         missing, and the body: one write."""
-        transport = self.transport
-        if transport is None:
-            return
-        close = close or self.front.closing
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace"))]
+        parts = []
         dated = False
         for name, value in fields:
             if not dated and len(name) == 4 and name.lower() == b"date":
@@ -946,6 +969,31 @@ class _Connection(asyncio.Protocol):
             parts.append(b"%s: %s\r\n" % (name, value))
         for name, value in extra:
             parts.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        self._send_head(status, reason, b"".join(parts), dated, body, close=close, end=end)
+
+    def _send_head(
+        self,
+        status: int,
+        reason: str,
+        block: bytes,
+        dated: bool,
+        body: bytes,
+        *,
+        close: bool = False,
+        end: bool = True,
+    ) -> None:
+        """The status line, the serialized fields `block`, `Date` unless `dated`, the framing
+        end and the body, in one write; the connection closed after it when `close`."""
+        transport = self.transport
+        if transport is None:
+            return
+        close = close or self.front.closing
+        line = _status_lines.get((status, reason))
+        if line is None:
+            line = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace"))
+            if len(_status_lines) < 256:
+                _status_lines[(status, reason)] = line
+        parts = [line, block]
         if not dated:
             parts.append(self.front.date_field())
         parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")

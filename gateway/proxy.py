@@ -46,6 +46,7 @@ __all__ = [
     "forward_header_pairs",
     "forward_headers",
     "read_whole",
+    "response_head_block",
     "response_header_fields",
     "response_headers",
 ]
@@ -198,6 +199,39 @@ def response_header_fields(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes
     """`response_headers` for fields as received (bytes): the front server's relay, the
     upstream's answer with hop-by-hop fields gone."""
     return _strip_pairs(pairs, _RESPONSE_DROP, _keep_response_bytes)
+
+
+# Per response field name as received: 0 relayed, 1 relayed (it is `Date`), 2 dropped,
+# 3 `Connection` (the fields it names go too: `response_header_fields` decides those).
+_relay_kind: dict[bytes, int] = {}
+
+
+def response_head_block(pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool] | None:
+    """`response_header_fields` serialized for the front server's answer, in one pass: the
+    kept fields as `Name: value\r\n` lines and whether `Date` was among them. None when the
+    upstream sent a `Connection` field (rare: HTTP/1.1 keeps alive without it); the caller
+    then filters the list."""
+    parts: list[bytes] = []
+    dated = False
+    kinds = _relay_kind
+    for name, value in pairs:
+        kind = kinds.get(name)
+        if kind is None:
+            low = name.lower()
+            if low == b"connection":
+                kind = 3
+            elif not _decide(name, _RESPONSE_DROP, _keep_response_bytes):
+                kind = 2
+            else:
+                kind = 1 if low == b"date" else 0
+            if len(kinds) < _KEEP_CACHE_MAX:
+                kinds[name] = kind
+        if kind < 2:
+            dated = dated or kind == 1
+            parts += (name, b": ", value, b"\r\n")
+        elif kind == 3:
+            return None
+    return b"".join(parts), dated
 
 
 def _has_dot_segment(path: str) -> bool:

@@ -80,6 +80,35 @@ def test_fast_path_writes_the_line_a_log_record_would(
     assert list(fast) == list(slow)  # the same key order too
 
 
+@pytest.mark.parametrize("rid", ["rid-2", None])
+def test_the_access_line_is_the_one_a_log_record_would_write(
+    rid: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chassis import access
+
+    stream = io.StringIO()
+    # named as the access logger, outside the logger tree (pytest's handlers stay away)
+    logger = logging.Logger("portico.http", logging.INFO)
+    logger.addHandler(JsonLineHandler("svc", stream))
+    monkeypatch.setattr(access, "log", logger)
+    metrics = RequestMetrics("svc")
+    args = (metrics, "GET", "items", "/items/1", 200, 0.0012345, "client-1", {"upstream": "u"})
+    token = correlation_id.set(rid)
+    try:
+        assert fast_json_handler(logger, logging.INFO) is not None
+        access.record_request(*args)  # the fast path
+        logger.addHandler(logging.NullHandler())  # a second handler: the LogRecord path
+        assert fast_json_handler(logger, logging.INFO) is None
+        access.record_request(*args)
+    finally:
+        correlation_id.reset(token)
+    fast, slow = lines(stream)
+    assert fast.pop("ts") and slow.pop("ts")
+    assert fast == slow and list(fast) == list(slow)  # the same fields, in the same order
+    assert fast["duration_ms"] == 1.234 and fast["upstream"] == "u"
+    assert ("correlation_id" in fast) is (rid is not None)
+
+
 def test_fast_path_steps_aside_for_other_handlers_and_levels(
     quiet_logger: tuple[logging.Logger, io.StringIO, JsonLineHandler],
 ) -> None:
@@ -114,20 +143,20 @@ def test_timestamps_are_iso_utc_milliseconds_across_second_boundaries(created: f
     next one, and the milliseconds are truncated as datetime's isoformat truncates them."""
     from datetime import UTC, datetime
 
-    from chassis.logging import _timestamp
+    from chassis.logging import timestamp
 
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
-    assert _timestamp(created) == expected.replace("+00:00", "Z")
+    assert timestamp(created) == expected.replace("+00:00", "Z")
 
 
 def test_a_cached_millisecond_never_leaks_into_the_next() -> None:
     """Lines within one millisecond share one stamp; the next millisecond gets its own."""
     from datetime import UTC, datetime
 
-    from chassis.logging import _timestamp
+    from chassis.logging import timestamp
 
     base = 1764111111.0
     for offset in (0.0001, 0.0004, 0.0011, 0.0019, 0.0021, 0.9991, 0.9999, 1.0, 1.0005, 61.0):
         created = base + offset
         expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
-        assert _timestamp(created) == expected.replace("+00:00", "Z"), offset
+        assert timestamp(created) == expected.replace("+00:00", "Z"), offset

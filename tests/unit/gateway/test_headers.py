@@ -174,3 +174,30 @@ def test_response_fields_as_received_lose_hop_by_hop_ones_too() -> None:
     ]
     as_text = _headers(*[(n.decode(), v.decode()) for n, v in received])
     assert list(response_headers(as_text).items()) == [(n.decode(), v.decode()) for n, v in kept]
+
+
+def test_the_serialized_response_head_is_the_filtered_fields_in_one_pass() -> None:
+    """The front server's one-pass relay (`response_head_block`) keeps what
+    `response_header_fields` keeps, in order, says whether `Date` came along, and steps aside
+    (None) for a `Connection` field, whose named fields only the list filter removes."""
+    from gateway.proxy import response_head_block, response_header_fields
+
+    received = [
+        (b"Content-Type", b"application/json"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"date", b"Thu, 26 Nov 2026 01:30:00 GMT"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"X-Request-ID", b"upstream-id"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Length", b"2"),
+    ]
+    for _ in range(2):  # the second time through the per-name cache
+        block = response_head_block(received)
+        assert block is not None
+        expected = b"".join(b"%s: %s\r\n" % pair for pair in response_header_fields(received))
+        assert block == (expected, True)
+        assert expected.startswith(b"Content-Type: application/json\r\ndate: ")
+        assert b"Keep-Alive" not in expected and b"upstream-id" not in expected
+    assert response_head_block(received[:1]) == (b"Content-Type: application/json\r\n", False)
+    assert response_head_block([(b"Connection", b"X-Internal"), (b"X-Internal", b"1")]) is None
