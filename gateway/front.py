@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
 import time
@@ -602,8 +601,11 @@ class _Connection(asyncio.Protocol):
             req.rate = limiter.verdict(plan, *limiter.decide_locally(plan, key))
             self._send_now(req, proxy, transport, params, instance)
             return True
+        later = (transport, params, instance, plan, key)
         try:
-            future, timer = limiter.remote.client.submit(limiter.remote.payload(key, plan))
+            limiter.remote.client.submit_callback(
+                limiter.remote.payload(key, plan), self._admitted, req, proxy, later
+            )
         except RedisError as exc:  # not connected, or too many calls waiting
             token = correlation_id.set(req.rid)  # `decided` logs Redis going away
             try:
@@ -614,24 +616,25 @@ class _Connection(asyncio.Protocol):
             req.rate = limiter.verdict(plan, *decided)
             self._send_now(req, proxy, transport, params, instance)
             return True
-        later = (transport, params, instance, plan, key, timer)
-        future.add_done_callback(functools.partial(self._admitted, req, proxy, later))
         return True
 
     def _admitted(
-        self, req: _Request, proxy: Proxy, later: tuple[Any, ...], future: asyncio.Future[Any]
+        self,
+        req: _Request,
+        proxy: Proxy,
+        later: tuple[Any, ...],
+        reply: Any,
+        error: RedisError | None,
     ) -> None:
         """Redis answered (or the call failed): the limit's verdict, then the upstream request."""
-        transport, params, instance, plan, key, timer = later
-        timer.cancel()
+        transport, params, instance, plan, key = later
         limiter = proxy.limiter
         assert limiter is not None and req.route is not None
         token = correlation_id.set(req.rid)
         try:
             status = None
             try:
-                error = future.exception()
-                decided = limiter.decided(plan, key, None if error else future.result(), error)
+                decided = limiter.decided(plan, key, reply, error)
                 if decided is None:  # Redis lost the script: `decide` loads it, in a task
                     pending = self._admit_and_send(req, proxy, params, plan, key)
                     assert self.front.loop is not None

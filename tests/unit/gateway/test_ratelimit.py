@@ -524,6 +524,81 @@ async def test_client_times_out_in_milliseconds_and_drops_a_stalled_connection(
     await client.close()
 
 
+class HeldServer:
+    """A RESP server that answers ECHO only when told (`release`), every reply in order: a
+    Redis that answers late."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.pending: list[tuple[asyncio.StreamWriter, bytes]] = []
+        self.want = 1 << 30
+        self.enough = asyncio.Event()  # set once `want` commands wait for their replies
+
+    async def __aenter__(self) -> HeldServer:
+        import hiredis
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            parser = hiredis.Reader()
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (command := parser.gets()) is not False:
+                    self.pending.append((writer, command[-1]))
+                    if len(self.pending) >= self.want:
+                        self.enough.set()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def release(self) -> None:
+        for writer, value in self.pending:
+            writer.write(b"$%d\r\n%b\r\n" % (len(value), value))
+        self.pending.clear()
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_late_replies_are_dropped_and_later_calls_get_their_own() -> None:
+    """Calls time out by the connection's watchdog, each caller is told once, and a reply that
+    comes after its call timed out never answers the next call (replies match in order)."""
+    async with HeldServer() as server:
+        client = RedisClient(f"redis://127.0.0.1:{server.port}", timeout=0.2, stale_after=30)
+        await client.start(wait=1.0)
+        assert client.connected
+        told: list[tuple[str, Any, Any]] = []
+
+        def tell(name: str, reply: Any, error: Any) -> None:
+            told.append((name, reply, error))
+
+        started = time.monotonic()
+        for name in ("a1", "a2", "a3"):
+            client.submit_callback(pack_command("ECHO", name), tell, name)
+        with pytest.raises(RedisTimeout):
+            await client.execute("ECHO", "a4")
+        assert time.monotonic() - started < 2.0
+        assert [(n, r) for n, r, _ in told] == [("a1", None), ("a2", None), ("a3", None)]
+        assert all(isinstance(e, RedisTimeout) for _, _, e in told)
+
+        # The late replies arrive before the answers to the next calls: each is dropped.
+        server.want = 6
+        client.submit_callback(pack_command("ECHO", "b"), tell, "b")
+        later = client.submit(pack_command("ECHO", "c"))
+        await asyncio.wait_for(server.enough.wait(), 5)
+        server.release()
+        assert await later == b"c"
+        assert told[3:] == [("b", b"b", None)]
+        assert len(told) == 4  # the timed-out calls were told once, not again
+        await client.close()
+
+
 def test_pack_command() -> None:
     assert pack_command("GET", "k", 12) == b"*3\r\n$3\r\nGET\r\n$1\r\nk\r\n$2\r\n12\r\n"
     assert pack_command(b"\x00") == b"*1\r\n$1\r\n\x00\r\n"
