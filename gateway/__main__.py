@@ -2,12 +2,13 @@
 `python -m gateway check [FILE]`: validate a config and exit 1 listing every error by key path.
 
 GATEWAY_CONFIG names the YAML file (default: the packaged gateway.yaml); GATEWAY_HOST and
-GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_TRANSPORT picks the upstream
-client (`http1`, the default, or `aiohttp`); GATEWAY_SERVER the server (`front`, the default:
-`gateway.front` in front of the aiohttp application; `aiohttp`: aiohttp's alone, also what
-runs when PORTICO_TRACING is on). A bad config stops start-up with a
-message naming every bad key. While serving, the file is reloaded on SIGHUP and when it
-changes (see `gateway.reload`).
+GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_MALLOC_TRIM_MIB (default 32; 0:
+glibc's defaults) is how much freed heap the process keeps for reuse (`chassis.memory`);
+GATEWAY_TRANSPORT picks the upstream client (`http1`, the default, or `aiohttp`);
+GATEWAY_SERVER the server (`front`, the default: `gateway.front` in front of the aiohttp
+application; `aiohttp`: aiohttp's alone, also what runs when PORTICO_TRACING is on). A bad
+config stops start-up with a message naming every bad key. While serving, the file is
+reloaded on SIGHUP and when it changes (see `gateway.reload`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import uvloop
 from aiohttp import web
 
 from chassis import ConfigError, configure_logging, from_env, tracing
+from chassis.memory import keep_freed_memory
 
 from .app import STATE, create_app
 from .config import DEFAULT_CONFIG_PATH, check_config, load_config
@@ -36,6 +38,10 @@ log = logging.getLogger("portico.gateway")
 
 def _port(value: int | None) -> str | None:
     return None if value is None or 0 <= value <= 65535 else "must be 0..65535"
+
+
+def _mib(value: int) -> str | None:
+    return None if 0 <= value <= 4096 else "must be 0..4096"
 
 
 SERVERS = ("front", "aiohttp")
@@ -51,6 +57,8 @@ class GatewaySettings:
     host: str | None = None
     port: int | None = field(default=None, metadata={"check": _port})
     server: str = field(default="front", metadata={"check": _server_kind})
+    # MiB of freed heap kept for reuse (`chassis.memory`); 0 leaves glibc's defaults
+    malloc_trim_mib: int = field(default=32, metadata={"check": _mib})
 
 
 def check(path: str | None) -> int:
@@ -76,6 +84,7 @@ def serve() -> None:
     except ConfigError as exc:
         log.error("gateway not started: %s", exc)
         sys.exit(2)
+    keep_freed_memory(settings.malloc_trim_mib)
     host = settings.host or config.server.host
     port = config.server.port if settings.port is None else settings.port
     loop = uvloop.new_event_loop()
