@@ -126,7 +126,7 @@ class _Connection(asyncio.Protocol):
                 response.fail(UpstreamUnavailable(f"invalid HTTP response: {exc}"))
             response.reusable = False
             self.abort()
-        if response.notify is not None and response._head_fut.done():
+        if response.notify is not None and response._head is not None:
             response._tell()  # last: the callback may reuse this connection at once
 
     def eof_received(self) -> bool | None:
@@ -177,7 +177,8 @@ class _Response(UpstreamResponse):
         "_deadline",
         "_eof_body",
         "_error",
-        "_head_fut",
+        "_head",
+        "_head_waiter",
         "_header_bytes",
         "_headers",
         "_interim",
@@ -204,7 +205,10 @@ class _Response(UpstreamResponse):
         self.parser = httptools.HttpResponseParser(self)
         self._skip_body = skip_body
         self._timeout = timeout
-        self._head_fut: asyncio.Future[None] = conn.pool.loop.create_future()
+        # The head's outcome: None until known, then True or the exception that stands for it.
+        # A future only for a caller that awaits it (`send`): `start`'s callers never do.
+        self._head: bool | BaseException | None = None
+        self._head_waiter: asyncio.Future[None] | None = None
         self._raw: list[tuple[bytes, bytes]] = []  # as received: decoded only when asked
         self._headers: CIMultiDictProxy[str] | None = None
         self._header_bytes = 0
@@ -239,13 +243,12 @@ class _Response(UpstreamResponse):
     @property
     def stale(self) -> bool:
         """The kept-alive connection died before the upstream's first byte."""
-        head = self._head_fut
-        return head.done() and isinstance(head.exception(), _Stale)
+        return isinstance(self._head, _Stale)
 
     def failure(self) -> BaseException | None:
         """Why there is no response head, once there is an outcome (`start`'s callback)."""
-        head = self._head_fut
-        return head.exception() if head.done() else None
+        head = self._head
+        return head if isinstance(head, BaseException) else None
 
     def whole_body(self) -> bytes | None:
         """The whole body, without an await, if all of it is in and nothing failed."""
@@ -318,9 +321,7 @@ class _Response(UpstreamResponse):
         elif self.content_length is None:
             te = next((v for k, v in self._raw if k.lower() == b"transfer-encoding"), None)
             self._eof_body = te is None or b"chunked" not in te.lower()
-        head = self._head_fut
-        if not head.done():
-            head.set_result(None)
+        self._set_head(True)
 
     def on_body(self, body: bytes) -> None:
         if self.done:
@@ -355,21 +356,25 @@ class _Response(UpstreamResponse):
     def fail(self, error: TransportError) -> None:
         if self._error is None:
             self._error = error
-        head = self._head_fut
-        if not head.done():
-            head.set_exception(error)
+        self._set_head(error)
         self._wake()
+
+    def _set_head(self, outcome: bool | BaseException) -> None:
+        if self._head is None:
+            self._head = outcome
+            waiter = self._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def lost(self, exc: Exception | None) -> None:
         self.reusable = False
         if self.done:
             return
         if not self.status:  # no answer yet
-            head = self._head_fut
-            if not head.done():
+            if self._head is None:
                 conn = self._conn
                 if not self.got_bytes and conn is not None and conn.used > 1:
-                    head.set_exception(_Stale(conn.pool.origin))
+                    self._set_head(_Stale(conn.pool.origin))
                 else:
                     reason = f": {exc}" if exc else ""
                     self.fail(UpstreamUnavailable(f"the upstream closed the connection{reason}"))
@@ -382,7 +387,7 @@ class _Response(UpstreamResponse):
             self.fail(UpstreamUnavailable("the upstream broke off its body"))
 
     async def _wait_data(self) -> None:
-        loop = self._head_fut.get_loop()
+        loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(
             self._timeout, _expire, waiter, "the upstream stalled while sending its body"
@@ -446,9 +451,6 @@ class _Response(UpstreamResponse):
         # cycle that only the cyclic GC frees (it was ~5% of the gateway's instructions).
         del self.parser
         self.notify = None
-        head = self._head_fut
-        if head.done() and not head.cancelled():
-            head.exception()  # retrieved: asyncio must not report it as lost
         if self._paused and not conn.closed and conn.transport is not None:
             conn.transport.resume_reading()
         if self.done and self.keep_alive and self.sent and self.reusable and self._error is None:
@@ -818,15 +820,16 @@ class Http1Transport(Transport):
                 else:
                     transport.write(head)
                     await _stream(conn, response, body, chunked, deadline, request.origin)
-                answer = response._head_fut
-                if not answer.done():
+                if response._head is None:
+                    answer = response._head_waiter = loop.create_future()
                     timer = loop.call_at(deadline, _expire_head, answer, request.origin)
                     try:
                         await answer
                     finally:
                         timer.cancel()
-                else:
-                    answer.result()
+                        response._head_waiter = None
+                if isinstance(response._head, BaseException):
+                    raise response._head
             except _Stale:
                 response.reusable = False
                 response.close()
