@@ -26,8 +26,10 @@ _M_MMAP_THRESHOLD = -3
 def keep_freed_memory(trim_mib: int, mmap_mib: int = 8) -> bool:
     """Keep up to `trim_mib` MiB of freed heap in the process; serve blocks below `mmap_mib`
     MiB from the heap (setting one threshold turns glibc's adaptation of the other off, and a
-    log batch joined for its write must not be mapped and unmapped each time). False (nothing changed) with `trim_mib` 0 or where the C library has no
-    glibc `mallopt` (musl, macOS)."""
+    log batch joined for its write must not be mapped and unmapped each time).
+
+    False (nothing changed) with `trim_mib` 0 or where the C library has no glibc `mallopt`
+    (musl, macOS)."""
     if trim_mib <= 0:
         return False
     try:
