@@ -70,6 +70,7 @@ from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .routing import Route
 from .transport import OutboundRequest, TransportError, UpstreamResponse
 from .upstreams import Instance, NoReadyInstance, Upstream
+from .writes import WriteBatch, batch_for
 
 __all__ = ["FrontServer"]
 
@@ -182,6 +183,7 @@ class FrontServer:
         self._empty: asyncio.Event | None = None
         self._date = (b"", 0)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.writes: WriteBatch | None = None  # answers of one loop turn, sent at its end
 
         async def close_handed_over(_request: web.Request, response: web.StreamResponse) -> None:
             # Every request aiohttp sees came through a hand-over: its connection goes back to
@@ -198,6 +200,7 @@ class FrontServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """Run the application's start-up, then listen on host:port (port 0: a free one)."""
         self.loop = asyncio.get_running_loop()
+        self.writes = batch_for(self.loop)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         server = self.runner.server
@@ -391,7 +394,13 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self._flush_writes()  # an answer held for the end of the turn goes out first
             self.transport.close()
+
+    def _flush_writes(self) -> None:
+        writes = self.front.writes
+        if writes is not None:
+            writes.flush()
 
     # --- parsing ----------------------------------------------------------------------------
 
@@ -502,6 +511,7 @@ class _Connection(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         """Give the connection, from the first byte of this request, to aiohttp's handler."""
+        self._flush_writes()  # the answers before this request go out before aiohttp's
         transport, factory = self.transport, self.front.handover
         self.transport = None
         self.front.forget(self)
@@ -1002,7 +1012,13 @@ class _Connection(asyncio.Protocol):
         parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
         if body:
             parts.append(body)
-        transport.write(b"".join(parts))
+        writes = self.front.writes
+        if close or not end or writes is None:
+            # closing, or a body follows from the caller: nothing held may come after it
+            self._flush_writes()
+            transport.write(b"".join(parts))
+        else:
+            writes.write(transport, b"".join(parts))  # sent at the end of this loop turn
         if close and end:
             transport.close()
 
@@ -1020,6 +1036,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if not req.keep_alive or self.front.closing:
+            self._flush_writes()
             transport.close()
             return
         if self._reading_paused:

@@ -47,6 +47,7 @@ from .transport import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .writes import batch_for
 
 __all__ = ["Http1Transport"]
 
@@ -487,6 +488,7 @@ class _Pool:
         self.keepalive = keepalive
         self.pool_timeout = pool_timeout
         self.loop = asyncio.get_running_loop()
+        self.writes = batch_for(self.loop)
         self.idle: list[_Connection] = []  # LIFO: the warmest connection first
         self.count = 0  # open or opening connections, idle ones included
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
@@ -774,7 +776,13 @@ class Http1Transport(Transport):
         conn.used += 1
         conn.response = response
         assert conn.transport is not None
-        _write_whole(conn.transport, head, body)
+        if body is None:  # written at the end of this loop turn, with the others (writes.py)
+            pool.writes.write(conn.transport, head)
+        elif len(body) < _JOIN_BELOW:
+            pool.writes.write(conn.transport, head + body)
+        else:
+            pool.writes.flush()
+            _write_whole(conn.transport, head, body)
         response.sent = True
         response.notify = (callback, args)
         pool.watch(response, request.timeout)

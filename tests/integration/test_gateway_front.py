@@ -277,6 +277,20 @@ async def test_malformed_request_is_400_and_closed(wire: Wire) -> None:
     assert await wire.closed()
 
 
+async def test_answers_held_for_the_end_of_the_turn_come_before_a_400(wire: Wire) -> None:
+    """Answers wait for the end of the loop turn (gateway/writes.py); the 400 for a malformed
+    request pipelined behind them is written and the connection closed in that same turn, and
+    must not overtake or drop them."""
+    await wire.send(
+        _get("/public/a") + _get("/public/b") + b"GET /public/x HTTP/1.1\r\nBad Header\r\n\r\n"
+    )
+    answers = [await wire.answer() for _ in range(3)]
+    assert [status for status, _, _ in answers] == [200, 200, 400]
+    assert [orjson.loads(body)["path"] for _, _, body in answers[:2]] == ["/public/a", "/public/b"]
+    assert answers[2][1]["connection"] == "close"
+    assert await wire.closed()
+
+
 async def test_connection_close_from_the_client(wire: Wire) -> None:
     await wire.send(_get("/public/bye", "Connection: close"))
     status, headers, _body = await wire.answer()
