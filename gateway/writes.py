@@ -17,9 +17,12 @@ first, so nothing held can be overtaken.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 __all__ = ["WriteBatch", "batch_for"]
+
+log = logging.getLogger("portico.gateway.writes")
 
 
 class WriteBatch:
@@ -44,8 +47,12 @@ class WriteBatch:
             return
         self.pending = []
         for transport, data in pending:
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue
+            try:
                 transport.write(data)  # type: ignore[attr-defined]
+            except Exception:  # one broken transport must not cost the others their writes
+                log.exception("a held write failed")
 
 
 _batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch] = (

@@ -36,6 +36,19 @@ async def test_writes_wait_for_the_end_of_the_turn_and_keep_their_order() -> Non
     assert a.out == [b"1", b"2", b"3"]  # the turn's own flush finds nothing left
 
 
+async def test_a_failing_write_costs_the_others_nothing() -> None:
+    class Broken(Sink):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("broken")
+
+    batch = WriteBatch(asyncio.get_running_loop())
+    ok = Sink()
+    batch.write(Broken(), b"x")
+    batch.write(ok, b"y")
+    batch.flush()
+    assert ok.out == [b"y"]
+
+
 async def test_one_batch_per_loop() -> None:
     loop = asyncio.get_running_loop()
     assert batch_for(loop) is batch_for(loop)
