@@ -84,6 +84,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 # Buffered bytes past which reading pauses while an answer is being written.
 _MAX_BUFFER = _READ_WHOLE_REQUEST + MAX_HEADER_BYTES
 _CRLF = frozenset(b"\r\n")
+_REQUEST_ID_FIELD = REQUEST_ID_HEADER.encode()
 _status_lines: dict[tuple[int, str], bytes] = {}  # "HTTP/1.1 200 OK\r\n", by status and reason
 
 
@@ -868,17 +869,10 @@ class _Connection(asyncio.Protocol):
         if raw is not None and status not in _NO_BODY_STATUS:
             block = response_head_block(raw)
         if block is not None:  # the common case: the fields serialized in one pass
-            rid = b"X-Request-ID: %s\r\n" % req.rid.encode()
-            rate = req.rate
-            if rate is not None:
-                rid += b"RateLimit-Policy: %s\r\nRateLimit: %s\r\n" % (
-                    rate[0].encode(),
-                    rate[1].encode(),
-                )
             self._send_head(
                 status,
                 reason,
-                block[0] + rid,
+                block[0] + self._own_block(req),
                 block[1],
                 b"" if no_body else body or b"",
                 close=not req.keep_alive,
@@ -887,19 +881,28 @@ class _Connection(asyncio.Protocol):
         fields = _upstream_fields(upstream)
         if status in _NO_BODY_STATUS:
             fields = [f for f in fields if f[0].lower() != b"content-length"]
-        extra = self._own_fields(req)
         self._write(
-            status, reason, fields, extra, b"" if no_body else body or b"", close=not req.keep_alive
+            status,
+            reason,
+            fields,
+            [],
+            b"" if no_body else body or b"",
+            close=not req.keep_alive,
+            own=self._own_block(req),
         )
         return status
 
     @staticmethod
-    def _own_fields(req: _Request) -> list[tuple[str, str]]:
-        extra = [(REQUEST_ID_HEADER, req.rid)]
+    def _own_block(req: _Request) -> bytes:
+        """Our fields on a relayed answer: its request id, and the route's RateLimit fields."""
+        own = b"%s: %s\r\n" % (_REQUEST_ID_FIELD, req.rid.encode())
         rate = req.rate
         if rate is not None:
-            extra += (("RateLimit-Policy", rate[0]), ("RateLimit", rate[1]))
-        return extra
+            own += b"RateLimit-Policy: %s\r\nRateLimit: %s\r\n" % (
+                rate[0].encode(),
+                rate[1].encode(),
+            )
+        return own
 
     async def _relay(self, req: _Request, upstream: UpstreamResponse) -> int:
         status = self._relay_now(req, upstream, None)
@@ -916,11 +919,11 @@ class _Connection(asyncio.Protocol):
             return answered
         fields = _upstream_fields(upstream)
         reason = upstream.reason or _REASONS.get(status, "")
-        extra = self._own_fields(req)
+        own = self._own_block(req)
         chunked = length is None
         if chunked:
-            extra.append(("Transfer-Encoding", "chunked"))
-        self._write(status, reason, fields, extra, b"", close=not req.keep_alive, end=False)
+            own += b"Transfer-Encoding: chunked\r\n"
+        self._write(status, reason, fields, [], b"", close=not req.keep_alive, end=False, own=own)
         req.answered = True
         transport = self.transport
         try:
@@ -971,9 +974,10 @@ class _Connection(asyncio.Protocol):
         *,
         close: bool = False,
         end: bool = True,
+        own: bytes = b"",
     ) -> None:
-        """Status line, `fields` (the upstream's, as received) then `extra` (ours), Date if
-        missing, and the body: one write."""
+        """Status line, `fields` (the upstream's, as received) then `extra` and `own` (ours,
+        as text and serialized), Date if missing, and the body: one write."""
         parts = []
         dated = False
         for name, value in fields:
@@ -982,6 +986,7 @@ class _Connection(asyncio.Protocol):
             parts.append(b"%s: %s\r\n" % (name, value))
         for name, value in extra:
             parts.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        parts.append(own)
         self._send_head(status, reason, b"".join(parts), dated, body, close=close, end=end)
 
     def _send_head(
