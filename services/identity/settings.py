@@ -37,6 +37,8 @@ class IdentitySettings:
     # 0 trusts no forwarding header: the login throttle then keys on the peer address.
     proxy_count: int = field(default=0, metadata={"check": not_negative})
     cookie_secure: bool = False
+    # The declarative clients file `init` applies (services/identity/README.md); "" = none.
+    clients_file: str = ""
     tokens: TokenSettings = field(default_factory=TokenSettings)
 
     @classmethod

@@ -27,6 +27,7 @@ from typing import Any
 import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
@@ -37,7 +38,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from ..domain import scopes
+from ..domain import roles, scopes
 from ..domain.passwords import secret_digest
 from ..settings import IdentitySettings
 from .keystore import KeyStore
@@ -80,6 +81,27 @@ class TokenGenerator(JWTBearerTokenGenerator):
     def get_jwks(self) -> KeySet:
         return self.keystore.signer()
 
+    def generate(
+        self,
+        grant_type: str,
+        client: Any,
+        user: Any = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """A user token carries requested ∩ client's ∩ role's scopes (ADR 0009). Every grant
+        comes through here (code exchange and refresh too), so a demoted user's next refresh
+        loses what the new role may not hold. Never empty: Authlib reads no scope as "all".
+        """
+        if user is not None:
+            scope = roles.cap_scope(user.role, client.get_allowed_scope(scope))
+            if not scope:
+                raise InvalidScopeError("none of the requested scopes can be granted to this user")
+        return super().generate(  # type: ignore[no-any-return]
+            grant_type, client, user, scope, expires_in, include_refresh_token
+        )
+
     def get_audiences(self, client: Any, user: Any, scope: Any) -> str:
         return self.audience
 
@@ -119,7 +141,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 client_id=request.client.get_client_id(),
                 user_id=request.user.get_user_id(),
                 redirect_uri=request.payload.redirect_uri or "",
-                scope=request.scope or "",
+                scope=roles.cap_scope(request.user.role, request.scope),  # what the token gets
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method"),
                 expires_at=time.time() + self.server.settings.authorization_code_ttl,

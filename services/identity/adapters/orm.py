@@ -3,6 +3,9 @@
 Secrets are never stored: client secrets, authorization codes and refresh tokens are kept as
 SHA-256 digests, access tokens as their digest and `jti`. Times are epoch seconds (floats) so
 that comparisons read the same on SQLite and PostgreSQL.
+
+Columns added after a table first shipped are nullable or carry a server default, so that
+`init` can add them to an existing database (`adapters/columns.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)  # stored lower-cased
     email: Mapped[str] = mapped_column(String(254))
     password_hash: Mapped[str] = mapped_column(String(255))
+    # domain.roles.Role; caps the scopes of every token issued to this user
+    role: Mapped[str] = mapped_column(String(16), default="customer", server_default="customer")
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
     def get_user_id(self) -> str:
@@ -41,6 +46,9 @@ class Client(Base, ClientMixin):
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # The secret before the last rotation: it keeps working until retired, so that a client's
+    # deployments can switch to the new one without a moment where neither works.
+    previous_client_secret_hash: Mapped[str | None] = mapped_column(String(64))
     client_name: Mapped[str] = mapped_column(String(128))
     # "none" makes a public client (no secret, PKCE S256 mandatory); confidential clients
     # authenticate with client_secret_basic or client_secret_post.
@@ -73,7 +81,9 @@ class Client(Base, ClientMixin):
         return redirect_uri in self.redirect_uris.split()  # exact string match, no prefixes
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return secret_matches(self.client_secret_hash, client_secret)
+        current = secret_matches(self.client_secret_hash, client_secret)
+        previous = secret_matches(self.previous_client_secret_hash, client_secret)
+        return current or previous  # both compared: the time does not tell which one matched
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.is_public:

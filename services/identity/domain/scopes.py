@@ -1,4 +1,8 @@
-"""The scopes identity knows about, and what each means on the consent page."""
+"""The scopes identity knows about, and what each means on the consent page.
+
+`:read:all` scopes are staff-only reads of every user's records; without one, a service answers
+only the caller's own (see `domain/roles.py` for who may hold which).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ DESCRIPTIONS: dict[str, str] = {
     "orders:write": "Place orders",
     "inventory:read": "Read stock levels",
     "inventory:write": "Change stock and reservations",
-    "payments:read": "See payments",
+    "payments:read": "See your payments",
     "payments:write": "Charge and refund payments",
     "notifications:read": "Read your notifications",
+    "orders:read:all": "See every user's orders (staff)",
+    "payments:read:all": "See every user's payments (staff)",
+    "notifications:read:all": "Read every user's notifications (staff)",
+    "users:read:all": "See every user's profile (staff)",
 }
 SUPPORTED: tuple[str, ...] = tuple(DESCRIPTIONS)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from chassis import Problem
 
-from ..domain import scopes
+from ..domain import roles, scopes
 from ..service_layer.users import InvalidCredentials, LoginThrottled, authenticate
 from .context import db, identity
 from .forms import LoginConsentForm
@@ -92,12 +93,18 @@ def metadata() -> Response:
 
 
 def _page(form: LoginConsentForm, grant: Any, error: str | None = None) -> Response:
+    """Only what can be granted: the requested scopes the client may have (Authlib has already
+    narrowed `grant.request.scope` to those), split by whether every account may hold them. The
+    person signing in is not known yet, so staff-only scopes are listed apart, marked as such.
+    """
     requested = scope_to_list(grant.request.scope) or []
+    everyone = roles.allowed_scopes(roles.Role.CUSTOMER)
     html = render_template(
         "authorize.html",
         form=form,
         client_name=grant.client.client_name,
-        scopes=[(s, scopes.describe(s)) for s in requested],
+        scopes=[(s, scopes.describe(s)) for s in requested if s in everyone],
+        staff_scopes=[(s, scopes.describe(s)) for s in requested if s not in everyone],
         error=error,
     )
     resp = Response(html, mimetype="text/html")
@@ -159,6 +166,14 @@ def authorize() -> Response:
     except InvalidCredentials:
         session.commit()  # the failure must count even though the request "fails"
         return _page(form, grant, "Invalid username or password.")
+    if not roles.cap_scope(user.role, grant.request.scope):
+        session.commit()  # the sign-in succeeded (its failure count was reset)
+        denied = InvalidScopeError(
+            "none of the requested scopes can be granted to this account",
+            redirect_uri=grant.redirect_uri,
+            state=grant.request.payload.state,
+        )
+        return server.handle_error_response(grant.request, denied)  # type: ignore[no-any-return]
     resp: Response = server.create_authorization_response(grant=grant, grant_user=user)
     session.commit()
     return resp

@@ -17,9 +17,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ..adapters.columns import add_missing_columns
 from ..adapters.files import read_or_create_secret, write_private
 from ..adapters.keystore import KeyStore
 from ..adapters.orm import Base, Client
+from ..domain import scopes
 from ..domain.passwords import Passwords, secret_digest
 from ..settings import IdentitySettings
 from .users import find_user, register
@@ -45,11 +47,10 @@ DEV_CLIENT_ID = "portico-dev"
 PUBLIC_CLIENT_ID = "portico-public"
 DEMO_USERNAME = "demo"
 DEV_REDIRECT_URI = "http://127.0.0.1:8765/callback"
-# Every scope the README tour uses: the dev client can act on every service.
-DEV_SCOPE = (
-    "catalog:read catalog:write profile orders:read orders:write inventory:read inventory:write "
-    "payments:read payments:write notifications:read"
-)
+# Every supported scope (the staff-only `:read:all` ones too): the dev client can act on every
+# service, and a staff user signing in through it gets the same. Customers signing in through
+# either dev client are capped by their role.
+DEV_SCOPE = " ".join(scopes.SUPPORTED)
 DEFAULT_CREDENTIALS_FILE = "var/dev-credentials.json"
 ORDERS_CLIENT_ID = "orders-service"
 ORDERS_SCOPE = "catalog:read inventory:write payments:write"
@@ -72,6 +73,7 @@ def keystore_for(settings: IdentitySettings) -> KeyStore:
 
 def init_storage(settings: IdentitySettings, engine: Engine) -> InitReport:
     Base.metadata.create_all(engine)
+    add_missing_columns(engine, Base.metadata)  # e.g. users.role in an older database
     key = keystore_for(settings).ensure()
     secret_file = None
     if not settings.secret_key:

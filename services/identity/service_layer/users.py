@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.orm import LoginFailure, User
 from ..domain.passwords import Passwords
+from ..domain.roles import Role
 from ..domain.throttle import LoginThrottle
 
 __all__ = [
@@ -49,8 +50,15 @@ def find_user(session: Session, username: str) -> User | None:
 
 
 def register(
-    session: Session, passwords: Passwords, *, username: str, email: str, password: str
+    session: Session,
+    passwords: Passwords,
+    *,
+    username: str,
+    email: str,
+    password: str,
+    role: Role = Role.CUSTOMER,
 ) -> User:
+    """Self-registration keeps the default role; only the command line passes another."""
     name = normalize(username)
     if find_user(session, name) is not None:
         raise UsernameTaken(name)
@@ -59,6 +67,7 @@ def register(
         username=name,
         email=email,
         password_hash=passwords.hash(password),
+        role=Role(role).value,
         created_at=time.time(),
     )
     try:

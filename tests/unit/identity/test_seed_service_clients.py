@@ -1,4 +1,6 @@
-"""`init --seed-dev`: the dev client gets every scope, and orders gets its service client."""
+"""`init --seed-dev`: the dev client gets every scope (the staff-only `:read:all` ones too), and
+orders gets its service client.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ ALL_SCOPES = {
     "payments:read",
     "payments:write",
     "notifications:read",
+    "orders:read:all",
+    "payments:read:all",
+    "notifications:read:all",
+    "users:read:all",
 }
 
 
