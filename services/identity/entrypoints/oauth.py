@@ -249,6 +249,13 @@ def authorize() -> Response:
     server = ctx.server
     try:
         grant = server.get_consent_grant(end_user=None)
+    except ValueError as exc:  # Authlib will not build an error text echoing non-ASCII input
+        raise Problem(
+            400,
+            "the authorization request is malformed",
+            title="Invalid authorization request",
+            error="invalid_request",
+        ) from exc
     except OAuth2Error as error:
         if error.redirect_uri:  # the client and its redirect URI are known: tell the client
             return server.handle_error_response(None, error)  # type: ignore[no-any-return]
