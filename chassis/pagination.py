@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 
 import orjson
 
-__all__ = ["CURSOR_MESSAGE", "InvalidCursor", "cursor_param", "decode_cursor", "encode_cursor"]
+__all__ = [
+    "CURSOR_DOC",
+    "CURSOR_MESSAGE",
+    "CURSOR_PATTERN",
+    "InvalidCursor",
+    "cursor_param",
+    "decode_cursor",
+    "encode_cursor",
+]
 
 
 CURSOR_MESSAGE = "is not a cursor returned by this API"
+# Unpadded base64url, as encode_cursor writes it; anything else is refused before decoding
+# (the lenient decoder would skip foreign characters), so the documents can state the rule.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
+_CURSOR = re.compile(CURSOR_PATTERN.removeprefix("^").removesuffix("$"))
+CURSOR_DOC = {
+    "pattern": CURSOR_PATTERN,
+    "description": "next_cursor of the previous page (opaque; only a value this API returned)",
+}
 
 
 class InvalidCursor(ValueError):
@@ -25,6 +42,8 @@ def encode_cursor(created_at: datetime, item_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidCursor("malformed cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, item_id = orjson.loads(raw)

@@ -5,11 +5,15 @@ A service operation is kept only when a gateway route reaches it, and it is list
 path a client uses: a route's `rewrite` (template or `/prefix/*`) is mapped back, and the
 router must send that public path and method to that very route (no shadowed operations).
 Every kept operation gets the route's security (OAuth2, the route's scopes) and the answers
-the gateway itself adds: 401/403 with `WWW-Authenticate` on secured routes, 429 with
-`Retry-After` on rate-limited ones, 502/503/504 when the upstream fails. Component names
-that two services define differently are prefixed with the service name (`CatalogProblem`)
-and their `$ref`s rewritten. The gateway's own paths (`/oauth/token`, `/healthz`, `/readyz`,
-aggregates) are written here. A service that cannot be fetched is left out and logged, and is
+the gateway itself may give, listed once here instead of in every service: 401/403 with
+`WWW-Authenticate` on secured routes, 429 with `Retry-After` on rate-limited ones, 408 on
+operations with a body, and on every route 400 (unparsable request), 404 (no route), 413,
+414, 431 and 502/503/504 when the upstream fails. A status the service documents keeps the
+service's description. The gateway's components are prefixed `Gateway`; component names that
+two services define differently are prefixed with the service name (`CatalogProblem`) and
+their `$ref`s rewritten. Every service path comes from its service's document (identity's
+OAuth endpoints and users too); only `/healthz`, `/readyz` and the aggregates are written here.
+A service that cannot be fetched is left out and logged, and is
 tried again on a later request (at most once per `retry_interval`).
 
 `/docs` is Swagger UI from the `swagger-ui-py` package's static files (no CDN).
@@ -88,18 +92,45 @@ _GATEWAY_RESPONSES: dict[str, Any] = {
             "RateLimit": _STRING,
         },
     ),
-    "NotFound": _problem("A required part of an aggregate was not found"),
+    "NotFound": _problem(
+        "No route matches the path (a path parameter the router cannot place), or a "
+        "required part of an aggregate was not found"
+    ),
     "BadGateway": _problem("The upstream service failed"),
     "ServiceUnavailable": _problem(
         "No healthy upstream instance, or rate limiting unavailable",
         {"Retry-After": _STRING},
     ),
     "GatewayTimeout": _problem("The upstream service did not answer in time"),
+    "BadRequest": _problem(
+        "The gateway could not parse the request: malformed HTTP, '.' or '..' path "
+        "segments, repeated Authorization or Host fields"
+    ),
+    "RequestTimeout": _problem("The announced body did not arrive in time"),
+    "ContentTooLarge": _problem("The body exceeds the gateway's limit"),
+    "UriTooLong": _problem("The request target is too long"),
+    "HeaderFieldsTooLarge": _problem("A header field, or all of them, are too large"),
 }
+
+# What the gateway itself may answer on every routed operation, before or instead of the
+# service (a service's own documentation of a status wins): listed once here, so that no
+# service spells them.
+_ON_EVERY_ROUTE = (
+    ("400", "BadRequest"),
+    ("404", "NotFound"),
+    ("413", "ContentTooLarge"),
+    ("414", "UriTooLong"),
+    ("431", "HeaderFieldsTooLarge"),
+    ("502", "BadGateway"),
+    ("503", "ServiceUnavailable"),
+    ("504", "GatewayTimeout"),
+)
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/responses/{name}"}
+    """The gateway's own response components are prefixed: a service may define its own
+    `Unauthorized` or `ContentTooLarge`, and neither must replace the other."""
+    return {"$ref": f"#/components/responses/Gateway{name}"}
 
 
 def _normal(path: str) -> str:
@@ -135,76 +166,6 @@ def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
     if isinstance(node, list):
         return [_rewrite_refs(v, renames) for v in node]
     return node
-
-
-def _token_path() -> dict[str, Any]:
-    form = {
-        "type": "object",
-        "required": ["grant_type"],
-        "properties": {
-            "grant_type": {
-                "type": "string",
-                "enum": ["client_credentials", "authorization_code", "refresh_token"],
-            },
-            "scope": {"type": "string", "description": "space-separated scopes"},
-            "code": {"type": "string"},
-            "redirect_uri": {"type": "string"},
-            "code_verifier": {"type": "string", "description": "PKCE (S256)"},
-            "refresh_token": {"type": "string"},
-            "client_id": {"type": "string"},
-            "client_secret": {"type": "string"},
-        },
-    }
-    oauth_error = {
-        "description": "RFC 6749 error",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "error_description": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-    return {
-        "post": {
-            "tags": ["oauth"],
-            "summary": "Issue an access token (RFC 6749; client credentials via HTTP Basic)",
-            "operationId": "oauth_token",
-            "security": [],
-            "requestBody": {
-                "required": True,
-                "content": {"application/x-www-form-urlencoded": {"schema": form}},
-            },
-            "responses": {
-                "200": {
-                    "description": "An RFC 9068 JWT access token",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["access_token", "token_type"],
-                                "properties": {
-                                    "access_token": {"type": "string"},
-                                    "token_type": {"type": "string"},
-                                    "expires_in": {"type": "integer"},
-                                    "scope": {"type": "string"},
-                                    "refresh_token": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
-                "400": oauth_error,
-                "401": oauth_error,
-                "429": _ref("TooManyRequests"),
-            },
-        }
-    }
 
 
 def _health_path(summary: str, ready: bool) -> dict[str, Any]:
@@ -324,13 +285,13 @@ class OpenApiMerger:
             op["security"] = []
         if route.config.rate_limit is not None:
             responses.setdefault("429", _ref("TooManyRequests"))
-        for status, name in (
-            ("502", "BadGateway"),
-            ("503", "ServiceUnavailable"),
-            ("504", "GatewayTimeout"),
-        ):
+        if route.config.cors:
+            responses.setdefault("403", _ref("Forbidden"))
+        if "requestBody" in op:
+            responses.setdefault("408", _ref("RequestTimeout"))
+        for status, name in _ON_EVERY_ROUTE:
             responses.setdefault(status, _ref(name))
-        op["responses"] = responses
+        op["responses"] = dict(sorted(responses.items()))
         return op
 
     def _security_scheme(self) -> dict[str, Any]:
@@ -416,16 +377,15 @@ class OpenApiMerger:
     def merge(self, specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         specs = {n: specs[n] for n in sorted(specs)}
         paths: dict[str, Any] = {
-            "/oauth/token": _token_path(),
             "/healthz": _health_path("Liveness of the gateway", ready=False),
             "/readyz": _health_path("Readiness: upstreams and the JWKS reachable", ready=True),
         }
         components: dict[str, dict[str, Any]] = {
             "schemas": {"GatewayProblem": _PROBLEM_SCHEMA},
-            "responses": copy.deepcopy(_GATEWAY_RESPONSES),
+            "responses": {f"Gateway{k}": copy.deepcopy(v) for k, v in _GATEWAY_RESPONSES.items()},
             "securitySchemes": {_SCHEME: self._security_scheme()},
         }
-        operation_ids: set[str] = {"oauth_token"}
+        operation_ids: set[str] = set()
         renames = self._renames(specs)
         for service, spec in specs.items():
             spec = _rewrite_refs(spec, renames[service])

@@ -20,7 +20,7 @@ from marshmallow import (
 )
 
 from chassis.openapi import ProblemSchema
-from chassis.pagination import CURSOR_MESSAGE
+from chassis.pagination import CURSOR_DOC, CURSOR_MESSAGE
 
 from .domain import (
     CURRENCY,
@@ -31,6 +31,7 @@ from .domain import (
     check_price,
     check_sku,
 )
+from .domain.model import CATEGORY_PATTERN, MAX_DESCRIPTION, MAX_NAME, SKU_PATTERN
 from .service_layer.pagination import InvalidCursor, decode_cursor
 
 __all__ = [
@@ -59,8 +60,23 @@ def _not_negative(value: Decimal) -> str | None:
     return "must not be negative" if value < 0 else None
 
 
+# The rules as the domain checks them, stated in the document (check_name refuses a name that
+# is only whitespace as `str.isspace` sees it: the pattern asks for one character outside it).
+_NOT_BLANK = "[^" + "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace()) + "]"
+_SKU_DOC = {"pattern": SKU_PATTERN, "example": "BK-0001"}
+_NAME_DOC = {"pattern": _NOT_BLANK, "maxLength": MAX_NAME, "description": "not blank"}
+_DESCRIPTION_DOC = {"maxLength": MAX_DESCRIPTION}
+_CATEGORY_DOC = {"pattern": CATEGORY_PATTERN, "example": "books"}
+
 # Prices travel as decimal strings ("12.50"); numbers are accepted on input too.
-_PRICE_DOC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "12.50"}
+# A price is 0.00 to MAX_PRICE (1000000.00) with at most 2 places; a filter bound any
+# non-negative decimal.
+_PRICE_DOC = {
+    "type": "string",
+    "pattern": r"^(?:[0-9]{1,6}(?:\.[0-9]{1,2})?|1000000(?:\.0{1,2})?)$",
+    "example": "12.50",
+}
+_FILTER_PRICE_DOC = {"type": "string", "pattern": r"^[0-9]+(?:\.[0-9]+)?$", "example": "12.50"}
 
 
 class Cursor(fields.String):
@@ -97,10 +113,12 @@ class ProductInputSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    sku = fields.String(required=True, validate=_rule(check_sku))
-    name = fields.String(required=True, validate=_rule(check_name))
-    description = fields.String(load_default="", validate=_rule(check_description))
-    category = fields.String(required=True, validate=_rule(check_category))
+    sku = fields.String(required=True, validate=_rule(check_sku), metadata=_SKU_DOC)
+    name = fields.String(required=True, validate=_rule(check_name), metadata=_NAME_DOC)
+    description = fields.String(
+        load_default="", validate=_rule(check_description), metadata=_DESCRIPTION_DOC
+    )
+    category = fields.String(required=True, validate=_rule(check_category), metadata=_CATEGORY_DOC)
     # A string ("12.50") or a number; more than 2 decimal places is refused, never rounded.
     price = fields.Decimal(required=True, validate=_rule(check_price), metadata=_PRICE_DOC)
 
@@ -114,17 +132,21 @@ class ListQuerySchema(Schema):
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
     )
-    cursor = Cursor(metadata={"description": "next_cursor of the previous page"})
+    cursor = Cursor(metadata=CURSOR_DOC)
     category = fields.String(validate=validate.Length(1, 64))
     q = fields.String(
         validate=validate.Length(1, 200),
         metadata={"description": "case-insensitive substring of the name"},
     )
-    min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_FILTER_PRICE_DOC)
     sku = fields.String(
-        validate=_rule(check_sku), metadata={"description": "exact sku (at most one product)"}
+        validate=_rule(check_sku),
+        metadata={**_SKU_DOC, "description": "exact sku (at most one product)"},
     )
-    max_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    max_price = fields.Decimal(
+        validate=_rule(_not_negative),
+        metadata={**_FILTER_PRICE_DOC, "description": "not below min_price"},
+    )
 
     @validates_schema
     def _price_range(self, data: dict[str, Any], **_: Any) -> None:

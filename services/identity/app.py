@@ -13,7 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chassis import TokenVerifier, configure_logging, create_db_engine, ping, tracing
 from chassis.flask import install
+from chassis.openapi import install_flask
 
+from . import schemas
 from .adapters.files import read_or_create_secret
 from .adapters.oauth2 import build_server
 from .domain.passwords import Passwords
@@ -24,6 +26,21 @@ from .service_layer.setup import keystore_for
 from .settings import IdentitySettings
 
 __all__ = ["create_app"]
+
+_ERRORS = {
+    "BadRequest": "The body is not valid JSON, or the authorization request (unknown client "
+    "or redirect URI) or its form (CSRF token) is invalid",
+    "Unauthorized": "The bearer token is missing, invalid or revoked (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the `profile` scope, or speaks for no user "
+    "(type .../user-token-required)",
+    "NotFound": "No such user (or not the caller's)",
+    "Conflict": "The username is taken",
+    "ContentTooLarge": "The body is larger than 64 KiB",
+    "UnsupportedMediaType": "The body is not application/json",
+    "UnprocessableContent": "Invalid fields, named in `errors`",
+    "TooManyRequests": "Too many attempts from this address or for this username "
+    "(Retry-After says when to try again)",
+}
 
 
 def create_app(settings: IdentitySettings | None = None) -> Flask:
@@ -69,6 +86,28 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
 
     app.register_blueprint(oauth.bp)
     app.register_blueprint(users.bp)
+    install_flask(
+        app,
+        title="Portico identity",
+        description="OAuth 2 authorization server (RFC 6749, 7636, 7662, 7009, 8414, 9068), "
+        "the login + consent page, and users. The token, introspection and revocation "
+        "endpoints answer errors in RFC 6749 JSON; everything else in problem+json.",
+        security="RFC 9068 access token. Scope: profile (the caller's own user record).",
+        schemas={
+            "User": schemas.UserSchema,
+            "Register": schemas.RegisterSchema,
+            "TokenRequest": schemas.TokenRequestSchema,
+            "TokenResponse": schemas.TokenResponseSchema,
+            "OAuthError": schemas.OAuthErrorSchema,
+            "IntrospectRequest": schemas.IntrospectRequestSchema,
+            "Introspection": schemas.IntrospectionSchema,
+            "RevokeRequest": schemas.RevokeRequestSchema,
+            "Jwks": schemas.JwksSchema,
+            "ServerMetadata": schemas.ServerMetadataSchema,
+            "AuthorizeForm": schemas.AuthorizeFormSchema,
+        },
+        errors=_ERRORS,
+    )
     if settings.proxy_count:
         n = settings.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]

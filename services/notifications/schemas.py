@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from chassis.pagination import CURSOR_DOC
+
 __all__ = ["ListQuerySchema", "NotificationPageSchema", "NotificationSchema"]
 
 
@@ -31,5 +33,5 @@ class ListQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = fields.String(metadata=CURSOR_DOC)
     unread = fields.Boolean(metadata={"description": "true: unread only; false: read only"})

@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from chassis.pagination import CURSOR_DOC
+
 from .domain import CURRENCY, Status, Step
 
 __all__ = [
@@ -110,5 +112,5 @@ class ListQuerySchema(Schema):
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
     )
-    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = fields.String(metadata=CURSOR_DOC)
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))

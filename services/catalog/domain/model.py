@@ -15,7 +15,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 __all__ = [
+    "CATEGORY_PATTERN",
     "CURRENCY",
+    "MAX_DESCRIPTION",
+    "MAX_NAME",
+    "SKU_PATTERN",
     "InvalidProduct",
     "Product",
     "SortKey",
@@ -30,8 +34,13 @@ CURRENCY = "EUR"
 MAX_PRICE = Decimal("1000000.00")
 CENT = Decimal("0.01")
 
-_SKU = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,63}$")
-_CATEGORY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# The documents state these very patterns (schemas.py), so API and entity agree.
+SKU_PATTERN = r"^[A-Z0-9][A-Z0-9-]{2,63}$"
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+MAX_NAME = 200
+MAX_DESCRIPTION = 5000
+_SKU = re.compile(SKU_PATTERN)
+_CATEGORY = re.compile(CATEGORY_PATTERN)
 
 
 class InvalidProduct(ValueError):
@@ -52,14 +61,14 @@ def check_sku(value: str) -> str | None:
 def check_name(value: str) -> str | None:
     if not value.strip():
         return "must not be blank"
-    if len(value) > 200:
-        return "must be at most 200 characters"
+    if len(value) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters"
     return None
 
 
 def check_description(value: str) -> str | None:
-    if len(value) > 5000:
-        return "must be at most 5000 characters"
+    if len(value) > MAX_DESCRIPTION:
+        return f"must be at most {MAX_DESCRIPTION} characters"
     return None
 
 

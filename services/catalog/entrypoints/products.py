@@ -177,7 +177,7 @@ def create_product() -> Response:
           name: Idempotency-Key
           required: false
           description: Retries with the same key and body return the first result
-          schema: {type: string, maxLength: 255}
+          schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
         content:

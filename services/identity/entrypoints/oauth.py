@@ -34,21 +34,100 @@ def _committed(resp: Response) -> Response:
 
 @bp.post("/oauth/token")
 def token() -> Response:
+    """The token endpoint (RFC 6749): client_credentials, authorization_code + PKCE, refresh.
+    ---
+    post:
+      operationId: oauthToken
+      summary: Issue an access token
+      tags: [oauth]
+      security: []
+      requestBody:
+        required: true
+        content: {application/x-www-form-urlencoded: {schema: TokenRequestSchema}}
+      responses:
+        200:
+          description: An access token (and, for user grants, a rotated refresh token)
+          headers:
+            Cache-Control: {description: no-store, schema: {type: string}}
+          content: {application/json: {schema: TokenResponseSchema}}
+        400:
+          description: 'RFC 6749 error: invalid_request, invalid_grant, unsupported_grant_type...'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        401:
+          description: 'RFC 6749 error invalid_client: unknown client or wrong secret'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        413: ContentTooLarge
+    """
     return _committed(identity().server.create_token_response())
 
 
 @bp.post("/oauth/introspect")
 def introspect() -> Response:
+    """Token introspection (RFC 7662), for confidential clients.
+    ---
+    post:
+      operationId: oauthIntrospect
+      summary: Introspect a token
+      tags: [oauth]
+      security: []
+      requestBody:
+        required: true
+        content: {application/x-www-form-urlencoded: {schema: IntrospectRequestSchema}}
+      responses:
+        200:
+          description: 'The state; only `active: false` when revoked, expired or unknown'
+          content: {application/json: {schema: IntrospectionSchema}}
+        400:
+          description: 'RFC 6749 error: invalid_request, invalid_grant, unsupported_grant_type...'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        401:
+          description: 'RFC 6749 error invalid_client: unknown client or wrong secret'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        413: ContentTooLarge
+    """
     return _committed(identity().server.create_endpoint_response("introspection"))
 
 
 @bp.post("/oauth/revoke")
 def revoke() -> Response:
+    """Token revocation (RFC 7009).
+    ---
+    post:
+      operationId: oauthRevoke
+      summary: Revoke an access or refresh token
+      tags: [oauth]
+      security: []
+      requestBody:
+        required: true
+        content: {application/x-www-form-urlencoded: {schema: RevokeRequestSchema}}
+      responses:
+        200:
+          description: Revoked, or the token was unknown (RFC 7009 section 2.2)
+        400:
+          description: 'RFC 6749 error: invalid_request, invalid_grant, unsupported_grant_type...'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        401:
+          description: 'RFC 6749 error invalid_client: unknown client or wrong secret'
+          content: {application/json: {schema: OAuthErrorSchema}}
+        413: ContentTooLarge
+    """
     return _committed(identity().server.create_endpoint_response("revocation"))
 
 
 @bp.get("/.well-known/jwks.json")
 def jwks() -> Response:
+    """The public signing keys.
+    ---
+    get:
+      operationId: jwks
+      summary: The JSON Web Key Set every verifier trusts
+      tags: [oauth]
+      security: []
+      responses:
+        200:
+          description: Pending, active and recently retired public keys
+          content: {application/json: {schema: JwksSchema}}
+    """
     resp = jsonify(identity().keystore.jwks())
     # Verifiers refetch on an unknown kid; no cache in between may hold an old key set.
     resp.headers["Cache-Control"] = "no-cache"
@@ -89,6 +168,18 @@ def server_metadata(issuer: str) -> dict[str, Any]:
 
 @bp.get("/.well-known/oauth-authorization-server")
 def metadata() -> Response:
+    """RFC 8414 discovery.
+    ---
+    get:
+      operationId: authorizationServerMetadata
+      summary: Authorization server metadata (RFC 8414)
+      tags: [oauth]
+      security: []
+      responses:
+        200:
+          description: The endpoints, scopes and methods supported
+          content: {application/json: {schema: ServerMetadataSchema}}
+    """
     return jsonify(server_metadata(identity().settings.tokens.issuer))
 
 
@@ -119,11 +210,59 @@ def _page(form: LoginConsentForm, grant: Any, error: str | None = None) -> Respo
 
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
-    """GET shows the form; POST carries credentials and the decision (`confirm`=yes|no)."""
+    """GET shows the form; POST carries credentials and the decision (`confirm`=yes|no).
+    ---
+    get:
+      operationId: oauthAuthorizePage
+      summary: The login + consent page of an authorization request
+      tags: [oauth]
+      security: []
+      parameters:
+        - in: query
+          schema: AuthorizeQuerySchema
+      responses:
+        200:
+          description: The page
+          content: {text/html: {schema: {type: string}}}
+        302:
+          description: An RFC 6749 error sent back to the client's redirect URI
+          headers:
+            Location: {description: 'redirect_uri?error=...', schema: {type: string}}
+        400: BadRequest
+    post:
+      operationId: oauthAuthorize
+      summary: Sign in and allow (or deny) the authorization request
+      tags: [oauth]
+      security: []
+      parameters:
+        - in: query
+          schema: AuthorizeQuerySchema
+      requestBody:
+        required: true
+        content: {application/x-www-form-urlencoded: {schema: AuthorizeFormSchema}}
+      responses:
+        200:
+          description: The page again, saying what was wrong with the sign-in
+          content: {text/html: {schema: {type: string}}}
+        302:
+          description: Back to the client's redirect URI with `code` (or `error`)
+          headers:
+            Location: {description: 'redirect_uri?code=...&state=...', schema: {type: string}}
+        400: BadRequest
+        413: ContentTooLarge
+        429: TooManyRequests
+    """
     ctx = identity()
     server = ctx.server
     try:
         grant = server.get_consent_grant(end_user=None)
+    except ValueError as exc:  # Authlib will not build an error text echoing non-ASCII input
+        raise Problem(
+            400,
+            "the authorization request is malformed",
+            title="Invalid authorization request",
+            error="invalid_request",
+        ) from exc
     except OAuth2Error as error:
         if error.redirect_uri:  # the client and its redirect URI are known: tell the client
             return server.handle_error_response(None, error)  # type: ignore[no-any-return]

@@ -10,31 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, url_for
-from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from chassis import Problem, TokenError, token_problem
 from chassis.flask import current_claims, json_body, require_scopes
 
 from ..adapters.orm import Token, User
+from ..schemas import RegisterSchema
 from ..service_layer.users import UsernameTaken, register
 from .context import db, identity
 
-__all__ = ["RegisterSchema", "bp"]
+__all__ = ["bp"]
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
-
-
-class RegisterSchema(Schema):
-    username = fields.String(
-        required=True,
-        validate=[
-            validate.Length(min=3, max=32),
-            validate.Regexp(r"^[A-Za-z0-9_.-]+$", error="letters, digits, '_', '.', '-' only"),
-        ],
-    )
-    email = fields.Email(required=True, validate=validate.Length(max=254))
-    password = fields.String(required=True, validate=validate.Length(min=8, max=256))
 
 
 def _public(user: User) -> dict[str, Any]:
@@ -43,6 +31,29 @@ def _public(user: User) -> dict[str, Any]:
 
 @bp.post("")
 def create_user() -> tuple[Response, int, dict[str, str]]:
+    """Register a customer.
+    ---
+    post:
+      operationId: registerUser
+      summary: Register (self-registration makes a customer)
+      tags: [users]
+      security: []
+      requestBody:
+        required: true
+        content: {application/json: {schema: RegisterSchema}}
+      responses:
+        201:
+          description: Registered; `Location` names the new user
+          headers:
+            Location: {description: the user's URL, schema: {type: string}}
+          content: {application/json: {schema: UserSchema}}
+        400: BadRequest
+        409: Conflict
+        413: ContentTooLarge
+        415: UnsupportedMediaType
+        422: UnprocessableContent
+        429: TooManyRequests
+    """
     data = json_body(RegisterSchema())
     session = db()
     try:
@@ -75,12 +86,42 @@ def _token_user() -> User:
 @bp.get("/me")
 @require_scopes("profile")
 def me() -> Response:
+    """The caller's own record.
+    ---
+    get:
+      operationId: getMe
+      summary: The user the token speaks for
+      tags: [users]
+      security: [{bearerAuth: [profile]}]
+      responses:
+        200:
+          description: The caller's record
+          content: {application/json: {schema: UserSchema}}
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+    """
     return jsonify(_public(_token_user()))
 
 
 @bp.get("/<user_id>")
 @require_scopes("profile")
 def get_user(user_id: str) -> Response:
+    """One user: only the caller's own id answers (not routed by the gateway).
+    ---
+    get:
+      operationId: getUser
+      summary: A user by id (the caller's own only)
+      tags: [users]
+      security: [{bearerAuth: [profile]}]
+      responses:
+        200:
+          description: The caller's record
+          content: {application/json: {schema: UserSchema}}
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+    """
     user = _token_user()
     if user.id != user_id:  # only one's own record, and no hint whether another exists
         raise Problem(404, "no such user")

@@ -108,6 +108,11 @@ async def get_stock(request: web.Request) -> web.Response:
       summary: Stock level of a sku
       tags: [inventory]
       security: [{bearerAuth: ["inventory:read"]}]
+      parameters:
+        - in: path
+          name: sku
+          required: true
+          schema: {type: string, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'}
       responses:
         200:
           description: on_hand, reserved and available units
@@ -131,6 +136,11 @@ async def put_stock(request: web.Request) -> web.Response:
       summary: Set the units on hand of a sku
       tags: [inventory]
       security: [{bearerAuth: ["inventory:write"]}]
+      parameters:
+        - in: path
+          name: sku
+          required: true
+          schema: {type: string, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'}
       requestBody:
         required: true
         content: {application/json: {schema: StockUpdateSchema}}

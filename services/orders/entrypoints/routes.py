@@ -97,7 +97,7 @@ async def create_order(request: web.Request) -> web.Response:
           name: Idempotency-Key
           required: true
           description: A retry with the same key and body returns the first order
-          schema: {type: string, maxLength: 255}
+          schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
         content:

@@ -127,7 +127,7 @@ def create_payment() -> Response:
           required: true
           description: 'Retries with the same key and body return the first result (the
             saga uses "charge-{order_id}")'
-          schema: {type: string, maxLength: 255}
+          schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
         content: {application/json: {schema: ChargeRequestSchema}}
@@ -219,7 +219,7 @@ def refund_payment(payment_id: str) -> Response:
         - in: header
           name: Idempotency-Key
           required: true
-          schema: {type: string, maxLength: 255}
+          schema: {type: string, pattern: '^[!-~]{1,255}$'}
       responses:
         200:
           description: Refunded (or refunded before)

@@ -73,8 +73,15 @@ def test_only_routed_operations_under_their_public_paths() -> None:
     assert "/public/hello" in paths  # under a prefix route
     assert "/internal" not in paths
     assert "/api/other" in paths and "/other" not in paths
-    for own in ("/oauth/token", "/healthz", "/readyz"):
+    for own in ("/healthz", "/readyz"):
         assert own in paths
+    assert "/oauth/token" not in paths  # identity documents its own endpoints now
+
+
+def test_no_hand_written_identity_docs() -> None:
+    """Every OAuth or users path comes from identity's document, none from the gateway."""
+    doc = _merger().merge({})
+    assert not [p for p in doc["paths"] if p.startswith(("/oauth", "/api/v1/users"))]
 
 
 def test_security_scopes_and_gateway_answers() -> None:
@@ -82,18 +89,40 @@ def test_security_scopes_and_gateway_answers() -> None:
     get_items = doc["paths"]["/items"]["get"]
     assert get_items["security"] == [{"oauth2": ["items:read"]}]
     assert doc["paths"]["/items"]["post"]["security"] == [{"oauth2": ["items:write"]}]
-    for status in ("401", "403", "502", "503", "504"):
+    for status in ("400", "401", "403", "404", "413", "414", "431", "502", "503", "504"):
         assert status in get_items["responses"]
-    assert doc["paths"]["/public/hello"]["get"]["security"] == []
-    assert "401" not in doc["paths"]["/public/hello"]["get"]["responses"]
-    unauthorized = doc["components"]["responses"]["Unauthorized"]
+    assert "408" not in get_items["responses"]  # no body
+    public = doc["paths"]["/public/hello"]["get"]
+    assert public["security"] == []
+    assert "401" not in public["responses"]
+    assert {"400", "404", "413", "414", "502", "503", "504"} <= set(public["responses"])
+    unauthorized = doc["components"]["responses"]["GatewayUnauthorized"]
     assert "WWW-Authenticate" in unauthorized["headers"]
-    assert "Retry-After" in doc["components"]["responses"]["TooManyRequests"]["headers"]
+    assert "Retry-After" in doc["components"]["responses"]["GatewayTooManyRequests"]["headers"]
     flows = doc["components"]["securitySchemes"]["oauth2"]["flows"]
     assert flows["clientCredentials"]["tokenUrl"] == "https://issuer.test/oauth/token"
     assert flows["authorizationCode"]["authorizationUrl"] == "https://issuer.test/oauth/authorize"
     assert {"items:read", "items:write", "other:read"} <= set(flows["clientCredentials"]["scopes"])
     assert "bearerAuth" not in doc["components"]["securitySchemes"]
+
+
+def test_a_service_status_keeps_its_own_answer_and_component() -> None:
+    """A service's 404 (and its own `NotFound` component) wins over the gateway's, and the
+    gateway's components never collide with a service's of the same name."""
+    spec = copy.deepcopy(SVC_SPEC)
+    spec["paths"]["/items/{item_id}"]["get"]["responses"]["404"] = {
+        "$ref": "#/components/responses/NotFound"
+    }
+    spec["paths"]["/items"]["post"]["requestBody"] = {"content": {"application/json": {}}}
+    spec["components"]["responses"] = {"NotFound": {"description": "no such item"}}
+    doc = _merger().merge({"svc": spec})
+    item = doc["paths"]["/items/{item_id}"]["get"]["responses"]
+    assert item["404"] == {"$ref": "#/components/responses/NotFound"}
+    assert doc["components"]["responses"]["NotFound"] == {"description": "no such item"}
+    assert "no route" in doc["components"]["responses"]["GatewayNotFound"]["description"].lower()
+    assert doc["paths"]["/items"]["post"]["responses"]["408"] == {
+        "$ref": "#/components/responses/GatewayRequestTimeout"
+    }
 
 
 def test_component_clashes_are_prefixed_and_refs_rewritten() -> None:

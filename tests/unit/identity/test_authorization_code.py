@@ -208,6 +208,15 @@ def test_unknown_client_gets_a_problem_not_a_redirect(client: FlaskClient) -> No
     assert resp.get_json()["error"] == "invalid_client"
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_non_ascii_in_the_request_is_a_problem_not_a_500(client: FlaskClient, method: str) -> None:
+    """Authlib refuses to build an error description echoing `Ø`; that is the client's 400."""
+    resp = client.open("/oauth/authorize?client_id=j&response_type=%C3%98F", method=method)
+    assert resp.status_code == 400
+    assert resp.mimetype == "application/problem+json"
+    assert resp.get_json()["error"] == "invalid_request"
+
+
 def test_post_without_csrf_token_is_rejected(client: FlaskClient, creds: dict[str, str]) -> None:
     _, challenge = pkce()
     url = authorize_url(
