@@ -31,7 +31,7 @@ from .adapters.columns import add_missing_columns
 from .adapters.orm import Base
 from .domain.passwords import Passwords
 from .domain.roles import Role
-from .entrypoints.users import RegisterSchema
+from .schemas import RegisterSchema
 from .service_layer import clients
 from .service_layer.setup import (
     DEFAULT_CREDENTIALS_FILE,
