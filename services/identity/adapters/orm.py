@@ -21,6 +21,7 @@ __all__ = [
     "Base",
     "Client",
     "LoginFailure",
+    "RegistrationAttempt",
     "SpentAuthorizationCode",
     "Token",
     "TokenFamily",
@@ -195,3 +196,14 @@ class SpentAuthorizationCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
     spent_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class RegistrationAttempt(Base):
+    """Self-registrations per client address, in the database so every worker counts them."""
+
+    __tablename__ = "registration_attempts"
+    __table_args__ = (Index("ix_registration_attempts_key", "ip", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
