@@ -126,8 +126,9 @@ def test_a_refresh_token_revoked_by_the_client_then_presented_revokes_the_family
     auth = basic(creds["client_id"], creds["client_secret"])
     form = {"token": t2["refresh_token"], "token_type_hint": "refresh_token"}
     assert client.post("/oauth/revoke", data=form, headers=auth).status_code == 200
+    assert active(client, creds, t1["access_token"])  # revocation alone stays RFC 7009's
     assert refresh(client, creds, t2["refresh_token"])[1]["error"] == "invalid_grant"
-    assert not active(client, creds, t2["access_token"])
+    assert not active(client, creds, t1["access_token"])  # presenting it revoked the family
 
 
 def test_an_expired_refresh_token_is_refused_without_revoking_anything(
