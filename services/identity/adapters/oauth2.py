@@ -366,7 +366,8 @@ class _Found:
 
 class Revocation(RevocationEndpoint):
     """RFC 7009 for access and refresh tokens; public clients revoke their own tokens too.
-    Revoking a refresh token also revokes the access token issued with it.
+    Revoking a refresh token revokes every token of its family, as RFC 7009 section 2.1 asks
+    ("all access tokens based on the same authorization grant"): signing out ends the sign-in.
     """
 
     CLIENT_AUTH_METHODS = ANY_AUTH
@@ -390,6 +391,7 @@ class Revocation(RevocationEndpoint):
         token.token.access_revoked = True
         if token.kind == "refresh_token":
             token.token.refresh_revoked = True
+            revoke_family(self.server.db(), family_of(self.server.db(), token.token))
 
 
 def build_server(
