@@ -16,10 +16,10 @@ from chassis.flask import install
 from chassis.openapi import install_flask
 
 from . import schemas
-from .adapters.files import read_or_create_secret
+from .adapters.files import COMMON_PASSWORDS_FILE, read_lines, read_or_create_secret
 from .adapters.oauth2 import build_server
-from .domain.passwords import Passwords
-from .domain.throttle import LoginThrottle
+from .domain.passwords import PasswordPolicy, Passwords
+from .domain.throttle import Throttle
 from .entrypoints import oauth, users
 from .entrypoints.context import EXTENSION, Identity, db
 from .service_layer.setup import keystore_for
@@ -74,8 +74,10 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
         sessions=sessionmaker(engine, expire_on_commit=False),
         keystore=keystore,
         passwords=Passwords(),
-        throttle=LoginThrottle(settings.login_max_failures, settings.login_window),
+        throttle=Throttle(settings.login_max_failures, settings.login_window),
         server=build_server(app, settings, keystore, db),
+        password_policy=PasswordPolicy.from_lines(read_lines(COMMON_PASSWORDS_FILE)),
+        registrations=Throttle(settings.register_max_attempts, settings.register_window),
     )
 
     @app.teardown_appcontext

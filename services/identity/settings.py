@@ -33,8 +33,12 @@ class IdentitySettings:
     dev_redirect_uris: tuple[str, ...] = ()
     login_max_failures: int = field(default=5, metadata={"check": positive})
     login_window: int = field(default=300, metadata={"check": positive})
+    # Self-registrations (`POST /api/v1/users`) per client address within the window.
+    register_max_attempts: int = field(default=10, metadata={"check": positive})
+    register_window: int = field(default=3600, metadata={"check": positive})
     # How many reverse proxies (the gateway, nginx) sit in front and append X-Forwarded-For.
-    # 0 trusts no forwarding header: the login throttle then keys on the peer address.
+    # 0 trusts no forwarding header: the login and registration throttles then key on the peer
+    # address.
     proxy_count: int = field(default=0, metadata={"check": not_negative})
     cookie_secure: bool = False
     # The declarative clients file `init` applies (services/identity/README.md); "" = none.

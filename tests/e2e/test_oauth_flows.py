@@ -90,7 +90,15 @@ def test_authorization_code_with_pkce_then_refresh(gateway: str, creds: dict[str
     )
     assert reuse.status_code == 400
     assert reuse.json()["error"] == "invalid_grant"
-    assert client.get(f"{gateway}/api/v1/users/me").status_code == 200
+    # RFC 9700: the reuse revoked the whole family, the renewed tokens included.
+    assert client.get(f"{gateway}/api/v1/users/me").status_code == 401
+    again = requests.post(
+        f"{gateway}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": renewed["refresh_token"]},
+        auth=(creds["client_id"], creds["client_secret"]),
+        timeout=10,
+    )
+    assert again.status_code == 400
 
 
 def test_public_client_must_use_pkce(gateway: str, creds: dict[str, str]) -> None:

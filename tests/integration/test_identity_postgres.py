@@ -1,11 +1,15 @@
 """Identity's key flows against PostgreSQL: init, register, client_credentials, introspect,
-revoke, and login + code + refresh rotation.
+revoke, login + code + refresh rotation, and the replay defences (token families) under real
+row locks.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -75,3 +79,57 @@ def test_code_flow_and_refresh_rotation(client: FlaskClient, creds: dict[str, st
     form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     assert client.post("/oauth/token", data=form, headers=auth).status_code == 200
     assert client.post("/oauth/token", data=form, headers=auth).status_code == 400
+
+
+def _exchange(client: FlaskClient, creds: dict[str, str], code: str, verifier: str) -> Any:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": creds["redirect_uri"],
+    }
+    auth = basic(creds["client_id"], creds["client_secret"])
+    return client.post("/oauth/token", data=form, headers=auth)
+
+
+def _active(client: FlaskClient, creds: dict[str, str], token: str) -> bool:
+    auth = basic(creds["client_id"], creds["client_secret"])
+    return bool(
+        client.post("/oauth/introspect", data={"token": token}, headers=auth).json["active"]
+    )
+
+
+def test_refresh_reuse_revokes_the_family(client: FlaskClient, creds: dict[str, str]) -> None:
+    code, verifier = login_for_code(client, creds)
+    first = _exchange(client, creds, code, verifier).get_json()
+    auth = basic(creds["client_id"], creds["client_secret"])
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    second = client.post("/oauth/token", data=form, headers=auth).get_json()
+    reuse = client.post("/oauth/token", data=form, headers=auth)
+    assert reuse.status_code == 400 and reuse.get_json()["error"] == "invalid_grant"
+    assert not _active(client, creds, second["access_token"])
+    bearer = {"Authorization": f"Bearer {second['access_token']}"}
+    assert client.get("/api/v1/users/me", headers=bearer).status_code == 401
+
+
+def test_concurrent_exchanges_of_one_code_issue_nothing_that_stays_valid(
+    app: Flask, creds: dict[str, str]
+) -> None:
+    """Two exchanges of one code at once, on PostgreSQL's row locks: whichever interleaving
+    happens, one gets tokens, the other `invalid_grant`, and the tokens end up revoked.
+    """
+    code, verifier = login_for_code(app.test_client(), creds)
+    barrier = threading.Barrier(2)
+
+    def attempt() -> Any:
+        barrier.wait()
+        return _exchange(app.test_client(), creds, code, verifier)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: attempt(), range(2)))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 400], [r.get_json() for r in results]
+    won = next(r for r in results if r.status_code == 200).get_json()
+    lost = next(r for r in results if r.status_code == 400).get_json()
+    assert lost["error"] == "invalid_grant"
+    assert not _active(app.test_client(), creds, won["access_token"])

@@ -1,4 +1,6 @@
-"""Small files that hold secrets: written atomically, readable by the owner only (0600)."""
+"""Small files that hold secrets: written atomically, readable by the owner only (0600); and the
+read-only data files shipped with the service.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["exclusive_lock", "read_or_create_secret", "write_private"]
+__all__ = [
+    "COMMON_PASSWORDS_FILE",
+    "exclusive_lock",
+    "read_lines",
+    "read_or_create_secret",
+    "write_private",
+]
+
+# Django's common-password list, pinned and verified by `python -m tools.common_passwords`.
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
+
+
+def read_lines(path: str | Path) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines()
 
 
 def _temp_beside(path: Path, data: bytes) -> str:

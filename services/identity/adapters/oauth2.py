@@ -5,10 +5,14 @@ refresh_token), PKCE (RFC 7636), client authentication, RFC 9068 JWT access toke
 (`JWTBearerTokenGenerator`) and their introspection (`JWTIntrospectionEndpoint`). What is
 added here:
 
-* PKCE is S256 only (`plain` is refused) and mandatory at the authorization endpoint for
-  public clients;
+* PKCE is S256 only (`plain` is refused) and mandatory for every client, confidential ones
+  too (RFC 9700 section 2.1.1);
 * authorization codes and refresh tokens are single-use even under concurrent requests (an
   atomic delete / update whose row count decides; the loser gets `invalid_grant`);
+* a replayed code or a reused (already rotated) refresh token is taken as a sign of theft: the
+  whole token family - every token descended from the same authorization code - is revoked
+  (RFC 6749 section 4.1.2, RFC 9700 section 4.14.2). The server cannot tell the thief from the
+  legitimate client, so both must sign in again;
 * JWT access tokens can be revoked (RFC 7009): Authlib's `JWTRevocationEndpoint` refuses that,
   so revocation looks tokens up by digest and records the revoked `jti`, which introspection
   then reports as inactive.
@@ -22,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -35,19 +39,21 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator, JWTIntrospectionEndpoint
 from flask import Flask
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..domain import roles, scopes
 from ..domain.passwords import secret_digest
 from ..settings import IdentitySettings
 from .keystore import KeyStore
-from .orm import AuthorizationCode, Client, Token, User
+from .orm import AuthorizationCode, Client, SpentAuthorizationCode, Token, TokenFamily, User
 
 __all__ = ["PorticoAuthorizationServer", "build_server"]
 
 SECRET_AUTH = ["client_secret_basic", "client_secret_post"]
 ANY_AUTH = [*SECRET_AUTH, "none"]
+REPLAYED_CODE = "The authorization code was already used; the tokens issued from it are revoked."
+REUSED_REFRESH = "The refresh token was already used; its token family is revoked."
 
 
 class PorticoAuthorizationServer(AuthorizationServer):
@@ -62,6 +68,42 @@ class PorticoAuthorizationServer(AuthorizationServer):
 
 def _db(grant: Any) -> Session:
     return grant.server.db()  # type: ignore[no-any-return]
+
+
+def family_of(session: Session, token: Token) -> str:
+    """The family a token belongs to: the digest of the authorization code that started it, or,
+    for a token issued before families were recorded, its own `jti` (a family of its own).
+    """
+    family = session.scalar(select(TokenFamily.family_id).where(TokenFamily.token_jti == token.jti))
+    return family or token.jti
+
+
+def _in_family(family_id: str) -> ColumnElement[bool]:
+    members = select(TokenFamily.token_jti).where(TokenFamily.family_id == family_id)
+    return or_(Token.jti.in_(members), Token.jti == family_id)
+
+
+def revoke_family(session: Session, family_id: str) -> None:
+    """Revoke every access and refresh token of a family (not committed)."""
+    session.execute(
+        update(Token)
+        .where(_in_family(family_id))
+        .values(access_revoked=True, refresh_revoked=True)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _refuse_replay(session: Session, family_id: str, description: str) -> NoReturn:
+    """Answer a replay with `invalid_grant` after revoking its family. The revocation is
+    committed here because the endpoint commits only successful answers; whatever this request
+    had written (a token about to be issued to the replay) is rolled back first. Under
+    PostgreSQL the replay's write waited for the winner's commit, so the winner's tokens are
+    visible to the revocation and revoked too.
+    """
+    session.rollback()
+    revoke_family(session, family_id)
+    session.commit()
+    raise InvalidGrantError(description)
 
 
 class TokenGenerator(JWTBearerTokenGenerator):
@@ -110,7 +152,9 @@ class TokenGenerator(JWTBearerTokenGenerator):
 
 
 class S256CodeChallenge(CodeChallenge):
-    """PKCE with S256 only; public clients must use it from the authorization request on."""
+    """PKCE with S256 only, for every client from the authorization request on: a client
+    secret does not stop an injected stolen code, PKCE does (RFC 9700 section 2.1.1).
+    """
 
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
@@ -119,11 +163,17 @@ class S256CodeChallenge(CodeChallenge):
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
         data = grant.request.payload.data
         challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
-        if grant.request.client.is_public and not challenge:
-            raise InvalidRequestError("Public clients must send a PKCE 'code_challenge' (S256).")
-        if (challenge or method) and method != "S256":
+        if not challenge:
+            raise InvalidRequestError("A PKCE 'code_challenge' (S256) is required.")
+        if method != "S256":
             raise InvalidRequestError("'code_challenge_method' must be S256.")
         super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        # A code issued without a challenge (before PKCE was required) is not exchanged.
+        if not self.get_authorization_code_challenge(grant.request.authorization_code):
+            raise InvalidGrantError("The authorization code was issued without PKCE.")
+        super().validate_code_verifier(grant, result)
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
@@ -149,26 +199,42 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
-        item = _db(self).get(AuthorizationCode, secret_digest(code))
+        session, digest = _db(self), secret_digest(code)
+        item = session.get(AuthorizationCode, digest)
+        if item is None and session.get(SpentAuthorizationCode, digest) is not None:
+            _refuse_replay(session, digest, REPLAYED_CODE)
         if item and item.client_id == client.client_id and item.expires_at > time.time():
             return item
         return None
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
-        result = _db(self).execute(
-            delete(AuthorizationCode).where(
-                AuthorizationCode.code_hash == authorization_code.code_hash
-            )
+        """Spend the code: exactly one exchange deletes it; a concurrent one is a replay."""
+        session, digest = _db(self), authorization_code.code_hash
+        result = session.execute(
+            delete(AuthorizationCode).where(AuthorizationCode.code_hash == digest)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise InvalidGrantError("The authorization code was already used.")
+            _refuse_replay(session, digest, REPLAYED_CODE)
+        now = time.time()
+        # A spent code is remembered as long as a refresh token issued from it may live.
+        horizon = now - self.server.settings.refresh_token_ttl
+        session.execute(
+            delete(SpentAuthorizationCode).where(SpentAuthorizationCode.spent_at < horizon)
+        )
+        session.add(
+            SpentAuthorizationCode(
+                code_hash=digest, client_id=authorization_code.client_id, spent_at=now
+            )
+        )
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
         return _db(self).get(User, authorization_code.user_id)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
-    """Rotation: every use returns a new refresh token and spends the old one."""
+    """Rotation: every use returns a new refresh token and spends the old one. Presenting a
+    spent (or revoked) refresh token revokes its whole family.
+    """
 
     TOKEN_ENDPOINT_AUTH_METHODS = ANY_AUTH
     INCLUDE_NEW_REFRESH_TOKEN = True
@@ -179,6 +245,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             .scalars(select(Token).where(Token.refresh_token_hash == secret_digest(refresh_token)))
             .first()
         )
+        if token is not None and token.refresh_revoked:
+            _refuse_replay(_db(self), family_of(_db(self), token), REUSED_REFRESH)
         if token is not None and token.refresh_usable(time.time()):
             return token
         return None
@@ -192,8 +260,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             .where(Token.id == refresh_token.id, Token.refresh_revoked.is_(False))
             .values(refresh_revoked=True)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise InvalidGrantError("The refresh token was already used.")
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent use won
+            _refuse_replay(_db(self), family_of(_db(self), refresh_token), REUSED_REFRESH)
 
 
 def _save_token(db: Callable[[], Session], settings: IdentitySettings) -> Callable[..., None]:
@@ -202,7 +270,9 @@ def _save_token(db: Callable[[], Session], settings: IdentitySettings) -> Callab
         claims = jwt.decode(token["access_token"], options={"verify_signature": False})
         refresh = token.get("refresh_token")
         user = getattr(request, "user", None)
-        db().add(
+        session = db()
+        family = _new_token_family(session, request)
+        session.add(
             Token(
                 client_id=request.client.get_client_id(),
                 user_id=user.get_user_id() if user else None,
@@ -215,8 +285,23 @@ def _save_token(db: Callable[[], Session], settings: IdentitySettings) -> Callab
                 refresh_expires_at=claims["iat"] + settings.refresh_token_ttl if refresh else None,
             )
         )
+        if family is not None:
+            session.add(TokenFamily(token_jti=claims["jti"], family_id=family))
 
     return save_token
+
+
+def _new_token_family(session: Session, request: Any) -> str | None:
+    """The family of a token being issued: its code's digest, its parent refresh token's
+    family, or none (client_credentials: no refresh token, nothing to replay).
+    """
+    code = getattr(request, "authorization_code", None)
+    if isinstance(code, AuthorizationCode):
+        return code.code_hash
+    parent = getattr(request, "refresh_token", None)
+    if isinstance(parent, Token):
+        return family_of(session, parent)
+    return None
 
 
 class AccessTokenIntrospection(JWTIntrospectionEndpoint):
@@ -303,7 +388,8 @@ class _Found:
 
 class Revocation(RevocationEndpoint):
     """RFC 7009 for access and refresh tokens; public clients revoke their own tokens too.
-    Revoking a refresh token also revokes the access token issued with it.
+    Revoking a refresh token revokes every token of its family, as RFC 7009 section 2.1 asks
+    ("all access tokens based on the same authorization grant"): signing out ends the sign-in.
     """
 
     CLIENT_AUTH_METHODS = ANY_AUTH
@@ -327,6 +413,7 @@ class Revocation(RevocationEndpoint):
         token.token.access_revoked = True
         if token.kind == "refresh_token":
             token.token.refresh_revoked = True
+            revoke_family(self.server.db(), family_of(self.server.db(), token.token))
 
 
 def build_server(

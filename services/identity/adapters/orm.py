@@ -19,7 +19,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain.passwords import secret_matches
 
-__all__ = ["AuthorizationCode", "Base", "Client", "LoginFailure", "Token", "User"]
+__all__ = [
+    "AuthorizationCode",
+    "Base",
+    "Client",
+    "LoginFailure",
+    "RegistrationAttempt",
+    "SpentAuthorizationCode",
+    "Token",
+    "TokenFamily",
+    "User",
+]
 
 
 class Base(DeclarativeBase):
@@ -165,5 +175,45 @@ class LoginFailure(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+
+
+# The tables below are new tables rather than new columns of existing ones: `init` creates them
+# in an existing database (`create_all`), so no migration is needed (ADR 0003, ADR 0010).
+
+
+class TokenFamily(Base):
+    """The grant each user token descends from (RFC 9700 section 4.14.2): the tokens issued
+    from one authorization code and every rotation of their refresh token share a family, so
+    that a replayed code or a reused refresh token can revoke all of them at once.
+    """
+
+    __tablename__ = "oauth_token_families"
+
+    token_jti: Mapped[str] = mapped_column(ForeignKey("oauth_tokens.jti"), primary_key=True)
+    # For a family started by an authorization code: that code's digest.
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class SpentAuthorizationCode(Base):
+    """Digests of exchanged codes, kept so that a replay is recognised (and its tokens
+    revoked, RFC 6749 section 4.1.2) rather than looking like an unknown code.
+    """
+
+    __tablename__ = "oauth_spent_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    spent_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class RegistrationAttempt(Base):
+    """Self-registrations per client address, in the database so every worker counts them."""
+
+    __tablename__ = "registration_attempts"
+    __table_args__ = (Index("ix_registration_attempts_key", "ip", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[float] = mapped_column(Float)

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.keystore import KeyStore
 from ..adapters.oauth2 import PorticoAuthorizationServer
-from ..domain.passwords import Passwords
-from ..domain.throttle import LoginThrottle
+from ..domain.passwords import PasswordPolicy, Passwords
+from ..domain.throttle import Throttle
 from ..settings import IdentitySettings
 
 __all__ = ["EXTENSION", "Identity", "db", "identity"]
@@ -26,8 +26,10 @@ class Identity:
     sessions: sessionmaker[Session]
     keystore: KeyStore
     passwords: Passwords
-    throttle: LoginThrottle
+    throttle: Throttle
     server: PorticoAuthorizationServer
+    password_policy: PasswordPolicy
+    registrations: Throttle
 
 
 def identity() -> Identity:

@@ -1,5 +1,9 @@
 """`/api/v1/users`: registration and the caller's own profile.
 
+Registration refuses weak passwords (422 naming `password`: one of the most common passwords,
+or containing the username or the e-mail's local part) and is throttled per client address
+(429 + `Retry-After`), the address derived as for sign-ins (`IDENTITY_PROXY_COUNT`).
+
 `GET /me` needs a token issued to a user with scope `profile`. A client_credentials token
 (whose `sub` is the client itself) is refused with 403 `user-token-required`: the token is
 valid, it just does not speak for a user.
@@ -9,15 +13,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import select
 
-from chassis import Problem, TokenError, token_problem
+from chassis import Problem, TokenError, token_problem, validation_problem
 from chassis.flask import current_claims, json_body, require_scopes
 
 from ..adapters.orm import Token, User
 from ..schemas import RegisterSchema
-from ..service_layer.users import UsernameTaken, register
+from ..service_layer.users import (
+    RegistrationThrottled,
+    UsernameTaken,
+    admit_registration,
+    register,
+)
 from .context import db, identity
 
 __all__ = ["bp"]
@@ -55,9 +64,24 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
         429: TooManyRequests
     """
     data = json_body(RegisterSchema())
-    session = db()
+    ctx, session = identity(), db()
+    weak = ctx.password_policy.problems(
+        data["password"], username=data["username"], email=data["email"]
+    )
+    if weak:
+        raise validation_problem({"password": [f"the password {reason}" for reason in weak]})
     try:
-        user = register(session, identity().passwords, **data)
+        admit_registration(session, ctx.registrations, ip=request.remote_addr or "unknown")
+    except RegistrationThrottled as exc:
+        session.commit()  # the pruning of old attempts
+        raise Problem(
+            429,
+            "too many registrations from this address; try again later",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    session.commit()  # the attempt counts whatever the outcome
+    try:
+        user = register(session, ctx.passwords, **data)
         session.commit()
     except UsernameTaken as exc:
         session.rollback()

@@ -1,4 +1,5 @@
-"""Registering users and checking their passwords (with per-username+address throttling).
+"""Registering users (throttled per client address) and checking their passwords (throttled
+per username + address).
 
 Functions take an open SQLAlchemy session and never commit: the caller owns the transaction.
 """
@@ -12,15 +13,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..adapters.orm import LoginFailure, User
+from ..adapters.orm import LoginFailure, RegistrationAttempt, User
 from ..domain.passwords import Passwords
 from ..domain.roles import Role
-from ..domain.throttle import LoginThrottle
+from ..domain.throttle import Throttle
 
 __all__ = [
     "InvalidCredentials",
     "LoginThrottled",
+    "RegistrationThrottled",
     "UsernameTaken",
+    "admit_registration",
     "authenticate",
     "find_user",
     "register",
@@ -38,6 +41,12 @@ class InvalidCredentials(Exception):
 class LoginThrottled(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many failed logins; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class RegistrationThrottled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many registrations; retry after {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -78,10 +87,30 @@ def register(
     return user
 
 
+def admit_registration(
+    session: Session, throttle: Throttle, *, ip: str, now: float | None = None
+) -> None:
+    """Count one registration attempt from `ip`, or raise RegistrationThrottled (not counted).
+    Every admitted attempt counts, a taken username (409) included: that answer tells whether
+    an account exists, which is what an enumeration wants to learn.
+    """
+    now = time.time() if now is None else now
+    ip = ip[:64]  # the column's width (a forwarded address is whatever the proxy wrote)
+    key = RegistrationAttempt.ip == ip
+    session.execute(
+        delete(RegistrationAttempt).where(key, RegistrationAttempt.at <= now - throttle.window)
+    )
+    attempts = session.scalars(select(RegistrationAttempt.at).where(key)).all()
+    retry_after = throttle.retry_after(attempts, now)
+    if retry_after:
+        raise RegistrationThrottled(retry_after)
+    session.add(RegistrationAttempt(ip=ip, at=now))
+
+
 def authenticate(
     session: Session,
     passwords: Passwords,
-    throttle: LoginThrottle,
+    throttle: Throttle,
     *,
     username: str,
     password: str,

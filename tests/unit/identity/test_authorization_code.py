@@ -95,10 +95,10 @@ def test_full_flow_confidential_client_then_refresh_rotation(
     assert rotated["refresh_token"] != first_refresh
     assert rotated["scope"] == "profile catalog:read"
 
-    replay = refresh(client, creds, first_refresh)  # the old refresh token is spent
-    assert replay["status"] == 400 and replay["error"] == "invalid_grant"
     again = refresh(client, creds, str(rotated["refresh_token"]))
     assert again["status"] == 200
+    replay = refresh(client, creds, first_refresh)  # the old refresh token is spent
+    assert replay["status"] == 400 and replay["error"] == "invalid_grant"
 
 
 def test_code_is_single_use(client: FlaskClient, creds: dict[str, str]) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from services.identity.domain.keys import EXPIRY_MARGIN, KeyRing, SigningKey
 from services.identity.domain.passwords import Passwords, secret_digest, secret_matches
-from services.identity.domain.throttle import LoginThrottle
+from services.identity.domain.throttle import Throttle
 
 
 def test_throttle_blocks_after_max_failures_until_the_oldest_ages_out() -> None:
-    policy = LoginThrottle(max_failures=5, window=300)
+    policy = Throttle(limit=5, window=300)
     assert policy.retry_after([], 1000) == 0
     assert policy.retry_after([900, 910, 920, 930], 1000) == 0
     assert policy.retry_after([900, 910, 920, 930, 940], 1000) == 200
