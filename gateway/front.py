@@ -898,9 +898,14 @@ class _Connection(asyncio.Protocol):
 
         claims = None
         if route.auth_required:
-            claims = authenticate_cached(proxy.verifier, route, req.authorization)
-            if claims is None:
-                claims = await authenticate(proxy.verifier, route, req.authorization)
+            try:
+                claims = authenticate_cached(proxy.verifier, route, req.authorization)
+                if claims is None:
+                    claims = await authenticate(proxy.verifier, route, req.authorization)
+            except Problem as problem:
+                if limiter is None:
+                    raise
+                raise await limiter.refused(route.name, problem, client_ip) from None
         if limiter is not None:
             req.rate = await limiter.admit(route.name, claims, client_ip)
         if claims is not None:

@@ -337,15 +337,22 @@ class Proxy:
         client_ip: Callable[[], str],
     ) -> tuple[Claims | None, tuple[str, str] | None]:
         """Stages 2 and 2b: the caller's claims (401/403) and the rate limit (429/503); the
-        RateLimit header values when the route is limited."""
+        RateLimit header values when the route is limited. A refused token counts against
+        the client's address (`RateLimiter.refused`)."""
         claims = None
+        limiter = self.limiter
         if route.auth_required:
-            claims = authenticate_cached(self.verifier, route, authorization)
-            if claims is None:
-                claims = await authenticate(self.verifier, route, authorization)
+            try:
+                claims = authenticate_cached(self.verifier, route, authorization)
+                if claims is None:
+                    claims = await authenticate(self.verifier, route, authorization)
+            except Problem as problem:
+                if limiter is None:
+                    raise
+                raise await limiter.refused(route.name, problem, client_ip) from None
         rate = None
-        if self.limiter is not None:
-            rate = await self.limiter.admit(route.name, claims, client_ip)
+        if limiter is not None:
+            rate = await limiter.admit(route.name, claims, client_ip)
         return claims, rate
 
     def outbound(
