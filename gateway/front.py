@@ -22,10 +22,15 @@ the stages (`_answer`), from the start or from where the callbacks left off.
 Parsing: the buffer always starts at the first byte of the request being parsed, and a request
 answered here has no body or a known-length one, so where it ends is known without the parser;
 a request that begins while one is being answered (pipelining) stops the parser and is parsed
-again, by a fresh parser, after that answer. Timeouts: an idle keep-alive connection is closed
-after `idle_timeout`, a request whose head (or body) is not all in `head_timeout` after its
-first byte too, however it trickles (a slowloris cannot keep a connection by sending a byte
-now and then).
+again, by a fresh parser, after that answer. A request is answered only after the parser has
+returned, never from inside its callbacks, so an answer given at once (a 429) cannot feed the
+parser from within itself (ADR 0013). Heads the gateway and a service could read two ways (two
+`Authorization` or `Host` fields, no `Host`, a fragment) are refused first (`gateway.strict`).
+
+Timeouts: an idle keep-alive connection is closed after `idle_timeout`, a request whose head
+is not all in `head_timeout` after its first byte too, however it trickles (a slowloris cannot
+keep a connection by sending a byte now and then); a body not all in within its route's
+`body_timeout` of the request's first byte gets a 408 problem and the connection closes.
 """
 
 from __future__ import annotations
@@ -1144,7 +1149,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def _done(self, req: _Request) -> None:
-        """The answer is out: drop the request's bytes and parse what came after it."""
+        """The answer is out: drop the request's bytes and parse what came after it (unless
+        `_parse` is running - an answer given at once - which goes on with it itself)."""
         del self.buf[: req.end]
         self._fed = 0
         if self._broken:
