@@ -29,6 +29,7 @@ from aiohttp import web
 from chassis import ConfigError, configure_logging, from_env, tracing
 from chassis.memory import keep_freed_memory
 
+from . import strict
 from .app import STATE, create_app
 from .config import DEFAULT_CONFIG_PATH, check_config, load_config
 from .front import FrontServer
@@ -92,12 +93,7 @@ def serve() -> None:
     # Tracing wraps aiohttp's server (the maintained instrumentation): no front server then.
     if settings.server == "aiohttp" or tracing.wanted():
         log.info("gateway listening", extra={"host": host, "port": port, "server": "aiohttp"})
-
-        async def freeze(_app: web.Application) -> None:
-            _freeze_heap()
-
-        app.on_startup.append(freeze)
-        web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
+        loop.run_until_complete(_serve_aiohttp(app, host, port))
         return
     log.info("gateway listening", extra={"host": host, "port": port, "server": "front"})
     loop.run_until_complete(_serve_front(app, host, port))
@@ -111,17 +107,39 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve_aiohttp(app: web.Application, host: str, port: int) -> None:
+    """aiohttp's server alone (what `web.run_app` does), its connections answering what its
+    parser refuses in problem+json (`gateway.strict.handlers`); until SIGINT or SIGTERM."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        strict.handlers(runner.server), host, port, reuse_address=True, backlog=1024
+    )
+    _freeze_heap()
+    try:
+        await _until_signalled()
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
 async def _serve_front(app: web.Application, host: str, port: int) -> None:
     """The front server until SIGINT or SIGTERM, then a graceful stop."""
     front = FrontServer(app, app[STATE])
     await front.start(host, port)
     _freeze_heap()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signalled()
     finally:
         await front.close()
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async, tracing
 from chassis.aiohttp import install
 
+from . import strict
 from .aggregate import Aggregator
 from .aggregate import register as register_aggregates
 from .auth import jwks_fetcher, make_verifier
@@ -226,6 +227,7 @@ def create_app(
     app[STATE] = holder
     app[RELOADER] = reloader
     metrics = install(app, _SERVICE, ready_checks=checks, verifier=verifier)
+    app.middlewares.append(strict.middleware(lambda: holder.state.router))  # inside the chassis'
     limiter.register_metrics(metrics.registry)
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
     app.on_response_prepare.append(add_headers)  # a reload may turn rate limits on

@@ -148,6 +148,8 @@ class RouteConfig:
     rate_limit: str | None = None  # a policy name in `rate_limits.policies`
     retry: RetryPolicy | None = None
     cors: str | None = None  # a policy name in `cors`
+    # Seconds the request body may take to arrive (408 past it); None: the route's timeout.
+    body_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +475,7 @@ class RouteSchema(_Strict):
     rewrite = fields.String(load_default=None)
     auth = fields.Nested(RouteAuthSchema, load_default=lambda: RouteAuth(True, ()))
     timeout = fields.Float(load_default=None, validate=_positive())
+    body_timeout = fields.Float(load_default=None, validate=_positive())
     max_body_bytes = fields.Integer(
         load_default=None, validate=validate.Range(min=0, error="must be >= 0")
     )
@@ -915,6 +918,7 @@ def _build(
             rate_limit=raw["rate_limit"],
             retry=raw["retry"],
             cors=raw["cors"],
+            body_timeout=raw["body_timeout"],
         )
         for raw in data["routes"]
     )

@@ -22,10 +22,15 @@ the stages (`_answer`), from the start or from where the callbacks left off.
 Parsing: the buffer always starts at the first byte of the request being parsed, and a request
 answered here has no body or a known-length one, so where it ends is known without the parser;
 a request that begins while one is being answered (pipelining) stops the parser and is parsed
-again, by a fresh parser, after that answer. Timeouts: an idle keep-alive connection is closed
-after `idle_timeout`, a request whose head (or body) is not all in `head_timeout` after its
-first byte too, however it trickles (a slowloris cannot keep a connection by sending a byte
-now and then).
+again, by a fresh parser, after that answer. A request is answered only after the parser has
+returned, never from inside its callbacks, so an answer given at once (a 429) cannot feed the
+parser from within itself (ADR 0013). Heads the gateway and a service could read two ways (two
+`Authorization` or `Host` fields, no `Host`, a fragment) are refused first (`gateway.strict`).
+
+Timeouts: an idle keep-alive connection is closed after `idle_timeout`, a request whose head
+is not all in `head_timeout` after its first byte too, however it trickles (a slowloris cannot
+keep a connection by sending a byte now and then); a body not all in within its route's
+`body_timeout` of the request's first byte gets a 408 problem and the connection closes.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
+from . import strict
 from .auth import authenticate, authenticate_cached
 from .config import IDEMPOTENT_METHODS, RetryPolicy
 from .http1 import Http1Transport
@@ -59,6 +65,7 @@ from .proxy import (
     BodyTooLarge,
     Proxy,
     _too_large,
+    body_late,
     forward_header_pairs,
     read_whole,
     response_head_block,
@@ -96,6 +103,10 @@ class _Next(Exception):
     """A pipelined request began while the previous one is still being answered."""
 
 
+class _Refused(Exception):
+    """The request's head breaks a rule of `gateway.strict`: a 400 problem, then close."""
+
+
 class _Request:
     __slots__ = (
         "answered",
@@ -116,6 +127,7 @@ class _Request:
         "outbound",
         "path",
         "rate",
+        "refused",
         "request_id",
         "rid",
         "route",
@@ -134,6 +146,7 @@ class _Request:
         self.host: str | None = None
         self.forwarded_for: list[str] = []
         self.cold = False  # something makes the request aiohttp's (see on_header)
+        self.refused: Problem | None = None  # a field given twice (see gateway.strict)
         self.answered = False  # the status line is out: too late for a problem
         self.body: list[bytes] = []
         self.method = ""
@@ -206,7 +219,7 @@ class FrontServer:
         await self.runner.setup()
         server = self.runner.server
         assert server is not None
-        self.handover = server
+        self.handover = strict.handlers(server)  # its parser's refusals in problem+json too
         self.own_path = _own_paths(self.app)
         self._server = await self.loop.create_server(
             lambda: _Connection(self),
@@ -253,18 +266,20 @@ class FrontServer:
         return self._date[0]
 
     async def _sweep(self) -> None:
-        """Close idle keep-alive connections and those whose request never finishes arriving."""
+        """Close idle keep-alive connections and those whose request never finishes arriving:
+        a head not all in within `head_timeout` of its first byte is cut; a body not all in
+        within its route's `body_timeout` of the request's first byte gets a 408 problem."""
         assert self.loop is not None
-        every = max(0.05, min(self.idle_timeout, self.head_timeout) / 4)
         while True:
-            await asyncio.sleep(every)
+            state = self.holder.state
+            body = min((r.body_timeout for r in state.router.routes), default=self.head_timeout)
+            await asyncio.sleep(max(0.05, min(self.idle_timeout, self.head_timeout, body) / 4))
             now = self.loop.time()
             for conn in list(self.connections):
                 if conn.busy:
                     continue
                 if conn.buf:  # a request arriving: the whole of it within head_timeout
-                    if now - conn.since > self.head_timeout:
-                        conn.close()
+                    conn.check_arrival(now - conn.since)
                 elif now - conn.last > self.idle_timeout:
                     conn.close()
 
@@ -308,8 +323,10 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_broken",
+        "_complete",
         "_drain",
         "_fed",
+        "_parsing",
         "_reading_paused",
         "_writing_paused",
         "buf",
@@ -335,6 +352,8 @@ class _Connection(asyncio.Protocol):
         self.since = 0.0  # when the request now arriving began to arrive
         self._fed = 0  # bytes of buf the current parser has seen
         self._broken = False  # the parser stopped inside a message: start a new one
+        self._parsing = False  # `_parse` is running: whoever finishes a request leaves it to it
+        self._complete: _Request | None = None  # parsed, to be answered once the parser is out
         self._reading_paused = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -403,9 +422,67 @@ class _Connection(asyncio.Protocol):
         if writes is not None:
             writes.flush()
 
+    def check_arrival(self, waited: float) -> None:
+        """The sweeper's check of a request still arriving, `waited` seconds after its first
+        byte: a head late past `head_timeout` is cut; a body late past its route's body
+        timeout is answered 408 (problem+json) and the connection closed."""
+        req = self.req
+        if req is None or not req.method:  # the head is not all in yet
+            if waited > self.front.head_timeout:
+                self.close()
+            return
+        state = self.front.holder.state
+        try:
+            route, _ = state.proxy.resolve(req.method, req.target)
+            timeout = route.body_timeout
+        except Problem:
+            route, timeout = None, self.front.head_timeout
+        if waited <= timeout:
+            return
+        self.req = None
+        problem = body_late(timeout)
+        rid = accept_request_id(req.request_id)
+        self._write(problem.status, *_problem_parts(problem, req.path, rid), close=True)
+        self.close()
+        token = correlation_id.set(rid)
+        try:
+            name = route.name if route is not None else "unmatched"
+            record_request(
+                self.front.metrics, req.method, name, req.path, problem.status, waited, None, None
+            )
+        finally:
+            correlation_id.reset(token)
+
     # --- parsing ----------------------------------------------------------------------------
 
     def _parse(self) -> None:
+        """Parse the buffer and answer the requests it holds, one at a time, in order.
+
+        A request is answered only once the parser has returned (`_complete`): an answer given
+        at once (a 429, a cached 4xx) then never runs inside a parser callback, so finishing
+        it never feeds the parser again from within itself (issue 15: a re-entered parser
+        sent the next request upstream and told its client 400). The loop goes on with the
+        next request while answers come at once; one that waits leaves the rest to `_done`.
+        """
+        if self._parsing:
+            return  # an answer given inside the loop below: the loop takes the next request
+        self._parsing = True
+        try:
+            while True:
+                self._feed()
+                req = self._complete
+                if req is None:
+                    return
+                self._complete = None
+                self._begin(req)
+                transport = self.transport
+                if self.busy or not self.buf or transport is None or transport.is_closing():
+                    return
+        finally:
+            self._parsing = False
+
+    def _feed(self) -> None:
+        """Feed the parser the bytes it has not seen; a request it completes is `_complete`."""
         buf = self.buf
         if self._fed == 0:
             # RFC 9112 2.2: empty lines before a request line are ignored
@@ -422,17 +499,25 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Cold):
+            if isinstance(cause, _Next) or self._complete is not None:
+                self._broken = True  # parsed again, by a new parser, after the answer
+            elif isinstance(cause, _Cold):
                 self._hand_over()
-            elif isinstance(cause, _Next):
-                self._broken = True  # parsed again after the answer in progress
+            elif isinstance(cause, _Refused):
+                self._refuse_head()
             else:
                 log.error("request parser callback failed", exc_info=cause)
                 self._refuse(Problem(400, "the request could not be parsed"))
         except httptools.HttpParserUpgrade:
-            self._hand_over()
+            if self._complete is not None:
+                self._broken = True
+            else:
+                self._hand_over()
         except httptools.HttpParserError as exc:
-            self._refuse(Problem(400, f"malformed request: {exc}"))
+            if self._complete is not None:
+                self._broken = True  # what follows the request is judged after its answer
+            else:
+                self._refuse(Problem(400, f"malformed request: {exc}"))
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -455,6 +540,8 @@ class _Connection(asyncio.Protocol):
         low = name.lower()
         text = value.decode("utf-8", "surrogateescape")
         if low == b"authorization":
+            if req.authorization is not None:
+                req.refused = strict.duplicate("Authorization")
             req.authorization = text
         elif low == b"content-length":
             try:
@@ -466,6 +553,8 @@ class _Connection(asyncio.Protocol):
         elif low == b"x-forwarded-for":
             req.forwarded_for.append(text)
         elif low == b"host":
+            if req.host is not None:
+                req.refused = strict.duplicate("Host")
             req.host = text
         elif low in _COLD_HEADERS:
             req.cold = True
@@ -476,11 +565,19 @@ class _Connection(asyncio.Protocol):
         assert req is not None
         parser = self.parser
         method = parser.get_method().decode("latin-1")
+        version = parser.get_http_version()
+        # gateway.strict's rules, before anything else (a refused request is never handed over)
+        if req.refused is not None or b"#" in req.url or (req.host is None and version == "1.1"):
+            if req.refused is None:
+                req.refused = strict.fragment() if b"#" in req.url else strict.no_host()
+            req.method = method
+            req.target = req.path = req.url.decode("utf-8", "surrogateescape")
+            raise _Refused
         target = req.url.decode("utf-8", "surrogateescape")
         path = _decoded(target.partition("?")[0])
         if (
             req.cold
-            or parser.get_http_version() != "1.1"
+            or version != "1.1"
             or method not in _FAST_METHODS
             or req.content_length > _READ_WHOLE_REQUEST
             or req.head_bytes + len(target) > MAX_HEADER_BYTES
@@ -505,8 +602,8 @@ class _Connection(asyncio.Protocol):
         self.req = None
         head_end = self.buf.find(b"\r\n\r\n")
         req.end = head_end + 4 + req.content_length
-        self.busy = True
-        self._begin(req)
+        self.busy = True  # a request after this one stops the parser (`_Next`)
+        self._complete = req  # answered by `_parse` once the parser has returned
 
     # --- hand-over to aiohttp ---------------------------------------------------------------
 
@@ -529,6 +626,25 @@ class _Connection(asyncio.Protocol):
         """A request that cannot be parsed: a 400 problem, then the connection is closed."""
         self._write(problem.status, *_problem_parts(problem, None, None), close=True)
         self.close()
+
+    def _refuse_head(self) -> None:
+        """A request whose head breaks a `gateway.strict` rule: its problem, with its request
+        id and access line, then the connection is closed (what follows is not trusted)."""
+        req = self.req
+        assert req is not None and req.refused is not None
+        self.req = None
+        problem = req.refused
+        rid = accept_request_id(req.request_id)
+        path = _decoded(req.path.partition("?")[0].partition("#")[0])
+        self._write(problem.status, *_problem_parts(problem, path, rid), close=True)
+        self.close()
+        token = correlation_id.set(rid)
+        try:
+            record_request(
+                self.front.metrics, req.method, "unmatched", path, problem.status, 0.0, None, None
+            )
+        finally:
+            correlation_id.reset(token)
 
     # --- answering --------------------------------------------------------------------------
 
@@ -787,9 +903,14 @@ class _Connection(asyncio.Protocol):
 
         claims = None
         if route.auth_required:
-            claims = authenticate_cached(proxy.verifier, route, req.authorization)
-            if claims is None:
-                claims = await authenticate(proxy.verifier, route, req.authorization)
+            try:
+                claims = authenticate_cached(proxy.verifier, route, req.authorization)
+                if claims is None:
+                    claims = await authenticate(proxy.verifier, route, req.authorization)
+            except Problem as problem:
+                if limiter is None:
+                    raise
+                raise await limiter.refused(route.name, problem, client_ip) from None
         if limiter is not None:
             req.rate = await limiter.admit(route.name, claims, client_ip)
         if claims is not None:
@@ -1028,7 +1149,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def _done(self, req: _Request) -> None:
-        """The answer is out: drop the request's bytes and parse what came after it."""
+        """The answer is out: drop the request's bytes and parse what came after it (unless
+        `_parse` is running - an answer given at once - which goes on with it itself)."""
         del self.buf[: req.end]
         self._fed = 0
         if self._broken:

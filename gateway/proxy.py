@@ -14,6 +14,7 @@ the answer starts (an upstream failure is still a clean 502); others are streame
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import AnyStr
@@ -41,8 +42,10 @@ from .upstreams import NoReadyInstance, Upstream, UpstreamPool
 
 __all__ = [
     "HOP_BY_HOP",
+    "BodyLate",
     "BodyTooLarge",
     "Proxy",
+    "body_late",
     "forward_header_pairs",
     "forward_headers",
     "read_whole",
@@ -75,6 +78,10 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class BodyTooLarge(Exception):
     """The request body grew past the route's limit while streaming."""
+
+
+class BodyLate(Exception):
+    """The request body stopped arriving for longer than the route's body timeout."""
 
 
 def _connection_tokens(value: str) -> frozenset[str]:
@@ -241,21 +248,33 @@ def _has_dot_segment(path: str) -> bool:
 
 
 class _LimitedBody:
-    """The request body as an async iterable that stops past `limit` bytes."""
+    """The request body as an async iterable that stops past `limit` bytes, or when no byte
+    of it arrives for `timeout` seconds."""
 
-    __slots__ = ("_content", "exceeded", "limit")
+    __slots__ = ("_content", "exceeded", "late", "limit", "timeout")
 
-    def __init__(self, content: StreamReader, limit: int) -> None:
+    def __init__(self, content: StreamReader, limit: int, timeout: float) -> None:
         self._content = content
         self.limit = limit
+        self.timeout = timeout
         self.exceeded = False
+        self.late = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in self._content.iter_any():
+        content = self._content
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.late = True
+                raise BodyLate from None
+            if not chunk:
+                return
             seen += len(chunk)
             if seen > self.limit:
                 self.exceeded = True
@@ -265,6 +284,11 @@ class _LimitedBody:
 
 def _too_large(limit: int) -> Problem:
     return Problem(413, f"the request body exceeds {limit} bytes", title="Content Too Large")
+
+
+def body_late(timeout: float) -> Problem:
+    """408: the body did not arrive in time. Both servers close the connection after it."""
+    return Problem(408, f"the request body did not arrive within {timeout:g} s")
 
 
 async def read_whole(upstream: UpstreamResponse, name: str) -> bytes:
@@ -313,15 +337,22 @@ class Proxy:
         client_ip: Callable[[], str],
     ) -> tuple[Claims | None, tuple[str, str] | None]:
         """Stages 2 and 2b: the caller's claims (401/403) and the rate limit (429/503); the
-        RateLimit header values when the route is limited."""
+        RateLimit header values when the route is limited. A refused token counts against
+        the client's address (`RateLimiter.refused`)."""
         claims = None
+        limiter = self.limiter
         if route.auth_required:
-            claims = authenticate_cached(self.verifier, route, authorization)
-            if claims is None:
-                claims = await authenticate(self.verifier, route, authorization)
+            try:
+                claims = authenticate_cached(self.verifier, route, authorization)
+                if claims is None:
+                    claims = await authenticate(self.verifier, route, authorization)
+            except Problem as problem:
+                if limiter is None:
+                    raise
+                raise await limiter.refused(route.name, problem, client_ip) from None
         rate = None
-        if self.limiter is not None:
-            rate = await self.limiter.admit(route.name, claims, client_ip)
+        if limiter is not None:
+            rate = await limiter.admit(route.name, claims, client_ip)
         return claims, rate
 
     def outbound(
@@ -354,12 +385,14 @@ class Proxy:
 
     @staticmethod
     def failure(exc: Exception, upstream: str, outbound: OutboundRequest, limit: int) -> Problem:
-        """The problem for a failure before the upstream's answer: 413, 502, 503, 504."""
+        """The problem for a failure before the upstream's answer: 408, 413, 502, 503, 504."""
         if isinstance(exc, NoReadyInstance):
             return Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
         body = outbound.body
         if isinstance(exc, BodyTooLarge) or (isinstance(body, _LimitedBody) and body.exceeded):
             return _too_large(limit)
+        if isinstance(exc, BodyLate) or (isinstance(body, _LimitedBody) and body.late):
+            return body_late(body.timeout if isinstance(body, _LimitedBody) else 0.0)
         log.warning(
             "upstream request failed",
             extra={"upstream": upstream, "instance": outbound.origin, "error": str(exc)},
@@ -394,7 +427,7 @@ class Proxy:
                     response = await upstream.send(self.transport, outbound, retry)
             else:
                 response = await upstream.send(self.transport, outbound, retry)
-        except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
+        except (NoReadyInstance, BodyTooLarge, BodyLate, TransportError) as exc:
             raise self.failure(exc, upstream.name, outbound, route.max_body_bytes) from None
         return response, outbound.origin if upstream.balanced else ""
 
@@ -429,9 +462,13 @@ class Proxy:
             if length is not None and length > limit:
                 raise _too_large(limit)
             if length is not None and length <= _READ_WHOLE_REQUEST:
-                body = await request.read()
+                try:
+                    async with asyncio.timeout(route.body_timeout):
+                        body = await request.read()
+                except TimeoutError:
+                    raise body_late(route.body_timeout) from None  # closes: gateway.strict
             else:
-                body = _LimitedBody(request.content, limit)
+                body = _LimitedBody(request.content, limit, route.body_timeout)
 
         rid: str = request[REQUEST_ID]
         headers = forward_headers(

@@ -633,11 +633,19 @@ def client_ip(
 
 
 def consumer_key(claims: Claims | None, ip: Callable[[], str]) -> str:
-    """The bucket's consumer part: the token's client, else its subject, else the client IP."""
+    """The bucket's consumer part: whose budget a request spends.
+
+    * a user token (its `sub` is a user, not its client): that user, whichever client they
+      came through, so one user of a public client cannot spend everyone else's budget;
+    * a client_credentials token (identity makes its `sub` the client id): that client;
+    * no valid token (a public route, a refused token): the client's address.
+    """
     if claims is not None:
-        if claims.client_id:
-            return "client:" + claims.client_id
-        return "sub:" + claims.subject
+        subject, client = claims.subject, claims.client_id
+        if subject and subject != client:
+            return "sub:" + subject
+        if client:
+            return "client:" + client
     return "ip:" + ip()
 
 
@@ -872,6 +880,21 @@ class RateLimiter:
                 "Retry-After": str(max(1, math.ceil(decision.retry_after))),
             },
         )
+
+    async def refused(
+        self, route_name: str, problem: Problem, client_ip: Callable[[], str]
+    ) -> Problem:
+        """A request whose token was refused (401/403/503) still counts, against the client's
+        address: the problem to answer, the 429 once that address is over its budget (a flood
+        of forged tokens is throttled like anonymous calls), else `problem` with the fields."""
+        try:
+            rate = await self.admit(route_name, None, client_ip)
+        except Problem as limited:
+            return limited
+        if rate is not None:
+            problem.headers.setdefault("RateLimit-Policy", rate[0])
+            problem.headers.setdefault("RateLimit", rate[1])
+        return problem
 
     async def admit(
         self, route_name: str, claims: Claims | None, client_ip: Callable[[], str]

@@ -30,6 +30,7 @@ class Route:
     scopes: frozenset[str]
     scope_list: tuple[str, ...]
     timeout: float
+    body_timeout: float  # the request body must be in within it (408)
     max_body_bytes: int
     prefix_len: int  # > 0 for '/prefix/*' routes: the length of '/prefix/'
     rewrite: str | None  # a str.format template, or the new '/prefix/' for prefix routes
@@ -48,6 +49,7 @@ class Route:
             scopes=frozenset(cfg.auth.scopes),
             scope_list=cfg.auth.scopes,
             timeout=cfg.timeout,
+            body_timeout=cfg.body_timeout or cfg.timeout,
             max_body_bytes=cfg.max_body_bytes,
             prefix_len=prefix_len,
             rewrite=rewrite,

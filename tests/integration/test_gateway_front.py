@@ -21,11 +21,9 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.support.front import FrontTestServer
+from tests.support.front import DEADLINE, FrontTestServer, Wire
 from tests.support.raw_upstream import OK, Answer, RawFactory, RawUpstream, Seen
 from tests.support.tokens import TestIssuer
-
-DEADLINE = 5.0
 
 
 def _upstream_app(issuer: TestIssuer, seen: list[dict[str, Any]]) -> web.Application:
@@ -74,43 +72,6 @@ def _config(url: str, issuer: TestIssuer) -> Any:
         },
         environ={},
     )
-
-
-class Wire:
-    """One raw client connection; reads whole HTTP/1.1 answers (Content-Length framed)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def answer(self) -> tuple[int, dict[str, str], bytes]:
-        async with asyncio.timeout(DEADLINE):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            headers = {}
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0"))
-            body = await self.reader.readexactly(length) if length else b""
-        return status, headers, body
-
-    async def closed(self) -> bool:
-        """True once the server closed the connection, within the deadline: EOF, or a reset
-        when the server closed with bytes of ours still unread (the kernel then sends RST)."""
-        async with asyncio.timeout(DEADLINE):
-            try:
-                return await self.reader.read() == b""
-            except ConnectionResetError:
-                return True
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 @pytest.fixture

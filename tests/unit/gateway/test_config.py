@@ -138,6 +138,27 @@ def test_the_packaged_gateway_yaml_is_valid() -> None:
     assert routes["products.update"].methods == ("PATCH", "PUT", "DELETE")
 
 
+def test_every_packaged_route_is_rate_limited() -> None:
+    """Issue 15: discovery documents (`/.well-known/*`) too, per client address."""
+    config = load_config(DEFAULT_CONFIG_PATH, environ={})
+    assert [r.name for r in config.routes if r.rate_limit is None] == []
+    assert {r.name: r.rate_limit for r in config.routes}["well-known"] == "discovery"
+
+
+def test_route_body_timeout_defaults_to_the_route_timeout() -> None:
+    raw = _raw()
+    raw["routes"][0]["timeout"] = 7
+    raw["routes"][1]["body_timeout"] = 2.5
+    routes = parse_config(raw, environ={}).routes
+    assert (routes[0].body_timeout, routes[1].body_timeout) == (None, 2.5)
+    from gateway.routing import Route
+
+    assert Route.from_config(routes[0]).body_timeout == 7
+    assert Route.from_config(routes[1]).body_timeout == 2.5
+    raw["routes"][1]["body_timeout"] = 0
+    assert "routes[1].body_timeout: must be > 0" in _error(raw)
+
+
 def test_load_config_reads_gateway_config_env(tmp_path: Path) -> None:
     file = tmp_path / "gw.yaml"
     raw = _raw()

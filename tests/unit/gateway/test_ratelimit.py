@@ -251,10 +251,38 @@ def _claims(client_id: str | None, sub: str = "user-1", scopes: tuple[str, ...] 
     )
 
 
-def test_consumer_key_prefers_client_id_then_sub_then_ip() -> None:
-    assert consumer_key(_claims("app-1"), lambda: "1.2.3.4") == "client:app-1"
-    assert consumer_key(_claims(None, sub="alice"), lambda: "1.2.3.4") == "sub:alice"
-    assert consumer_key(None, lambda: "1.2.3.4") == "ip:1.2.3.4"
+def test_consumer_key_is_the_user_for_user_tokens_the_client_for_client_tokens() -> None:
+    """Issue 15: a user token is limited per user (`sub`), whatever client it came through;
+    a client_credentials token (identity makes its `sub` the client id) per client; no
+    claims (a public route, a refused token) per client address."""
+    ip = lambda: "1.2.3.4"  # noqa: E731
+    assert consumer_key(_claims("portico-public", sub="alice"), ip) == "sub:alice"
+    assert consumer_key(_claims("portico-public", sub="bob"), ip) == "sub:bob"
+    assert consumer_key(_claims("portico-dev", sub="alice"), ip) == "sub:alice"
+    assert (
+        consumer_key(_claims("orders-service", sub="orders-service"), ip) == "client:orders-service"
+    )
+    assert consumer_key(_claims(None, sub="alice"), ip) == "sub:alice"
+    assert consumer_key(_claims("app-1", sub=""), ip) == "client:app-1"
+    assert consumer_key(_claims(None, sub=""), ip) == "ip:1.2.3.4"
+    assert consumer_key(None, ip) == "ip:1.2.3.4"
+
+
+async def test_a_refused_token_counts_against_the_address(
+    aiohttp_client: Any, upstreams: FakeUpstreams, issuer: TestIssuer
+) -> None:
+    """401s spend the caller's address' budget: forged tokens are throttled (429), and the
+    401 itself carries the RateLimit fields."""
+    client = await _client(aiohttp_client, upstreams, parse_config(_limited(), environ={}), Clock())
+    forged = {"Authorization": "Bearer forged"}
+    got = [await client.get("/items", headers=forged) for _ in range(4)]
+    assert [r.status for r in got] == [401, 401, 401, 429]
+    assert got[0].headers["RateLimit-Policy"] == '"p";q=60;w=60'
+    assert got[0].headers["WWW-Authenticate"].startswith("Bearer")
+    assert got[3].headers["Content-Type"] == "application/problem+json"
+    # a valid user token is not that address' budget
+    good = {"Authorization": f"Bearer {issuer.token(scopes=['items:read'], sub='u1')}"}
+    assert (await client.get("/items", headers=good)).status == 200
 
 
 async def test_each_client_has_its_own_budget(
@@ -262,9 +290,8 @@ async def test_each_client_has_its_own_budget(
 ) -> None:
     client = await _client(aiohttp_client, upstreams, parse_config(_limited(), environ={}), Clock())
     for client_id, expect in (("a", [200, 200, 200, 429]), ("b", [200, 200, 200, 429])):
-        headers = {
-            "Authorization": f"Bearer {issuer.token(scopes=['items:read'], client_id=client_id)}"
-        }
+        # client_credentials tokens: their `sub` is their client
+        headers = {"Authorization": f"Bearer {issuer.token(scopes=['items:read'], sub=client_id)}"}
         got = [(await client.get("/items", headers=headers)).status for _ in range(4)]
         assert got == expect, client_id
 
@@ -313,15 +340,15 @@ async def test_consumer_classes_pick_their_own_quota(
         got = [await client.get(path, headers=headers) for _ in range(n)]
         return [r.status for r in got], got[0].headers["RateLimit-Policy"]
 
-    assert await statuses("/items", 6, scopes=["items:read"], client_id="partner-app") == (
+    assert await statuses("/items", 6, scopes=["items:read"], sub="partner-app") == (
         [200] * 5 + [429],
         '"p.partners";q=60;w=60',
     )
-    assert await statuses("/items", 6, scopes=["items:read", "rate:partner"], client_id="x") == (
+    assert await statuses("/items", 6, scopes=["items:read", "rate:partner"], sub="x") == (
         [200] * 5 + [429],
         '"p.partners";q=60;w=60',
     )
-    assert await statuses("/items", 4, scopes=["items:read"], client_id="plain") == (
+    assert await statuses("/items", 4, scopes=["items:read"], sub="plain") == (
         [200] * 3 + [429],
         '"p";q=60;w=60',
     )
