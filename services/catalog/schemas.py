@@ -6,7 +6,6 @@ The value rules come from the domain's check functions, so the API and the entit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -19,11 +18,14 @@ from marshmallow import (
     validates_schema,
 )
 
+from chassis import BoundedDecimal, BoundedInteger
 from chassis.openapi import ProblemSchema
 from chassis.pagination import CURSOR_MESSAGE
 
 from .domain import (
     CURRENCY,
+    PRICE_DIGITS,
+    PRICE_PLACES,
     SortKey,
     check_category,
     check_description,
@@ -55,12 +57,13 @@ def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
     return validator
 
 
-def _not_negative(value: Decimal) -> str | None:
-    return "must not be negative" if value < 0 else None
-
-
-# Prices travel as decimal strings ("12.50"); numbers are accepted on input too.
-_PRICE_DOC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "12.50"}
+# Prices travel as decimal strings ("12.50"); numbers are accepted on input too. Either is
+# bounded (digits, places, ASCII only, no sign or spaces) before it becomes a Decimal.
+_PRICE_DOC = {
+    "type": "string",
+    "pattern": rf"^\d{{1,{PRICE_DIGITS}}}(\.\d{{1,{PRICE_PLACES}}})?$",
+    "example": "12.50",
+}
 
 
 class Cursor(fields.String):
@@ -102,7 +105,13 @@ class ProductInputSchema(Schema):
     description = fields.String(load_default="", validate=_rule(check_description))
     category = fields.String(required=True, validate=_rule(check_category))
     # A string ("12.50") or a number; more than 2 decimal places is refused, never rounded.
-    price = fields.Decimal(required=True, validate=_rule(check_price), metadata=_PRICE_DOC)
+    price = BoundedDecimal(
+        digits=PRICE_DIGITS,
+        places=PRICE_PLACES,
+        required=True,
+        validate=_rule(check_price),
+        metadata=_PRICE_DOC,
+    )
 
 
 class ListQuerySchema(Schema):
@@ -111,7 +120,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(
+    limit = BoundedInteger(
         load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
     )
     cursor = Cursor(metadata={"description": "next_cursor of the previous page"})
@@ -120,11 +129,11 @@ class ListQuerySchema(Schema):
         validate=validate.Length(1, 200),
         metadata={"description": "case-insensitive substring of the name"},
     )
-    min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    min_price = BoundedDecimal(digits=PRICE_DIGITS, places=PRICE_PLACES, metadata=_PRICE_DOC)
     sku = fields.String(
         validate=_rule(check_sku), metadata={"description": "exact sku (at most one product)"}
     )
-    max_price = fields.Decimal(validate=_rule(_not_negative), metadata=_PRICE_DOC)
+    max_price = BoundedDecimal(digits=PRICE_DIGITS, places=PRICE_PLACES, metadata=_PRICE_DOC)
 
     @validates_schema
     def _price_range(self, data: dict[str, Any], **_: Any) -> None:
