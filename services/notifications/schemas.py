@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from chassis import BoundedInteger
+
 __all__ = ["ListQuerySchema", "NotificationPageSchema", "NotificationSchema"]
 
 
@@ -30,6 +32,6 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    limit = BoundedInteger(load_default=20, validate=validate.Range(1, 100))
     cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
     unread = fields.Boolean(metadata={"description": "true: unread only; false: read only"})

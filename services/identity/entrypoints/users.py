@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, url_for
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from chassis import Problem, TokenError, token_problem
+from chassis import FullMatch, Problem, TokenError, token_problem
 from chassis.flask import current_claims, json_body, require_scopes
 
 from ..adapters.orm import Token, User
@@ -30,7 +30,7 @@ class RegisterSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=3, max=32),
-            validate.Regexp(r"^[A-Za-z0-9_.-]+$", error="letters, digits, '_', '.', '-' only"),
+            FullMatch(r"^[A-Za-z0-9_.-]+$", error="letters, digits, '_', '.', '-' only"),
         ],
     )
     email = fields.Email(required=True, validate=validate.Length(max=254))
