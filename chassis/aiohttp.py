@@ -24,6 +24,7 @@ from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
 from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
 from .problems import PROBLEM_JSON, Problem, validation_problem
 from .tokens import AsyncTokenVerifier, Claims, TokenError, bearer_token, token_problem
+from .validation import load_json, query_params
 
 __all__ = [
     "CLAIMS",
@@ -35,6 +36,7 @@ __all__ = [
     "install",
     "json_body",
     "problem_response",
+    "query_args",
     "require_scopes",
     "route_name",
     "run",
@@ -219,14 +221,22 @@ def require_scopes(*scopes: str) -> Callable[[Handler], Handler]:
 
 
 async def json_body(request: web.Request, schema: Schema, *, partial: bool = False) -> Any:
+    """Parse (`chassis.validation.load_json`, as in the Flask glue) and validate the JSON body,
+    or raise the matching problem."""
     if request.content_type != "application/json":
         raise Problem(415, "the request body must be application/json")
-    try:
-        data = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "the request body is not valid JSON") from exc
+    data = load_json(await request.read())
     try:
         return schema.load(data, partial=partial)
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc
+
+
+def query_args(request: web.Request, schema: Schema) -> Any:
+    """Load the query string (strict UTF-8, first value of each name) with `schema`, or raise
+    the matching problem (400 undecodable, 422 naming the invalid parameters)."""
+    try:
+        return schema.load(query_params(request.rel_url.raw_query_string))
     except ValidationError as exc:
         raise validation_problem(exc.messages) from exc
 

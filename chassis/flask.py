@@ -20,8 +20,16 @@ from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
 from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
 from .problems import PROBLEM_JSON, Problem, validation_problem
 from .tokens import Claims, TokenError, TokenVerifier, bearer_token, token_problem
+from .validation import load_json, query_params
 
-__all__ = ["current_claims", "install", "json_body", "problem_response", "require_scopes"]
+__all__ = [
+    "current_claims",
+    "install",
+    "json_body",
+    "problem_response",
+    "query_args",
+    "require_scopes",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("portico.http")
@@ -146,13 +154,24 @@ def require_scopes(*scopes: str) -> Callable[[F], F]:
 
 
 def json_body(schema: Schema, *, partial: bool = False) -> Any:
-    """Parse and validate the request's JSON body, or raise the matching problem."""
+    """Parse and validate the request's JSON body, or raise the matching problem.
+
+    Parsed by `chassis.validation.load_json`, as in the aiohttp glue (not Flask's `json`,
+    which recurses on deep nesting and keeps lone surrogates).
+    """
     if not request.is_json:
         raise Problem(415, "the request body must be application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise Problem(400, "the request body is not valid JSON")
+    data = load_json(request.get_data(cache=True))
     try:
         return schema.load(data, partial=partial)
+    except ValidationError as exc:
+        raise validation_problem(exc.messages) from exc
+
+
+def query_args(schema: Schema) -> Any:
+    """Load the query string (strict UTF-8, first value of each name) with `schema`, or raise
+    the matching problem (400 undecodable, 422 naming the invalid parameters)."""
+    try:
+        return schema.load(query_params(request.query_string))
     except ValidationError as exc:
         raise validation_problem(exc.messages) from exc

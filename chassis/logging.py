@@ -73,7 +73,7 @@ def new_request_id() -> str:
 
 def accept_request_id(value: str | None) -> str:
     """The caller's id when it is safe to echo, else a fresh one."""
-    if value and _SAFE_ID.match(value):
+    if value and _SAFE_ID.fullmatch(value):
         return value
     return new_request_id()
 

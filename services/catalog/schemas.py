@@ -6,7 +6,6 @@ The value rules come from the domain's check functions, so the API and the entit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -19,11 +18,14 @@ from marshmallow import (
     validates_schema,
 )
 
+from chassis import BoundedDecimal, BoundedInteger
 from chassis.openapi import ProblemSchema
 from chassis.pagination import CURSOR_DOC, CURSOR_MESSAGE
 
 from .domain import (
     CURRENCY,
+    PRICE_DIGITS,
+    PRICE_PLACES,
     SortKey,
     check_category,
     check_description,
@@ -56,10 +58,6 @@ def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
     return validator
 
 
-def _not_negative(value: Decimal) -> str | None:
-    return "must not be negative" if value < 0 else None
-
-
 # The rules as the domain checks them, stated in the document (check_name refuses a name that
 # is only whitespace as `str.isspace` sees it: the pattern asks for one character outside it).
 _NOT_BLANK = "[^" + "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace()) + "]"
@@ -69,14 +67,19 @@ _DESCRIPTION_DOC = {"maxLength": MAX_DESCRIPTION}
 _CATEGORY_DOC = {"pattern": CATEGORY_PATTERN, "example": "books"}
 
 # Prices travel as decimal strings ("12.50"); numbers are accepted on input too.
-# A price is 0.00 to MAX_PRICE (1000000.00) with at most 2 places; a filter bound any
-# non-negative decimal.
+# Either is bounded (digits, places, ASCII only, no sign or spaces) before it becomes a Decimal.
+# A price is 0.00 to MAX_PRICE (1000000.00) with at most 2 places; a filter bound has at most
+# PRICE_DIGITS digits and PRICE_PLACES places.
 _PRICE_DOC = {
     "type": "string",
     "pattern": r"^(?:[0-9]{1,6}(?:\.[0-9]{1,2})?|1000000(?:\.0{1,2})?)$",
     "example": "12.50",
 }
-_FILTER_PRICE_DOC = {"type": "string", "pattern": r"^[0-9]+(?:\.[0-9]+)?$", "example": "12.50"}
+_FILTER_PRICE_DOC = {
+    "type": "string",
+    "pattern": rf"^[0-9]{{1,{PRICE_DIGITS}}}(?:\.[0-9]{{1,{PRICE_PLACES}}})?$",
+    "example": "12.50",
+}
 
 
 class Cursor(fields.String):
@@ -120,7 +123,13 @@ class ProductInputSchema(Schema):
     )
     category = fields.String(required=True, validate=_rule(check_category), metadata=_CATEGORY_DOC)
     # A string ("12.50") or a number; more than 2 decimal places is refused, never rounded.
-    price = fields.Decimal(required=True, validate=_rule(check_price), metadata=_PRICE_DOC)
+    price = BoundedDecimal(
+        digits=PRICE_DIGITS,
+        places=PRICE_PLACES,
+        required=True,
+        validate=_rule(check_price),
+        metadata=_PRICE_DOC,
+    )
 
 
 class ListQuerySchema(Schema):
@@ -129,7 +138,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(
+    limit = BoundedInteger(
         load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
     )
     cursor = Cursor(metadata=CURSOR_DOC)
@@ -138,13 +147,14 @@ class ListQuerySchema(Schema):
         validate=validate.Length(1, 200),
         metadata={"description": "case-insensitive substring of the name"},
     )
-    min_price = fields.Decimal(validate=_rule(_not_negative), metadata=_FILTER_PRICE_DOC)
+    min_price = BoundedDecimal(digits=PRICE_DIGITS, places=PRICE_PLACES, metadata=_FILTER_PRICE_DOC)
     sku = fields.String(
         validate=_rule(check_sku),
         metadata={**_SKU_DOC, "description": "exact sku (at most one product)"},
     )
-    max_price = fields.Decimal(
-        validate=_rule(_not_negative),
+    max_price = BoundedDecimal(
+        digits=PRICE_DIGITS,
+        places=PRICE_PLACES,
         metadata={**_FILTER_PRICE_DOC, "description": "not below min_price"},
     )
 

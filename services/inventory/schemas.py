@@ -11,6 +11,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from chassis import BoundedInteger, FullMatch
+
 from .domain import check_quantity, check_sku
 
 __all__ = [
@@ -21,7 +23,7 @@ __all__ = [
     "StockUpdateSchema",
 ]
 
-ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # always fullmatch (FullMatch, .fullmatch)
 
 
 def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
@@ -44,7 +46,7 @@ class StockUpdateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    on_hand = fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000_000))
+    on_hand = BoundedInteger(required=True, strict=True, validate=validate.Range(0, 1_000_000_000))
 
 
 class ReservationLineSchema(Schema):
@@ -52,7 +54,7 @@ class ReservationLineSchema(Schema):
         unknown = RAISE
 
     sku = fields.String(required=True, validate=_rule(check_sku))
-    quantity = fields.Integer(required=True, strict=True, validate=_rule(check_quantity))
+    quantity = BoundedInteger(required=True, strict=True, validate=_rule(check_quantity))
 
 
 class ReserveRequestSchema(Schema):
@@ -61,7 +63,7 @@ class ReserveRequestSchema(Schema):
 
     order_id = fields.String(
         required=True,
-        validate=validate.Regexp(ORDER_ID, error="must be 1-64 visible ASCII characters"),
+        validate=FullMatch(ORDER_ID, error="must be 1-64 visible ASCII characters"),
     )
     items = fields.List(
         fields.Nested(ReservationLineSchema), required=True, validate=validate.Length(1, 100)

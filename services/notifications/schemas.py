@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from chassis import BoundedInteger
 from chassis.pagination import CURSOR_DOC
 
 __all__ = ["ListQuerySchema", "NotificationPageSchema", "NotificationSchema"]
@@ -32,6 +33,6 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    limit = BoundedInteger(load_default=20, validate=validate.Range(1, 100))
     cursor = fields.String(metadata=CURSOR_DOC)
     unread = fields.Boolean(metadata={"description": "true: unread only; false: read only"})

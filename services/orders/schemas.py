@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from chassis import BoundedInteger, FullMatch
 from chassis.pagination import CURSOR_DOC
 
 from .domain import CURRENCY, Status, Step
@@ -24,7 +25,7 @@ MAX_LIMIT = 100
 
 _MONEY_DOC = {"type": "string", "pattern": r"^\d+\.\d{2}$", "example": "79.80"}
 # Test-mode payment method tokens, as payment providers use them; never a card number.
-_PAYMENT_METHOD = validate.Regexp(
+_PAYMENT_METHOD = FullMatch(
     r"^pm_[A-Za-z0-9_]{1,60}$", error="must be a payment method token such as pm_card_ok"
 )
 
@@ -35,12 +36,10 @@ class ItemSchema(Schema):
 
     sku = fields.String(
         required=True,
-        validate=validate.Regexp(
-            r"^[A-Z0-9][A-Z0-9-]{2,63}$", error="must be a sku such as BK-0001"
-        ),
+        validate=FullMatch(r"^[A-Z0-9][A-Z0-9-]{2,63}$", error="must be a sku such as BK-0001"),
         metadata={"example": "BK-0001"},
     )
-    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_QUANTITY))
+    quantity = BoundedInteger(required=True, strict=True, validate=validate.Range(1, MAX_QUANTITY))
 
 
 class OrderInputSchema(Schema):
@@ -109,7 +108,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(
+    limit = BoundedInteger(
         load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT), metadata={"default": 20}
     )
     cursor = fields.String(metadata=CURSOR_DOC)

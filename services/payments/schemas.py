@@ -13,7 +13,9 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from .domain import CURRENCY, PAYMENT_METHODS, check_payment_method, parse_amount
+from chassis import BoundedDecimal, BoundedInteger, FullMatch
+
+from .domain import AMOUNT_DIGITS, CURRENCY, PAYMENT_METHODS, check_payment_method, to_cents
 
 __all__ = [
     "ChargeRequestSchema",
@@ -22,9 +24,13 @@ __all__ = [
     "PaymentSchema",
 ]
 
-ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # always fullmatch (FullMatch)
 _CARD_FIELDS = {"card", "card_number", "number", "pan", "cvc", "cvv", "exp_month", "exp_year"}
-_AMOUNT_DOC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "79.80"}
+_AMOUNT_DOC = {
+    "type": "string",
+    "pattern": rf"^\d{{1,{AMOUNT_DIGITS}}}(\.\d{{1,2}})?$",
+    "example": "79.80",
+}
 
 
 def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
@@ -36,13 +42,18 @@ def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
     return validator
 
 
-class Cents(fields.String):
-    """A decimal string in ("12.50"; numbers refused: no binary floats for money), cents out."""
+class Cents(BoundedDecimal):
+    """A decimal string in ("12.50"; numbers refused: no binary floats for money), cents out.
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        text = super()._deserialize(value, attr, data, **kwargs)
+    The text is bounded (digits, places, ASCII, no sign or spaces) before it is converted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(digits=AMOUNT_DIGITS, places=2, numbers=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        amount = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return parse_amount(text)
+            return to_cents(amount)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
@@ -53,7 +64,7 @@ class ChargeRequestSchema(Schema):
 
     order_id = fields.String(
         required=True,
-        validate=validate.Regexp(ORDER_ID, error="must be 1-64 visible ASCII characters"),
+        validate=FullMatch(ORDER_ID, error="must be 1-64 visible ASCII characters"),
     )
     amount = Cents(required=True, metadata=_AMOUNT_DOC)
     currency = fields.String(load_default=CURRENCY, validate=validate.OneOf([CURRENCY]))
@@ -95,5 +106,5 @@ class PaymentListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    order_id = fields.String(validate=validate.Regexp(ORDER_ID, error="invalid order id"))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 100))
+    order_id = fields.String(validate=FullMatch(ORDER_ID, error="invalid order id"))
+    limit = BoundedInteger(load_default=100, validate=validate.Range(1, 100))

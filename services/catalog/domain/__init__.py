@@ -2,6 +2,8 @@
 
 from .model import (
     CURRENCY,
+    PRICE_DIGITS,
+    PRICE_PLACES,
     InvalidProduct,
     Product,
     SortKey,
@@ -14,6 +16,8 @@ from .model import (
 
 __all__ = [
     "CURRENCY",
+    "PRICE_DIGITS",
+    "PRICE_PLACES",
     "InvalidProduct",
     "Product",
     "SortKey",

@@ -19,6 +19,8 @@ __all__ = [
     "CURRENCY",
     "MAX_DESCRIPTION",
     "MAX_NAME",
+    "PRICE_DIGITS",
+    "PRICE_PLACES",
     "SKU_PATTERN",
     "InvalidProduct",
     "Product",
@@ -33,6 +35,9 @@ __all__ = [
 CURRENCY = "EUR"
 MAX_PRICE = Decimal("1000000.00")
 CENT = Decimal("0.01")
+# What a price may be written with: bounds checked on the text, before any arithmetic.
+PRICE_DIGITS = len(str(int(MAX_PRICE)))
+PRICE_PLACES = 2
 
 # The documents state these very patterns (schemas.py), so API and entity agree.
 SKU_PATTERN = r"^[A-Z0-9][A-Z0-9-]{2,63}$"
@@ -53,7 +58,7 @@ class InvalidProduct(ValueError):
 
 
 def check_sku(value: str) -> str | None:
-    if not _SKU.match(value):
+    if not _SKU.fullmatch(value):
         return "must be 3-64 characters of A-Z, 0-9 and '-', starting with a letter or digit"
     return None
 
@@ -73,7 +78,7 @@ def check_description(value: str) -> str | None:
 
 
 def check_category(value: str) -> str | None:
-    if not _CATEGORY.match(value):
+    if not _CATEGORY.fullmatch(value):
         return "must be 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit"
     return None
 
@@ -84,7 +89,9 @@ def check_price(value: Decimal) -> str | None:
             return "must have at most 2 decimal places"
     except InvalidOperation:
         return "must have at most 2 decimal places"
-    if value < 0 or value > MAX_PRICE:
+    if value.is_signed():  # negative, or negative zero ("-0.00")
+        return f"must be between 0.00 and {MAX_PRICE}"
+    if value > MAX_PRICE:
         return f"must be between 0.00 and {MAX_PRICE}"
     return None
 

@@ -11,10 +11,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from marshmallow import ValidationError
 
 from chassis import Problem, validation_problem
-from chassis.flask import current_claims, json_body, problem_response, require_scopes
+from chassis.flask import current_claims, json_body, problem_response, query_args, require_scopes
 
 from ..adapters.repository import ProductFilter
 from ..domain import InvalidProduct, Product
@@ -33,8 +32,8 @@ products_bp = Blueprint("products", __name__, url_prefix="/api/v1/products")
 _product = ProductSchema()
 _input = ProductInputSchema()
 _query = ListQuerySchema()
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_ETAG = re.compile(r'^"v(\d+)"$')
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
+_ETAG = re.compile(r'"v([0-9]{1,18})"')  # fullmatch; bounded so int() is cheap and fits
 
 
 def _uow() -> AbstractUnitOfWork:
@@ -56,7 +55,7 @@ def _expected_version() -> int | None:
     if header is None or header.strip() == "*":
         return None
     for tag in header.split(","):
-        match = _ETAG.match(tag.strip())
+        match = _ETAG.fullmatch(tag.strip())
         if match:
             return int(match.group(1))
     raise Problem(412, "If-Match names no current version of this product")
@@ -116,10 +115,7 @@ def list_products() -> Response:
         403: Forbidden
         422: UnprocessableContent
     """
-    try:
-        args = _query.load(request.args.to_dict())
-    except ValidationError as exc:
-        raise validation_problem(exc.messages) from exc
+    args = query_args(_query)
     filters = ProductFilter(
         category=args.get("category"),
         q=args.get("q"),
@@ -202,7 +198,7 @@ def create_product() -> Response:
     key = request.headers.get("Idempotency-Key")
     idempotency = None
     if key is not None:
-        if not _IDEMPOTENCY_KEY.match(key):
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
             raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
         idempotency = (current_claims().subject, key)
     created = services.create_product(_uow(), services.NewProduct(**data), idempotency=idempotency)

@@ -31,7 +31,7 @@ _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def check_sku(value: str) -> str | None:
-    return None if _SKU.match(value) else "must be 1-64 letters, digits, '.', '_' or '-'"
+    return None if _SKU.fullmatch(value) else "must be 1-64 letters, digits, '.', '_' or '-'"
 
 
 def check_quantity(value: int) -> str | None:

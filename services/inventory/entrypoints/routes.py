@@ -86,7 +86,7 @@ def _sku(request: web.Request) -> str:
 
 def _order_id(request: web.Request) -> str:
     order_id = request.match_info["order_id"]
-    if not ORDER_ID.match(order_id):
+    if not ORDER_ID.fullmatch(order_id):
         raise validation_problem({"order_id": ["must be 1-64 visible ASCII characters"]})
     return order_id
 

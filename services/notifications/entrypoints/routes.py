@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from marshmallow import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis import Problem, validation_problem
-from chassis.aiohttp import CLAIMS, require_scopes
+from chassis import Problem
+from chassis.aiohttp import CLAIMS, query_args, require_scopes
 from chassis.pagination import cursor_param, encode_cursor
 
 from ..domain import Notification
@@ -65,10 +64,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         403: Forbidden
         422: UnprocessableContent
     """
-    try:
-        args = _query.load(dict(request.query))
-    except ValidationError as exc:
-        raise validation_problem(exc.messages) from exc
+    args = query_args(request, _query)
     page, after = await queries.list_notifications(
         request.app[ENGINE],
         request[CLAIMS].subject,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry
 
-from chassis import REQUEST_ID_HEADER, correlation_id
+from chassis import REQUEST_ID_HEADER, OutOfBounds, correlation_id, parse_decimal
 from chassis.resilience import CircuitBreaker, CircuitOpen, Retry
 
 from ..domain import (
@@ -52,6 +52,14 @@ OUTBOUND = {
     "charge": "payments",
     "refund": "payments",
 }
+# A price or an amount from catalog or payments: 12 digits is far above any real one (catalog
+# caps a price at 1,000,000.00, payments an amount at 100,000,000.00).
+MONEY_DIGITS = 12
+
+
+def _money(value: object) -> Decimal:
+    """An amount another service sent ("12.50"), bounded before it becomes a Decimal."""
+    return parse_decimal(value, digits=MONEY_DIGITS, places=2, numbers=False)
 
 
 class Upstreams(abc.ABC):
@@ -225,8 +233,8 @@ class HttpUpstreams(Upstreams):
             for item in doc.get("items") or []:
                 if isinstance(item, dict) and item.get("sku") == sku:
                     try:
-                        return Decimal(str(item["price"]))
-                    except (KeyError, InvalidOperation) as exc:
+                        return _money(item["price"])
+                    except (KeyError, OutOfBounds) as exc:
                         raise Transient("catalog: product without a price") from exc
             return None
 
@@ -303,10 +311,10 @@ class HttpUpstreams(Upstreams):
             try:
                 return Captured(
                     str(doc["id"]),
-                    Decimal(str(doc.get("amount", amount))),
+                    _money(doc.get("amount", str(amount))),
                     str(doc.get("currency", currency)),
                 )
-            except (KeyError, InvalidOperation):
+            except (KeyError, OutOfBounds):
                 return Unavailable("payments: malformed payment")
         if status == 402:
             return Declined(_detail(doc, status))

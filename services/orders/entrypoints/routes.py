@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from marshmallow import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
-from chassis.aiohttp import CLAIMS, json_body, require_scopes
+from chassis.aiohttp import CLAIMS, json_body, query_args, require_scopes
 from chassis.pagination import cursor_param, encode_cursor
 
 from ..adapters.upstreams import Upstreams
@@ -26,7 +25,7 @@ from ..service_layer.saga import SagaDriver
 __all__ = ["RUNTIME", "Runtime", "routes"]
 
 READ, WRITE = "orders:read", "orders:write"
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 
 @dataclass
@@ -126,7 +125,7 @@ async def create_order(request: web.Request) -> web.Response:
             "the Idempotency-Key header is required",
             errors={"Idempotency-Key": ["is required"]},
         )
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
     data = await json_body(request, _input)
     runtime = request.app[RUNTIME]
@@ -202,10 +201,7 @@ async def list_orders(request: web.Request) -> web.Response:
         403: Forbidden
         422: UnprocessableContent
     """
-    try:
-        args = _query.load(dict(request.query))
-    except ValidationError as exc:
-        raise validation_problem(exc.messages) from exc
+    args = query_args(request, _query)
     before = cursor_param(args["cursor"]) if "cursor" in args else None
     status = Status(args["status"]) if "status" in args else None
     page, after = await use_cases.list_orders(

@@ -1,6 +1,7 @@
 """The payments domain: money in cents, payment states, payment-method tokens."""
 
 from .model import (
+    AMOUNT_DIGITS,
     CURRENCY,
     PAYMENT_METHODS,
     Payment,
@@ -8,9 +9,11 @@ from .model import (
     check_payment_method,
     format_cents,
     parse_amount,
+    to_cents,
 )
 
 __all__ = [
+    "AMOUNT_DIGITS",
     "CURRENCY",
     "PAYMENT_METHODS",
     "Payment",
@@ -18,4 +21,5 @@ __all__ = [
     "check_payment_method",
     "format_cents",
     "parse_amount",
+    "to_cents",
 ]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 __all__ = [
+    "AMOUNT_DIGITS",
     "CURRENCY",
     "MAX_CENTS",
     "PAYMENT_METHODS",
@@ -23,21 +25,32 @@ __all__ = [
     "check_payment_method",
     "format_cents",
     "parse_amount",
+    "to_cents",
 ]
 
 CURRENCY = "EUR"
 MAX_CENTS = 100_000_000_00  # 100 million euros
 PAYMENT_METHODS = ("pm_card_ok", "pm_card_declined", "pm_card_error", "pm_card_slow")
-_AMOUNT = re.compile(r"^(\d{1,10})(?:\.(\d{1,2}))?$")
+AMOUNT_DIGITS = len(str(MAX_CENTS // 100))
+# ASCII digits ([0-9], not \d: that matches Arabic-Indic digits too), matched in full.
+_AMOUNT = re.compile(rf"([0-9]{{1,{AMOUNT_DIGITS}}})(?:\.([0-9]{{1,2}}))?")
 _DIGITS = re.compile(r"\d")
 
 
 def parse_amount(text: str) -> int:
     """ "12.5" / "12.50" -> 1250 cents; more than 2 places is an error, never rounded."""
-    match = _AMOUNT.match(text)
+    match = _AMOUNT.fullmatch(text)
     if not match:
         raise ValueError("must be a decimal string with at most 2 places, like 12.50")
-    cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+    return to_cents(Decimal(text))
+
+
+def to_cents(amount: Decimal) -> int:
+    """A bounded amount (at most AMOUNT_DIGITS digits, 2 places) -> cents, within the limits."""
+    scaled = amount * 100
+    cents = int(scaled)
+    if scaled != cents:
+        raise ValueError("must have at most 2 decimal places")
     if not 0 < cents <= MAX_CENTS:
         raise ValueError("must be above 0.00 and at most 100000000.00")
     return cents

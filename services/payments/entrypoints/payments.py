@@ -9,10 +9,9 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from marshmallow import ValidationError
 
 from chassis import Problem, validation_problem
-from chassis.flask import json_body, problem_response, require_scopes
+from chassis.flask import json_body, problem_response, query_args, require_scopes
 
 from ..domain import Payment
 from ..schemas import ChargeRequestSchema, PaymentListQuerySchema, PaymentSchema
@@ -23,7 +22,7 @@ __all__ = ["SERVICE", "payments_bp"]
 
 SERVICE = "payments.service"
 READ, WRITE = "payments:read", "payments:write"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 payments_bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 _payment = PaymentSchema()
@@ -64,7 +63,7 @@ def _idempotency_key() -> str:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         raise validation_problem({"Idempotency-Key": ["header is required"]})
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
     return key
 
@@ -176,10 +175,7 @@ def list_payments() -> Response:
         403: Forbidden
         422: UnprocessableContent
     """
-    try:
-        args = _query.load(request.args.to_dict())
-    except ValidationError as exc:
-        raise validation_problem(exc.messages) from exc
+    args = query_args(_query)
     found = _service().list(args.get("order_id"), args["limit"])
     return jsonify({"items": [_dump(p) for p in found]})
 

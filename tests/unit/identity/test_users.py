@@ -116,3 +116,21 @@ def test_me_with_a_client_credentials_token_is_403(
     assert resp.status_code == 403
     assert resp.mimetype == "application/problem+json"
     assert resp.get_json()["type"].endswith("/user-token-required")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 10_000 + b"]" * 10_000,  # RecursionError, a 500, on main
+        b'{"username": "\\ud800lice", "email": "a@example.com", "password": "correct horse"}',
+    ],
+)
+def test_unreadable_registration_json_is_400_problem(client: FlaskClient, raw: bytes) -> None:
+    resp = client.post("/api/v1/users", data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/problem+json"
+
+
+def test_username_must_match_in_full(client: FlaskClient) -> None:
+    resp = client.post("/api/v1/users", json={**NEW, "username": "alice\n"})
+    assert resp.status_code == 422 and "username" in resp.get_json()["errors"]

@@ -181,3 +181,21 @@ def test_init_cli_is_idempotent(
     engine.dispose()
     monkeypatch.setenv("NOTIFICATIONS_PORT", "nope")
     assert main(["init"]) == 2 and "NOTIFICATIONS_PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("limit=\u0661\u0660", 422),  # 200 on main: int() reads Arabic-Indic digits
+        ("limit=%2010", 422),
+        ("limit=1_0", 422),
+        ("limit=" + "9" * 5000, 422),
+        ("cursor=%ED%A0%80", 400),  # a UTF-8-encoded lone surrogate
+    ],
+)
+async def test_list_query_out_of_bounds(
+    client: Client, issuer: TestIssuer, query: str, status: int
+) -> None:
+    resp = await client.get(f"/api/v1/notifications?{query}", headers=issuer.auth(READ))
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
