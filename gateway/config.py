@@ -322,7 +322,7 @@ class _Whole(fields.Integer):
 
 
 _POLICY_NAME = validate.Regexp(
-    r"^[A-Za-z0-9_:-]+$", error="must be letters, digits, '_', ':' or '-'"
+    r"^[A-Za-z0-9_:-]+\Z", error="must be letters, digits, '_', ':' or '-'"
 )
 
 
@@ -663,7 +663,7 @@ def _cors_check_origin(value: str) -> str | None:
 
 
 _PART_NAME = validate.Regexp(
-    r"^[A-Za-z_][A-Za-z0-9_]*$", error="must be a name (letters, digits, '_')"
+    r"^[A-Za-z_][A-Za-z0-9_]*\Z", error="must be a name (letters, digits, '_')"
 )
 
 

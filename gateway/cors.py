@@ -38,7 +38,7 @@ __all__ = ["Cors", "check_origin", "install"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ORIGIN = re.compile(r"^https?://[^/?#\s]+$", re.IGNORECASE)
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+\Z", re.IGNORECASE)
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _PREFLIGHT = web.RequestKey("gateway.cors_preflight", bool)
 

@@ -84,7 +84,7 @@ def _template_regex(path: str) -> re.Pattern[str]:
             parts.append(f"(?P<{segment[1:-1]}>[^/]+)")
         else:
             parts.append(re.escape(segment))
-    return re.compile("^/" + "/".join(parts) + "$")
+    return re.compile("^/" + "/".join(parts) + r"\Z")
 
 
 class Router:

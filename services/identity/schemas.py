@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
+from chassis import FullMatch
+
 from .domain import scopes
 
 __all__ = [
@@ -46,7 +48,7 @@ class RegisterSchema(Schema):
         required=True,
         validate=[
             validate.Length(min=3, max=32),
-            validate.Regexp(USERNAME_PATTERN, error="letters, digits, '_', '.', '-' only"),
+            FullMatch(USERNAME_PATTERN, error="letters, digits, '_', '.', '-' only"),
         ],
         metadata={
             "pattern": USERNAME_PATTERN,
