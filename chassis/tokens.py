@@ -139,6 +139,20 @@ class Claims:
     scopes: frozenset[str]
     expires_at: float
 
+    def sees(self, owner: str | None, all_scope: str) -> bool:
+        """May this token read a resource that belongs to `owner`?
+
+        Its own (`owner` is the token's `sub`), or anyone's with the staff scope `all_scope`
+        (e.g. `payments:read:all`). A resource with no owner is seen only with `all_scope`.
+        Services answer 404 when this is False, so another user's resource is never revealed.
+        """
+        return all_scope in self.scopes or (owner is not None and owner == self.subject)
+
+    def owner_filter(self, all_scope: str) -> str | None:
+        """The owner a list is narrowed to: the token's `sub`, or None (everyone's) with
+        `all_scope`. The list form of `sees`."""
+        return None if all_scope in self.scopes else self.subject
+
     def require(self, scopes: Iterable[str]) -> None:
         missing = [s for s in scopes if s not in self.scopes]
         if missing:

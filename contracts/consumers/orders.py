@@ -158,6 +158,7 @@ CASES: dict[str, list[Case]] = {
                         "order_id": "ord-p1",
                         "amount": "19.98",
                         "currency": "EUR",
+                        "owner": "user-1",
                         "payment_method": "pm_card_ok",
                     },
                 ),
@@ -172,7 +173,7 @@ CASES: dict[str, list[Case]] = {
                     201,
                 ),
             ),
-            lambda u: u.charge("ord-p1", Decimal("19.98"), "EUR", "pm_card_ok"),
+            lambda u: u.charge("ord-p1", Decimal("19.98"), "EUR", "pm_card_ok", owner="user-1"),
             Captured,
         ),
         (
@@ -189,12 +190,15 @@ CASES: dict[str, list[Case]] = {
                         "order_id": "ord-p2",
                         "amount": "19.98",
                         "currency": "EUR",
+                        "owner": "user-1",
                         "payment_method": "pm_card_declined",
                     },
                 ),
                 _json(i, {"status": 402, "detail": match.str("declined")}, 402, PROBLEM),
             ),
-            lambda u: u.charge("ord-p2", Decimal("19.98"), "EUR", "pm_card_declined"),
+            lambda u: u.charge(
+                "ord-p2", Decimal("19.98"), "EUR", "pm_card_declined", owner="user-1"
+            ),
             Declined,
         ),
         (
@@ -211,12 +215,13 @@ CASES: dict[str, list[Case]] = {
                         "order_id": "ord-p3",
                         "amount": "19.98",
                         "currency": "EUR",
+                        "owner": "user-1",
                         "payment_method": "pm_card_error",
                     },
                 ),
                 _json(i, {"status": 503, "retryable": True}, 503, PROBLEM),
             ),
-            lambda u: u.charge("ord-p3", Decimal("19.98"), "EUR", "pm_card_error"),
+            lambda u: u.charge("ord-p3", Decimal("19.98"), "EUR", "pm_card_error", owner="user-1"),
             Unavailable,
         ),
         (

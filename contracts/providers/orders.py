@@ -47,7 +47,9 @@ class PricedOnly(Upstreams):
     async def release(self, order_id: str) -> Unavailable:
         return Unavailable("not under contract")
 
-    async def charge(self, order_id: str, amount: Decimal, currency: str, pm: str) -> Unavailable:
+    async def charge(
+        self, order_id: str, amount: Decimal, currency: str, pm: str, *, owner: str
+    ) -> Unavailable:
         return Unavailable("not under contract")
 
     async def refund(self, order_id: str, payment_id: str) -> Unavailable:

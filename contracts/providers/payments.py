@@ -18,7 +18,7 @@ from services.payments.service_layer.services import ChargeRequest, PaymentServi
 from services.payments.settings import PaymentsSettings
 
 from ..harness import serve_wsgi
-from . import Context, Message, Provider, relay_capture
+from . import CONTRACT_USER, Context, Message, Provider, relay_capture
 
 
 def start(ctx: Context) -> Provider:
@@ -29,7 +29,10 @@ def start(ctx: Context) -> Provider:
     engine = app.extensions[ENGINE]
 
     def charge(order_id: str) -> str:
-        request = ChargeRequest(order_id=order_id, amount_cents=1998, payment_method="pm_card_ok")
+        # The contract user's: the front's token reads only its own payments.
+        request = ChargeRequest(
+            order_id=order_id, amount_cents=1998, payment_method="pm_card_ok", owner=CONTRACT_USER
+        )
         return service.charge(f"contract-{uuid.uuid4().hex}", request).payment.id
 
     def captured(id: str = "pay-1", order_id: str = "ord-1") -> None:

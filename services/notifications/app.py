@@ -76,7 +76,8 @@ def create_app(
         app,
         title="Portico notifications",
         description="What users are told about their orders and payments.",
-        security="RFC 9068 access token. Scope: notifications:read.",
+        security="RFC 9068 access token. Scopes: notifications:read (one's own), "
+        "notifications:read:all (staff: list everyone's).",
         schemas={
             "Notification": schemas.NotificationSchema,
             "NotificationPage": schemas.NotificationPageSchema,

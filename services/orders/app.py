@@ -82,7 +82,8 @@ def create_app(
         app,
         title="Portico orders",
         description="Orders and the saga that reserves stock, charges and confirms them.",
-        security="RFC 9068 access token. Scopes: orders:read (reads), orders:write (place).",
+        security="RFC 9068 access token. Scopes: orders:read (reads of one's own orders), "
+        "orders:read:all (staff: everyone's), orders:write (place).",
         schemas={
             "Order": schemas.OrderSchema,
             "OrderInput": schemas.OrderInputSchema,

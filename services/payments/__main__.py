@@ -17,9 +17,11 @@ from .adapters.orm import metadata
 from .settings import PaymentsSettings
 
 
-def init(settings: PaymentsSettings) -> dict[str, bool]:
-    create_tables(metadata, settings.database_url)
-    return {"tables": True}
+def init(settings: PaymentsSettings) -> dict[str, object]:
+    """Create the tables; on a database from an older release, add the columns it lacks
+    (`payments.owner`: its old rows keep no owner, readable with payments:read:all only)."""
+    added = create_tables(metadata, settings.database_url)
+    return {"tables": True, "columns_added": added}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ RELAY = "payments.relay"
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
-    "NotFound": "No such payment",
+    "NotFound": "No such payment, or another user's (not revealed)",
     "PaymentDeclined": "The payment method was declined (`decline_code`)",
     "Conflict": "A request with this Idempotency-Key is in flight, or the payment's state "
     "forbids the refund",
@@ -83,8 +83,8 @@ def create_app(
         title="Portico payments",
         description="Charges and refunds (EUR) against a simulated provider; test "
         "payment-method tokens pm_card_ok, pm_card_declined, pm_card_error, pm_card_slow.",
-        security="RFC 9068 access token. Scopes: payments:read (reads), "
-        "payments:write (charges, refunds).",
+        security="RFC 9068 access token. Scopes: payments:read (reads of one's own "
+        "payments), payments:read:all (staff: everyone's), payments:write (charges, refunds).",
         schemas={
             "Payment": schemas.PaymentSchema,
             "ChargeRequest": schemas.ChargeRequestSchema,

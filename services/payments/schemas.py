@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # always fullmatch (FullMatch)
+OWNER = re.compile(r"^[\x21-\x7e]{1,255}$")  # always fullmatch (FullMatch)
 _CARD_FIELDS = {"card", "card_number", "number", "pan", "cvc", "cvv", "exp_month", "exp_year"}
 _AMOUNT_DOC = {
     "type": "string",
@@ -67,6 +68,14 @@ class ChargeRequestSchema(Schema):
         validate=FullMatch(ORDER_ID, error="must be 1-64 visible ASCII characters"),
     )
     amount = Cents(required=True, metadata=_AMOUNT_DOC)
+    owner = fields.String(
+        validate=FullMatch(OWNER, error="must be 1-255 visible ASCII characters"),
+        metadata={
+            "description": "the user the payment is for (orders sends the order's owner); "
+            "default: the caller's token subject. Only that user, or a payments:read:all "
+            "token, can read the payment"
+        },
+    )
     currency = fields.String(load_default=CURRENCY, validate=validate.OneOf([CURRENCY]))
     payment_method = fields.String(
         required=True,

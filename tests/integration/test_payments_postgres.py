@@ -15,6 +15,7 @@ from services.payments.app import ENGINE, create_app
 from services.payments.settings import PaymentsSettings
 from tests.support.tokens import TestIssuer
 from tests.unit.payments.conftest import Api, outbox_events
+from tests.unit.payments.test_owners import check_upgrade_from_before_owners
 
 pytestmark = pytest.mark.postgres
 
@@ -71,3 +72,7 @@ def test_concurrent_charges_and_refunds_on_postgres(app: Flask, issuer: TestIssu
     assert api.charge("d", "pm_card_declined").status_code == 402
     assert api.charge("e", "pm_card_error").status_code == 503
     assert app.test_client().get("/health/ready").status_code == 200
+
+
+def test_init_adds_the_owner_column_on_postgres(postgres_url: str, issuer: TestIssuer) -> None:
+    check_upgrade_from_before_owners(postgres_url, issuer)

@@ -6,7 +6,8 @@ or containing the username or the e-mail's local part) and is throttled per clie
 
 `GET /me` needs a token issued to a user with scope `profile`. A client_credentials token
 (whose `sub` is the client itself) is refused with 403 `user-token-required`: the token is
-valid, it just does not speak for a user.
+valid, it just does not speak for a user. `GET /<id>` answers one's own record, or anyone's to
+a token that also holds `users:read:all` (staff); another user's is 404, as a missing one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .context import db, identity
 __all__ = ["bp"]
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
+READ_ALL = "users:read:all"  # staff: every user's record, not only one's own
 
 
 def _public(user: User) -> dict[str, Any]:
@@ -90,11 +92,17 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
     return jsonify(_public(user)), 201, {"Location": location}
 
 
-def _token_user() -> User:
-    claims = current_claims()
-    record = db().scalars(select(Token).where(Token.jti == claims.raw.get("jti"))).first()
+def _live_token() -> Token:
+    """The token's record; a revoked or unknown token is refused (401)."""
+    record = db().scalars(select(Token).where(Token.jti == current_claims().raw.get("jti"))).first()
     if record is None or record.access_revoked:
         raise token_problem(TokenError("the token has been revoked or is unknown"))
+    return record
+
+
+def _token_user() -> User:
+    claims = current_claims()
+    record = _live_token()
     if record.user_id is None:
         raise Problem(
             403,
@@ -131,22 +139,29 @@ def me() -> Response:
 @bp.get("/<user_id>")
 @require_scopes("profile")
 def get_user(user_id: str) -> Response:
-    """One user: only the caller's own id answers (not routed by the gateway).
+    """One user: the caller's own, or anyone's with users:read:all (not routed by the gateway).
     ---
     get:
       operationId: getUser
-      summary: A user by id (the caller's own only)
+      summary: A user by id (the caller's own; anyone's with users:read:all)
       tags: [users]
       security: [{bearerAuth: [profile]}]
       responses:
         200:
-          description: The caller's record
+          description: The user's record
           content: {application/json: {schema: UserSchema}}
         401: Unauthorized
         403: Forbidden
         404: NotFound
     """
-    user = _token_user()
-    if user.id != user_id:  # only one's own record, and no hint whether another exists
+    claims = current_claims()
+    if claims.subject == user_id or not claims.sees(user_id, READ_ALL):
+        user = _token_user()
+        if user.id != user_id:  # only one's own record, and no hint whether another exists
+            raise Problem(404, "no such user")
+        return jsonify(_public(user))
+    _live_token()  # staff: anyone's (a client's token holding the scope too)
+    found = db().get(User, user_id)
+    if found is None:
         raise Problem(404, "no such user")
-    return jsonify(_public(user))
+    return jsonify(_public(found))

@@ -105,19 +105,17 @@ class NotificationReader:
 
     async def list_for(
         self,
-        owner: str,
+        owner: str | None,
         *,
         unread: bool | None,
         before: tuple[datetime, str] | None,
         limit: int,
     ) -> list[Notification]:
+        """The owner's notifications (everyone's for None), newest first."""
         c = notifications.c
-        stmt = (
-            select(notifications)
-            .where(c.owner == owner)
-            .order_by(c.created_at.desc(), c.id.desc())
-            .limit(limit)
-        )
+        stmt = select(notifications).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        if owner is not None:
+            stmt = stmt.where(c.owner == owner)
         if unread is True:
             stmt = stmt.where(c.read_at.is_(None))
         elif unread is False:

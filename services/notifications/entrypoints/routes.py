@@ -18,6 +18,7 @@ from ..service_layer import queries
 __all__ = ["ENGINE", "routes"]
 
 READ = "notifications:read"
+READ_ALL = "notifications:read:all"  # staff: everyone's notifications (lists only)
 ENGINE = web.AppKey("notifications.engine", AsyncEngine)
 
 routes = web.RouteTableDef()
@@ -44,11 +45,13 @@ def _dump(n: Notification) -> dict[str, Any]:
 @routes.get("/api/v1/notifications")
 @require_scopes(READ)
 async def list_notifications(request: web.Request) -> web.Response:
-    """The caller's notifications, newest first.
+    """The caller's notifications (everyone's with notifications:read:all), newest first.
     ---
     get:
       operationId: listNotifications
       summary: List my notifications
+      description: Only the caller's own notifications; a token with `notifications:read:all`
+        (staff) lists everyone's.
       tags: [notifications]
       security: [{bearerAuth: ["notifications:read"]}]
       parameters:
@@ -67,7 +70,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     args = query_args(request, _query)
     page, after = await queries.list_notifications(
         request.app[ENGINE],
-        request[CLAIMS].subject,
+        request[CLAIMS].owner_filter(READ_ALL),
         unread=args.get("unread"),
         before=cursor_param(args["cursor"]) if "cursor" in args else None,
         limit=args["limit"],
@@ -83,11 +86,13 @@ async def list_notifications(request: web.Request) -> web.Response:
 @routes.post("/api/v1/notifications/{notification_id}/read")
 @require_scopes(READ)
 async def mark_read(request: web.Request) -> web.Response:
-    """Mark one of the caller's notifications read (idempotent).
+    """Mark one of the caller's notifications read (idempotent); only the owner may.
     ---
     post:
       operationId: markNotificationRead
       summary: Mark a notification read
+      description: Another user's notification answers 404, as one that does not exist, even
+        to a `notifications:read:all` token (reading everyone's is not changing their inbox).
       tags: [notifications]
       security: [{bearerAuth: ["notifications:read"]}]
       responses:

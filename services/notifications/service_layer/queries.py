@@ -1,5 +1,8 @@
 """The API's use cases: a user's notifications, and marking one read.
 
+Listing everyone's (owner None) is for staff tokens with notifications:read:all; marking read
+stays the owner's alone, whatever the token: it changes the user's inbox, it reads nothing.
+
 Exceptions: `NotificationNotFound` (404; also for another user's notification).
 """
 
@@ -21,7 +24,7 @@ class NotificationNotFound(Exception):
 
 async def list_notifications(
     engine: AsyncEngine,
-    owner: str,
+    owner: str | None,
     *,
     unread: bool | None = None,
     before: tuple[datetime, str] | None = None,

@@ -176,20 +176,18 @@ class OrderRepository:
 
     async def list_for(
         self,
-        owner: str,
+        owner: str | None,
         *,
         status: Status | None,
         before: tuple[datetime, str] | None,
         limit: int,
     ) -> list[Order]:
-        """The owner's orders, newest first, strictly after the `before` sort key."""
+        """The owner's orders (everyone's for None), newest first, strictly after the `before`
+        sort key."""
         c = orders.c
-        stmt = (
-            select(orders)
-            .where(c.owner == owner)
-            .order_by(c.created_at.desc(), c.id.desc())
-            .limit(limit)
-        )
+        stmt = select(orders).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        if owner is not None:
+            stmt = stmt.where(c.owner == owner)
         if status is not None:
             stmt = stmt.where(c.status == status.value)
         if before is not None:

@@ -81,8 +81,10 @@ class Upstreams(abc.ABC):
 
     @abc.abstractmethod
     async def charge(
-        self, order_id: str, amount: Decimal, currency: str, payment_method: str
-    ) -> Captured | Declined | Refused | Unavailable: ...
+        self, order_id: str, amount: Decimal, currency: str, payment_method: str, *, owner: str
+    ) -> Captured | Declined | Refused | Unavailable:
+        """Charge the order; the payment is `owner`'s (the order's owner), so that user, and
+        only that user (or staff with payments:read:all), can read it at payments."""
 
     @abc.abstractmethod
     async def refund(self, order_id: str, payment_id: str) -> Refunded | Unavailable: ...
@@ -289,13 +291,14 @@ class HttpUpstreams(Upstreams):
         return Unavailable(f"inventory: release answered {status} {_detail(doc, status)}")
 
     async def charge(
-        self, order_id: str, amount: Decimal, currency: str, payment_method: str
+        self, order_id: str, amount: Decimal, currency: str, payment_method: str, *, owner: str
     ) -> Captured | Declined | Refused | Unavailable:
         body = {
             "order_id": order_id,
             "amount": str(amount),
             "currency": currency,
             "payment_method": payment_method,
+            "owner": owner,  # orders' token has payments:write: it may say whose payment it is
         }
         # One key per order: however often this is retried, payments charges once.
         headers = {"Idempotency-Key": f"charge-{order_id}"}

@@ -25,6 +25,7 @@ from ..service_layer.saga import SagaDriver
 __all__ = ["RUNTIME", "Runtime", "routes"]
 
 READ, WRITE = "orders:read", "orders:write"
+READ_ALL = "orders:read:all"  # staff: everyone's orders, not only one's own
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 
@@ -151,11 +152,13 @@ async def create_order(request: web.Request) -> web.Response:
 @routes.get("/api/v1/orders/{order_id}")
 @require_scopes(READ)
 async def get_order(request: web.Request) -> web.Response:
-    """One of the caller's orders, with its status and saga step.
+    """One of the caller's orders (anyone's with orders:read:all), with its saga step.
     ---
     get:
       operationId: getOrder
       summary: Get an order
+      description: Another user's order answers 404, as one that does not exist (its
+        existence is not revealed); a token with `orders:read:all` (staff) reads any.
       tags: [orders]
       security: [{bearerAuth: ["orders:read"]}]
       responses:
@@ -171,7 +174,9 @@ async def get_order(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     try:
         order = await use_cases.get_order(
-            runtime.engine, request[CLAIMS].subject, request.match_info["order_id"]
+            runtime.engine,
+            request[CLAIMS].owner_filter(READ_ALL),
+            request.match_info["order_id"],
         )
     except use_cases.OrdersError as exc:
         raise _problem(exc) from exc
@@ -181,11 +186,13 @@ async def get_order(request: web.Request) -> web.Response:
 @routes.get("/api/v1/orders")
 @require_scopes(READ)
 async def list_orders(request: web.Request) -> web.Response:
-    """The caller's orders, newest first, one page at a time.
+    """The caller's orders (everyone's with orders:read:all), newest first, page by page.
     ---
     get:
       operationId: listOrders
       summary: List my orders
+      description: Only the caller's own orders; a token with `orders:read:all` (staff) lists
+        everyone's.
       tags: [orders]
       security: [{bearerAuth: ["orders:read"]}]
       parameters:
@@ -206,7 +213,7 @@ async def list_orders(request: web.Request) -> web.Response:
     status = Status(args["status"]) if "status" in args else None
     page, after = await use_cases.list_orders(
         request.app[RUNTIME].engine,
-        request[CLAIMS].subject,
+        request[CLAIMS].owner_filter(READ_ALL),
         status=status,
         before=before,
         limit=args["limit"],

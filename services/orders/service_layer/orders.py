@@ -132,23 +132,25 @@ async def place_order(
     return _replay(found, fingerprint)
 
 
-async def get_order(engine: AsyncEngine, owner: str, order_id: str) -> Order:
+async def get_order(engine: AsyncEngine, owner: str | None, order_id: str) -> Order:
+    """The order if it is `owner`'s; None reads anyone's (a token with orders:read:all)."""
     async with UnitOfWork(engine) as uow:
         found = await uow.orders.get(order_id)
-    if found is None or found.order.owner != owner:
+    if found is None or (owner is not None and found.order.owner != owner):
         raise OrderNotFound(order_id)
     return found.order
 
 
 async def list_orders(
     engine: AsyncEngine,
-    owner: str,
+    owner: str | None,
     *,
     status: Status | None = None,
     before: tuple[datetime, str] | None = None,
     limit: int = 20,
 ) -> tuple[list[Order], tuple[datetime, str] | None]:
-    """A page of the owner's orders, newest first, and the sort key to continue after."""
+    """A page of the owner's orders (everyone's for None), newest first, and the sort key to
+    continue after."""
     async with UnitOfWork(engine) as uow:
         rows = await uow.orders.list_for(owner, status=status, before=before, limit=limit + 1)
     page = rows[:limit]

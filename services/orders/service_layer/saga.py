@@ -99,7 +99,11 @@ class SagaRunner:
                 case Step.CHARGE:
                     assert order.total is not None, "charging an unpriced order"
                     return await up.charge(
-                        order.id, order.total, order.currency, order.payment_method
+                        order.id,
+                        order.total,
+                        order.currency,
+                        order.payment_method,
+                        owner=order.owner,
                     )
                 case Step.COMMIT:
                     return await up.commit(order.id)

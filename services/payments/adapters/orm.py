@@ -18,6 +18,9 @@ payments = Table(
     Column("idempotency_key", String(255), nullable=False, unique=True),
     Column("fingerprint", String(64), nullable=False),
     Column("order_id", String(64), nullable=False),
+    # Whose payment this is (a user id: the order's owner). Nullable: rows stored before the
+    # column existed have none, and `init` adds the column to such a table (ADR 0011).
+    Column("owner", String(255)),
     Column("amount_cents", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("payment_method", String(32), nullable=False),
@@ -30,6 +33,7 @@ payments = Table(
     Column("refund_key", String(255)),
     Column("refunded_at", String(40)),
     Index("ix_payments_order_id", "order_id"),
+    Index("ix_payments_owner_created", "owner", "created_at"),
 )
 
 outbox = outbox_for(metadata)

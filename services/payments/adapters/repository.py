@@ -37,6 +37,7 @@ def _payment(row: Row[Any]) -> Payment:
         attempt_at=float(m["attempt_at"]),
         decline_code=m["decline_code"],
         refunded_at=m["refunded_at"],
+        owner=m["owner"],
     )
 
 
@@ -50,6 +51,7 @@ class PaymentRepository:
             "idempotency_key": p.idempotency_key,
             "fingerprint": p.fingerprint,
             "order_id": p.order_id,
+            "owner": p.owner,
             "amount_cents": p.amount_cents,
             "currency": p.currency,
             "payment_method": p.payment_method,
@@ -72,10 +74,13 @@ class PaymentRepository:
         row = self.conn.execute(select(payments).where(payments.c.idempotency_key == key)).first()
         return _payment(row) if row else None
 
-    def by_order(self, order_id: str | None, limit: int) -> list[Payment]:
+    def by_order(self, order_id: str | None, limit: int, owner: str | None = None) -> list[Payment]:
+        """Newest first; narrowed to one order's and/or one owner's when given."""
         stmt = select(payments).order_by(payments.c.created_at.desc(), payments.c.id).limit(limit)
         if order_id is not None:
             stmt = stmt.where(payments.c.order_id == order_id)
+        if owner is not None:
+            stmt = stmt.where(payments.c.owner == owner)
         return [_payment(row) for row in self.conn.execute(stmt)]
 
     def take_over(self, payment_id: str, seen_attempt: float, now: float) -> bool:

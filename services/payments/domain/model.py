@@ -90,6 +90,9 @@ class Payment:
     attempt_at: float
     decline_code: str | None = None
     refunded_at: str | None = None
+    # The user the payment is for (the order's owner); None only on rows from before owners
+    # were recorded, which only a `payments:read:all` token can read.
+    owner: str | None = None
 
     @property
     def amount(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from chassis import Problem, validation_problem
-from chassis.flask import json_body, problem_response, query_args, require_scopes
+from chassis.flask import current_claims, json_body, problem_response, query_args, require_scopes
 
 from ..domain import Payment
 from ..schemas import ChargeRequestSchema, PaymentListQuerySchema, PaymentSchema
@@ -22,6 +22,7 @@ __all__ = ["SERVICE", "payments_bp"]
 
 SERVICE = "payments.service"
 READ, WRITE = "payments:read", "payments:write"
+READ_ALL = "payments:read:all"  # staff: everyone's payments, not only one's own
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 payments_bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
@@ -146,6 +147,9 @@ def create_payment() -> Response:
     data = json_body(_charge)
     req = ChargeRequest(
         order_id=data["order_id"],
+        # Only a payments:write token gets here (orders' own client, staff): it may name the
+        # user the payment is for; otherwise the payment is the caller's.
+        owner=data.get("owner") or current_claims().subject,
         amount_cents=data["amount"],
         payment_method=data["payment_method"],
         currency=data["currency"],
@@ -157,11 +161,14 @@ def create_payment() -> Response:
 @payments_bp.get("")
 @require_scopes(READ)
 def list_payments() -> Response:
-    """Payments, newest first; `order_id` narrows to one order's.
+    """The caller's payments (everyone's with payments:read:all), newest first; `order_id`
+    narrows to one order's.
     ---
     get:
       operationId: listPayments
-      summary: List payments
+      summary: List my payments
+      description: Only the caller's own payments; a token with `payments:read:all` (staff)
+        lists everyone's.
       tags: [payments]
       security: [{bearerAuth: ["payments:read"]}]
       parameters:
@@ -176,18 +183,21 @@ def list_payments() -> Response:
         422: UnprocessableContent
     """
     args = query_args(_query)
-    found = _service().list(args.get("order_id"), args["limit"])
+    owner = current_claims().owner_filter(READ_ALL)
+    found = _service().list(args.get("order_id"), args["limit"], owner)
     return jsonify({"items": [_dump(p) for p in found]})
 
 
 @payments_bp.get("/<payment_id>")
 @require_scopes(READ)
 def get_payment(payment_id: str) -> Response:
-    """One payment.
+    """One of the caller's payments (anyone's with payments:read:all); another user's is 404.
     ---
     get:
       operationId: getPayment
       summary: Get a payment
+      description: Another user's payment answers 404, as one that does not exist (its
+        existence is not revealed); a token with `payments:read:all` (staff) reads any.
       tags: [payments]
       security: [{bearerAuth: ["payments:read"]}]
       responses:
@@ -198,7 +208,8 @@ def get_payment(payment_id: str) -> Response:
         403: Forbidden
         404: NotFound
     """
-    return jsonify(_dump(_service().get(payment_id)))
+    owner = current_claims().owner_filter(READ_ALL)
+    return jsonify(_dump(_service().get(payment_id, owner)))
 
 
 @payments_bp.post("/<payment_id>/refund")

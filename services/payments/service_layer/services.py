@@ -16,7 +16,7 @@ a row, and there is one row per key: a key never captures twice.
 Exceptions::
 
     PaymentError
-     +-- PaymentNotFound         (404)
+     +-- PaymentNotFound         (404; also another owner's payment: no existence leak)
      +-- Declined                (402)
      +-- ProviderDown            (503, retryable with the same key)
      +-- ChargeInProgress        (409, Retry-After)
@@ -92,6 +92,9 @@ class ChargeRequest:
     amount_cents: int
     payment_method: str
     currency: str = CURRENCY
+    # Whose payment it is. Not part of the fingerprint: the key's first charge sets it, and a
+    # retry (the saga's "charge-{order_id}") always names the same order, hence the same owner.
+    owner: str | None = None
 
     def fingerprint(self) -> str:
         text = f"{self.order_id}|{self.amount_cents}|{self.currency}|{self.payment_method}"
@@ -126,16 +129,20 @@ class PaymentService:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def get(self, payment_id: str) -> Payment:
+    def get(self, payment_id: str, owner: str | None = None) -> Payment:
+        """One payment; with `owner`, another owner's payment is "not found" too (no leak)."""
         with self.engine.connect() as conn:
             found = PaymentRepository(conn).get(payment_id)
-        if found is None:
+        if found is None or (owner is not None and found.owner != owner):
             raise PaymentNotFound(payment_id)
         return found
 
-    def list(self, order_id: str | None, limit: int = 100) -> list[Payment]:
+    def list(
+        self, order_id: str | None, limit: int = 100, owner: str | None = None
+    ) -> list[Payment]:
+        """Newest first; `owner` narrows to one owner's (None: everyone's, for staff)."""
         with self.engine.connect() as conn:
-            return PaymentRepository(conn).by_order(order_id, limit)
+            return PaymentRepository(conn).by_order(order_id, limit, owner)
 
     # --- charge ------------------------------------------------------------------------------
 
@@ -144,6 +151,7 @@ class PaymentService:
         claim = Payment(
             id=str(uuid.uuid4()),
             order_id=request.order_id,
+            owner=request.owner,
             amount_cents=request.amount_cents,
             currency=request.currency,
             payment_method=request.payment_method,

@@ -52,6 +52,21 @@ def test_valid_token_gives_claims_and_scopes(issuer: TestIssuer) -> None:
     assert err.value.status == 403
 
 
+def test_sees_own_resources_or_everyones_with_the_read_all_scope(issuer: TestIssuer) -> None:
+    verify = issuer.verifier().verify
+    alice = verify(issuer.token(["payments:read"], sub="alice"))
+    assert alice.sees("alice", "payments:read:all")
+    assert not alice.sees("bob", "payments:read:all")
+    assert not alice.sees(None, "payments:read:all")  # no owner: staff only
+    assert alice.owner_filter("payments:read:all") == "alice"
+    staff = verify(issuer.token(["payments:read", "payments:read:all"], sub="carol"))
+    assert staff.sees("bob", "payments:read:all") and staff.sees(None, "payments:read:all")
+    assert staff.owner_filter("payments:read:all") is None
+    # one resource's :read:all scope says nothing about another's
+    assert not staff.sees("bob", "orders:read:all")
+    assert staff.owner_filter("orders:read:all") == "carol"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from services.identity.adapters.orm import User
+from chassis import create_db_engine
+from services.identity.adapters.orm import Client, User
+from services.identity.app import create_app
+from services.identity.domain import scopes
 from services.identity.domain.passwords import Passwords
 from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.users import READ_ALL
+from services.identity.settings import IdentitySettings
 
 from .helpers import basic, cc_token, login_for_code
 
@@ -134,3 +143,67 @@ def test_unreadable_registration_json_is_400_problem(client: FlaskClient, raw: b
 def test_username_must_match_in_full(client: FlaskClient) -> None:
     resp = client.post("/api/v1/users", json={**NEW, "username": "alice\n"})
     assert resp.status_code == 422 and "username" in resp.get_json()["errors"]
+
+
+def test_a_user_record_is_its_owners_or_a_users_read_all_tokens(
+    settings: IdentitySettings, creds: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two users: each reads only their own `/users/<id>` (the other's is 404, exactly as a
+    missing one); a token holding users:read:all (staff, or the dev client) reads either."""
+    # The staff scope is identity's (roles work) and the dev client's; ensured for this test.
+    if READ_ALL not in scopes.SUPPORTED:
+        monkeypatch.setattr(scopes, "SUPPORTED", (*scopes.SUPPORTED, READ_ALL))
+    engine = create_db_engine(settings.database_url)
+    with Session(engine) as session:
+        dev = session.get(Client, creds["client_id"])
+        assert dev is not None
+        if READ_ALL not in dev.scope.split():
+            dev.scope = f"{dev.scope} {READ_ALL}"
+        session.commit()
+    engine.dispose()
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        ids, tokens = {}, {}
+        for name in ("alice", "bob"):
+            password = f"{name}-{secrets.token_urlsafe(12)}"
+            body = {"username": name, "email": f"{name}@example.com", "password": password}
+            ids[name] = client.post("/api/v1/users", json=body).get_json()["id"]
+            code, verifier = login_for_code(
+                client, {**creds, "username": name, "password": password}
+            )
+            resp = client.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "code_verifier": verifier,
+                    "redirect_uri": creds["redirect_uri"],
+                    "scope": "profile",
+                },
+                headers=basic(creds["client_id"], creds["client_secret"]),
+            )
+            tokens[name] = {"Authorization": f"Bearer {resp.get_json()['access_token']}"}
+
+        def get(user_id: str, headers: dict[str, str]) -> Any:
+            return client.get(f"/api/v1/users/{user_id}", headers=headers)
+
+        assert get(ids["alice"], tokens["alice"]).get_json()["username"] == "alice"
+        other, missing = get(ids["bob"], tokens["alice"]), get("0" * 32, tokens["alice"])
+        assert other.status_code == missing.status_code == 404
+        assert other.get_json()["detail"] == missing.get_json()["detail"]
+        assert get(ids["alice"], tokens["bob"]).status_code == 404
+
+        granted = cc_token(client, creds)  # the dev client's every scope
+        assert READ_ALL in granted["scope"].split()
+        staff = {"Authorization": f"Bearer {granted['access_token']}"}
+        for name in ("alice", "bob"):
+            resp = get(ids[name], staff)
+            assert resp.status_code == 200 and resp.get_json()["username"] == name
+        assert get("0" * 32, staff).status_code == 404
+        # without the staff scope a client's token is no user: 403, as for /me
+        plain = cc_token(client, creds, scope="profile")["access_token"]
+        resp = get(ids["alice"], {"Authorization": f"Bearer {plain}"})
+        assert resp.status_code == 403
+    finally:
+        app.extensions[EXTENSION].engine.dispose()

@@ -143,6 +143,41 @@ async def test_api_lists_mine_newest_first_and_marks_read(
     assert [n["order_id"] for n in mine["items"]] == ["ob"]
 
 
+async def test_two_users_and_the_read_all_scope(
+    client: Client, issuer: TestIssuer, db: Engine
+) -> None:
+    """alice's notification is never listed for bob and is 404 to him; a token with
+    notifications:read:all lists both users' (and unowned ones) but marks only its own read."""
+    deliver(db, "order.confirmed", order_id="oa", owner="alice", total="1.00")
+    deliver(db, "order.rejected", order_id="ob", owner="bob", reason="x")
+    deliver(db, "payment.captured", order_id="o?", payment_id="p", amount="1.00")  # no owner yet
+    alice, bob = issuer.auth(READ, sub="alice"), issuer.auth(READ, sub="bob")
+    (note,) = (await (await client.get("/api/v1/notifications", headers=alice)).json())["items"]
+    bobs = await (await client.get("/api/v1/notifications", headers=bob)).json()
+    assert [n["order_id"] for n in bobs["items"]] == ["ob"]
+    other = await client.post(f"/api/v1/notifications/{note['id']}/read", headers=bob)
+    missing = await client.post("/api/v1/notifications/no-such-note/read", headers=bob)
+    assert other.status == missing.status == 404  # the same answer: existence not revealed
+    assert (await other.json())["title"] == (await missing.json())["title"]
+
+    staff = issuer.auth((*READ, "notifications:read:all"), sub="carol")
+    everyone = await (await client.get("/api/v1/notifications", headers=staff)).json()
+    assert sorted(n["order_id"] for n in everyone["items"]) == ["o?", "oa", "ob"]
+    page = await (await client.get("/api/v1/notifications?limit=2", headers=staff)).json()
+    rest = await (
+        await client.get(f"/api/v1/notifications?cursor={page['next_cursor']}", headers=staff)
+    ).json()
+    assert len(page["items"]) == 2 and len(rest["items"]) == 1
+    # reading everyone's is not changing their inbox: alice's stays unread
+    assert (
+        await client.post(f"/api/v1/notifications/{note['id']}/read", headers=staff)
+    ).status == 404
+    unread = await (await client.get("/api/v1/notifications?unread=true", headers=alice)).json()
+    assert [n["id"] for n in unread["items"]] == [note["id"]]
+    only_all = issuer.auth(("notifications:read:all",), sub="carol")
+    assert (await client.get("/api/v1/notifications", headers=only_all)).status == 403
+
+
 async def test_api_errors(client: Client, issuer: TestIssuer) -> None:
     assert (await client.get("/api/v1/notifications")).status == 401
     wrong = issuer.auth(("orders:read",))

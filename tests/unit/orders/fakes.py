@@ -36,6 +36,7 @@ class FakeUpstreams(Upstreams):
     stock: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICES, 10))
     reservations: dict[str, tuple[str, list[tuple[str, int]]]] = field(default_factory=dict)
     charges: dict[str, tuple[str, Decimal, str]] = field(default_factory=dict)  # key -> payment
+    owners: dict[str, str] = field(default_factory=dict)  # key -> whose payment it is
     refunds: set[str] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
     down: set[str] = field(default_factory=set)  # "catalog", "inventory", "payments"
@@ -92,7 +93,7 @@ class FakeUpstreams(Upstreams):
         return Released()
 
     async def charge(
-        self, order_id: str, amount: Decimal, currency: str, payment_method: str
+        self, order_id: str, amount: Decimal, currency: str, payment_method: str, *, owner: str
     ) -> Captured | Declined | Refused | Unavailable:
         self.calls["charge"] += 1
         if down := self._is_down("payments"):
@@ -102,6 +103,7 @@ class FakeUpstreams(Upstreams):
             return Declined("card declined")
         if key not in self.charges:
             self.charges[key] = (f"pay-{len(self.charges) + 1}", amount, currency)
+            self.owners[key] = owner
         pid, charged, cur = self.charges[key]
         return Captured(pid, charged + self.captured_amount_delta, cur)
 

@@ -156,6 +156,33 @@ async def test_orders_belong_to_the_token_subject(client: Client, issuer: TestIs
     assert [o["id"] for o in (await mine.json())["items"]] == [(await bob.json())["id"]]
 
 
+async def test_read_all_scope_sees_everyones_orders(client: Client, issuer: TestIssuer) -> None:
+    """Two users' orders: each sees only their own (the other's is 404, never listed); a token
+    with orders:read:all gets and lists both, page by page."""
+    alices = await (await post(client, issuer, sub="alice", key="a")).json()
+    bobs = await (await post(client, issuer, sub="bob", key="b")).json()
+    alice = auth(issuer, sub="alice")
+    missing = await client.get("/api/v1/orders/no-such-order", headers=alice)
+    other = await client.get(f"/api/v1/orders/{bobs['id']}", headers=alice)
+    assert other.status == missing.status == 404  # the same answer: existence not revealed
+    assert (await other.json())["title"] == (await missing.json())["title"]
+    listed = await (await client.get("/api/v1/orders", headers=alice)).json()
+    assert [o["id"] for o in listed["items"]] == [alices["id"]]
+
+    staff = auth(issuer, sub="carol", scopes=("orders:read", "orders:read:all"))
+    for order in (alices, bobs):
+        resp = await client.get(f"/api/v1/orders/{order['id']}", headers=staff)
+        assert resp.status == 200 and (await resp.json())["id"] == order["id"]
+    first = await (await client.get("/api/v1/orders?limit=1", headers=staff)).json()
+    cursor = first["next_cursor"]
+    rest = await (await client.get(f"/api/v1/orders?cursor={cursor}", headers=staff)).json()
+    seen = [o["id"] for o in first["items"] + rest["items"]]
+    assert seen == [bobs["id"], alices["id"]] and rest["next_cursor"] is None
+    # the staff scope widens reads only: without orders:read it is refused
+    only_all = auth(issuer, sub="carol", scopes=("orders:read:all",))
+    assert (await client.get("/api/v1/orders", headers=only_all)).status == 403
+
+
 async def test_listing_pages_and_filters(client: Client, issuer: TestIssuer) -> None:
     ids = [(await (await post(client, issuer, key=f"k{i}")).json())["id"] for i in range(3)]
     seen: list[str] = []

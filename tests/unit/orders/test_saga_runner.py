@@ -61,6 +61,7 @@ async def test_place_then_run_confirms_and_writes_the_outbox(
     assert [t for t, _ in await events(engine)] == ["order.created", "order.confirmed"]
     assert upstreams.reservations[order.id][0] == "COMMITTED"
     assert upstreams.stock["BK-0001"] == 8
+    assert upstreams.owners == {f"charge-{order.id}": "alice"}  # the payment is alice's
     assert await runner.run(order.id) is None  # finished: nothing to claim
 
 

@@ -149,9 +149,9 @@ async def test_charge_outcomes_and_the_idempotency_key(fake: Any, upstreams: Htt
         201,
         {"id": "pay-1", "order_id": "o1", "amount": "79.80", "status": "CAPTURED"},
     )
-    assert await upstreams.charge("o1", Decimal("79.80"), "EUR", "pm_card_ok") == Captured(
-        "pay-1", Decimal("79.80"), "EUR"
-    )
+    assert await upstreams.charge(
+        "o1", Decimal("79.80"), "EUR", "pm_card_ok", owner="alice"
+    ) == Captured("pay-1", Decimal("79.80"), "EUR")
     _, headers, query = fake.seen[-1]
     assert headers["Idempotency-Key"] == "charge-o1"
     assert query["body"] == {
@@ -159,11 +159,12 @@ async def test_charge_outcomes_and_the_idempotency_key(fake: Any, upstreams: Htt
         "amount": "79.80",
         "currency": "EUR",
         "payment_method": "pm_card_ok",
+        "owner": "alice",  # the order's owner: the payment is theirs at payments
     }
     fake.answers["charge"] = (402, {"detail": "card declined", "code": "card_declined"})
-    assert await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_declined") == Declined(
-        "card declined"
-    )
+    assert await upstreams.charge(
+        "o1", Decimal(1), "EUR", "pm_card_declined", owner="alice"
+    ) == Declined("card declined")
     fake.answers["refund"] = (200, {"status": "REFUNDED"})
     assert await upstreams.refund("o1", "pay-1") == Refunded()
     assert fake.seen[-1][1]["Idempotency-Key"] == "refund-o1"
@@ -173,13 +174,15 @@ async def test_5xx_is_retried_then_unavailable_and_opens_the_breaker(
     fake: Any, upstreams: HttpUpstreams
 ) -> None:
     fake.answers["charge"] = (503, {"detail": "provider outage"})
-    outcome = await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_error")
+    outcome = await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_error", owner="alice")
     assert isinstance(outcome, Unavailable) and "503" in outcome.error
     assert fake.calls["charge"] == 3  # retried: the call is keyed
-    await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_error")  # 4th failure: opens
+    await upstreams.charge(
+        "o1", Decimal(1), "EUR", "pm_card_error", owner="alice"
+    )  # 4th failure: opens
     assert upstreams.payments.breaker.state == "open"
     before = fake.calls["charge"]
-    outcome = await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_ok")
+    outcome = await upstreams.charge("o1", Decimal(1), "EUR", "pm_card_ok", owner="alice")
     assert isinstance(outcome, Unavailable) and "open" in outcome.error
     assert fake.calls["charge"] == before  # nothing sent while open
     # The other dependencies have their own breakers.
@@ -192,7 +195,9 @@ async def test_business_answers_do_not_trip_the_breaker(
 ) -> None:
     fake.answers["charge"] = (402, {"detail": "declined"})
     for _ in range(6):
-        assert isinstance(await upstreams.charge("o", Decimal(1), "EUR", "pm"), Declined)
+        assert isinstance(
+            await upstreams.charge("o", Decimal(1), "EUR", "pm", owner="alice"), Declined
+        )
     assert upstreams.payments.breaker.state == "closed"
 
 
