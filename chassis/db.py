@@ -123,17 +123,22 @@ def create_tables(metadata: MetaData, url: str) -> list[str]:
 
 
 def add_missing_columns(metadata: MetaData, engine: Engine) -> list[str]:
-    """Bring existing tables up to `metadata` by adding the columns they lack (ADR 0011).
+    """Bring existing tables up to `metadata` by adding the columns they lack (ADR 0009, 0011);
+    returns `table.column` for each one added.
 
-    Only additive, nullable columns are handled, which is all a schema has changed by so far;
-    anything else (a NOT NULL column with no server default) is refused, naming the column,
-    for a real migration to do.
+    Only additive columns (nullable, or with a server default) are handled, which is all a
+    schema has changed by so far; anything else (a NOT NULL column with no server default) is
+    refused, naming the column, for a real migration to do.
     """
     inspector = inspect(engine)
     quote = engine.dialect.identifier_preparer.format_table
+    # Two pods running init at once must not fail on each other's column.
+    if_missing = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
     added: list[str] = []
     with engine.begin() as conn:
         for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
             have = {c["name"] for c in inspector.get_columns(table.name)}
             new = [c for c in table.columns if c.name not in have]
             for column in new:
@@ -143,7 +148,7 @@ def add_missing_columns(metadata: MetaData, engine: Engine) -> list[str]:
                         "NULL without a default: this needs a migration"
                     )
                 spec = CreateColumn(column).compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {spec}"))
+                conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {if_missing}{spec}"))
                 added.append(f"{table.name}.{column.name}")
             if new:
                 indexes = {i["name"] for i in inspector.get_indexes(table.name)}

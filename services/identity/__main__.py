@@ -26,8 +26,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from chassis import ConfigError, create_db_engine
+from chassis.db import add_missing_columns
 
-from .adapters.columns import add_missing_columns
 from .adapters.orm import Base
 from .domain.passwords import Passwords
 from .domain.roles import Role
@@ -106,7 +106,7 @@ def _in_session(
     engine: Engine = create_db_engine(settings.database_url)
     try:
         Base.metadata.create_all(engine)
-        add_missing_columns(engine, Base.metadata)
+        add_missing_columns(Base.metadata, engine)
         with Session(engine) as session:
             result = work(session)
             session.commit()

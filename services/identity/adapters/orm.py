@@ -5,7 +5,7 @@ SHA-256 digests, access tokens as their digest and `jti`. Times are epoch second
 that comparisons read the same on SQLite and PostgreSQL.
 
 Columns added after a table first shipped are nullable or carry a server default, so that
-`init` can add them to an existing database (`adapters/columns.py`).
+`init` can add them to an existing database (`chassis.db.add_missing_columns`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ..adapters.columns import add_missing_columns
+from chassis.db import add_missing_columns
+
 from ..adapters.files import read_or_create_secret, write_private
 from ..adapters.keystore import KeyStore
 from ..adapters.orm import Base, Client
@@ -73,7 +74,7 @@ def keystore_for(settings: IdentitySettings) -> KeyStore:
 
 def init_storage(settings: IdentitySettings, engine: Engine) -> InitReport:
     Base.metadata.create_all(engine)
-    add_missing_columns(engine, Base.metadata)  # e.g. users.role in an older database
+    add_missing_columns(Base.metadata, engine)  # e.g. users.role in an older database
     key = keystore_for(settings).ensure()
     secret_file = None
     if not settings.secret_key:

@@ -166,7 +166,7 @@ def test_a_user_record_is_its_owners_or_a_users_read_all_tokens(
         client = app.test_client()
         ids, tokens = {}, {}
         for name in ("alice", "bob"):
-            password = f"{name}-{secrets.token_urlsafe(12)}"
+            password = f"pw-{secrets.token_urlsafe(12)}"  # never containing the username
             body = {"username": name, "email": f"{name}@example.com", "password": password}
             ids[name] = client.post("/api/v1/users", json=body).get_json()["id"]
             code, verifier = login_for_code(
