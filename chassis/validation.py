@@ -118,10 +118,16 @@ def parse_decimal(
 def parse_integer(value: Any, *, digits: int = MAX_INTEGER_DIGITS, strict: bool = False) -> int:
     """`value` as an int of at most `digits` digits.
 
-    Always accepts a JSON integer (not a bool); unless `strict`, also integer text (query
-    parameters): ASCII digits with an optional `-`, nothing else (no spaces, `+`, `_`, or
-    non-ASCII digits, which `int()` would take). Raises `OutOfBounds` before converting.
+    Always accepts a JSON integer (not a bool), and a JSON number with no fractional part
+    (`5.0`: JSON Schema's `integer`, which the OpenAPI documents promise); unless `strict`,
+    also integer text (query parameters): ASCII digits with an optional `-`, nothing else (no
+    spaces, `+`, `_`, or non-ASCII digits, which `int()` would take). Raises `OutOfBounds`
+    before converting.
     """
+    if isinstance(value, float) and value.is_integer():
+        if not -(10**digits) < value < 10**digits:
+            raise OutOfBounds(f"must have at most {digits} digits")
+        return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if not -(10**digits) < value < 10**digits:
             raise OutOfBounds(f"must have at most {digits} digits")

@@ -109,7 +109,9 @@ def test_parse_decimal_signed_and_text_only() -> None:
         parse_decimal(1.5, digits=3, places=2, numbers=False)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("20", 20), ("-3", -3), (7, 7), ("0", 0)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("20", 20), ("-3", -3), (7, 7), ("0", 0), (2.0, 2), (-5.0, -5)]
+)
 def test_parse_integer_accepts(value: Any, expected: int) -> None:
     assert parse_integer(value) == expected
 
@@ -130,7 +132,9 @@ def test_parse_integer_accepts(value: Any, expected: int) -> None:
         10**18,
         -(10**18),
         10**400,
-        2.0,
+        2.5,
+        1e18,  # an integral double is bounded like an int
+        1e308,
         True,
         None,
         "",
@@ -142,7 +146,11 @@ def test_parse_integer_refuses(value: Any) -> None:
 
 
 def test_parse_integer_strict_takes_json_integers_only() -> None:
+    """JSON numbers only; `5.0` is one (JSON Schema's `integer`, as the OpenAPI says)."""
     assert parse_integer(5, strict=True) == 5
+    assert parse_integer(5.0, strict=True) == 5
+    with pytest.raises(OutOfBounds):
+        parse_integer(5.5, strict=True)
     with pytest.raises(OutOfBounds):
         parse_integer("5", strict=True)
 
