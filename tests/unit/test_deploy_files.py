@@ -458,3 +458,27 @@ def test_workflow_runs_make_test_with_the_backing_services() -> None:
     assert any(step.get("run") == "make test" for step in jobs["test"]["steps"])
     matrix = set(jobs["images"]["strategy"]["matrix"]["service"])
     assert matrix == {"gateway", *SERVICES}
+
+
+# --- proxies in front of identity (its login throttle keys on the client address) ---
+
+
+def test_identity_counts_the_proxies_of_every_topology(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """identity takes the client from X-Forwarded-For, IDENTITY_PROXY_COUNT entries from the
+    right. The gateway appends its peer; nginx *sets* the field to its own peer (a client's
+    claim is dropped), so behind nginx there are two entries, without it one."""
+    from tools import edge
+    from tools.stack import Stack
+
+    template = (ROOT / "nginx" / "portico.conf.j2").read_text()
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in template
+    assert "$proxy_add_x_forwarded_for" not in template
+    plain = Stack(tmp_path).env()
+    assert plain["IDENTITY_PROXY_COUNT"] == "1"  # make up: gateway -> identity
+    assert edge.STACK_ENV["IDENTITY_PROXY_COUNT"] == "2"  # make up EDGE=nginx
+    assert "127.0.0.1/32" in edge.STACK_ENV["GATEWAY_TRUSTED_PROXIES"]
+    assert Stack(tmp_path, extra_env=edge.STACK_ENV).env()["IDENTITY_PROXY_COUNT"] == "2"
+    # compose: nginx -> gateway-1|2 -> identity
+    assert services["identity"]["environment"]["IDENTITY_PROXY_COUNT"] == "2"
