@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs clean
+.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready; EDGE
 
 edge-certs: $(INSTALLED) ## development CA + server certificate for nginx in var/edge/certs (never committed)
 	$(BIN)/python -m tools.edge certs
+
+compose-secrets: $(INSTALLED) ## the Docker secrets compose mounts, generated into compose/secrets/ (never committed)
+	$(BIN)/python -m tools.compose_secrets
 
 down: ## stop a stack started with `make up DETACH=1`
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi

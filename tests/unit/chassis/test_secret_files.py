@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,3 +177,21 @@ def test_gateway_redis_url_from_a_file(tmp_path: Path) -> None:
         load_config(DEFAULT_CONFIG_PATH, environ=bad)
     (line,) = check_config(DEFAULT_CONFIG_PATH, environ=bad)
     assert "GATEWAY_REDIS_URL_FILE" in line
+
+
+def test_the_readme_lists_every_secret_setting_in_one_table() -> None:
+    from gateway.config import SECRET_VARIABLES
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("### Secret settings", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.M))
+    declared = {
+        env_name(f, prefix)
+        for cls, prefix in [
+            *((_settings(s), f"{s.upper()}_") for s in SERVICES),
+            (BrokerSettings, "PORTICO_"),
+        ]
+        for f in dataclasses.fields(cls)
+        if is_secret(f)
+    }
+    assert listed == declared | set(SECRET_VARIABLES)
