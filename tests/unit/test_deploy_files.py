@@ -589,3 +589,12 @@ def test_the_gateways_believe_nginx_in_compose(services: dict[str, dict[str, Any
     assert not services["gateway-1"].get("ports")
     for docker_default in ("172.17.0.2", "172.18.0.5", "192.168.16.3"):
         assert any(ipaddress.ip_address(docker_default) in n for n in trusted)
+
+
+def test_workflow_audits_the_lock_in_a_job_of_its_own() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    job = jobs["audit"]
+    assert job["env"]["CI"] == "true"  # an unreachable advisory service fails it
+    assert [s.get("run") for s in job["steps"] if "run" in s] == ["make audit"]
+    assert "needs" not in job and "services" not in job
+    assert all("make audit" not in str(s.get("run")) for s in jobs["test"]["steps"])
