@@ -6,9 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+AUDIT_VENV := .venv-audit
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs clean
+.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +29,9 @@ up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready; EDGE
 
 edge-certs: $(INSTALLED) ## development CA + server certificate for nginx in var/edge/certs (never committed)
 	$(BIN)/python -m tools.edge certs
+
+compose-secrets: $(INSTALLED) ## the Docker secrets compose mounts, generated into compose/secrets/ (never committed)
+	$(BIN)/python -m tools.compose_secrets
 
 down: ## stop a stack started with `make up DETACH=1`
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi
@@ -57,6 +61,14 @@ contracts: $(INSTALLED) ## consumer-driven contracts: pacts, provider verificati
 rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid until their tokens expire
 	$(BIN)/python -m services.identity rotate-keys
 
+$(AUDIT_VENV)/.installed: requirements-audit.lock
+	@test -x $(AUDIT_VENV)/bin/python || $(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --requirement requirements-audit.lock
+	@touch $@
+
+audit: $(AUDIT_VENV)/.installed ## pip-audit over requirements.lock (service unreachable: says so, fails only with CI=true)
+	$(AUDIT_VENV)/bin/python -m tools.audit requirements.lock
+
 lock: ## re-pin requirements.lock from the ranges in pyproject.toml (needs the network)
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
 	.lockvenv/bin/python -m pip install --quiet --upgrade pip setuptools
@@ -65,4 +77,4 @@ lock: ## re-pin requirements.lock from the ranges in pyproject.toml (needs the n
 	rm -rf .lockvenv
 
 clean: down ## remove .venv and var/ (databases, keys, logs)
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(AUDIT_VENV) var

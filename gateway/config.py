@@ -33,6 +33,7 @@ from marshmallow import (
 )
 
 from chassis import ConfigError, TokenSettings
+from chassis.settings import secret_environ
 
 __all__ = [
     "BALANCING",
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("gateway.yaml")
+# Variables that may hold a password: each may be given as `<NAME>_FILE` instead (chassis.settings).
+SECRET_VARIABLES = ("GATEWAY_REDIS_URL",)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -958,7 +961,7 @@ def parse_config(
     raw: Any, *, source: str = "gateway config", environ: Mapping[str, str] | None = None
 ) -> GatewayConfig:
     """Validate an already-parsed YAML document; raise ConfigError naming every bad key."""
-    env = os.environ if environ is None else environ
+    env = secret_environ(os.environ if environ is None else environ, SECRET_VARIABLES)
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid {source}: the document must be a mapping")
     errors: list[str] = []
@@ -1005,6 +1008,10 @@ def check_config(
         return [f"<file>: not valid YAML: {exc}"]
     if not isinstance(raw, dict):
         return ["<root>: the document must be a mapping"]
+    try:
+        env = secret_environ(env, SECRET_VARIABLES)
+    except ConfigError as exc:
+        return [str(exc)]
     errors: list[str] = []
     substituted = _substitute(raw, "", env, errors)
     try:

@@ -153,6 +153,7 @@ class Stack:
                 "PORTICO_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json",
                 "GATEWAY_PORT": str(self.ports["gateway"]),
                 # the gateway appends X-Forwarded-For: identity's login throttle keys on it
+                # (behind nginx as well: tools.edge.STACK_ENV makes it 2)
                 "IDENTITY_PROXY_COUNT": "1",
                 "ORDERS_TOKEN_URL": f"{self.url('identity')}/oauth/token",
                 "ORDERS_CATALOG_URL": self.url("catalog"),
@@ -398,7 +399,11 @@ def _up(detach: bool, edge: str | None = None) -> int:
             "a stack is already running (var/run/stack.json); `make down` stops it", file=sys.stderr
         )
         return 1
-    extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"} if edge else {}
+    extra: dict[str, str] = {}
+    if edge:
+        from tools.edge import STACK_ENV
+
+        extra.update(STACK_ENV)
     stack = Stack(workdir, ports=ports_from_env(), extra_env=extra)
     try:
         stack.start()

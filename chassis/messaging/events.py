@@ -19,7 +19,7 @@ import orjson
 from kombu import Connection, Exchange
 
 from ..logging import correlation_id as _correlation_id
-from ..settings import from_env
+from ..settings import from_env, secret
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -111,10 +111,7 @@ def _positive(value: float) -> str | None:
 class BrokerSettings:
     """Where events go; shared by every service (PORTICO_* variables)."""
 
-    url: str = field(
-        default="redis://127.0.0.1:6379/0",
-        metadata={"env": "PORTICO_BROKER_URL", "check": _check_url},
-    )
+    url: str = secret("redis://127.0.0.1:6379/0", env="PORTICO_BROKER_URL", check=_check_url)
     exchange: str = field(default="portico.events", metadata={"env": "PORTICO_EVENTS_EXCHANGE"})
     queue_prefix: str = field(default="", metadata={"env": "PORTICO_QUEUE_PREFIX"})
     max_deliveries: int = field(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
-from chassis.settings import log_level, sync_database_url
+from chassis.settings import log_level, secret, sync_database_url
 
 __all__ = ["CatalogSettings"]
 
@@ -14,9 +14,7 @@ __all__ = ["CatalogSettings"]
 @dataclass(frozen=True)
 class CatalogSettings:
     # Relative to the working directory, like every service's default (var/ is git-ignored).
-    database_url: str = field(
-        default="sqlite:///var/catalog/catalog.db", metadata={"check": sync_database_url}
-    )
+    database_url: str = secret("sqlite:///var/catalog/catalog.db", check=sync_database_url)
     log_level: str = field(default="INFO", metadata={"check": log_level})
     # Bigger bodies are refused with 413 before any parsing.
     max_body_bytes: int = 64 * 1024

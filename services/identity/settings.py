@@ -11,18 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, TokenSettings, from_env
-from chassis.settings import not_negative, positive
+from chassis.settings import not_negative, positive, secret
 
 __all__ = ["IdentitySettings"]
 
 
 @dataclass(frozen=True)
 class IdentitySettings:
-    database_url: str = "sqlite:///var/identity/identity.db"
+    database_url: str = secret("sqlite:///var/identity/identity.db")
     keys_file: str = "var/identity/signing-keys.json"
     # Flask's SECRET_KEY (signs the session cookie that carries the CSRF token). When unset it
-    # is generated once into `secret_key_file`, so every gunicorn worker shares it.
-    secret_key: str = field(default="", repr=False)
+    # is read from `secret_key_file` (a mounted secret), generated there once when missing, so
+    # every gunicorn worker shares it. Setting both variables is refused.
+    secret_key: str = secret("")
     secret_key_file: str = "var/identity/secret-key"
     access_token_ttl: int = field(default=900, metadata={"check": positive})
     refresh_token_ttl: int = field(default=14 * 24 * 3600, metadata={"check": positive})

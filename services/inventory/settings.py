@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
-from chassis.settings import async_database_url, log_level, not_negative, port
+from chassis.settings import async_database_url, log_level, not_negative, port, secret
 
 __all__ = ["InventorySettings"]
 
@@ -14,9 +14,8 @@ __all__ = ["InventorySettings"]
 @dataclass(frozen=True)
 class InventorySettings:
     # Relative to the working directory, like every service's default (var/ is git-ignored).
-    database_url: str = field(
-        default="sqlite+aiosqlite:///var/inventory/inventory.db",
-        metadata={"check": async_database_url},
+    database_url: str = secret(
+        "sqlite+aiosqlite:///var/inventory/inventory.db", check=async_database_url
     )
     host: str = "127.0.0.1"
     port: int = field(default=8103, metadata={"check": port})

@@ -7,16 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
-from chassis.settings import async_database_url, log_level, port
+from chassis.settings import async_database_url, log_level, port, secret
 
 __all__ = ["NotificationsSettings"]
 
 
 @dataclass(frozen=True)
 class NotificationsSettings:
-    database_url: str = field(
-        default="sqlite+aiosqlite:///var/notifications/notifications.db",
-        metadata={"check": async_database_url},
+    database_url: str = secret(
+        "sqlite+aiosqlite:///var/notifications/notifications.db", check=async_database_url
     )
     host: str = "127.0.0.1"
     port: int = field(default=8106, metadata={"check": port})

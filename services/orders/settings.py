@@ -7,16 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, from_env
-from chassis.settings import async_database_url, http_url, log_level, port, positive
+from chassis.settings import async_database_url, http_url, log_level, port, positive, secret
 
 __all__ = ["OrdersSettings"]
 
 
 @dataclass(frozen=True)
 class OrdersSettings:
-    database_url: str = field(
-        default="sqlite+aiosqlite:///var/orders/orders.db", metadata={"check": async_database_url}
-    )
+    database_url: str = secret("sqlite+aiosqlite:///var/orders/orders.db", check=async_database_url)
     host: str = "127.0.0.1"
     port: int = field(default=8104, metadata={"check": port})
     log_level: str = field(default="INFO", metadata={"check": log_level})
@@ -29,7 +27,7 @@ class OrdersSettings:
         default="http://127.0.0.1:8101/oauth/token", metadata={"check": http_url}
     )
     client_id: str | None = None  # else read from client_file (written by identity init)
-    client_secret: str | None = None
+    client_secret: str | None = secret(None)  # or ORDERS_CLIENT_SECRET_FILE
     client_file: str = "var/orders/client.json"
     # Per-call timeouts (seconds); payments' must exceed the provider's slow answer.
     catalog_timeout: float = field(default=2.0, metadata={"check": positive})

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, from_env
-from chassis.settings import log_level, not_negative, positive, sync_database_url
+from chassis.settings import log_level, not_negative, positive, secret, sync_database_url
 
 __all__ = ["PaymentsSettings"]
 
@@ -14,9 +14,7 @@ __all__ = ["PaymentsSettings"]
 @dataclass(frozen=True)
 class PaymentsSettings:
     # Relative to the working directory, like every service's default (var/ is git-ignored).
-    database_url: str = field(
-        default="sqlite:///var/payments/payments.db", metadata={"check": sync_database_url}
-    )
+    database_url: str = secret("sqlite:///var/payments/payments.db", check=sync_database_url)
     log_level: str = field(default="INFO", metadata={"check": log_level})
     max_body_bytes: int = 16 * 1024
     # How long the simulated provider takes to answer for `pm_card_slow` (seconds).

@@ -1,6 +1,7 @@
-"""nginx in front of two gateway replicas, as `make up EDGE=nginx` runs it: TLS with the
-development CA, HTTP/2 offered, HSTS, the HTTP -> HTTPS redirect, X-Request-ID generated or
-passed on, both replicas serving, and the OAuth2 client_credentials + order tour through it.
+"""nginx in front of two gateway replicas, as `make up EDGE=nginx` runs it (a stack of its own,
+with the edge's settings): TLS with the development CA, HTTP/2 offered, HSTS, the HTTP -> HTTPS
+redirect, X-Request-ID generated or passed on, both replicas serving, identity's login throttle
+keyed on the real client address, and the OAuth2 client_credentials + order tour through it.
 Both rendered configs (local and compose) pass `nginx -t`.
 
 nginx comes from the distribution (`apt-get install nginx`); with CI=true a missing nginx is
@@ -9,10 +10,13 @@ installed, and fails the run when it cannot be; locally the module skips.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -24,10 +28,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
+from tests.e2e.conftest import isolated_stack
 from tools import edge
 from tools.stack import Process, Stack, free_port
 
@@ -83,8 +90,15 @@ def _stop(stack: Stack, procs: list[Process]) -> None:
 
 
 @pytest.fixture(scope="module")
-def nginx_edge(stack: Stack) -> Iterator[Edge]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack as `make up EDGE=nginx` configures it (not the session's plain one)."""
     _nginx()
+    with isolated_stack(tmp_path_factory.mktemp("edge-stack"), edge.STACK_ENV) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def nginx_edge(stack: Stack) -> Iterator[Edge]:
     https, http = free_port(), free_port()
     procs = edge.start_edge(
         stack, second_gateway_port=free_port(), https_port=https, http_port=http
@@ -236,3 +250,98 @@ def test_compose_config_passes_nginx_t(tmp_path: Path, nginx_edge: Edge) -> None
     edge.check_config(conf, tmp_path / "run")
     # and the local render in use passed too (start_edge runs `nginx -t` first)
     edge.check_config(nginx_edge.conf, nginx_edge.access_log.parent.parent)
+
+
+# --- identity's login throttle behind two proxies ---
+
+
+class _FromAddress(HTTPAdapter):
+    """Connections from one loopback source address: every 127.0.0.0/8 address reaches
+    nginx on 127.0.0.1, so each is a distinct client as nginx's $remote_addr sees it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _client_at(address: str, ca: Path) -> requests.Session:
+    try:
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+    except OSError as exc:
+        pytest.skip(f"cannot send from {address}: {exc}")
+    session = requests.Session()
+    session.verify = str(ca)
+    session.trust_env = False
+    session.mount("https://", _FromAddress(address))
+    return session
+
+
+def _sign_in(
+    session: requests.Session, url: str, username: str, password: str, spoof: str | None = None
+) -> requests.Response:
+    """One attempt at the login form (a fresh page, so a fresh CSRF token)."""
+    headers = {"X-Forwarded-For": spoof} if spoof else {}
+    page = session.get(url, headers=headers, timeout=10)
+    assert page.status_code == 200, page.text
+    form = {
+        "csrf_token": _csrf(page.text),
+        "username": username,
+        "password": password,
+        "confirm": "yes",
+    }
+    return session.post(url, data=form, headers=headers, allow_redirects=False, timeout=10)
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
+    assert match, "the login form carries a CSRF token"
+    return match.group(1)
+
+
+def _authorize_url(base: str, creds: dict[str, str]) -> str:
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": creds["public_client_id"],
+            "redirect_uri": creds["redirect_uri"],
+            "scope": "catalog:read",
+            "state": secrets.token_urlsafe(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    return f"{base}/oauth/authorize?{query}"
+
+
+def test_wrong_passwords_from_one_address_do_not_lock_out_another(
+    stack: Stack, nginx_edge: Edge
+) -> None:
+    """Five wrong passwords for a user from one client lock that client out - whatever
+    X-Forwarded-For it claims, nginx replaces it - and never the user signing in from elsewhere.
+    With identity counting one proxy (the old setting) it saw nginx's 127.0.0.1 for everyone."""
+    creds = stack.credentials()
+    attacker = _client_at("127.0.0.2", nginx_edge.ca)
+    victim = _client_at("127.0.0.3", nginx_edge.ca)
+    url = _authorize_url(nginx_edge.base, creds)
+    username = creds["username"]
+    for i in range(5):  # IDENTITY_LOGIN_MAX_FAILURES' default
+        resp = _sign_in(attacker, url, username, f"wrong-{i}", spoof=f"198.51.100.{i + 1}")
+        assert resp.status_code == 200 and "Invalid username or password" in resp.text
+    for spoof in (None, "203.0.113.7", "127.0.0.3"):
+        locked = _sign_in(attacker, url, username, creds["password"], spoof=spoof)
+        assert locked.status_code == 429, (spoof, locked.text)
+        assert int(locked.headers["Retry-After"]) > 0
+    signed_in = _sign_in(victim, url, username, creds["password"])
+    assert signed_in.status_code in (302, 303), signed_in.text
+    assert signed_in.headers["Location"].startswith(creds["redirect_uri"])

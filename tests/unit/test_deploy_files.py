@@ -119,12 +119,57 @@ def test_compose_config_is_valid_for_docker_compose() -> None:
         assert done.returncode == 0, done.stderr
 
 
-def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    done = _run_compose("config", "--quiet", env_file=empty)
-    assert done.returncode != 0
-    assert "compose/.env" in done.stderr, done.stderr
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """compose/secrets/ as `make compose-secrets` makes it, in a throwaway folder."""
+    from tools.compose_secrets import generate
+
+    directory = tmp_path_factory.mktemp("compose-secrets")
+    assert all(generate(directory).values())
+    return directory
+
+
+def _mounted(service: Mapping[str, Any]) -> dict[str, str]:
+    """A container's Docker secrets: name -> the path it is mounted at."""
+    out = {}
+    for entry in service.get("secrets", []):
+        if isinstance(entry, str):
+            out[entry] = f"/run/secrets/{entry}"
+        else:
+            out[entry["source"]] = entry.get("target") or f"/run/secrets/{entry['source']}"
+    return out
+
+
+def test_every_secret_is_a_generated_git_ignored_file(
+    compose: dict[str, Any], generated: Path
+) -> None:
+    from tools.compose_secrets import generate
+
+    declared = compose["secrets"]
+    for name, spec in declared.items():
+        assert spec == {"file": f"./secrets/{name}"}, name
+        assert (generated / name).is_file(), f"make compose-secrets does not make {name}"
+    used = {n for s in compose["services"].values() for n in _mounted(s)}
+    assert used == set(declared)
+    assert "secrets/" in (ROOT / "compose" / ".gitignore").read_text().split()
+    assert oct(generated.stat().st_mode & 0o777) == "0o700"
+    # the values agree: each URL carries the password its server was given
+    text = {p.name: p.read_text().strip() for p in generated.iterdir()}
+    for name in SERVICES:
+        driver = "asyncpg" if name in AIOHTTP else "psycopg"
+        password = text[f"{name}_db_password"]
+        expected = f"postgresql+{driver}://{name}:{password}@postgres:5432/{name}"
+        assert text[f"{name}_database_url"] == expected
+    rabbit, redis = text["rabbitmq_password"], text["redis_password"]
+    assert text["broker_url"] == f"amqp://portico:{rabbit}@rabbitmq:5672//"
+    assert f"default_pass = {rabbit}" in text["rabbitmq_conf"]
+    assert text["redis_url"] == f"redis://:{redis}@redis:6379/0"
+    assert text["redis_conf"] == f"requirepass {redis}"
+    for name in ("orders_client_secret", "dev_client_secret"):
+        assert len(text[name]) >= 32, name  # identity refuses shorter client secrets
+    before = dict(text)
+    assert not any(generate(generated).values()), "a second run keeps every secret"
+    assert {p.name: p.read_text().strip() for p in generated.iterdir()} == before
 
 
 # --- compose: structure ---
@@ -195,28 +240,43 @@ def test_state_lives_in_named_volumes(compose: dict[str, Any]) -> None:
         assert any(str(m).endswith(f":{path}") and not str(m).startswith(".") for m in mounts)
 
 
-def test_no_secret_is_written_in_the_compose_file(services: dict[str, dict[str, Any]]) -> None:
-    secretive = re.compile(r"PASSWORD|SECRET|TOKEN(?!_URL)|_KEY$")
-    credentials = re.compile(r"://[^/:@]+:([^@]+)@")
+def test_no_secret_is_in_an_environment_variable(services: dict[str, dict[str, Any]]) -> None:
+    """Passwords, URLs with passwords and keys reach containers only as Docker secrets: the
+    variable names the mounted file (`<NAME>_FILE`, Grafana's `<NAME>__FILE`)."""
+    secretive = re.compile(r"PASSWORD|SECRET|TOKEN(?!_URL)|_KEY(_FILE)?$|DATABASE_URL|BROKER_URL")
+    secretive_url = re.compile(r"REDIS_URL")
     for name, service in services.items():
+        mounted = set(_mounted(service).values())
         for key, value in (service.get("environment") or {}).items():
             text = str(value)
-            if secretive.search(key):
-                assert text.startswith("${"), f"{name}.{key} is a literal secret"
-            for password in credentials.findall(text):
-                assert password.startswith("${"), f"{name}.{key} has a literal password"
+            if secretive.search(key) or secretive_url.search(key):
+                assert key.endswith("_FILE"), f"{name}.{key} is a secret in the environment"
+                assert text in mounted, f"{name}.{key}={text} is not a mounted secret"
+            assert not re.search(r"://[^/:@]+:[^@]+@", text), f"{name}.{key} has a password"
     for line in ENV_EXAMPLE.read_text().splitlines():
-        if line and not line.startswith("#"):
-            assert line.split("=", 1)[1].startswith("change-me"), line
+        assert not line or line.startswith("#"), f".env.example sets {line}: only optional"
     ignored = (ROOT / "compose" / ".gitignore").read_text().split()
     assert ".env" in ignored and "!*.env.example" in ignored
 
 
 def _names(cls: type, prefix: str) -> set[str]:
-    return {
-        f.metadata.get("env") or f"{prefix}{f.name.upper()}"
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-    }
+    """Every variable `cls` reads, with the `<NAME>_FILE` form of its secret settings."""
+    from chassis.settings import env_name, is_secret
+
+    names = set()
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        names.add(env_name(field, prefix))
+        if is_secret(field):
+            names.add(env_name(field, prefix) + "_FILE")
+    return names
+
+
+def _with_secrets(service: Mapping[str, Any], generated: Path) -> dict[str, str]:
+    """`_env(service)` with each mounted secret's path replaced by the generated file."""
+    env = _env(service)
+    for name, target in _mounted(service).items():
+        env = {k: str(generated / name) if v == target else v for k, v in env.items()}
+    return env
 
 
 SHARED = _names(TokenSettings, "PORTICO_") | _names(BrokerSettings, "PORTICO_") | {"PORTICO_INIT"}
@@ -225,11 +285,11 @@ SHARED |= {tracing.ENV, "OTEL_EXPORTER_OTLP_ENDPOINT"}  # chassis.tracing; the O
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_environment_is_what_its_settings_accept(
-    services: dict[str, dict[str, Any]], name: str
+    services: dict[str, dict[str, Any]], name: str, generated: Path
 ) -> None:
     module = importlib.import_module(f"services.{name}.settings")
     cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Settings"))
-    env = _env(services[name])
+    env = _with_secrets(services[name], generated)
     unknown = set(env) - SHARED - _names(cls, f"{name.upper()}_")
     assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"
     cls.from_env(env)  # raises ConfigError naming any value its checks refuse
@@ -238,18 +298,21 @@ def test_service_environment_is_what_its_settings_accept(
 
 
 def test_gateway_environment_is_what_the_gateway_reads(
-    services: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]], generated: Path
 ) -> None:
     from chassis import from_env
     from gateway.__main__ import GatewaySettings
-    from gateway.config import DEFAULT_CONFIG_PATH, check_config
+    from gateway.config import DEFAULT_CONFIG_PATH, SECRET_VARIABLES, check_config, load_config
 
-    env = _env(services["gateway-1"])
+    env = _with_secrets(services["gateway-1"], generated)
     referenced = set(_REF.findall(Path(DEFAULT_CONFIG_PATH).read_text()))
     known = SHARED | _names(GatewaySettings, "GATEWAY_") | referenced | {"GATEWAY_REDIS_URL"}
+    known |= {f"{name}_FILE" for name in SECRET_VARIABLES}
     assert not set(env) - known, sorted(set(env) - known)
     from_env(GatewaySettings, "GATEWAY_", env)
     assert check_config(DEFAULT_CONFIG_PATH, environ=env) == []
+    redis_url = (generated / "redis_url").read_text().strip()
+    assert load_config(DEFAULT_CONFIG_PATH, environ=env).rate_limits.redis_url == redis_url
     for name in SERVICES:  # every upstream points at its compose service
         assert env[f"{name.upper()}_URL"] == f"http://{name}:{PORTS[name]}"
 
@@ -261,10 +324,41 @@ def test_postgres_creates_a_database_and_role_per_service(
     listed = re.search(r"for service in ([a-z ]+); do", script)
     assert listed and set(listed.group(1).split()) == set(SERVICES)
     env = services["postgres"]["environment"]
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    mounted = set(_mounted(services["postgres"]).values())
+    assert 'password="$(< "${!file_var}")"' in script
     for name in SERVICES:
-        assert f"{name.upper()}_DB_PASSWORD" in env
-        url = str(services[name]["environment"][f"{name.upper()}_DATABASE_URL"])
-        assert re.fullmatch(rf"postgresql\+\w+://{name}:\$\{{\w+\}}@postgres:5432/{name}", url)
+        assert env[f"{name.upper()}_DB_PASSWORD_FILE"] in mounted
+        url_file = services[name]["environment"][f"{name.upper()}_DATABASE_URL_FILE"]
+        assert url_file == f"/run/secrets/{name}_database_url"
+        assert url_file in _mounted(services[name]).values()
+
+
+def test_identity_applies_the_clients_file_and_orders_uses_its_client(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """identity's init applies compose/identity/clients.yaml (a compose config); each
+    secret_file in it is a secret mounted into identity; orders' client is registered there,
+    and orders is given the same id and the same secret: the saga gets its token."""
+    identity = services["identity"]
+    (config,) = identity["configs"]
+    source = ROOT / "compose" / compose["configs"][config["source"]]["file"]
+    init = identity["environment"]["PORTICO_INIT"].split()
+    assert init[:1] == ["init"] and "--seed-dev" not in init
+    assert init[init.index("--clients-file") + 1] == config["target"]
+    clients = {c["client_id"]: c for c in yaml.safe_load(source.read_text())["clients"]}
+    mounted = _mounted(identity)
+    for client in clients.values():
+        if client["token_endpoint_auth_method"] != "none":
+            assert client["secret_file"] in mounted.values(), client["client_id"]
+    orders_client = clients["orders-service"]
+    assert orders_client["grant_types"] == ["client_credentials"]
+    assert orders_client["scope"].split() == ["catalog:read", "inventory:write", "payments:write"]
+    assert {"portico-public", "portico-dev"} <= set(clients)
+    orders = services["orders"]["environment"]
+    assert orders["ORDERS_CLIENT_ID"] == "orders-service"
+    (secret,) = [n for n, p in mounted.items() if p == orders_client["secret_file"]]
+    assert _mounted(services["orders"])[secret] == orders["ORDERS_CLIENT_SECRET_FILE"]
 
 
 # --- observability ---
@@ -458,3 +552,49 @@ def test_workflow_runs_make_test_with_the_backing_services() -> None:
     assert any(step.get("run") == "make test" for step in jobs["test"]["steps"])
     matrix = set(jobs["images"]["strategy"]["matrix"]["service"])
     assert matrix == {"gateway", *SERVICES}
+
+
+# --- proxies in front of identity (its login throttle keys on the client address) ---
+
+
+def test_identity_counts_the_proxies_of_every_topology(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """identity takes the client from X-Forwarded-For, IDENTITY_PROXY_COUNT entries from the
+    right. The gateway appends its peer; nginx *sets* the field to its own peer (a client's
+    claim is dropped), so behind nginx there are two entries, without it one."""
+    from tools import edge
+    from tools.stack import Stack
+
+    template = (ROOT / "nginx" / "portico.conf.j2").read_text()
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in template
+    assert "$proxy_add_x_forwarded_for" not in template
+    plain = Stack(tmp_path).env()
+    assert plain["IDENTITY_PROXY_COUNT"] == "1"  # make up: gateway -> identity
+    assert edge.STACK_ENV["IDENTITY_PROXY_COUNT"] == "2"  # make up EDGE=nginx
+    assert "127.0.0.1/32" in edge.STACK_ENV["GATEWAY_TRUSTED_PROXIES"]
+    assert Stack(tmp_path, extra_env=edge.STACK_ENV).env()["IDENTITY_PROXY_COUNT"] == "2"
+    # compose: nginx -> gateway-1|2 -> identity
+    assert services["identity"]["environment"]["IDENTITY_PROXY_COUNT"] == "2"
+
+
+def test_the_gateways_believe_nginx_in_compose(services: dict[str, dict[str, Any]]) -> None:
+    """Only nginx reaches the gateways (they publish no port), so trusting the private ranges
+    Docker allocates networks from means trusting nginx: per-address limits see the client."""
+    import ipaddress
+
+    env = services["gateway-1"]["environment"]
+    trusted = [ipaddress.ip_network(n) for n in env["GATEWAY_TRUSTED_PROXIES"].split(",")]
+    assert all(n.is_private for n in trusted)
+    assert not services["gateway-1"].get("ports")
+    for docker_default in ("172.17.0.2", "172.18.0.5", "192.168.16.3"):
+        assert any(ipaddress.ip_address(docker_default) in n for n in trusted)
+
+
+def test_workflow_audits_the_lock_in_a_job_of_its_own() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    job = jobs["audit"]
+    assert job["env"]["CI"] == "true"  # an unreachable advisory service fails it
+    assert [s.get("run") for s in job["steps"] if "run" in s] == ["make audit"]
+    assert "needs" not in job and "services" not in job
+    assert all("make audit" not in str(s.get("run")) for s in jobs["test"]["steps"])

@@ -239,6 +239,52 @@ def _unhashed(name: str) -> str:
     return re.sub(r"-[a-z0-9]{10}$", "", name)
 
 
+def container_environment(
+    rendered: list[Doc], deployment: str, root: Path, *, init: bool = False
+) -> tuple[Doc, dict[str, str]]:
+    """A Deployment's main (or init) container and the environment it runs with, its mounted
+    ConfigMaps and Secrets written under `root` as the kubelet would (each key a file), and
+    every mount path - in the environment and in the mounted config files - moved under
+    `root`. For running a process as the pod would, outside a cluster."""
+    pod = _pod_spec(_by_kind(rendered, "Deployment")[deployment])
+    assert pod is not None
+    (container,) = pod["initContainers"] if init else pod["containers"]
+    objects = {("ConfigMap", n): d for n, d in _by_kind(rendered, "ConfigMap").items()}
+    objects |= {("Secret", n): d for n, d in _by_kind(rendered, "Secret").items()}
+    volumes = {}
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            volumes[volume["name"]] = objects[("ConfigMap", volume["configMap"]["name"])]
+        elif "secret" in volume:
+            volumes[volume["name"]] = objects[("Secret", volume["secret"]["secretName"])]
+    mounts = [m for m in container.get("volumeMounts", []) if m["name"] in volumes]
+
+    def moved(text: str) -> str:
+        for mount in mounts:
+            text = text.replace(mount["mountPath"], str(root) + mount["mountPath"])
+        return text
+
+    for mount in mounts:
+        source = volumes[mount["name"]]
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for key, value in source["data"].items():
+            if source["kind"] == "Secret":
+                (target / key).write_bytes(base64.b64decode(value))
+            else:
+                (target / key).write_text(moved(value))
+    environ: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef") or source["secretRef"]
+        kind = "ConfigMap" if "configMapRef" in source else "Secret"
+        data = objects[(kind, ref["name"])]["data"]
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        environ.update(data)
+    environ.update({e["name"]: moved(e["value"]) for e in container.get("env", []) if "value" in e})
+    return container, environ
+
+
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request: pytest.FixtureRequest) -> list[Doc]:
     return render(request.param)
@@ -399,18 +445,93 @@ def test_gateway_config_map_is_a_valid_gateway_config(rendered: list[Doc], tmp_p
     from gateway.config import check_config
 
     config_maps = {_unhashed(n): d for n, d in _by_kind(rendered, "ConfigMap").items()}
-    secrets = {_unhashed(n): d for n, d in _by_kind(rendered, "Secret").items()}
-    gateway = _by_kind(rendered, "Deployment")["gateway"]
-    (main,) = _containers(gateway, init=False)
-    environ = dict(config_maps["portico-env"]["data"])
-    environ.update(
-        {k: base64.b64decode(v).decode() for k, v in secrets["gateway-secrets"]["data"].items()}
-    )
-    environ.update({e["name"]: e["value"] for e in main["env"]})
+    _main, environ = container_environment(rendered, "gateway", tmp_path / "pod")
+    assert environ["GATEWAY_REDIS_URL_FILE"].endswith("/redis-url")  # a mounted Secret
     path = tmp_path / "gateway.yaml"
     path.write_text(config_maps["gateway-config"]["data"]["gateway.yaml"])
     assert environ["GATEWAY_CONFIG"].endswith("/gateway.yaml")
     assert check_config(path, environ=environ) == []
+
+
+def test_identity_counts_the_ingress_and_the_gateway(rendered: list[Doc]) -> None:
+    """ingress-nginx sets X-Forwarded-For to its peer (compute-full-forwarded-for is off by
+    default) and the gateway appends the controller's address: identity's login throttle must
+    skip exactly those two entries to key on the client."""
+    config_maps = {_unhashed(n): d for n, d in _by_kind(rendered, "ConfigMap").items()}
+    assert config_maps["portico-env"]["data"]["IDENTITY_PROXY_COUNT"] == "2"
+    (ingress,) = _by_kind(rendered, "Ingress").values()
+    annotations = ingress["metadata"].get("annotations", {})
+    assert "nginx.ingress.kubernetes.io/compute-full-forwarded-for" not in annotations
+
+
+def test_secrets_are_mounted_files_read_through_file_variables(
+    rendered: list[Doc], tmp_path: Path
+) -> None:
+    """No Secret reaches a pod's environment: each is a volume, and every secret setting the
+    process has is given as `<NAME>_FILE` naming one of its files (chassis.settings)."""
+    import dataclasses
+    import importlib
+
+    from chassis.messaging.events import BrokerSettings
+    from chassis.settings import env_name, is_secret
+
+    def secret_names(cls: type, prefix: str) -> set[str]:
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return {env_name(f, prefix) for f in fields if is_secret(f)}
+
+    for name in (*SERVICES, "gateway"):
+        for init in (False, True) if name != "gateway" else (False,):
+            root = tmp_path / name / str(init)
+            container, environ = container_environment(rendered, name, root, init=init)
+            where = f"{name}/{container['name']}"
+            assert all("secretRef" not in s for s in container["envFrom"]), where
+            if name == "gateway":
+                wanted = {"GATEWAY_REDIS_URL"}
+            else:
+                module = importlib.import_module(f"services.{name}.settings")
+                cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Settings"))
+                wanted = secret_names(cls, f"{name.upper()}_")
+                if name in {"inventory", "orders", "payments", "notifications"}:
+                    wanted |= secret_names(BrokerSettings, "PORTICO_")
+            for var in wanted:
+                assert var not in environ, f"{where}: {var} in the environment"
+                assert f"{var}_FILE" in environ, f"{where}: {var}_FILE is not set"
+                path = Path(environ[f"{var}_FILE"])
+                assert path.is_file() and str(path).startswith(str(root)), f"{where}: {var}"
+                assert path.read_text().strip(), f"{where}: {path} is empty"
+
+
+def test_identity_init_applies_the_clients_file_with_orders_client(
+    rendered: list[Doc], tmp_path: Path
+) -> None:
+    """identity's init container runs `init --clients-file` on a mounted ConfigMap; every
+    secret_file the file names is mounted; orders' client is there, with the scopes the saga
+    needs, and orders is given the same id and the same secret."""
+    init, _environ = container_environment(rendered, "identity", tmp_path / "init", init=True)
+    command = " ".join(init["command"])
+    match = re.search(r"python -m services\.identity init .*--clients-file (\S+)", command)
+    assert match, command
+    clients_path = Path(str(tmp_path / "init") + match.group(1))
+    clients = yaml.safe_load(clients_path.read_text())["clients"]
+    by_id = {c["client_id"]: c for c in clients}
+    for client in clients:
+        if client["token_endpoint_auth_method"] != "none":
+            secret = Path(client["secret_file"])
+            assert secret.is_file() and len(secret.read_text().strip()) >= 32, client
+    orders_client = by_id["orders-service"]
+    assert orders_client["grant_types"] == ["client_credentials"]
+    assert set(orders_client["scope"].split()) == {
+        "catalog:read",
+        "inventory:write",
+        "payments:write",
+    }
+    assert "portico-public" in by_id
+    namespace = _by_kind(rendered, "Deployment")["identity"]["metadata"]["namespace"]
+    assert ("portico-dev" in by_id) == (namespace == "portico-dev")
+    _orders, orders_env = container_environment(rendered, "orders", tmp_path / "orders")
+    assert orders_env["ORDERS_CLIENT_ID"] == "orders-service"
+    given = Path(orders_env["ORDERS_CLIENT_SECRET_FILE"]).read_text()
+    assert given == Path(orders_client["secret_file"]).read_text()
 
 
 def test_secrets_are_placeholders_only() -> None:
