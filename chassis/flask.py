@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -16,6 +17,14 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .health import LIVE, Check, run_checks
+from .http_cache import (
+    CachePolicy,
+    EntityTag,
+    is_not_modified,
+    not_modified_headers,
+    representation_etag,
+    validator_headers,
+)
 from .logging import REQUEST_ID_HEADER, accept_request_id, correlation_id
 from .metrics import CONTENT_TYPE_LATEST, RequestMetrics, render
 from .problems import PROBLEM_JSON, Problem, validation_problem
@@ -23,6 +32,7 @@ from .tokens import Claims, TokenError, TokenVerifier, bearer_token, token_probl
 from .validation import load_json, query_params
 
 __all__ = [
+    "cacheable",
     "current_claims",
     "install",
     "json_body",
@@ -175,3 +185,32 @@ def query_args(schema: Schema) -> Any:
         return schema.load(query_params(request.query_string))
     except ValidationError as exc:
         raise validation_problem(exc.messages) from exc
+
+
+def cacheable(
+    resp: Response,
+    policy: CachePolicy,
+    *,
+    etag: EntityTag | None = None,
+    last_modified: datetime | None = None,
+) -> Response:
+    """Give a read's 200 its caching headers (`chassis.http_cache`), or answer 304 instead.
+
+    Without `etag` the tag is taken from the body's bytes. Other statuses pass unchanged.
+    """
+    if resp.status_code != 200:
+        return resp
+    if etag is None:
+        etag = representation_etag(resp.get_data())
+    resp.headers.update(validator_headers(policy, etag, last_modified))
+    if not is_not_modified(
+        request.method,
+        if_none_match=request.headers.getlist("If-None-Match"),
+        if_modified_since=request.headers.getlist("If-Modified-Since"),
+        etag=etag,
+        last_modified=last_modified,
+    ):
+        return resp
+    not_modified = Response(status=304, headers=not_modified_headers(resp.headers))
+    not_modified.headers.pop("Content-Type", None)  # no representation, no metadata about one
+    return not_modified

@@ -64,9 +64,15 @@ def build_spec(
     errors: Mapping[str, str],
     operations: Iterable[Operations],
     version: str = "1.0.0",
+    http_caching: bool = False,
 ) -> dict[str, Any]:
     """The document: `schemas` become components under the given (service-unique) names,
-    `errors` become problem+json response components (name -> description)."""
+    `errors` become problem+json response components (name -> description).
+
+    `http_caching` adds the components of `chassis.http_cache` reads, for operation docs to
+    name: response `NotModified`, headers `ETag` `Cache-Control` `Last-Modified`, parameters
+    `If-None-Match` `If-Modified-Since` (one text for every service, so the gateway's merged
+    document holds them once)."""
     spec = APISpec(
         title=title,
         version=version,
@@ -85,6 +91,8 @@ def build_spec(
         spec.components.response(
             name, {"description": text, "content": {PROBLEM_JSON: {"schema": ProblemSchema}}}
         )
+    if http_caching:
+        _caching_components(spec)
     local = _local_schemas(schemas.values())
     for path, ops, args in sorted(operations, key=lambda o: o[0]):
         ops = _resolve(ops, local)
@@ -94,6 +102,58 @@ def build_spec(
         ]
         spec.path(path=path, operations=ops, parameters=params)
     return spec.to_dict()
+
+
+def _caching_components(spec: APISpec) -> None:
+    text = {"type": "string"}
+    spec.components.response(
+        "NotModified",
+        {
+            "description": "Not Modified: If-None-Match names the current ETag (or `*`), or "
+            "If-Modified-Since is not older than Last-Modified. No body; ETag, Cache-Control "
+            "and Last-Modified as the 200 would have them",
+            "headers": {
+                name: name  # apispec turns a component's name into its $ref
+                for name in ("ETag", "Cache-Control", "Last-Modified")
+            },
+        },
+    )
+    spec.components.header(
+        "ETag", {"description": "Strong entity tag of the representation", "schema": text}
+    )
+    spec.components.header(
+        "Cache-Control",
+        {
+            "description": "`public, max-age=N` (any cache may keep it N seconds), "
+            "`public, no-cache` (keep, but revalidate every use) or `private, ...` (only the "
+            "consumer's own cache); N is the service's *_CACHE_MAX_AGE setting",
+            "schema": text,
+        },
+    )
+    spec.components.header(
+        "Last-Modified",
+        {"description": "When the resource last changed (HTTP-date)", "schema": text},
+    )
+    spec.components.parameter(
+        "If-None-Match",
+        "header",
+        {
+            "name": "If-None-Match",
+            "required": False,
+            "description": "ETags held (a list, or `*`); a match (weak comparison) is 304",
+            "schema": text,
+        },
+    )
+    spec.components.parameter(
+        "If-Modified-Since",
+        "header",
+        {
+            "name": "If-Modified-Since",
+            "required": False,
+            "description": "HTTP-date; 304 when not changed since (ignored with If-None-Match)",
+            "schema": text,
+        },
+    )
 
 
 def _local_schemas(given: Iterable[type[Schema] | Schema]) -> dict[str, type[Schema]]:

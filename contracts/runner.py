@@ -145,7 +145,7 @@ def verify_provider(
     transform: Transform | None = None,
 ) -> None:
     """Run provider `name` for real and verify every interaction of `pacts` against it."""
-    from tests.support.tokens import TestIssuer
+    from contracts.tokens import TestIssuer
 
     files = ", ".join(str(p.path) for p in pacts)
     try:

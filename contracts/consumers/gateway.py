@@ -401,7 +401,7 @@ def _config(urls: dict[str, str]) -> GatewayConfig:
 
 
 async def _drive(config: GatewayConfig, examples: dict[str, list[Example]]) -> list[str]:
-    from tests.support.tokens import TestIssuer
+    from contracts.tokens import TestIssuer
 
     issuer = TestIssuer()
     app = create_app(config, verifier=issuer.async_verifier(), transport_kind="http1")

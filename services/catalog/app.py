@@ -7,9 +7,10 @@ from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
+from chassis.http_cache import CachePolicy
 
 from .adapters.orm import products
-from .entrypoints import UOW_FACTORY, install_spec, openapi_bp, products_bp
+from .entrypoints import CACHE_POLICY, UOW_FACTORY, install_spec, openapi_bp, products_bp
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
@@ -35,6 +36,7 @@ def create_app(
     engine = create_db_engine(settings.database_url)
     app.extensions[ENGINE] = engine
     app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine)
+    app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     install(
         app,
         "catalog",

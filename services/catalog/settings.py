@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
+from chassis.http_cache import check_max_age
 from chassis.settings import log_level, secret, sync_database_url
 
 __all__ = ["CatalogSettings"]
@@ -18,6 +19,10 @@ class CatalogSettings:
     log_level: str = field(default="INFO", metadata={"check": log_level})
     # Bigger bodies are refused with 413 before any parsing.
     max_body_bytes: int = 64 * 1024
+    # `Cache-Control: public, max-age=N` on product reads (0: `public, no-cache`, revalidate
+    # every use). Products are the same for every reader, so caches may share them; a change
+    # is seen by clients within N seconds (the gateway cache is purged at once).
+    cache_max_age: int = field(default=60, metadata={"check": check_max_age})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:

@@ -23,13 +23,16 @@ log = logging.getLogger("portico.inventory")
 DEMO_UNITS = 50
 # Low on purpose, so that the tour (and tests) can run an order out of stock.
 DEMO_LOW = {"EL-0004": 3, "OD-0002": 2}
+# The catalog's demo skus (services.catalog.service_layer.demo), written out here because no
+# service imports another; a test that may import both keeps the two lists equal.
+DEMO_SKUS = tuple(
+    f"{group}-000{n}" for group in ("BK", "EL", "KT", "OD", "TY") for n in (1, 2, 3, 4)
+)
 
 
 def demo_stock() -> dict[str, int]:
-    """Units per catalog demo sku: the skus come from the catalog's own demo list."""
-    from services.catalog.service_layer.demo import DEMO_PRODUCTS
-
-    return {p.sku: DEMO_LOW.get(p.sku, DEMO_UNITS) for p in DEMO_PRODUCTS}
+    """Units per demo sku (the same skus as the catalog's demo products)."""
+    return {sku: DEMO_LOW.get(sku, DEMO_UNITS) for sku in DEMO_SKUS}
 
 
 def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, int | bool]:

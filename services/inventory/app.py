@@ -17,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine
+from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_aiohttp
 
 from . import schemas
 from .adapters.events import EventSink
 from .adapters.orm import outbox, stock
-from .entrypoints import SERVICE, routes
+from .entrypoints import CACHE_POLICY, SERVICE, routes
 from .service_layer.services import InventoryService
 from .settings import InventorySettings
 
@@ -54,6 +55,8 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[ENGINE] = engine
     app[SERVICE] = InventoryService(engine, events, settings.low_stock_threshold)
+    # Stock levels are the same for every reader: shared caches may keep them (revalidating).
+    app[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
 
     async def database_ready() -> None:
         """Readiness: the database answers and `init` has created the tables."""
@@ -83,6 +86,7 @@ def create_app(
             "Reservation": schemas.ReservationSchema,
         },
         errors=_ERRORS,
+        http_caching=True,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

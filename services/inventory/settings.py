@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
+from chassis.http_cache import check_max_age
 from chassis.settings import async_database_url, log_level, not_negative, port, secret
 
 __all__ = ["InventorySettings"]
@@ -21,6 +22,10 @@ class InventorySettings:
     port: int = field(default=8103, metadata={"check": port})
     log_level: str = field(default="INFO", metadata={"check": log_level})
     max_body_bytes: int = 64 * 1024
+    # `Cache-Control` of stock reads: 0 (default) is `public, no-cache`: caches may keep a
+    # level but revalidate it (ETag, a cheap 304) before each use, as stock moves with every
+    # order; N > 0 is `public, max-age=N` (levels up to N seconds old).
+    cache_max_age: int = field(default=0, metadata={"check": check_max_age})
     # `stock.low` is emitted when a sku's available quantity drops below this.
     low_stock_threshold: int = field(default=5, metadata={"check": not_negative})
     # Relay the outbox to the broker from this process (tests switch it off).

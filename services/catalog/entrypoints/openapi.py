@@ -47,6 +47,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
         errors=_ERRORS,
         operations=flask_operations(app),
+        http_caching=True,
     )
 
 

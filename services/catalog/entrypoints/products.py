@@ -13,7 +13,15 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from chassis import Problem, validation_problem
-from chassis.flask import current_claims, json_body, problem_response, query_args, require_scopes
+from chassis.flask import (
+    cacheable,
+    current_claims,
+    json_body,
+    problem_response,
+    query_args,
+    require_scopes,
+)
+from chassis.http_cache import ANY, CachePolicy, parse_entity_tags, version_etag
 
 from ..adapters.repository import ProductFilter
 from ..domain import InvalidProduct, Product
@@ -22,9 +30,10 @@ from ..service_layer import services
 from ..service_layer.pagination import encode_cursor
 from ..service_layer.unit_of_work import AbstractUnitOfWork
 
-__all__ = ["UOW_FACTORY", "products_bp"]
+__all__ = ["CACHE_POLICY", "UOW_FACTORY", "products_bp"]
 
 UOW_FACTORY = "catalog.uow_factory"
+CACHE_POLICY = "catalog.cache_policy"
 READ, WRITE = "catalog:read", "catalog:write"
 
 products_bp = Blueprint("products", __name__, url_prefix="/api/v1/products")
@@ -33,7 +42,7 @@ _product = ProductSchema()
 _input = ProductInputSchema()
 _query = ListQuerySchema()
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
-_ETAG = re.compile(r'"v([0-9]{1,18})"')  # fullmatch; bounded so int() is cheap and fits
+_VERSION = re.compile(r"v([0-9]{1,18})")  # fullmatch; bounded so int() is cheap and fits
 
 
 def _uow() -> AbstractUnitOfWork:
@@ -41,21 +50,29 @@ def _uow() -> AbstractUnitOfWork:
     return factory()
 
 
+def _cache_policy() -> CachePolicy:
+    policy: CachePolicy = current_app.extensions[CACHE_POLICY]
+    return policy
+
+
 def _one(product: Product, status: int = 200, **headers: str) -> Response:
     resp = jsonify(_product.dump(product))
     resp.status_code = status
-    resp.headers["ETag"] = f'"v{product.version}"'
+    resp.headers["ETag"] = str(version_etag(product.version))
     resp.headers.update(headers)
     return resp
 
 
 def _expected_version() -> int | None:
     """The version named by If-Match (strong ETags `"vN"`); `*` or no header: any version."""
-    header = request.headers.get("If-Match")
-    if header is None or header.strip() == "*":
+    header = request.headers.getlist("If-Match")
+    if not header:
         return None
-    for tag in header.split(","):
-        match = _ETAG.fullmatch(tag.strip())
+    tags = parse_entity_tags(", ".join(header))
+    if tags == ANY:
+        return None
+    for tag in tags or ():
+        match = None if tag.weak else _VERSION.fullmatch(tag.opaque)  # strong comparison
         if match:
             return int(match.group(1))
     raise Problem(412, "If-Match names no current version of this product")
@@ -101,6 +118,7 @@ def list_products() -> Response:
       parameters:
         - in: query
           schema: ListQuerySchema
+        - If-None-Match
       responses:
         200:
           description: A page of products; `Link rel="next"` when there is another page
@@ -108,9 +126,12 @@ def list_products() -> Response:
             Link:
               description: '<...>; rel="next"'
               schema: {type: string}
+            ETag: ETag
+            Cache-Control: Cache-Control
           content:
             application/json:
               schema: PageSchema
+        304: NotModified
         401: Unauthorized
         403: Forbidden
         422: UnprocessableContent
@@ -130,32 +151,44 @@ def list_products() -> Response:
         query = {k: v for k, v in request.args.to_dict().items() if k != "cursor"}
         query.update(limit=str(args["limit"]), cursor=next_cursor)
         resp.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
-    return resp
+    return cacheable(resp, _cache_policy())  # ETag from the page's bytes
 
 
 @products_bp.get("/<product_id>")
 @require_scopes(READ)
 def get_product(product_id: str) -> Response:
-    """One product, with its version as ETag (for If-Match on writes).
+    """One product, with its version as ETag (for If-None-Match on reads, If-Match on writes).
     ---
     get:
       operationId: getProduct
       summary: Get a product
       tags: [products]
       security: [{bearerAuth: ["catalog:read"]}]
+      parameters:
+        - If-None-Match
+        - If-Modified-Since
       responses:
         200:
           description: The product
           headers:
-            ETag: {description: 'the version, "vN"', schema: {type: string}}
+            ETag: {description: 'the version, "vN" (strong)', schema: {type: string}}
+            Last-Modified: Last-Modified
+            Cache-Control: Cache-Control
           content:
             application/json:
               schema: ProductSchema
+        304: NotModified
         401: Unauthorized
         403: Forbidden
         404: NotFound
     """
-    return _one(services.get_product(_uow(), product_id))
+    product = services.get_product(_uow(), product_id)
+    return cacheable(
+        _one(product),
+        _cache_policy(),
+        etag=version_etag(product.version),
+        last_modified=product.updated_at,
+    )
 
 
 @products_bp.post("")

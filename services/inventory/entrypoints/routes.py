@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from chassis import Problem, validation_problem
-from chassis.aiohttp import json_body, require_scopes
+from chassis.aiohttp import cacheable, json_body, require_scopes
+from chassis.http_cache import CachePolicy
 
 from ..domain import Line, Reservation, check_sku
 from ..schemas import ORDER_ID, ReservationSchema, ReserveRequestSchema, StockLevelSchema
@@ -18,9 +19,10 @@ from ..schemas import StockUpdateSchema as _StockUpdate
 from ..service_layer import services
 from ..service_layer.services import InventoryService
 
-__all__ = ["SERVICE", "routes"]
+__all__ = ["CACHE_POLICY", "SERVICE", "routes"]
 
 SERVICE = web.AppKey("inventory.service", InventoryService)
+CACHE_POLICY = web.AppKey("inventory.cache_policy", CachePolicy)
 READ, WRITE = "inventory:read", "inventory:write"
 
 routes = web.RouteTableDef()
@@ -101,7 +103,7 @@ async def _call(coro: Any) -> Any:
 @routes.get("/api/v1/inventory/{sku}")
 @require_scopes(READ)
 async def get_stock(request: web.Request) -> web.Response:
-    """Stock of one sku.
+    """Stock of one sku; ETag from the representation, so If-None-Match revalidates cheaply.
     ---
     get:
       operationId: getStock
@@ -113,17 +115,23 @@ async def get_stock(request: web.Request) -> web.Response:
           name: sku
           required: true
           schema: {type: string, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'}
+        - If-None-Match
       responses:
         200:
           description: on_hand, reserved and available units
+          headers:
+            ETag: ETag
+            Cache-Control: Cache-Control
           content: {application/json: {schema: StockLevelSchema}}
+        304: NotModified
         401: Unauthorized
         403: Forbidden
         404: NotFound
         422: UnprocessableContent
     """
     level = await _call(request.app[SERVICE].get_stock(_sku(request)))
-    return web.json_response(_level.dump({**vars(level), "available": level.available}))
+    resp = web.json_response(_level.dump({**vars(level), "available": level.available}))
+    return cacheable(request, resp, request.app[CACHE_POLICY])  # ETag from the body's bytes
 
 
 @routes.put("/api/v1/inventory/{sku}")

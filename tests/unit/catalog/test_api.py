@@ -315,6 +315,8 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert unauthorized["content"]["application/problem+json"]["schema"] == {
         "$ref": "#/components/schemas/Problem"
     }
-    query = {p["name"] for p in doc["paths"][BASE]["get"]["parameters"]}
+    params = doc["paths"][BASE]["get"]["parameters"]
+    query = {p["name"] for p in params if p.get("in") == "query"}
     assert query == {"limit", "cursor", "category", "q", "min_price", "max_price", "sku"}
+    assert {"$ref": "#/components/parameters/If-None-Match"} in params
     assert doc["components"]["schemas"]["Product"]["properties"]["price"]["type"] == "string"

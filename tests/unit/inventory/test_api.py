@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from services.catalog.service_layer.demo import DEMO_PRODUCTS
 from services.inventory.__main__ import demo_stock, init, main
 from services.inventory.settings import InventorySettings
 
@@ -182,6 +183,11 @@ def test_init_is_idempotent_and_seeds_catalog_demo_skus(tmp_path: Path) -> None:
     assert first["seeded"] == len(demo_stock()) == 20
     assert init(settings, seed=True)["seeded"] == 0
     assert min(demo_stock().values()) < 5 and max(demo_stock().values()) == 50
+
+
+def test_demo_stock_covers_exactly_the_catalog_demo_skus() -> None:
+    """Inventory keeps its own copy of the skus (services never import each other)."""
+    assert list(demo_stock()) == [p.sku for p in DEMO_PRODUCTS]
 
 
 def test_cli_reports_bad_settings(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
