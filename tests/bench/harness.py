@@ -312,7 +312,7 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
         )
         routes.append(("limited", "/limited", "/bench", jwt, "    rate_limit: bench\n"))
     aggregates = ""
-    if _has("gateway.aggregate"):
+    if _has("gateway.pipeline.aggregate"):
         # three independent parts, each 20 ms on the upstream: the answer should take ~20 ms
         routes.append(("slow", "/slow/{part}", "/slow/{part}", public, ""))
         aggregates = (
@@ -496,7 +496,7 @@ class Bench:
                     )
                 if not self.wanted("gateway aggregate"):
                     pass
-                elif _has("gateway.aggregate"):
+                elif _has("gateway.pipeline.aggregate"):
                     row = Row("gateway aggregate", base + "/aggregate", proc=proc, ratio=False)
                     self.add(row, "/aggregate")
                     url = self.upstream + "/slow/a"
