@@ -4,9 +4,9 @@
 unless GATEWAY_TRANSPORT=aiohttp picks aiohttp's `ClientSession` - and a verifier fetching the
 JWKS through it; tests pass a `MockTransport` and/or their own verifier. The gateway's own endpoints
 (`/healthz`, `/readyz`, the chassis' `/health/*` and `/metrics`, `/openapi.json`) take
-precedence over routed paths; everything else goes to `Proxy.handle`.
+precedence over routed paths; everything else goes to the pipeline (`gateway.proxy.handle`).
 
-What is compiled from the config (router, upstreams, limiter, proxy, OpenAPI merger) is one
+What is compiled from the config (router, upstreams, limiter, pipeline, OpenAPI merger) is one
 immutable `GatewayState` behind a `StateHolder`; with `config_path` the `Reloader` swaps in a
 new state when the file changes or on SIGHUP (see `gateway.reload`).
 """

@@ -1,23 +1,23 @@
-"""The gateway's HTTP/1.1 front server: httptools parsing, the proxy stages, one write.
+"""The gateway's HTTP/1.1 front server: httptools parsing, the pipeline, one write.
 
 Why it exists: aiohttp's server and response machinery were about half of the gateway's CPU
-per proxied request (tests/bench/README.md has the profile); the proxy stages themselves are
-small. This server answers the requests that only pass through the proxy - routed paths,
-HTTP/1.1, no body or a `Content-Length` body up to 64 KiB, no `Origin`, `Upgrade` or `Expect` -
-with the same stages the aiohttp handler runs (`Proxy.resolve`, `admit`, `forward`), the same
+per proxied request (tests/bench/README.md has the profile). This server parses requests into
+`Exchange`s (its `_Request` is one), runs them through the same pipeline as the aiohttp
+application (`Pipeline.start`: route, CORS, auth, rate limit, body limits, custom policies,
+forwarding, forward or aggregate; ADR 0016) and writes the chain's answer, with the same
 access line and metrics (`chassis.access`) and the same problem documents.
 
-Every other request - the gateway's own endpoints, aggregates, CORS, chunked or large uploads,
-HTTP/1.0, oversized heads - is handed over with its connection to the same aiohttp application
-(its `RequestHandler` gets the transport and the request's bytes). aiohttp answers it with
-`Connection: close`, so the client's next request starts on this server again: one handed-over
-request never turns a keep-alive connection slow for good.
+Requests it does not parse itself - the gateway's own endpoints (health, metrics, OpenAPI,
+docs), chunked or large uploads, `Upgrade` / `Expect`, HTTP/1.0, oversized heads - are handed
+over with their connection to the same aiohttp application (its `RequestHandler` gets the
+transport and the request's bytes), which answers with `Connection: close`, so the client's
+next request starts on this server again.
 
-Answering (ADR 0006): when no stage has to wait for anything but Redis, a request is written
-upstream at once (`Http1Transport.start`) and answered from the upstream connection's callback;
-a Redis limit's reply calls back the same way. Otherwise - a token to verify, a balanced
-upstream or one with a breaker, a body to stream, a stale connection to replay - a task runs
-the stages (`_answer`), from the start or from where the callbacks left off.
+Answering (ADR 0006, written once in `gateway.pipeline.chain`): the chain runs inline while
+every step answers at once; the forward step writes the request upstream on an idle kept-alive
+connection (`Http1Transport.start`) and the answer is written from that connection's callback
+(`_answered`); a Redis limit's reply calls back the same way. A step that must wait (a token to
+verify, a balanced upstream, a stale connection to replay) moves the rest into a task.
 
 Parsing: the buffer always starts at the first byte of the request being parsed, and a request
 answered here has no body or a known-length one, so where it ends is known without the parser;

@@ -213,7 +213,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class CorsPolicy:
-    """Who may call a route from a browser (see gateway.cors)."""
+    """Who may call a route from a browser (see gateway.pipeline.cors)."""
 
     name: str
     allow_origins: tuple[str, ...]  # exact origins, or "*"
@@ -226,7 +226,7 @@ class CorsPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AggregatePart:
-    """One GET of an aggregate; `path` may use expressions (see gateway.aggregate)."""
+    """One GET of an aggregate; `path` may use expressions (see gateway.pipeline.aggregate)."""
 
     name: str
     path: str
@@ -700,7 +700,7 @@ class AggregatePartSchema(_Strict):
 
 
 class AggregateSchema(_Strict):
-    """An aggregated GET endpoint: a small graph of GET parts (see gateway.aggregate)."""
+    """An aggregated GET endpoint: a small graph of GET parts (see gateway.pipeline.aggregate)."""
 
     name = fields.String(required=True, validate=validate.Length(min=1))
     method = fields.String(
