@@ -4,9 +4,9 @@
 unless GATEWAY_TRANSPORT=aiohttp picks aiohttp's `ClientSession` - and a verifier fetching the
 JWKS through it; tests pass a `MockTransport` and/or their own verifier. The gateway's own endpoints
 (`/healthz`, `/readyz`, the chassis' `/health/*` and `/metrics`, `/openapi.json`) take
-precedence over routed paths; everything else goes to `Proxy.handle`.
+precedence over routed paths; everything else goes to the pipeline (`gateway.proxy.handle`).
 
-What is compiled from the config (router, upstreams, limiter, proxy, OpenAPI merger) is one
+What is compiled from the config (router, upstreams, limiter, pipeline, OpenAPI merger) is one
 immutable `GatewayState` behind a `StateHolder`; with `config_path` the `Reloader` swaps in a
 new state when the file changes or on SIGHUP (see `gateway.reload`).
 """
@@ -17,7 +17,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -25,16 +25,13 @@ from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async, tracin
 from chassis.aiohttp import install
 
 from . import strict
-from .aggregate import Aggregator
-from .aggregate import register as register_aggregates
 from .auth import jwks_fetcher, make_verifier
 from .config import GatewayConfig
-from .cors import Cors
-from .cors import install as install_cors
 from .http1 import Http1Transport
 from .openapi import OpenApiMerger, add_docs_routes
-from .proxy import Proxy
-from .ratelimit import RateLimiter, add_headers
+from .pipeline.compile import Pipeline, describe
+from .pipeline.policy import PolicyContext
+from .ratelimit import RateLimiter
 from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
 from .routing import Router
 from .transport import AiohttpTransport, Transport
@@ -42,7 +39,6 @@ from .upstreams import UpstreamPool
 
 __all__ = [
     "CONFIG",
-    "PROXY",
     "RELOADER",
     "STATE",
     "TRANSPORT",
@@ -53,7 +49,6 @@ __all__ = [
 ]
 
 CONFIG = web.AppKey("gateway.config", GatewayConfig)
-PROXY = web.AppKey("gateway.proxy", Proxy)
 TRANSPORT = web.AppKey("gateway.transport", Transport)
 UPSTREAMS = web.AppKey("gateway.upstreams", UpstreamPool)
 STATE = web.AppKey("gateway.state", StateHolder)
@@ -138,33 +133,27 @@ def compile_state(
             limiter = _next_limiter(config, previous)
         else:
             limiter = RateLimiter(config.rate_limits, config.routes, config.server.trusted_proxies)
+    context = PolicyContext(
+        config=config,
+        router=router,
+        upstreams=upstreams,
+        transport=transport,
+        verifier=verifier,
+        limiter=limiter if limiter.enabled else None,
+    )
+    pipeline = Pipeline(config, context)  # every chain; ConfigError keeps the old state
     return GatewayState(
         config=config,
         router=router,
         upstreams=upstreams,
         limiter=limiter,
         verifier=verifier,
-        proxy=Proxy(router, upstreams, transport, verifier, limiter),
-        openapi=OpenApiMerger(router, upstreams, transport, config=config),
+        pipeline=pipeline,
+        openapi=OpenApiMerger(
+            router, upstreams, transport, config=config, policies=describe(pipeline)
+        ),
         generation=0 if previous is None else previous.generation + 1,
     )
-
-
-_T = TypeVar("_T")
-
-
-def _per_state(holder: StateHolder, build: Callable[[GatewayState], _T]) -> Callable[[], _T]:
-    """`build(state)` once per state: aggregates and CORS policies follow config reloads."""
-    cache: list[Any] = [None, None]
-
-    def current() -> _T:
-        state = holder.state
-        if cache[0] is not state:
-            cache[0], cache[1] = state, build(state)
-        built: _T = cache[1]
-        return built
-
-    return current
 
 
 def _ready_checks(state: GatewayState, transport: Transport) -> dict[str, Callable[[], Any]]:
@@ -195,7 +184,7 @@ def create_app(
 
     state = compile_state(config, transport, verifier=verifier, limiter=limiter)
     holder = StateHolder(state)
-    router, upstreams, limiter, proxy = state.router, state.upstreams, state.limiter, state.proxy
+    router, upstreams, limiter = state.router, state.upstreams, state.limiter
     verifier = state.verifier
     checks = _ready_checks(state, transport)
 
@@ -221,7 +210,6 @@ def create_app(
         handler_args=PARSER_LIMITS,  # oversized headers: a 431 problem from StateHolder.handle
     )
     app[CONFIG] = config
-    app[PROXY] = proxy
     app[TRANSPORT] = transport
     app[UPSTREAMS] = upstreams
     app[STATE] = holder
@@ -230,7 +218,6 @@ def create_app(
     app.middlewares.append(strict.middleware(lambda: holder.state.router))  # inside the chassis'
     limiter.register_metrics(metrics.registry)
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
-    app.on_response_prepare.append(add_headers)  # a reload may turn rate limits on
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)
@@ -247,20 +234,8 @@ def create_app(
     app.router.add_get("/readyz", ready)
     app.router.add_get("/openapi.json", openapi_view)
     add_docs_routes(app)
-    # Aggregated endpoints and the CORS preflight stage go ahead of the catch-all. CORS is
-    # installed only when some route names a policy (turning it on from none needs a restart).
-    aggregator = _per_state(
-        holder,
-        lambda s: Aggregator(
-            s.config.aggregates, s.router, s.upstreams, transport, s.verifier, s.limiter
-        ),
-    )
-    register_aggregates(app, config.aggregates, aggregator)
-    cors = _per_state(
-        holder, lambda s: (Cors(s.config.cors, s.config.routes, s.config.aggregates), s.router)
-    )
-    if cors()[0].enabled:
-        install_cors(app, cors, holder.handle)
+    # Everything else - routes, aggregates, CORS - is the pipeline's, read per request from
+    # the current state: a reload adds aggregate paths and turns CORS on or off.
     app.router.add_route("*", "/{tail:.*}", holder.handle)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

@@ -1,23 +1,23 @@
-"""The gateway's HTTP/1.1 front server: httptools parsing, the proxy stages, one write.
+"""The gateway's HTTP/1.1 front server: httptools parsing, the pipeline, one write.
 
 Why it exists: aiohttp's server and response machinery were about half of the gateway's CPU
-per proxied request (tests/bench/README.md has the profile); the proxy stages themselves are
-small. This server answers the requests that only pass through the proxy - routed paths,
-HTTP/1.1, no body or a `Content-Length` body up to 64 KiB, no `Origin`, `Upgrade` or `Expect` -
-with the same stages the aiohttp handler runs (`Proxy.resolve`, `admit`, `forward`), the same
+per proxied request (tests/bench/README.md has the profile). This server parses requests into
+`Exchange`s (its `_Request` is one), runs them through the same pipeline as the aiohttp
+application (`Pipeline.start`: route, CORS, auth, rate limit, body limits, custom policies,
+forwarding, forward or aggregate; ADR 0016) and writes the chain's answer, with the same
 access line and metrics (`chassis.access`) and the same problem documents.
 
-Every other request - the gateway's own endpoints, aggregates, CORS, chunked or large uploads,
-HTTP/1.0, oversized heads - is handed over with its connection to the same aiohttp application
-(its `RequestHandler` gets the transport and the request's bytes). aiohttp answers it with
-`Connection: close`, so the client's next request starts on this server again: one handed-over
-request never turns a keep-alive connection slow for good.
+Requests it does not parse itself - the gateway's own endpoints (health, metrics, OpenAPI,
+docs), chunked or large uploads, `Upgrade` / `Expect`, HTTP/1.0, oversized heads - are handed
+over with their connection to the same aiohttp application (its `RequestHandler` gets the
+transport and the request's bytes), which answers with `Connection: close`, so the client's
+next request starts on this server again.
 
-Answering (ADR 0006): when no stage has to wait for anything but Redis, a request is written
-upstream at once (`Http1Transport.start`) and answered from the upstream connection's callback;
-a Redis limit's reply calls back the same way. Otherwise - a token to verify, a balanced
-upstream or one with a breaker, a body to stream, a stale connection to replay - a task runs
-the stages (`_answer`), from the start or from where the callbacks left off.
+Answering (ADR 0006, written once in `gateway.pipeline.chain`): the chain runs inline while
+every step answers at once; the forward step writes the request upstream on an idle kept-alive
+connection (`Http1Transport.start`) and the answer is written from that connection's callback
+(`_answered`); a Redis limit's reply calls back the same way. A step that must wait (a token to
+verify, a balanced upstream, a stale connection to replay) moves the rest into a task.
 
 Parsing: the buffer always starts at the first byte of the request being parsed, and a request
 answered here has no body or a known-length one, so where it ends is known without the parser;
@@ -40,7 +40,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -50,33 +50,25 @@ import httptools
 import orjson
 from aiohttp import web
 
-from chassis import REQUEST_ID_HEADER, Problem, tracing
+from chassis import REQUEST_ID_HEADER, Problem
 from chassis.access import record_request
 from chassis.aiohttp import METRICS
 from chassis.logging import accept_request_id, correlation_id
 from chassis.problems import PROBLEM_JSON
 
 from . import strict
-from .auth import authenticate, authenticate_cached
-from .config import IDEMPOTENT_METHODS, RetryPolicy
-from .http1 import Http1Transport
-from .proxy import (
-    _READ_WHOLE_REQUEST,
-    BodyTooLarge,
-    Proxy,
-    _too_large,
-    body_late,
-    forward_header_pairs,
-    read_whole,
+from .pipeline.body_limits import READ_WHOLE_REQUEST as _READ_WHOLE_REQUEST
+from .pipeline.body_limits import body_late
+from .pipeline.exchange import Exchange
+from .pipeline.forwarding import (
     response_head_block,
     response_header_fields,
     response_headers,
 )
-from .ratelimit import RedisError
+from .pipeline.policy import Answer
+from .proxy import read_whole
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
-from .routing import Route
-from .transport import OutboundRequest, TransportError, UpstreamResponse
-from .upstreams import Instance, NoReadyInstance, Upstream
+from .transport import TransportError, UpstreamResponse
 from .writes import WriteBatch, batch_for
 
 __all__ = ["FrontServer"]
@@ -107,66 +99,34 @@ class _Refused(Exception):
     """The request's head breaks a rule of `gateway.strict`: a 400 problem, then close."""
 
 
-class _Request:
+class _Request(Exchange):
+    """An `Exchange` with what the parser and the connection need besides."""
+
     __slots__ = (
         "answered",
-        "authorization",
-        "body",
-        "client_id",
+        "body_parts",
         "cold",
-        "content_length",
         "end",
-        "fields",
-        "forwarded_for",
         "head_bytes",
-        "headers",
-        "host",
         "inflight",
-        "keep_alive",
-        "method",
-        "outbound",
-        "path",
-        "rate",
         "refused",
-        "request_id",
-        "rid",
-        "route",
-        "started",
-        "target",
         "url",
     )
 
     def __init__(self) -> None:
+        Exchange.__init__(self, "", "", "", [])
         self.url = b""
-        self.headers: list[tuple[str, str]] = []
         self.head_bytes = 0
-        self.content_length = 0
-        self.authorization: str | None = None
-        self.request_id: str | None = None
-        self.host: str | None = None
-        self.forwarded_for: list[str] = []
         self.cold = False  # something makes the request aiohttp's (see on_header)
         self.refused: Problem | None = None  # a field given twice (see gateway.strict)
         self.answered = False  # the status line is out: too late for a problem
-        self.body: list[bytes] = []
-        self.method = ""
-        self.target = ""
-        self.path = ""  # the target's path, percent-decoded: routing's and the access line's
-        self.keep_alive = True
+        self.body_parts: list[bytes] = []
         self.end = 0
-        # set while it is answered
         self.inflight: Inflight | None = None
-        self.started = 0.0
-        self.rid = ""
-        self.route: Route | None = None
-        self.outbound: OutboundRequest | None = None
-        self.fields: dict[str, Any] | None = None  # the access line's own
-        self.client_id: str | None = None
-        self.rate: tuple[str, str] | None = None  # RateLimit-Policy and RateLimit
 
 
-# Headers whose presence hands the request to aiohttp: CORS, protocol switches, 100-continue.
-_COLD_HEADERS = frozenset({b"origin", b"upgrade", b"expect", b"transfer-encoding"})
+# Headers whose presence hands the request to aiohttp: protocol switches, 100-continue, chunks.
+_COLD_HEADERS = frozenset({b"upgrade", b"expect", b"transfer-encoding"})
 
 
 class FrontServer:
@@ -433,7 +393,7 @@ class _Connection(asyncio.Protocol):
             return
         state = self.front.holder.state
         try:
-            route, _ = state.proxy.resolve(req.method, req.target)
+            route, _ = state.pipeline.resolve(req.method, req.target, req.path)
             timeout = route.body_timeout
         except Problem:
             route, timeout = None, self.front.head_timeout
@@ -556,6 +516,8 @@ class _Connection(asyncio.Protocol):
             if req.host is not None:
                 req.refused = strict.duplicate("Host")
             req.host = text
+        elif low == b"origin":
+            req.origin = text
         elif low in _COLD_HEADERS:
             req.cold = True
         req.headers.append((name.decode("latin-1"), text))
@@ -594,7 +556,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         req = self.req
         assert req is not None
-        req.body.append(body)
+        req.body_parts.append(body)
 
     def on_message_complete(self) -> None:
         req = self.req
@@ -649,232 +611,68 @@ class _Connection(asyncio.Protocol):
     # --- answering --------------------------------------------------------------------------
 
     def _begin(self, req: _Request) -> None:
-        """Answer `req`: from callbacks when no stage has to wait, else in a task.
-
-        Without a task when the route is public or the token was verified before, its limit
-        (if any) is in process or in Redis, and the upstream has one instance and no breaker:
-        the request goes upstream at once (or when Redis' reply calls back) and is answered
-        from the upstream connection's callback (`Http1Transport.start`). A task, its
-        coroutine frames and the futures it waits on cost more than the rest of such a
-        request's stages together (ADR 0006).
-        """
+        """Answer `req` through the pipeline: its chain runs inline while every step answers
+        at once (ADR 0006, ADR 0016), and `_answered` writes the answer - now, or from the
+        callback or task where a step had to wait."""
         state = self.front.holder.state  # read once: the request stays on this state
         req.inflight = state.inflight
         req.inflight.count += 1
         req.started = time.perf_counter()
-        req.rid = accept_request_id(req.request_id)
-        proxy = state.proxy
+        req.remote = self.remote
+        if req.host is None:
+            req.host = _local_host(self.transport)
+        parts = req.body_parts
+        if parts:
+            req.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        req.server = self
+        req.done = self._answered
         try:
-            started = self._start_now(req, proxy)  # sets the correlation id where it logs
-        except Exception as exc:
-            token = correlation_id.set(req.rid)
-            try:  # a limit decided (429, 503) is the answer: the task must not count it again
-                status = self._problem(req, exc) if isinstance(exc, Problem) else self._crash(req)
-                self._finish(req, status)
-            finally:
-                correlation_id.reset(token)
-            return
-        if not started:
-            assert self.front.loop is not None
-            self.front.loop.create_task(self._answer(req, proxy))
+            state.pipeline.start(req)
+        except Exception:  # a bug outside any policy: still an answer, never a hang
+            if req.status == 0:
+                token = correlation_id.set(req.rid)
+                try:
+                    self._finish(req, self._crash(req))
+                finally:
+                    correlation_id.reset(token)
 
-    def _start_now(self, req: _Request, proxy: Proxy) -> bool:
-        """Stages 1-4 and the upstream request without a task, when none of them waits for
-        more than Redis' reply (which comes back through a callback too). False - nothing
-        decided, nothing sent - leaves the whole request to the task (`_answer`). A problem
-        raised here (429, 503) is the request's answer: its limit was already counted."""
-        transport = proxy.transport
-        if not isinstance(transport, Http1Transport):
-            return False
-        try:
-            route, params = proxy.resolve(req.method, req.target)
-        except Problem:
-            return False
-        instance = proxy.upstreams[route.upstream].direct
-        if instance is None or not instance.healthy:
-            return False
-        claims = None
-        if route.auth_required:
-            try:
-                claims = authenticate_cached(proxy.verifier, route, req.authorization)
-            except Problem:
-                return False
-            if claims is None:
-                return False
-        if req.content_length > route.max_body_bytes:
-            return False
-        limiter = proxy.limiter
-        asked = None
-        if limiter is not None:
-            remote = self.remote
-            forwarded_for = req.forwarded_for
-            asked = limiter.begin(
-                route.name,
-                claims,
-                lambda: limiter.client_ip_of(remote, tuple(forwarded_for)),
-            )
-            if asked is not None and limiter.remote is not None and tracing.ENABLED:
-                return False  # the task's `admit` traces the Redis call
-        req.route = route
-        req.fields = {"upstream": route.upstream}
-        if claims is not None:
-            req.client_id = claims.client_id
-        if asked is None:
-            self._send_now(req, proxy, transport, params, instance)
-            return True
-        assert limiter is not None
-        plan, key = asked
-        if limiter.remote is None:  # in-process limits (the embedded default): decided now
-            req.rate = limiter.verdict(plan, *limiter.decide_locally(plan, key))
-            self._send_now(req, proxy, transport, params, instance)
-            return True
-        later = (transport, params, instance, plan, key)
-        try:
-            limiter.remote.client.submit_callback(
-                limiter.remote.payload(key, plan), self._admitted, req, proxy, later
-            )
-        except RedisError as exc:  # not connected, or too many calls waiting
-            token = correlation_id.set(req.rid)  # `decided` logs Redis going away
-            try:
-                decided = limiter.decided(plan, key, None, exc)
-            finally:
-                correlation_id.reset(token)
-            assert decided is not None
-            req.rate = limiter.verdict(plan, *decided)
-            self._send_now(req, proxy, transport, params, instance)
-            return True
-        return True
-
-    def _admitted(
-        self,
-        req: _Request,
-        proxy: Proxy,
-        later: tuple[Any, ...],
-        reply: Any,
-        error: RedisError | None,
-    ) -> None:
-        """Redis answered (or the call failed): the limit's verdict, then the upstream request."""
-        transport, params, instance, plan, key = later
-        limiter = proxy.limiter
-        assert limiter is not None and req.route is not None
+    def _answered(self, req: Exchange) -> None:
+        """The chain's answer (`Exchange.done`): written now when nothing more has to be read
+        from the upstream, else by a task that reads or streams its body."""
+        assert isinstance(req, _Request)
         token = correlation_id.set(req.rid)
         try:
-            status = None
             try:
-                decided = limiter.decided(plan, key, reply, error)
-                if decided is None:  # Redis lost the script: `decide` loads it, in a task
-                    pending = self._admit_and_send(req, proxy, params, plan, key)
-                    assert self.front.loop is not None
-                    self.front.loop.create_task(self._answer(req, proxy, pending))
-                    return
-                req.rate = limiter.verdict(plan, *decided)
-                self._send_now(req, proxy, transport, params, instance)
+                answer = req.answer
+                if answer is not None:
+                    status = self._write_answer(req, answer)
+                else:
+                    response = req.response
+                    whole = getattr(response, "whole_body", None)
+                    body = (
+                        whole()
+                        if whole is not None and response.content_length is not None
+                        else None
+                    )
+                    status = self._relay_now(req, response, body)
+                    if status is None:
+                        assert self.front.loop is not None  # the body is still coming
+                        self.front.loop.create_task(self._relay_task(req, response))
+                        return
+                    response.close()
             except Problem as problem:
                 status = self._problem(req, problem)
             except Exception:
                 status = self._crash(req)
-            if status is not None:
-                self._finish(req, status)
+            self._finish(req, status)
         finally:
             correlation_id.reset(token)
 
-    def _send_now(
-        self,
-        req: _Request,
-        proxy: Proxy,
-        transport: Http1Transport,
-        params: dict[str, str] | None,
-        instance: Instance,
-    ) -> None:
-        """Stage 4: the upstream request, written now on an idle kept-alive connection and
-        answered from its callback; without one, a task opens (or waits for) a connection."""
-        _, outbound, _ = self._outbound(req, proxy, params)
-        outbound.origin = instance.origin
-        if transport.start(outbound, self._upstream_answered, req, proxy) is None:
-            assert self.front.loop is not None
-            self.front.loop.create_task(self._answer(req, proxy, transport.send(outbound)))
-
-    def _outbound(
-        self, req: _Request, proxy: Proxy, params: dict[str, str] | None
-    ) -> tuple[Upstream, OutboundRequest, RetryPolicy | None]:
-        """`Proxy.outbound` for this request: its fields for the upstream, forwarding ones set."""
-        route = req.route
-        assert route is not None
-        forwarded = forward_header_pairs(
-            req.headers,
-            forwarded_for=req.forwarded_for,
-            remote=self.remote,
-            scheme="http",
-            host=req.host or _local_host(self.transport),
-            request_id=req.rid,
-        )
-        body = b"".join(req.body) if req.body else None
-        found = proxy.outbound(route, params, req.method, req.target, forwarded, body)
-        req.outbound = found[1]
-        return found
-
-    def _upstream_answered(self, req: _Request, proxy: Proxy, response: Any) -> None:
-        """`_start_now`'s callback: the answer now, or a task for what still has to wait."""
-        token = correlation_id.set(req.rid)
-        try:
-            status = self._answer_now(req, proxy, response)
-            if status is not None:
-                self._finish(req, status)
-        finally:
-            correlation_id.reset(token)
-
-    def _answer_now(self, req: _Request, proxy: Proxy, response: Any) -> int | None:
-        """The status answered, or None when a task took the request over."""
-        assert req.route is not None and req.outbound is not None
-        try:
-            error = response.failure()
-            if error is None:
-                body = response.whole_body() if response.content_length is not None else None
-                status = self._relay_now(req, response, body)
-                if status is not None:
-                    response.close()
-                    return status
-                assert self.front.loop is not None  # the body is still coming: a task relays it
-                self.front.loop.create_task(self._answer(req, proxy, _ready(response)))
-                return None
-            stale = response.stale
-            response.close()
-            if stale and req.method in IDEMPOTENT_METHODS:
-                # A kept-alive connection died before the first byte: once more, on a new one
-                # (what `send` does itself for idempotent requests).
-                assert self.front.loop is not None and isinstance(proxy.transport, Http1Transport)
-                again = proxy.transport.send(req.outbound, fresh=True)
-                self.front.loop.create_task(self._answer(req, proxy, again))
-                return None
-            route = req.route
-            raise proxy.failure(error, route.upstream, req.outbound, route.max_body_bytes)
-        except Problem as problem:
-            return self._problem(req, problem)
-        except Exception:
-            return self._crash(req)
-
-    async def _answer(
-        self,
-        req: _Request,
-        proxy: Proxy,
-        pending: Awaitable[UpstreamResponse] | None = None,
-    ) -> None:
-        """The whole request in a task, or (`pending`) the rest of one `_start_now` began."""
+    async def _relay_task(self, req: _Request, response: UpstreamResponse) -> None:
         token = correlation_id.set(req.rid)
         status = 500
         try:
             try:
-                if pending is None:
-                    response = await self._stages(req, proxy)
-                else:
-                    try:
-                        response = await pending
-                    except TransportError as exc:
-                        route, outbound = req.route, req.outbound
-                        assert route is not None and outbound is not None
-                        raise proxy.failure(
-                            exc, route.upstream, outbound, route.max_body_bytes
-                        ) from None
                 try:
                     status = await self._relay(req, response)
                 finally:
@@ -887,66 +685,28 @@ class _Connection(asyncio.Protocol):
             self._finish(req, status)
             correlation_id.reset(token)
 
-    async def _stages(self, req: _Request, proxy: Proxy) -> UpstreamResponse:
-        """Stages 1-5 (`Proxy.resolve`, `admit`, `forward`) inline: each coroutine level costs
-        on every request."""
-        route, params = proxy.resolve(req.method, req.target)
-        req.route = route
-        req.fields = {"upstream": route.upstream}
-        limiter = proxy.limiter
-        remote = self.remote
-
-        def client_ip() -> str:
-            if limiter is None:
-                return remote or "unknown"
-            return limiter.client_ip_of(remote, tuple(req.forwarded_for))
-
-        claims = None
-        if route.auth_required:
-            try:
-                claims = authenticate_cached(proxy.verifier, route, req.authorization)
-                if claims is None:
-                    claims = await authenticate(proxy.verifier, route, req.authorization)
-            except Problem as problem:
-                if limiter is None:
-                    raise
-                raise await limiter.refused(route.name, problem, client_ip) from None
-        if limiter is not None:
-            req.rate = await limiter.admit(route.name, claims, client_ip)
-        if claims is not None:
-            req.client_id = claims.client_id
-        if req.content_length > route.max_body_bytes:
-            raise _too_large(route.max_body_bytes)
-        return await self._send(req, proxy, params)
-
-    async def _admit_and_send(
-        self,
-        req: _Request,
-        proxy: Proxy,
-        params: dict[str, str] | None,
-        plan: Any,
-        key: str,
-    ) -> UpstreamResponse:
-        """The rest of a request `_start_now` began when Redis lost the limiter's script."""
-        limiter = proxy.limiter
-        assert limiter is not None
-        req.rate = limiter.verdict(plan, *(await limiter.decide(plan, key)))
-        return await self._send(req, proxy, params)
-
-    async def _send(
-        self, req: _Request, proxy: Proxy, params: dict[str, str] | None
-    ) -> UpstreamResponse:
-        """Stages 4 and 5 in the task: the upstream request, until its response head."""
-        upstream, outbound, retry = self._outbound(req, proxy, params)
-        route = req.route
-        assert route is not None
-        try:
-            response = await upstream.send(proxy.transport, outbound, retry)
-        except (NoReadyInstance, BodyTooLarge, TransportError) as exc:
-            raise proxy.failure(exc, upstream.name, outbound, route.max_body_bytes) from None
-        if upstream.balanced:
-            req.fields["instance"] = outbound.origin
-        return response
+    def _write_answer(self, req: _Request, answer: Answer) -> int:
+        """An answer the gateway made (a problem, a preflight, a policy's own)."""
+        body = answer.body
+        chain = req.chain
+        if chain is not None and chain.bodies and body:
+            body = chain.body(req, body, True)
+        fields = [f for f in answer.headers if f[0].lower() != "content-length"]
+        if req.response_drop:
+            fields = [f for f in fields if f[0].lower() not in req.response_drop]
+        no_body = req.method == "HEAD" or answer.status in _NO_BODY_STATUS
+        if answer.status not in _NO_BODY_STATUS:
+            fields.append(("Content-Length", str(len(body))))
+        self._write(
+            answer.status,
+            _REASONS.get(answer.status, ""),
+            [],
+            fields,
+            b"" if no_body else body,
+            close=not req.keep_alive,
+            own=self._own_block(req, answer.headers),
+        )
+        return answer.status
 
     def _problem(self, req: _Request, problem: Problem) -> int:
         self._fail(req, problem, req.path, req.rid, req.rate)
@@ -959,7 +719,8 @@ class _Connection(asyncio.Protocol):
         return 500
 
     def _finish(self, req: _Request, status: int) -> None:
-        """The request is answered: its access line and metrics, then the next request."""
+        """The request is answered: its access line and metrics, the log phase, then the next
+        request."""
         assert req.inflight is not None
         req.inflight.leave()
         route = req.route
@@ -970,9 +731,12 @@ class _Connection(asyncio.Protocol):
             req.path,
             status,
             time.perf_counter() - req.started,
-            req.client_id,
+            req.consumer,
             req.fields,
         )
+        chain = req.chain
+        if chain is not None and chain.logs:
+            chain.log(req)
         self._done(req)
 
     def _relay_now(
@@ -987,7 +751,14 @@ class _Connection(asyncio.Protocol):
         reason = upstream.reason or _REASONS.get(status, "")
         raw = getattr(upstream, "header_fields", None)  # the pooled client's: as received
         block = None
-        if raw is not None and status not in _NO_BODY_STATUS:
+        chain = req.chain
+        bodies = chain is not None and bool(chain.bodies)
+        if (
+            raw is not None
+            and status not in _NO_BODY_STATUS
+            and not req.response_drop
+            and not bodies
+        ):
             block = response_head_block(raw)
         if block is not None:  # the common case: the fields serialized in one pass
             self._send_head(
@@ -1002,6 +773,14 @@ class _Connection(asyncio.Protocol):
         fields = _upstream_fields(upstream)
         if status in _NO_BODY_STATUS:
             fields = [f for f in fields if f[0].lower() != b"content-length"]
+        if req.response_drop:
+            drop = {n.encode("latin-1") for n in req.response_drop}
+            fields = [f for f in fields if f[0].lower() not in drop]
+        if bodies and body and not no_body:
+            assert chain is not None
+            body = chain.body(req, body, True)
+            fields = [f for f in fields if f[0].lower() != b"content-length"]
+            fields.append((b"Content-Length", b"%d" % len(body)))
         self._write(
             status,
             reason,
@@ -1014,14 +793,20 @@ class _Connection(asyncio.Protocol):
         return status
 
     @staticmethod
-    def _own_block(req: _Request) -> bytes:
-        """Our fields on a relayed answer: its request id, and the route's RateLimit fields."""
+    def _own_block(req: _Request, have: list[tuple[str, str]] | None = None) -> bytes:
+        """Our fields on an answer: its request id, the route's RateLimit fields (unless the
+        answer names its own: a 429), and those the policies added."""
         own = b"%s: %s\r\n" % (_REQUEST_ID_FIELD, req.rid.encode())
         rate = req.rate
-        if rate is not None:
+        if rate is not None and not (have and any(k == "RateLimit" for k, _ in have)):
             own += b"RateLimit-Policy: %s\r\nRateLimit: %s\r\n" % (
                 rate[0].encode(),
                 rate[1].encode(),
+            )
+        extra = req.response_extra
+        if extra:
+            own += b"".join(
+                f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in extra
             )
         return own
 
@@ -1039,6 +824,14 @@ class _Connection(asyncio.Protocol):
             assert answered is not None
             return answered
         fields = _upstream_fields(upstream)
+        if req.response_drop:
+            drop = {n.encode("latin-1") for n in req.response_drop}
+            fields = [f for f in fields if f[0].lower() not in drop]
+        chain = req.chain
+        bodies = chain.bodies if chain is not None else ()
+        if bodies:  # the policies may change the length: sent chunked
+            fields = [f for f in fields if f[0].lower() != b"content-length"]
+            length = None
         reason = upstream.reason or _REASONS.get(status, "")
         own = self._own_block(req)
         chunked = length is None
@@ -1051,6 +844,11 @@ class _Connection(asyncio.Protocol):
             async for chunk in upstream.iter_chunks():
                 if self.transport is None:
                     break  # the client went away: stop reading the upstream
+                if bodies:
+                    assert chain is not None
+                    chunk = chain.body(req, chunk, False)
+                    if not chunk:
+                        continue
                 if chunked:
                     self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 else:
@@ -1064,6 +862,11 @@ class _Connection(asyncio.Protocol):
                 transport.abort()
             return status
         if self.transport is not None:
+            if bodies:
+                assert chain is not None
+                tail = chain.body(req, b"", True)
+                if tail:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(tail), tail))
             if chunked:
                 self.transport.write(b"0\r\n\r\n")
             if not req.keep_alive or self.front.closing:
@@ -1182,10 +985,6 @@ def _upstream_fields(upstream: UpstreamResponse) -> list[tuple[bytes, bytes]]:
         (name.encode("latin-1"), value.encode("utf-8", "surrogateescape"))
         for name, value in response_headers(upstream.headers).items()
     ]
-
-
-async def _ready(response: UpstreamResponse) -> UpstreamResponse:
-    return response
 
 
 def _decoded(path: str) -> str:

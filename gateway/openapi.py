@@ -26,6 +26,7 @@ import copy
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,11 +194,13 @@ class OpenApiMerger:
         config: GatewayConfig | None = None,
         timeout: float = 3.0,
         retry_interval: float = 30.0,
+        policies: Callable[[str], list[Any]] | None = None,
     ) -> None:
         self._router = router
         self._upstreams = upstreams
         self._transport = transport
         self._config = config
+        self._policies = policies  # a route's bound policies: their documented answers
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._specs: dict[str, dict[str, Any]] = {}
@@ -291,6 +294,9 @@ class OpenApiMerger:
             responses.setdefault("408", _ref("RequestTimeout"))
         for status, name in _ON_EVERY_ROUTE:
             responses.setdefault(status, _ref(name))
+        for policy in self._policies(route.name) if self._policies is not None else ():
+            for status, documented in policy.responses.items():
+                responses.setdefault(str(status), copy.deepcopy(dict(documented)))
         op["responses"] = dict(sorted(responses.items()))
         return op
 

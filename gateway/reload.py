@@ -1,9 +1,10 @@
 """Reloading gateway.yaml without a restart: on SIGHUP and when the file changes.
 
-Everything compiled from one config - router, routes, upstream pool, rate limiter, the proxy
-that uses them, the OpenAPI merger - is one immutable `GatewayState`. The catch-all handler
-reads `StateHolder.state` once per request, so a request in flight finishes on the state it
-started with while new requests see the new one: a reload is one attribute assignment.
+Everything compiled from one config - router, routes, upstream pool, rate limiter, the
+pipeline (every route's and aggregate's chain of policies), the OpenAPI merger - is one
+immutable `GatewayState`. The catch-all handler reads `StateHolder.state` once per request,
+so a request in flight finishes on the state it started with while new requests see the new
+one: a reload is one attribute assignment.
 
 A reload (`Reloader.reload`) validates the file first; an invalid file is rejected with a
 logged error naming its bad keys, and the running state stays. The compile step reuses what
@@ -34,7 +35,8 @@ from chassis import AsyncTokenVerifier, ConfigError, Problem
 
 from .config import GatewayConfig, load_config
 from .openapi import OpenApiMerger
-from .proxy import Proxy
+from .pipeline.compile import Pipeline
+from .proxy import handle
 from .ratelimit import RateLimiter
 from .routing import Router
 from .transport import Transport
@@ -100,7 +102,7 @@ class GatewayState:
     upstreams: UpstreamPool
     limiter: RateLimiter
     verifier: AsyncTokenVerifier
-    proxy: Proxy
+    pipeline: Pipeline
     openapi: OpenApiMerger
     generation: int = 0
     inflight: Inflight = field(default_factory=Inflight)
@@ -139,7 +141,7 @@ class StateHolder:
         inflight = state.inflight
         inflight.count += 1
         try:
-            return await state.proxy.handle(request)
+            return await handle(state.pipeline, request)
         finally:
             inflight.leave()
 

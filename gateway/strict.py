@@ -95,7 +95,7 @@ def head_problem(request: web.Request, router: Router) -> Problem | None:
 
 def middleware(router: Callable[[], Router]) -> Handler:
     """aiohttp's side of the rules; `router()` is the current state's route table. A 408
-    (`gateway.proxy.body_late`) closes the connection here too."""
+    (`gateway.pipeline.body_limits.body_late`) closes the connection here too."""
 
     @web.middleware
     async def strict_head(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -104,7 +104,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
     app = create_app(load_config(gateway_yaml(workdir, ORIGIN, TestIssuer(), None)))
     server = front_module.FrontServer(app, app[STATE])
     await server.start("127.0.0.1", 0)
-    start_now = front_module._Connection._start_now
+    start_now = http1.Http1Transport.start
     try:
         transport = app[TRANSPORT]
         assert isinstance(transport, http1.Http1Transport)
@@ -119,8 +119,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
         client = front_module._Connection(server)
         client_transport = FakeTransport()
         client.connection_made(client_transport)  # type: ignore[arg-type]
-        if args.task:  # patched on the class (slots), put back below
-            front_module._Connection._start_now = lambda *_: False  # type: ignore[method-assign]
+        if args.task:  # no idle connection to write on at once: the forward step's task
+            http1.Http1Transport.start = lambda *_: None  # type: ignore[method-assign,assignment]
 
         async def one() -> None:
             client.data_received(REQUEST)
@@ -151,7 +151,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
         client.connection_lost(None)  # the fake connection ends: close() need not wait for it
         return runs
     finally:
-        front_module._Connection._start_now = start_now  # type: ignore[method-assign]
+        http1.Http1Transport.start = start_now  # type: ignore[method-assign]
         await server.close()
 
 

@@ -6,16 +6,16 @@ import re
 
 import pytest
 
-from gateway import front
+from gateway import http1
 from tests.bench import inproc
 
 
 @pytest.mark.parametrize("extra", [[], ["--task"], ["--no-access-log"]])
 def test_the_in_process_bench_runs(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    start_now = front._Connection._start_now
+    start_now = http1.Http1Transport.start
     assert inproc.main(["--requests", "200", "--runs", "1", *extra]) == 0
     out = capsys.readouterr().out
     figure = re.search(r"([0-9.]+) us per request", out)
     assert figure is not None and float(figure.group(1)) > 0, out
     assert ("task path" in out) == ("--task" in extra)
-    assert front._Connection._start_now is start_now  # the task path's patch is undone
+    assert http1.Http1Transport.start is start_now  # the task path's patch is undone

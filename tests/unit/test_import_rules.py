@@ -7,14 +7,8 @@ tests, and read relative imports, imports inside functions and `if TYPE_CHECKING
 Each `Rule` names the modules it is about (`importers`) and the imports they may not make
 (`forbidden(importer, imported)`); `transitive=True` also follows the first-party modules the
 importer imports (and the packages whose `__init__` that runs), so that a domain module cannot
-reach a framework through, say, `chassis`. Adding a rule is appending one `Rule` to `RULES`::
-
-    Rule(
-        "gateway config imports no behaviour",
-        importers=lambda m: in_package(m, "gateway.config"),
-        forbidden=lambda _m, name: in_package(name, "gateway")
-        and not in_package(name, "gateway.config"),
-    )
+reach a framework through, say, `chassis`. Adding a rule is appending one `Rule` to `RULES`
+(the gateway-config rule, last, is one).
 
 Packaged code is what pyproject.toml's `[tool.setuptools.packages.find] include` names.
 """
@@ -103,6 +97,15 @@ RULES = [
         "packaged code never imports tests",
         importers=lambda _m: True,
         forbidden=lambda _m, name: in_package(name, "tests"),
+    ),
+    Rule(
+        # checking a file never runs request-path code; the policies a file names are
+        # imported by name when it is loaded (gateway.config.policies)
+        "gateway config imports no behaviour",
+        importers=lambda m: in_package(m, "gateway.config"),
+        forbidden=lambda _m, name: (
+            in_package(name, "gateway") and not in_package(name, "gateway.config")
+        ),
     ),
 ]
 

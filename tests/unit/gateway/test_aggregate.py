@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chassis import ConfigError
-from gateway.aggregate import PARTIAL_HEADER, ExprError, parse_template
 from gateway.app import STATE
+from gateway.pipeline.aggregate import PARTIAL_HEADER, ExprError, parse_template
 from gateway.transport import MockResponse, OutboundRequest
 from tests.support.tokens import TestIssuer
 

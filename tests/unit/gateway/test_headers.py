@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.proxy import forward_headers, response_headers
+from gateway.pipeline.forwarding import forward_headers, response_headers
 
 
 def _headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -109,7 +109,7 @@ _HOPPY = (
 
 
 def test_forward_header_pairs_match_forward_headers() -> None:
-    from gateway.proxy import forward_header_pairs
+    from gateway.pipeline.forwarding import forward_header_pairs
 
     args = {"remote": "10.0.0.9", "scheme": "http", "host": "api.example", "request_id": "r1"}
     for _ in range(2):  # the second time through the per-name cache
@@ -119,7 +119,7 @@ def test_forward_header_pairs_match_forward_headers() -> None:
 
 
 def test_response_header_fields_match_response_headers() -> None:
-    from gateway.proxy import response_header_fields
+    from gateway.pipeline.forwarding import response_header_fields
 
     upstream = [
         ("Content-Type", "application/json"),
@@ -152,7 +152,7 @@ def test_http1_head_from_a_field_list_drops_framing_fields() -> None:
 
 def test_response_fields_as_received_lose_hop_by_hop_ones_too() -> None:
     """The front server relays the upstream's fields as bytes: the same rules as for text."""
-    from gateway.proxy import response_header_fields
+    from gateway.pipeline.forwarding import response_header_fields
 
     received = [
         (b"Content-Type", b"application/json"),
@@ -180,7 +180,7 @@ def test_the_serialized_response_head_is_the_filtered_fields_in_one_pass() -> No
     """The front server's one-pass relay (`response_head_block`) keeps what
     `response_header_fields` keeps, in order, says whether `Date` came along, and steps aside
     (None) for a `Connection` field, whose named fields only the list filter removes."""
-    from gateway.proxy import response_head_block, response_header_fields
+    from gateway.pipeline.forwarding import response_head_block, response_header_fields
 
     received = [
         (b"Content-Type", b"application/json"),

@@ -1,18 +1,19 @@
-"""CORS per route: preflights answered here, CORS headers on the answers of CORS routes.
+"""CORS per route: preflights answered here, CORS fields on the answers of CORS routes.
 
 A policy is declared once under `cors:` in gateway.yaml and named by routes and aggregates
-(`cors: web`). Which routes have one is decided when the config is compiled: with no policy
-named anywhere `create_app` installs nothing and no request pays for CORS; otherwise
+(`cors: web`). It is compiled with the rest of the pipeline, so a reload turns it on or off:
 
 * a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) to a path whose
-  route for the requested method has a policy is answered by the gateway, never forwarded:
-  204 with the `Access-Control-Allow-*` fields when origin, method and headers are allowed,
-  else 403 problem+json without any CORS field; other `OPTIONS` requests go on to the proxy;
-* `on_response_prepare` adds `Access-Control-Allow-Origin` (the origin itself, or `*` for a
-  `*` policy without credentials), `-Allow-Credentials` and `-Expose-Headers` to every answer
-  of a CORS route whose `Origin` is allowed - errors included, so a browser can read them -
-  and `Vary: Origin` to every answer of a route whose answer depends on the origin. A
-  disallowed origin gets no CORS field at all. Routes without a policy cost one dict lookup.
+  route for the requested method has a policy is answered by the gateway, never forwarded
+  (`Pipeline.start` asks `Cors.preflight` before routing, since the route it concerns is the
+  one of the requested method): 204 with the `Access-Control-Allow-*` fields when origin,
+  method and headers are allowed, else 403 problem+json without any CORS field; other
+  `OPTIONS` requests go on like any request;
+* the `CorsHeaders` policy (bound to CORS routes only) adds `Access-Control-Allow-Origin`
+  (the origin itself, or `*` for a `*` policy without credentials), `-Allow-Credentials` and
+  `-Expose-Headers` to every answer whose `Origin` is allowed - errors included, so a browser
+  can read them - and `Vary: Origin` to every answer whose content depends on the origin.
+  A disallowed origin gets no CORS field at all. Routes without a policy pay nothing.
 
 Origins are compared exactly (scheme, host, port; case-insensitive); `*` allows any origin
 and cannot be combined with `allow_credentials` (the config check refuses it).
@@ -21,33 +22,23 @@ and cannot be combined with `allow_credentials` (the config check refuses it).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from chassis import Problem
-from chassis.aiohttp import route_name, set_route_name
+
+from ..config import check_origin
+from .exchange import Exchange
+from .policy import Answer, Policy
 
 if TYPE_CHECKING:
-    from .config import AggregateConfig, CorsPolicy, RouteConfig
-    from .routing import Router
+    from ..config import AggregateConfig, CorsPolicy, RouteConfig
+    from ..routing import Route, Router
 
-__all__ = ["Cors", "check_origin", "install"]
+__all__ = ["Cors", "CorsHeaders", "check_origin"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_ORIGIN = re.compile(r"^https?://[^/?#\s]+\Z", re.IGNORECASE)
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
-_PREFLIGHT = web.RequestKey("gateway.cors_preflight", bool)
-
-
-def check_origin(value: str) -> str | None:
-    """None for '*' or a serialized origin ('https://shop.example:8443')."""
-    if value == "*" or _ORIGIN.match(value):
-        return None
-    return "must be '*' or an origin like https://app.example.com (no path)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +130,16 @@ class Cors:
         route = found[0].routes.get(method)
         return route.name if route is not None else None
 
-    def preflight(self, request: web.Request, name: str) -> web.Response | None:
+    def preflight(self, ex: Exchange, name: str) -> Answer | None:
         """The answer to a preflight for route `name`; None when the route has no policy."""
         policy = self.by_route.get(name)
         if policy is None:
             return None
-        set_route_name(request, name)
-        request[_PREFLIGHT] = True  # its refusals get no CORS field from `decorate`
-        origin = request.headers["Origin"]
-        method = request.headers["Access-Control-Request-Method"]
+        origin = ex.origin or ""
+        method = ex.header("Access-Control-Request-Method") or ""
         asked = [
             h.strip().lower()
-            for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+            for h in (ex.header("Access-Control-Request-Headers") or "").split(",")
             if h.strip()
         ]
         methods = policy.methods or frozenset(self.methods[name])
@@ -161,67 +150,58 @@ class Cors:
         refused = [h for h in asked if h not in policy.headers]
         if refused and not policy.any_header:
             raise Problem(403, f"request headers not allowed (CORS): {', '.join(refused)}")
-        headers = {
-            "Access-Control-Allow-Origin": policy.allow_origin(origin),
-            "Access-Control-Allow-Methods": ", ".join(sorted(methods)),
-            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-        }
+        headers = [
+            ("Access-Control-Allow-Origin", policy.allow_origin(origin)),
+            ("Access-Control-Allow-Methods", ", ".join(sorted(methods))),
+            ("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+        ]
         if asked:
-            headers["Access-Control-Allow-Headers"] = (
-                ", ".join(asked) if policy.any_header else policy.allow_headers
+            headers.append(
+                (
+                    "Access-Control-Allow-Headers",
+                    ", ".join(asked) if policy.any_header else policy.allow_headers,
+                )
             )
         if policy.credentials:
-            headers["Access-Control-Allow-Credentials"] = "true"
+            headers.append(("Access-Control-Allow-Credentials", "true"))
         if policy.max_age is not None:
-            headers["Access-Control-Max-Age"] = policy.max_age
-        return web.Response(status=204, headers=headers)
+            headers.append(("Access-Control-Max-Age", policy.max_age))
+        return Answer(204, headers)
 
-    def decorate(self, request: web.Request, response: web.StreamResponse) -> None:
-        """CORS fields on an actual (non-preflight) answer of a CORS route."""
-        name = route_name(request)
-        policy = self.by_route.get(name) if name is not None else None
-        if (
-            policy is None
-            or "Access-Control-Allow-Origin" in response.headers
-            or request.get(_PREFLIGHT)
-        ):
+
+class CorsHeaders(Policy):
+    """The CORS fields on the answers of one CORS route (see the module's docstring)."""
+
+    name = "cors"
+    order = 200
+    responses = {"403": {"description": "a CORS preflight that is not allowed"}}
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        super().__init__(settings, context)
+        self.policy: _Policy | None = None
+
+    def bind(self, route: Route) -> Policy | None:
+        name = route.config.cors
+        if name is None or self.context is None:
+            return None
+        bound = CorsHeaders(None, self.context)
+        bound.policy = _Policy.compile(self.context.config.cors[name])
+        return bound
+
+    def on_response_head(self, ex: Exchange) -> None:
+        policy = self.policy
+        assert policy is not None
+        if ex.response_header("Access-Control-Allow-Origin") is not None:
             return
         if policy.varies:
-            response.headers["Vary"] = _vary(response.headers, "Origin")
-        origin = request.headers.get("Origin")
+            vary = ex.response_header("Vary")
+            ex.drop_response_header("Vary") if vary else None
+            ex.add_response_header("Vary", _vary({"Vary": vary} if vary else {}, "Origin"))
+        origin = ex.origin
         if origin is None or not policy.allows(origin):
             return
-        response.headers["Access-Control-Allow-Origin"] = policy.allow_origin(origin)
+        ex.add_response_header("Access-Control-Allow-Origin", policy.allow_origin(origin))
         if policy.credentials:
-            response.headers["Access-Control-Allow-Credentials"] = "true"
+            ex.add_response_header("Access-Control-Allow-Credentials", "true")
         if policy.expose:
-            response.headers["Access-Control-Expose-Headers"] = policy.expose
-
-
-def install(
-    app: web.Application,
-    current: Callable[[], tuple[Cors, Router]],
-    fallback: Handler,
-) -> None:
-    """Route OPTIONS through the preflight stage and decorate answers; only call when enabled.
-
-    Must run before the catch-all proxy route is added: the OPTIONS route registered here
-    takes OPTIONS requests, and hands every one that is not a CORS preflight to `fallback`.
-    """
-
-    async def options(request: web.Request) -> web.StreamResponse:
-        if "Origin" in request.headers and "Access-Control-Request-Method" in request.headers:
-            cors, router = current()
-            path = request.raw_path.partition("?")[0]
-            name = cors.route_for(router, path, request.headers["Access-Control-Request-Method"])
-            if name is not None:
-                answer = cors.preflight(request, name)
-                if answer is not None:
-                    return answer
-        return await fallback(request)
-
-    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        current()[0].decorate(request, response)
-
-    app.router.add_route("OPTIONS", "/{tail:.*}", options)
-    app.on_response_prepare.append(on_prepare)
+            ex.add_response_header("Access-Control-Expose-Headers", policy.expose)

@@ -35,6 +35,9 @@ from marshmallow import (
 from chassis import ConfigError, TokenSettings
 from chassis.settings import secret_environ
 
+from .expressions import check_aggregates, path_params
+from .policies import PolicyRef, PolicyRefField, register
+
 __all__ = [
     "BALANCING",
     "DEFAULT_CONFIG_PATH",
@@ -49,6 +52,7 @@ __all__ = [
     "HealthCheck",
     "IPNetwork",
     "PassiveEjection",
+    "PolicyRef",
     "Quota",
     "RateLimitPolicy",
     "RateLimitsConfig",
@@ -61,9 +65,10 @@ __all__ = [
     "load_config",
     "parse_config",
     "path_params",
+    "register",
 ]
 
-DEFAULT_CONFIG_PATH = Path(__file__).with_name("gateway.yaml")
+DEFAULT_CONFIG_PATH = Path(__file__).parent.with_name("gateway.yaml")
 # Variables that may hold a password: each may be given as `<NAME>_FILE` instead (chassis.settings).
 SECRET_VARIABLES = ("GATEWAY_REDIS_URL",)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -153,6 +158,7 @@ class RouteConfig:
     cors: str | None = None  # a policy name in `cors`
     # Seconds the request body may take to arrive (408 past it); None: the route's timeout.
     body_timeout: float | None = None
+    policies: tuple[PolicyRef, ...] = ()  # the route's own (gateway.pipeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +216,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class CorsPolicy:
-    """Who may call a route from a browser (see gateway.cors)."""
+    """Who may call a route from a browser (see gateway.pipeline.cors)."""
 
     name: str
     allow_origins: tuple[str, ...]  # exact origins, or "*"
@@ -223,7 +229,7 @@ class CorsPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AggregatePart:
-    """One GET of an aggregate; `path` may use expressions (see gateway.aggregate)."""
+    """One GET of an aggregate; `path` may use expressions (see gateway.pipeline.aggregate)."""
 
     name: str
     path: str
@@ -240,6 +246,7 @@ class AggregateConfig:
     auth: RouteAuth
     parts: tuple[AggregatePart, ...]
     cors: str | None = None
+    policies: tuple[PolicyRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +258,7 @@ class GatewayConfig:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     cors: Mapping[str, CorsPolicy] = field(default_factory=dict)
     aggregates: tuple[AggregateConfig, ...] = ()
+    policies: tuple[PolicyRef, ...] = ()  # on every route and aggregate
 
 
 # --- path syntax shared with the router --------------------------------------------------
@@ -275,10 +283,6 @@ def _check_path(path: str) -> str | None:
                 return f"parameter {match.group(1)!r} appears twice"
             seen.add(match.group(1))
     return None
-
-
-def path_params(path: str) -> list[str]:
-    return [m.group(1) for seg in path.split("/") if (m := _PARAM.match(seg))]
 
 
 def _positive(what: str = "must be > 0") -> validate.Range:
@@ -485,6 +489,7 @@ class RouteSchema(_Strict):
     rate_limit = fields.String(load_default=None)
     retry = fields.Nested(RetrySchema, load_default=None)
     cors = fields.String(load_default=None)
+    policies = fields.List(PolicyRefField(), load_default=list)
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -659,9 +664,17 @@ class CorsSchema(_Strict):
             )
 
 
-def _cors_check_origin(value: str) -> str | None:
-    from .cors import check_origin  # the CORS stage owns its syntax
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+\Z", re.IGNORECASE)
 
+
+def check_origin(value: str) -> str | None:
+    """None for '*' or a serialized origin ('https://shop.example:8443')."""
+    if value == "*" or _ORIGIN.match(value):
+        return None
+    return "must be '*' or an origin like https://app.example.com (no path)"
+
+
+def _cors_check_origin(value: str) -> str | None:
     return check_origin(value)
 
 
@@ -690,7 +703,7 @@ class AggregatePartSchema(_Strict):
 
 
 class AggregateSchema(_Strict):
-    """An aggregated GET endpoint: a small graph of GET parts (see gateway.aggregate)."""
+    """An aggregated GET endpoint: a small graph of GET parts (see gateway.pipeline.aggregate)."""
 
     name = fields.String(required=True, validate=validate.Length(min=1))
     method = fields.String(
@@ -703,6 +716,7 @@ class AggregateSchema(_Strict):
     )
     auth = fields.Nested(RouteAuthSchema, load_default=lambda: RouteAuth(True, ()))
     cors = fields.String(load_default=None)
+    policies = fields.List(PolicyRefField(), load_default=list)
     parts = fields.List(
         fields.Nested(AggregatePartSchema),
         required=True,
@@ -740,12 +754,11 @@ class GatewaySchema(_Strict):
         load_default=dict,
     )
     aggregates = fields.List(fields.Nested(AggregateSchema), load_default=list)
+    policies = fields.List(PolicyRefField(), load_default=list)
 
     @validates_schema
     def check_cors_and_aggregates(self, data: dict[str, Any], **_: Any) -> None:
         """CORS policy names exist; aggregates form a valid graph over the routes."""
-        from .aggregate import check_aggregates  # its expression syntax lives there
-
         policies = data.get("cors", {})
         errors: dict[str, Any] = {}
         for section in ("routes", "aggregates"):
@@ -754,19 +767,7 @@ class GatewaySchema(_Strict):
                     errors.setdefault(section, {}).setdefault(i, {})["cors"] = [
                         f"unknown CORS policy {item['cors']!r}"
                     ]
-        routes = [
-            RouteConfig(
-                name=r["name"],
-                methods=tuple(r["methods"]),
-                path=r["path"],
-                upstream=r["upstream"],
-                rewrite=r.get("rewrite"),
-                auth=r["auth"],
-                timeout=1.0,
-                max_body_bytes=0,
-            )
-            for r in data.get("routes", [])
-        ]
+        routes = data.get("routes", [])
         for i, problems in check_aggregates(data.get("aggregates", []), routes).items():
             errors.setdefault("aggregates", {}).setdefault(i, {}).update(problems)
         if errors:
@@ -922,6 +923,7 @@ def _build(
             retry=raw["retry"],
             cors=raw["cors"],
             body_timeout=raw["body_timeout"],
+            policies=tuple(raw["policies"]),
         )
         for raw in data["routes"]
     )
@@ -951,9 +953,11 @@ def _build(
                 auth=a["auth"],
                 parts=tuple(AggregatePart(**p) for p in a["parts"]),
                 cors=a["cors"],
+                policies=tuple(a["policies"]),
             )
             for a in data["aggregates"]
         ),
+        policies=tuple(data["policies"]),
     )
 
 

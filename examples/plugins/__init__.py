@@ -1,0 +1,1 @@
+"""Third-party gateway policies, as a user would write them in their own package."""
