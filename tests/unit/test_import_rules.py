@@ -223,16 +223,20 @@ def test_the_rules_catch_what_they_forbid(monkeypatch: pytest.MonkeyPatch) -> No
         "services.a.domain.model": (Import("services.a.helpers", 3),),
         "services.a.helpers": (Import("sqlalchemy.orm", 4),),
         "services.b.y": (),
+        "gateway.config.x": (Import("gateway.front", 5), Import("gateway.config.y", 6)),
+        "gateway.config.y": (),
+        "gateway.front": (),
     }
     monkeypatch.setattr(
         f"{__name__}.modules", lambda: {m: (ROOT / "pyproject.toml", False) for m in fake}
     )
     monkeypatch.setattr(f"{__name__}.imports_of", lambda m: fake[m])
-    independent, domain, no_tests = (list(violations(rule)) for rule in RULES)
+    independent, domain, no_tests, config = (list(violations(rule)) for rule in RULES)
     assert len(independent) == 1 and "imports services.b.y" in independent[0]
     assert len(domain) == 1
     assert "services.a.domain.model -> services.a.helpers imports sqlalchemy.orm" in domain[0]
     assert len(no_tests) == 1 and "imports tests.support" in no_tests[0]
+    assert len(config) == 1 and "imports gateway.front" in config[0]
 
 
 def test_transitive_rules_follow_package_inits(monkeypatch: pytest.MonkeyPatch) -> None:
