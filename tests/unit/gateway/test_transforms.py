@@ -383,3 +383,14 @@ async def test_aggregates_answer_with_their_transforms_and_parts_meet_their_rout
     body = await resp.json()
     part_headers = body["a"]["headers"]  # the fake upstream echoes what it was sent
     assert part_headers["X-Part"] == "agg-1" and "X-Never" not in part_headers
+
+
+async def test_the_gateways_own_answers_of_a_route_are_transformed_too() -> None:
+    config = _config(top_settings={"response": {"add": {"X-Gateway": "portico"}}})
+    async with FastPath(config, "svc", SVC) as fast:
+        status, headers, _ = await fast.request(b"GET /items HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert status == 401 and headers["x-gateway"] == "portico"
+        assert headers["content-type"] == "application/problem+json"
+        status, headers, _ = await fast.request(b"GET /nowhere HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert status == 404 and "x-gateway" not in headers  # no route: no route's chain
+    assert fast.upstream_requests == []
