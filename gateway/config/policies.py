@@ -27,6 +27,7 @@ __all__ = ["BUILTIN", "PolicyRef", "PolicyRefField", "register", "resolve"]
 # name -> "module:Class" of the policies a route may name by a short name
 BUILTIN: dict[str, str] = {
     "noop": "gateway.pipeline.noop:NoOp",
+    "transforms": "gateway.pipeline.transforms:Transforms",
 }
 _KEYS = frozenset({"use", "settings", "order"})
 
