@@ -311,6 +311,8 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
             "    bench: {limit: 100000000, period: 1, burst: 100000000}\n"
         )
         routes.append(("limited", "/limited", "/bench", jwt, "    rate_limit: bench\n"))
+    if _has("gateway.pipeline.cache"):  # answered from the gateway's memory, no upstream
+        routes.append(("cached", "/cached", "/bench", public, "    cache: {ttl: 3600}\n"))
     aggregates = ""
     if _has("gateway.pipeline.aggregate"):
         # three independent parts, each 20 ms on the upstream: the answer should take ~20 ms
@@ -466,7 +468,13 @@ class Bench:
         redis_url = self._redis() if self.wanted("gateway jwt+limit") else None
         config = gateway_yaml(workdir, self.upstream, issuer, redis_url)
         auth = {"Authorization": f"Bearer {token}"}
-        gateway_rows = ("gateway plain", "gateway jwt", "gateway jwt+limit", "gateway aggregate")
+        gateway_rows = (
+            "gateway plain",
+            "gateway jwt",
+            "gateway jwt+limit",
+            "gateway aggregate",
+            "gateway cache hit",
+        )
         for name, module_args in (
             ("gateway", ["-m", "gateway"]),
             ("gateway-quiet", ["-m", "tests.bench.servers", "gateway-quiet"]),
@@ -485,6 +493,8 @@ class Bench:
                     self.add(Row("gateway plain", base + "/plain", proc=proc), "/plain")
                 if self.wanted("gateway jwt"):
                     self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
+                if self.wanted("gateway cache hit") and _has("gateway.pipeline.cache"):
+                    self.add(Row("gateway cache hit", base + "/cached", proc=proc), "/cached")
                 if not self.wanted("gateway jwt+limit"):
                     pass
                 elif redis_url:
