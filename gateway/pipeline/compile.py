@@ -174,7 +174,8 @@ class Pipeline:
 
     def start(self, ex: Exchange) -> None:
         """Answer `ex`: `ex.done(ex)` is called once with its answer (see `Chain`)."""
-        request_id.assign(ex)
+        if not ex.rid:
+            request_id.assign(ex)
         try:
             if (
                 self._cors_on

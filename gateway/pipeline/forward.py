@@ -130,25 +130,29 @@ class Forward(Policy):
     def _answered(self, ex: Exchange, response: Any) -> None:
         """`Http1Transport.start`'s callback: the response head is in (or it failed)."""
         chain = ex.chain
-        route = self.route
-        assert chain is not None and route is not None
+        assert chain is not None
+        if response.failure() is None:  # the common case: no log line, no correlation id
+            ex.response = response
+            chain.resume(ex, RELAY)
+            return
         token = correlation_id.set(ex.rid)
         try:
-            error = response.failure()
-            if error is None:
-                ex.response = response
-                chain.resume(ex, RELAY)
-                return
-            stale = response.stale
-            response.close()
-            if stale and ex.method in IDEMPOTENT_METHODS:
-                # A kept-alive connection died before the first byte: once more, on a new one
-                # (what `send` does itself for idempotent requests).
-                again = self.transport.send(ex.outbound, fresh=True)
-                chain.resume(ex, self._relay(ex, again))
-                return
-            chain.resume(ex, failure(error, route.upstream, ex.outbound, route.max_body_bytes))
+            self._failed(ex, chain, response)
         except Exception:
             chain.crashed(ex, self.name)
         finally:
             correlation_id.reset(token)
+
+    def _failed(self, ex: Exchange, chain: Any, response: Any) -> None:
+        route = self.route
+        assert route is not None
+        error = response.failure()
+        stale = response.stale
+        response.close()
+        if stale and ex.method in IDEMPOTENT_METHODS:
+            # A kept-alive connection died before the first byte: once more, on a new one
+            # (what `send` does itself for idempotent requests).
+            again = self.transport.send(ex.outbound, fresh=True)
+            chain.resume(ex, self._relay(ex, again))
+            return
+        chain.resume(ex, failure(error, route.upstream, ex.outbound, route.max_body_bytes))

@@ -52,6 +52,7 @@ INSTALL_HINT = {
 
 # measured at one connection too: added latency, and the aggregate against its slowest part
 ONE_CONN_ROWS = ("direct", "nginx", "gateway plain", "gateway aggregate", "direct slow part")
+POLICIES_ROW = "gateway + 3 no-op policies"  # target: >= 0.9x "gateway plain" of the same run
 
 
 class BenchError(Exception):
@@ -311,6 +312,10 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
             "    bench: {limit: 100000000, period: 1, burst: 100000000}\n"
         )
         routes.append(("limited", "/limited", "/bench", jwt, "    rate_limit: bench\n"))
+    if _has("gateway.pipeline"):  # the pipeline's own cost: three policies that continue at once
+        routes.append(
+            ("policies", "/policies", "/bench", public, "    policies: [noop, noop, noop]\n")
+        )
     if _has("gateway.pipeline.cache"):  # answered from the gateway's memory, no upstream
         routes.append(("cached", "/cached", "/bench", public, "    cache: {ttl: 3600}\n"))
     aggregates = ""
@@ -473,6 +478,7 @@ class Bench:
             "gateway jwt",
             "gateway jwt+limit",
             "gateway aggregate",
+            POLICIES_ROW,
             "gateway cache hit",
         )
         for name, module_args in (
@@ -493,6 +499,8 @@ class Bench:
                     self.add(Row("gateway plain", base + "/plain", proc=proc), "/plain")
                 if self.wanted("gateway jwt"):
                     self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
+                if self.wanted(POLICIES_ROW) and _has("gateway.pipeline"):
+                    self.add(Row(POLICIES_ROW, base + "/policies", proc=proc), "/policies")
                 if self.wanted("gateway cache hit") and _has("gateway.pipeline.cache"):
                     self.add(Row("gateway cache hit", base + "/cached", proc=proc), "/cached")
                 if not self.wanted("gateway jwt+limit"):
@@ -779,6 +787,16 @@ def report(
         row = by_name.get(name)
         if row and row.one_conn:
             one[name] = statistics.median(r.p50_ms for r in row.one_conn)
+    policies_over: float | None = None
+    noop = by_name.get(POLICIES_ROW)
+    if gw and noop and gw.status == "ok" and noop.status == "ok":
+        plain_rps, noop_rps = gw.median("rps"), noop.median("rps")
+        if plain_rps and noop_rps:
+            policies_over = noop_rps / plain_rps
+            lines.append("")
+            lines.append(
+                f"{POLICIES_ROW}: {policies_over:.2f}x gateway plain's req/s (target >= 0.9)"
+            )
     aggregate_over: float | None = None
     agg, part = by_name.get("gateway aggregate"), by_name.get("direct slow part")
     if agg and part and agg.one_conn and part.one_conn:
@@ -823,6 +841,7 @@ def report(
         "rows": rows_json,
         "added_p50_ms_1conn": added,
         "aggregate_p50_over_slowest_part_ms": aggregate_over,
+        "noop_policies_over_plain": policies_over,
         "p50_ms_1conn": one,
         "services": services,
     }

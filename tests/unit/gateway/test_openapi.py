@@ -153,3 +153,19 @@ async def test_served_and_docs(gateway: GatewayClient, upstreams: Any) -> None:
         resp = await client.get(f"/docs/static/{asset}")
         assert resp.status == 200
         assert len(await resp.read()) > 1000
+
+
+async def test_a_policys_documented_answers_are_merged(
+    gateway: GatewayClient, upstreams: Any
+) -> None:
+    upstreams.on(SVC, "/openapi.json", lambda _r: MockResponse(json=copy.deepcopy(SVC_SPEC)))
+    routes = copy.deepcopy(BASE["routes"])
+    routes[0]["policies"] = [
+        {"use": "examples.plugins.tenant:TenantHeader", "settings": {"allowed": ["acme"]}}
+    ]
+    client = await gateway(routes=routes)
+    doc = await (await client.get("/openapi.json")).json()
+    hello = doc["paths"]["/public/hello"]["get"]["responses"]
+    assert hello["403"] == {"description": "this tenant is not allowed here"}
+    items = doc["paths"]["/items"]["get"]["responses"]
+    assert items["403"] != hello["403"]  # another route: the gateway's own 403 only
