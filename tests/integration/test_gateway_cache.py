@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
@@ -174,7 +175,16 @@ async def test_two_gateways_share_entries_in_redis_and_an_event_purges_them(
             await subscribed(session, a, broker)
             await poll(lambda: _answers(session, b), "the second gateway")
             calls = fake.calls
+            entries = redis.Redis.from_url(redis_url)
+            pattern = f"{redis_key_prefix}e:*"
+            before = len(list(entries.scan_iter(match=pattern)))
             assert await get(session, a, "1") == ("MISS", {"id": "1", "version": 1})
+
+            async def landed() -> bool:  # the entry is written after the answer, not before
+                return len(list(entries.scan_iter(match=pattern))) > before
+
+            await poll(landed, "the entry in Redis")
+            entries.close()
             assert await get(session, b, "1") == ("HIT", {"id": "1", "version": 1})
             assert fake.calls == calls + 1  # one upstream call for both processes
 
@@ -186,7 +196,11 @@ async def test_two_gateways_share_entries_in_redis_and_an_event_purges_them(
                 return bool(doc["version"] == 2)
 
             await poll(lambda: fresh(b), "the purge on the second gateway")
-            assert await get(session, a, "1") == ("HIT", {"id": "1", "version": 2})
+
+            async def shared_again() -> bool:
+                return await get(session, a, "1") == ("HIT", {"id": "1", "version": 2})
+
+            await poll(shared_again, "the fresh entry, stored by the second, on the first")
 
 
 async def test_in_memory_stores_are_purged_on_every_gateway_process(
