@@ -140,6 +140,7 @@ def compile_state(
         transport=transport,
         verifier=verifier,
         limiter=limiter if limiter.enabled else None,
+        resources=previous.pipeline.context.resources if previous is not None else {},
     )
     pipeline = Pipeline(config, context)  # every chain; ConfigError keeps the old state
     return GatewayState(

@@ -197,6 +197,7 @@ class Reloader:
     async def start(self) -> None:
         state = self.holder.state
         await state.limiter.start()
+        await state.pipeline.start_policies()
         self._watch(state)
         if self.path is None:
             return
@@ -219,6 +220,7 @@ class Reloader:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._watchers.clear()
+        await self.holder.state.pipeline.stop_policies()
         await self.holder.state.limiter.close()
 
     def _watch(self, state: GatewayState) -> None:
@@ -283,6 +285,7 @@ class Reloader:
                 return False
             if new.limiter is not old.limiter and new.limiter.redis is not old.limiter.redis:
                 await new.limiter.start()
+            await new.pipeline.start_policies()
             closers = self._retire_pools(old, new)
             self.holder.state = new  # the swap: new requests see `new` from here on
             self.reloads += 1
@@ -329,5 +332,6 @@ class Reloader:
             )
         for close in closers:
             await close()
+        await old.pipeline.stop_policies()
         if old.limiter is not new.limiter and old.limiter.redis is not new.limiter.redis:
             await old.limiter.close()

@@ -36,7 +36,7 @@ from chassis import ConfigError, TokenSettings
 from chassis.settings import secret_environ
 
 from .expressions import check_aggregates, path_params
-from .policies import PolicyRef, PolicyRefField, register
+from .policies import PolicyRef, PolicyRefField, PolicySettingsField, register
 
 __all__ = [
     "BALANCING",
@@ -490,6 +490,7 @@ class RouteSchema(_Strict):
     retry = fields.Nested(RetrySchema, load_default=None)
     cors = fields.String(load_default=None)
     policies = fields.List(PolicyRefField(), load_default=list)
+    cache = PolicySettingsField("cache", load_default=None)  # gateway.pipeline.cache
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -923,7 +924,7 @@ def _build(
             retry=raw["retry"],
             cors=raw["cors"],
             body_timeout=raw["body_timeout"],
-            policies=tuple(raw["policies"]),
+            policies=tuple(raw["policies"]) + ((raw["cache"],) if raw["cache"] else ()),
         )
         for raw in data["routes"]
     )

@@ -22,11 +22,12 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-__all__ = ["BUILTIN", "PolicyRef", "PolicyRefField", "register", "resolve"]
+__all__ = ["BUILTIN", "PolicyRef", "PolicyRefField", "PolicySettingsField", "register", "resolve"]
 
 # name -> "module:Class" of the policies a route may name by a short name
 BUILTIN: dict[str, str] = {
     "noop": "gateway.pipeline.noop:NoOp",
+    "cache": "gateway.pipeline.cache:Cache",
     "transforms": "gateway.pipeline.transforms:Transforms",
 }
 _KEYS = frozenset({"use", "settings", "order"})
@@ -117,3 +118,22 @@ class PolicyRefField(fields.Field):
             except ValidationError as exc:
                 raise ValidationError({"settings": exc.messages}) from None
         return PolicyRef(use=use, cls=cls, settings=settings, order=order)
+
+
+class PolicySettingsField(fields.Field):
+    """A route key that attaches one registered policy with its settings (`cache: {ttl: 30}`
+    is `policies: [{use: cache, settings: {ttl: 30}}]`; errors keyed under the key itself)."""
+
+    def __init__(self, use: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.use = use
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> PolicyRef:
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise ValidationError("must be a mapping of settings (or true for the defaults)")
+        cls = resolve(self.use)
+        schema = getattr(cls, "Settings", None)
+        settings = schema().load(value) if schema is not None else None
+        return PolicyRef(use=self.use, cls=cls, settings=settings, order=cls.order)

@@ -399,7 +399,10 @@ class Aggregate(Policy):
             async with asyncio.timeout(timeout + 1.0):  # the forward step's own comes first
                 await run_to_end(chain, sub)
                 answer = sub.answer
-                if answer is not None:
+                if answer is not None and answer.problem is None and 200 <= answer.status < 300:
+                    body = answer.body  # a policy's own answer (a cache hit): the part's value
+                    response = answer
+                elif answer is not None:
                     problem = answer.problem
                     detail = problem.detail or problem.title if problem else f"{answer.status}"
                     gateway = answer.status in (502, 503, 504)
@@ -410,13 +413,17 @@ class Aggregate(Policy):
                         upstream if gateway else None,
                         headers=dict(problem.headers) if problem else None,
                     )
-                response = sub.response
-                try:
-                    if response.content_length is not None and response.content_length > _MAX_BODY:
-                        return PartFailure(name, 502, "the answer is too large", upstream)
-                    body = await response.read()
-                finally:
-                    response.close()
+                else:
+                    response = sub.response
+                    try:
+                        length = response.content_length
+                        if length is not None and length > _MAX_BODY:
+                            return PartFailure(name, 502, "the answer is too large", upstream)
+                        body = await response.read()
+                    finally:
+                        response.close()
+                    if chain.bodies:  # the body phases see a part's answer too
+                        body = chain.body(sub, body, True)
         except TimeoutError:
             return PartFailure(name, 504, f"{upstream} did not answer in time", upstream)
         except TransportError as exc:

@@ -12,6 +12,7 @@ compiles a new `Pipeline` with the new state; a config whose policies fail to bu
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -30,13 +31,14 @@ from .cors import Cors, CorsHeaders
 from .exchange import Exchange
 from .forward import Forward
 from .forwarding import Forwarding
-from .policy import Policy, PolicyContext, problem_answer
+from .policy import Policy, PolicyContext, overrides, problem_answer
 from .rate_limit import RateLimit
 
 __all__ = ["BUILTIN_POLICIES", "Pipeline"]
 
 # The built-in behaviour, as policies, for proxied routes and for aggregates.
 BUILTIN_POLICIES: tuple[type[Policy], ...] = (CorsHeaders, Auth, RateLimit, BodyLimit, Forwarding)
+log = logging.getLogger("portico.gateway.pipeline")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -125,6 +127,28 @@ class Pipeline:
             if one is not None:
                 bound.append(one)
         return Chain(bound)
+
+    def _started_policies(self) -> list[Policy]:
+        """Every bound policy with its own `start` or `stop`, once."""
+        seen: dict[int, Policy] = {}
+        for chain in self.chains.values():
+            for policy in chain.policies:
+                if overrides(policy, "start") or overrides(policy, "stop"):
+                    seen.setdefault(id(policy), policy)
+        return list(seen.values())
+
+    async def start_policies(self) -> None:
+        """The policies' background work, before this pipeline serves."""
+        for policy in self._started_policies():
+            await policy.start()
+
+    async def stop_policies(self) -> None:
+        """Once this pipeline is retired; a policy that fails to stop is logged, not raised."""
+        for policy in self._started_policies():
+            try:
+                await policy.stop()
+            except Exception:
+                log.exception("policy %s failed to stop", policy.label)
 
     def chain_for(self, name: str) -> Chain | None:
         return self.chains.get(name)

@@ -21,6 +21,11 @@ Phases (override only those you need: a phase left alone costs nothing per reque
 - `on_response_body(ex, chunk, last)` returns the bytes to send instead of `chunk` (the
   answer's length is then recomputed, or it is sent chunked).
 - `on_log(ex)`: after the answer's last byte (or the connection's end); for metrics, audit.
+
+Background work (connections, subscriptions): `start()` is awaited before a config whose
+chains hold the policy serves, `stop()` once that config is retired (its requests drained) or
+the gateway stops. What must outlive one config (a connection, a cache's entries) goes in
+`context.resources`, a dict kept across reloads of one gateway.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ class PolicyContext:
     verifier: Any = None  # chassis.AsyncTokenVerifier
     limiter: Any = None  # gateway.ratelimit.RateLimiter (None: no limits anywhere)
     extra: Mapping[str, Any] | None = None
+    # Kept across reloads of one gateway: where a policy keeps what outlives a config.
+    resources: dict[str, Any] | None = None
 
 
 class Policy:
@@ -164,6 +171,14 @@ class Policy:
         return chunk
 
     def on_log(self, ex: Exchange) -> None:
+        return None
+
+    async def start(self) -> None:
+        """Before the config it is bound in serves (see the module's docstring)."""
+        return None
+
+    async def stop(self) -> None:
+        """After that config is retired or the gateway stops."""
         return None
 
     @property

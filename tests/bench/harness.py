@@ -316,8 +316,8 @@ def gateway_yaml(workdir: Path, upstream: str, issuer: Any, redis_url: str | Non
         routes.append(
             ("policies", "/policies", "/bench", public, "    policies: [noop, noop, noop]\n")
         )
-    # Hook for the "gateway cache hit" row: the cache policy (gateway/pipeline/cache.py, issue 16
-    # must 3) adds a `cached` route here with its own settings, and the row below measures it.
+    if _has("gateway.pipeline.cache"):  # answered from the gateway's memory, no upstream
+        routes.append(("cached", "/cached", "/bench", public, "    cache: {ttl: 3600}\n"))
     aggregates = ""
     if _has("gateway.pipeline.aggregate"):
         # three independent parts, each 20 ms on the upstream: the answer should take ~20 ms
@@ -479,6 +479,7 @@ class Bench:
             "gateway jwt+limit",
             "gateway aggregate",
             POLICIES_ROW,
+            "gateway cache hit",
         )
         for name, module_args in (
             ("gateway", ["-m", "gateway"]),
@@ -500,6 +501,8 @@ class Bench:
                     self.add(Row("gateway jwt", base + "/jwt", auth, proc=proc), "/jwt")
                 if self.wanted(POLICIES_ROW) and _has("gateway.pipeline"):
                     self.add(Row(POLICIES_ROW, base + "/policies", proc=proc), "/policies")
+                if self.wanted("gateway cache hit") and _has("gateway.pipeline.cache"):
+                    self.add(Row("gateway cache hit", base + "/cached", proc=proc), "/cached")
                 if not self.wanted("gateway jwt+limit"):
                     pass
                 elif redis_url:

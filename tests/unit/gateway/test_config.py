@@ -61,7 +61,9 @@ def test_auth_defaults_to_the_chassis_token_settings() -> None:
         (lambda r: r["routes"][3].update(path="/a/*/b"), "routes[3].path: '*' is only allowed"),
         (lambda r: r["routes"][3].update(rewrite="/x/{nope}"), "routes[3].rewrite: uses param"),
         (lambda r: r["routes"][0].update(rewrite="/x"), "routes[0].rewrite: must be a '/prefix/*'"),
-        (lambda r: r["routes"][4].update(cache=3), "routes[4].cache: Unknown field"),
+        (lambda r: r["routes"][4].update(caching=3), "routes[4].caching: Unknown field"),
+        (lambda r: r["routes"][4].update(cache={"ttl": -1}), "routes[4].cache.ttl:"),
+        (lambda r: r["routes"][4].update(cache={"tll": 5}), "routes[4].cache.tll: Unknown field"),
         (lambda r: r["routes"][4].pop("name"), "routes[4].name: Missing data"),
         (lambda r: r["routes"][5].update(name="public"), "routes[5].name: duplicate of routes[0]"),
         (
