@@ -357,15 +357,7 @@ def start_edge(
     work_dir = Path(target.work_dir)
     check_config(conf, work_dir)
 
-    # /usr/bin/env execs the gateway: the PID recorded is the gateway's own
-    second = Process(
-        "gateway-2",
-        ["env", f"GATEWAY_PORT={gw2}", sys.executable, "-m", "gateway"],
-        gw2,
-        "/readyz",
-    )
-    stack._spawn(second)
-    stack._wait_ready(second)
+    second = stack.add_gateway(gw2)
     nginx = Process("nginx", nginx_argv(conf, work_dir), https, ready_path="")
     stack._spawn(nginx)
     assert nginx.popen is not None

@@ -304,14 +304,31 @@ class Stack:
             return "(no log)"
         return "\n".join(proc.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def add_gateway(
+        self, port: int, name: str = "gateway-2", env: Mapping[str, str] | None = None
+    ) -> Process:
+        """One more gateway process on `port` (after `start()`), with the stack's environment
+        - the same upstreams and broker - plus `env`; it joins `processes` (`stop()` stops it).
+        """
+        extra = [f"{k}={v}" for k, v in {"GATEWAY_PORT": str(port), **(env or {})}.items()]
+        # /usr/bin/env execs the gateway: the PID recorded is the gateway's own
+        proc = Process(name, ["env", *extra, sys.executable, "-m", "gateway"], port, "/readyz")
+        self._spawn(proc)
+        self._wait_ready(proc)
+        return proc
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM in reverse start order, SIGKILL what has not exited by the deadline."""
-        for proc in reversed(self.processes):
+        self.stop_processes(list(self.processes), timeout)
+
+    def stop_processes(self, procs: list[Process], timeout: float = 15.0) -> None:
+        """Stop some of the processes (as `stop` does) and forget them."""
+        for proc in reversed(procs):
             if proc.popen is not None and proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in reversed(self.processes):
+        for proc in reversed(procs):
             if proc.popen is None:
                 continue
             try:
@@ -320,7 +337,7 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait()
-        self.processes.clear()
+        self.processes[:] = [p for p in self.processes if p not in procs]
 
     def credentials(self) -> dict[str, str]:
         return json.loads((self.var / "dev-credentials.json").read_text())

@@ -17,7 +17,7 @@ from . import Context, Provider
 
 
 def start(ctx: Context) -> Provider:
-    settings = CatalogSettings(database_url=sqlite_url(ctx.workdir / "catalog.db"))
+    settings = CatalogSettings(database_url=sqlite_url(ctx.workdir / "catalog.db"), relay=False)
     init(settings)
     app = create_app(settings, verifier=ctx.issuer.verifier())
     engine = app.extensions[ENGINE]

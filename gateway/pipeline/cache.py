@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from marshmallow import Schema, fields, validate
 
@@ -61,7 +62,7 @@ from .exchange import Exchange
 from .forwarding import response_header_fields, response_headers
 from .policy import Answer, Policy, PolicyContext, Verdict
 
-__all__ = ["Cache", "CacheEnv", "CacheRuntime", "CacheSettings"]
+__all__ = ["Cache", "CacheEnv", "CacheInvalidation", "CacheRuntime", "CacheSettings"]
 
 log = logging.getLogger("portico.gateway.cache")
 
@@ -317,6 +318,19 @@ class CacheRuntime:
             done.add((name, path))
             self.spawn(self.purge(name, path, event))
 
+    def cached_routes(self) -> frozenset[str]:
+        """The names of the routes whose cache is in force."""
+        return frozenset(user[0] for user in self.users.values())
+
+    def invalidate(self, route: str, path: str) -> None:
+        """Drop `path`'s entries now (memory) or in a task queued on the store's connection."""
+        store = self.store
+        if store.sync:
+            gone = store.purge_now(route, path)
+            log.debug("cache invalidated", extra={"route": route, "path": path, "entries": gone})
+        else:
+            self.spawn(self.purge(route, path))
+
     async def purge(self, route: str, path: str | None, event: Event | None = None) -> int:
         try:
             gone = await self.store.purge(route, path)
@@ -366,9 +380,11 @@ class CacheRuntime:
 
 
 def _broker_named() -> bool:
+    """Whether the deployment names a broker: `PORTICO_BROKER_URL` or, as compose and
+    Kubernetes give it (a secret: it holds a password), `PORTICO_BROKER_URL_FILE`."""
     import os
 
-    return bool(os.environ.get("PORTICO_BROKER_URL"))
+    return bool(os.environ.get("PORTICO_BROKER_URL") or os.environ.get("PORTICO_BROKER_URL_FILE"))
 
 
 # --- the policy -----------------------------------------------------------------------------
@@ -746,6 +762,80 @@ class Cache(Policy):
             last_modified=entry.last_modified,
             keep=lifetime + max(entry.grace, lifetime, 1.0),
         )
+
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class CacheInvalidation(Policy):
+    """RFC 9111 4.4: a successful unsafe request invalidates what this process's cache holds
+    for its target URI and for the `Location` / `Content-Location` it answers (same origin
+    only), so the gateway that handled a write serves the next read fresh at once, without
+    waiting for the service's event (which purges every process, `cache_purge`).
+
+    Built in: bound to every route with an unsafe method when the config caches any route
+    (otherwise it costs nothing). The write's route need not be the cached one (a PATCH route
+    next to a cached GET route of the same path): the path is resolved with the router, and
+    only a path whose GET route has the cache is purged - all of that path's entries (every
+    query, every consumer), the unit the stores purge by. With Redis the purge is one Lua call
+    on the cache's connection, queued before any later read of that connection.
+    """
+
+    name = "cache-invalidation"
+    order = 700
+
+    def __init__(self, settings: Any = None, context: PolicyContext | None = None) -> None:
+        super().__init__(settings, context)
+        self.runtime: CacheRuntime | None = None
+
+    def bind(self, route: Route) -> Policy | None:
+        context = self.context
+        if context is None or not (set(route.config.methods) - _SAFE):
+            return None
+        routes = getattr(context.config, "routes", ())
+        if not any(issubclass(ref.cls, Cache) for r in routes for ref in r.policies):
+            return None
+        bound = CacheInvalidation(self.settings, context)
+        bound.runtime = CacheRuntime.of(context)
+        return bound
+
+    def on_response_head(self, ex: Exchange) -> None:
+        status = ex.status
+        if ex.method in _SAFE or not 200 <= status < 400:
+            return
+        runtime = self.runtime
+        assert runtime is not None
+        cached = runtime.cached_routes()
+        if not cached:
+            return
+        targets = [(ex.target.partition("?")[0], ex.path)]
+        for name in ("Location", "Content-Location"):
+            value = ex.response_header(name)
+            if value:
+                raw = _same_origin_path(value, ex.host)
+                if raw is not None:
+                    targets.append((raw, unquote(raw)))
+        router = self.context.router if self.context is not None else None
+        seen: set[str] = set()
+        for raw, path in targets:
+            if path in seen or router is None:
+                continue
+            seen.add(path)
+            found = router.match(raw)
+            route = found[0].routes.get("GET") if found is not None else None
+            if route is not None and route.name in cached:
+                runtime.invalidate(route.name, path)
+
+
+def _same_origin_path(value: str, host: str | None) -> str | None:
+    """The path (raw) of a `Location` / `Content-Location` naming this origin, else None."""
+    value = value.strip()
+    if value.startswith("/") and not value.startswith("//"):
+        return value.partition("?")[0].partition("#")[0]
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not host or parts.netloc.lower() != host.lower():
+        return None
+    return parts.path or "/"
 
 
 def _varies(ex: Exchange, entry: Entry) -> bool:

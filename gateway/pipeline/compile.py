@@ -26,6 +26,7 @@ from . import request_id
 from .aggregate import Aggregate, compile_aggregate
 from .auth import Auth
 from .body_limits import BodyLimit
+from .cache import CacheInvalidation
 from .chain import Chain
 from .cors import Cors, CorsHeaders
 from .exchange import Exchange
@@ -37,7 +38,14 @@ from .rate_limit import RateLimit
 __all__ = ["BUILTIN_POLICIES", "Pipeline"]
 
 # The built-in behaviour, as policies, for proxied routes and for aggregates.
-BUILTIN_POLICIES: tuple[type[Policy], ...] = (CorsHeaders, Auth, RateLimit, BodyLimit, Forwarding)
+BUILTIN_POLICIES: tuple[type[Policy], ...] = (
+    CorsHeaders,
+    Auth,
+    RateLimit,
+    BodyLimit,
+    CacheInvalidation,
+    Forwarding,
+)
 log = logging.getLogger("portico.gateway.pipeline")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -1,6 +1,14 @@
-"""The catalog's composition root: settings, engine, unit of work, chassis and blueprints."""
+"""The catalog's composition root: settings, engine, unit of work, chassis and blueprints.
+
+Outbox relay, as payments does it: every gunicorn worker builds this app after the fork and
+starts one chassis relay thread (stopped at exit) that publishes the product events the units
+of work wrote; several relays on one table take turns (a lease), and each one is woken right
+after a commit that wrote events.
+"""
 
 from __future__ import annotations
+
+import atexit
 
 from flask import Flask
 from sqlalchemy import Engine, select
@@ -8,15 +16,18 @@ from sqlalchemy import Engine, select
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
+from chassis.messaging import RelayHandle, broker_ready, start_relay
 
-from .adapters.orm import products
+from .adapters.events import EventSink
+from .adapters.orm import outbox, products
 from .entrypoints import CACHE_POLICY, UOW_FACTORY, install_spec, openapi_bp, products_bp
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
-__all__ = ["ENGINE", "create_app"]
+__all__ = ["ENGINE", "RELAY", "create_app"]
 
 ENGINE = "catalog.engine"
+RELAY = "catalog.relay"
 
 
 def _database_ready(engine: Engine) -> None:
@@ -34,17 +45,26 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
+    events = EventSink(outbox)
     app.extensions[ENGINE] = engine
-    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine)
+    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events)
     app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
+    checks = {"database": lambda: _database_ready(engine)}
+    if settings.relay:
+        checks["broker"] = broker_ready
     install(
         app,
         "catalog",
-        ready_checks={"database": lambda: _database_ready(engine)},
+        ready_checks=checks,
         verifier=verifier or TokenSettings.from_env().sync_verifier(),
     )
     app.register_blueprint(products_bp)
     app.register_blueprint(openapi_bp)
     install_spec(app)
+    if settings.relay:
+        handle: RelayHandle = start_relay(settings.database_url, outbox)
+        app.extensions[RELAY] = handle
+        events.wake = handle.relay.wake
+        atexit.register(handle.stop)
     tracing.setup("catalog", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -23,6 +23,9 @@ class CatalogSettings:
     # every use). Products are the same for every reader, so caches may share them; a change
     # is seen by clients within N seconds (the gateway cache is purged at once).
     cache_max_age: int = field(default=60, metadata={"check": check_max_age})
+    # Relay the outbox (product.created|updated|deleted) to the broker (PORTICO_BROKER_URL)
+    # from this process, one relay per gunicorn worker; off only in tests.
+    relay: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:

@@ -612,6 +612,7 @@ def service_rows(
     env = {
         "CATALOG_DATABASE_URL": f"sqlite:///{db}",
         "CATALOG_LOG_LEVEL": "WARNING",
+        "CATALOG_RELAY": "false",  # no broker here: the read path does not publish
         "PORTICO_ISSUER": issuer.issuer,
         "PORTICO_AUDIENCE": issuer.audience,
         "PORTICO_JWKS_URL": jwks_url,

@@ -11,14 +11,12 @@ installed, and fails the run when it cannot be; locally the module skips.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -36,7 +34,7 @@ from requests.adapters import HTTPAdapter
 
 from tests.e2e.conftest import isolated_stack
 from tools import edge
-from tools.stack import Process, Stack, free_port
+from tools.stack import Stack, free_port
 
 SCOPES = "catalog:read orders:read orders:write payments:read"
 
@@ -71,24 +69,6 @@ class Edge:
     gateway_logs: tuple[Path, Path]
 
 
-def _stop(stack: Stack, procs: list[Process]) -> None:
-    for proc in reversed(procs):
-        if proc.popen is not None and proc.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)
-    for proc in reversed(procs):
-        if proc.popen is None:
-            continue
-        try:
-            proc.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-            proc.popen.wait()
-        with contextlib.suppress(ValueError):
-            stack.processes.remove(proc)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack as `make up EDGE=nginx` configures it (not the session's plain one)."""
@@ -116,7 +96,7 @@ def nginx_edge(stack: Stack) -> Iterator[Edge]:
             gateway_logs=(stack.var / "log" / "gateway.log", second.log_path),
         )
     finally:
-        _stop(stack, procs)
+        stack.stop_processes(procs, timeout=10)
 
 
 @pytest.fixture(scope="module")

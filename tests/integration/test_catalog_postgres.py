@@ -41,7 +41,7 @@ def issuer() -> TestIssuer:
 
 @pytest.fixture
 def client(postgres_url: str, issuer: TestIssuer) -> Iterator[FlaskClient]:
-    settings = CatalogSettings(database_url=postgres_url)
+    settings = CatalogSettings(database_url=postgres_url, relay=False)
     init(settings)
     init(settings)  # idempotent
     app = create_app(settings, verifier=issuer.verifier())

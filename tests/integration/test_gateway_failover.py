@@ -184,6 +184,7 @@ async def test_killed_instance_fails_over_and_comes_back(
         "PORTICO_JWKS_URL": jwks_url,
         "CATALOG_DATABASE_URL": sqlite_url(tmp_path / "catalog.db"),
         "CATALOG_LOG_LEVEL": "WARNING",
+        "CATALOG_RELAY": "false",  # reads only: no events, no broker
         "PYTHONUNBUFFERED": "1",
     }
     init = await asyncio.create_subprocess_exec(

@@ -129,7 +129,7 @@ async def test_one_order_is_one_trace_through_the_saga_and_its_event(
 
     db = tmp_path.as_posix()
 
-    catalog_settings = CatalogSettings(database_url=f"sqlite:///{db}/catalog.db")
+    catalog_settings = CatalogSettings(database_url=f"sqlite:///{db}/catalog.db", relay=False)
     init_catalog(catalog_settings, seed=True)
     payments_settings = PaymentsSettings(database_url=f"sqlite:///{db}/payments.db", relay=False)
     init_payments(payments_settings)

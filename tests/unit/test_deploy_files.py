@@ -317,6 +317,20 @@ def test_gateway_environment_is_what_the_gateway_reads(
         assert env[f"{name.upper()}_URL"] == f"http://{name}:{PORTS[name]}"
 
 
+@pytest.mark.parametrize("name", ["catalog", "inventory", "orders", "payments", "notifications"])
+def test_every_process_on_the_events_exchange_gets_the_broker(
+    services: dict[str, dict[str, Any]], name: str, generated: Path
+) -> None:
+    """Publishers (catalog's product events included), consumers, and both gateways (their
+    response caches purge on catalog's events) read the same broker URL, from its secret."""
+    broker_url = (generated / "broker_url").read_text().strip()
+    for service in (name, *GATEWAYS):
+        env = _with_secrets(services[service], generated)
+        assert "PORTICO_BROKER_URL" not in env, service  # a password: only as a file
+        assert BrokerSettings.from_env(env).url == broker_url, service
+        assert "rabbitmq" in services[service]["depends_on"], service
+
+
 def test_postgres_creates_a_database_and_role_per_service(
     services: dict[str, dict[str, Any]],
 ) -> None:

@@ -54,7 +54,8 @@ ALLOWED_CALLS = {
     *(("orders", s) for s in ("catalog", "inventory", "payments")),
     *((s, "identity") for s in SERVICES if s != "identity"),  # JWKS; orders also gets tokens
     *((s, "postgres") for s in SERVICES),
-    *((s, "rabbitmq") for s in ("inventory", "orders", "payments", "notifications")),
+    *((s, "rabbitmq") for s in ("catalog", "inventory", "orders", "payments", "notifications")),
+    ("gateway", "rabbitmq"),  # catalog's product events purge the response cache
 }
 
 Doc = dict[str, Any]
@@ -486,12 +487,12 @@ def test_secrets_are_mounted_files_read_through_file_variables(
             where = f"{name}/{container['name']}"
             assert all("secretRef" not in s for s in container["envFrom"]), where
             if name == "gateway":
-                wanted = {"GATEWAY_REDIS_URL"}
+                wanted = {"GATEWAY_REDIS_URL", *secret_names(BrokerSettings, "PORTICO_")}
             else:
                 module = importlib.import_module(f"services.{name}.settings")
                 cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Settings"))
                 wanted = secret_names(cls, f"{name.upper()}_")
-                if name in {"inventory", "orders", "payments", "notifications"}:
+                if name in {"catalog", "inventory", "orders", "payments", "notifications"}:
                     wanted |= secret_names(BrokerSettings, "PORTICO_")
             for var in wanted:
                 assert var not in environ, f"{where}: {var} in the environment"

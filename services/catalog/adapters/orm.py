@@ -1,4 +1,5 @@
-"""The catalog's tables (SQLAlchemy Core): products and the idempotency keys of creates."""
+"""The catalog's tables (SQLAlchemy Core): products, the idempotency keys of creates, and the
+outbox of product events (same database, same commit)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Cents", "UTCDateTime", "idempotency_keys", "metadata", "products"]
+from .events import outbox_for
+
+__all__ = ["Cents", "UTCDateTime", "idempotency_keys", "metadata", "outbox", "products"]
 
 
 class Cents(TypeDecorator[Decimal]):
@@ -91,3 +94,5 @@ idempotency_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("owner", "key", name="pk_idempotency_keys"),
 )
+
+outbox = outbox_for(metadata)

@@ -1,5 +1,6 @@
 """The catalog's domain: plain classes and value checks, no Flask or ORM imports."""
 
+from .events import ProductCreated, ProductDeleted, ProductEvent, ProductUpdated
 from .model import (
     CURRENCY,
     PRICE_DIGITS,
@@ -20,6 +21,10 @@ __all__ = [
     "PRICE_PLACES",
     "InvalidProduct",
     "Product",
+    "ProductCreated",
+    "ProductDeleted",
+    "ProductEvent",
+    "ProductUpdated",
     "SortKey",
     "check_category",
     "check_description",

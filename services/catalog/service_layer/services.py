@@ -1,5 +1,8 @@
 """The catalog's use cases. Each runs in one unit of work and speaks in domain terms only.
 
+A change records its product event (`product.created|updated|deleted`) on the unit of work,
+which writes it with the change (the transactional outbox); a no-op update records none.
+
 Exceptions::
 
     CatalogError
@@ -22,7 +25,7 @@ from typing import Any
 import orjson
 
 from ..adapters.repository import DuplicateKey, IdempotencyRecord, ProductFilter, StaleVersion
-from ..domain import Product, SortKey
+from ..domain import Product, ProductCreated, ProductDeleted, ProductUpdated, SortKey
 from ..domain.model import utcnow
 from .unit_of_work import AbstractUnitOfWork
 
@@ -158,6 +161,7 @@ def create_product(
             if idempotency is not None:
                 owner, key = idempotency
                 uow.idempotency.add(IdempotencyRecord(owner, key, fingerprint, product, now))
+            uow.record(ProductCreated(product.id, product.sku, product.version))
             uow.commit()
             return Created(product, replayed=False)
         except DuplicateKey:
@@ -197,6 +201,7 @@ def update_product(
             raise DuplicateSku(product.sku) from exc
         except StaleVersion as exc:
             raise ConcurrentUpdate(product_id) from exc
+        uow.record(ProductUpdated(product.id, product.sku, product.version))
         uow.commit()
     return product
 
@@ -212,4 +217,5 @@ def delete_product(
             raise PreconditionFailed(product_id)
         if not uow.products.delete(product_id, product.version):
             raise ConcurrentUpdate(product_id)
+        uow.record(ProductDeleted(product.id, product.sku, product.version))
         uow.commit()

@@ -1,4 +1,8 @@
-"""Units of work: one transaction around a use case, rolled back unless committed explicitly."""
+"""Units of work: one transaction around a use case, rolled back unless committed explicitly.
+
+A use case `record`s the product events of its change; `commit` writes them with the change
+(the SQL unit of work into the outbox, in the same transaction) and forgets them on rollback.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from ..adapters.events import EventSink
 from ..adapters.memory import MemoryIdempotencyStore, MemoryProductRepository, MemoryStore
+from ..adapters.orm import outbox
 from ..adapters.repository import AbstractIdempotencyStore, AbstractProductRepository
 from ..adapters.sql import SqlIdempotencyStore, SqlProductRepository
+from ..domain import ProductEvent
 
 __all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork"]
 
@@ -17,9 +24,15 @@ __all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork"]
 class AbstractUnitOfWork(abc.ABC):
     products: AbstractProductRepository
     idempotency: AbstractIdempotencyStore
+    pending: list[ProductEvent]
 
     def __enter__(self) -> AbstractUnitOfWork:
+        self.pending = []
         return self
+
+    def record(self, event: ProductEvent) -> None:
+        """An event of this unit's change, written by `commit` with it."""
+        self.pending.append(event)
 
     def __exit__(
         self,
@@ -37,10 +50,14 @@ class AbstractUnitOfWork(abc.ABC):
 
 
 class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
-    """One pooled connection and transaction per `with` block; reusable for another block."""
+    """One pooled connection and transaction per `with` block; reusable for another block.
 
-    def __init__(self, engine: Engine) -> None:
+    Recorded events go into the outbox table on the same connection, just before the commit.
+    """
+
+    def __init__(self, engine: Engine, events: EventSink | None = None) -> None:
         self.engine = engine
+        self.events = events or EventSink(outbox)
         self._conn: Connection | None = None
         self._tx: RootTransaction | None = None
 
@@ -65,20 +82,28 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             self._conn = self._tx = None
 
     def commit(self) -> None:
-        assert self._tx is not None, "commit outside a `with` block"
+        assert self._tx is not None and self._conn is not None, "commit outside a `with` block"
+        events, self.pending = self.pending, []
+        if events:
+            self.events.write(self._conn, events)
         self._tx.commit()
+        if events:
+            self.events.committed()
 
     def rollback(self) -> None:
+        self.pending = []
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
 
 
 class InMemoryUnitOfWork(AbstractUnitOfWork):
-    """Works on a copy of the store and publishes it on commit, so rollback is real."""
+    """Works on a copy of the store and publishes it on commit, so rollback is real; the
+    events of committed changes are in `published`, in order."""
 
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store or MemoryStore()
         self.commits = 0
+        self.published: list[ProductEvent] = []
         self._work: MemoryStore | None = None
 
     def __enter__(self) -> AbstractUnitOfWork:
@@ -94,7 +119,10 @@ class InMemoryUnitOfWork(AbstractUnitOfWork):
         self._work = self._work.copy()
         self.products = MemoryProductRepository(self._work)
         self.idempotency = MemoryIdempotencyStore(self._work)
+        self.published.extend(self.pending)
+        self.pending = []
         self.commits += 1
 
     def rollback(self) -> None:
+        self.pending = []
         self._work = None

@@ -27,7 +27,7 @@ def issuer() -> TestIssuer:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> CatalogSettings:
-    return CatalogSettings(database_url=sqlite_url(tmp_path / "catalog.db"))
+    return CatalogSettings(database_url=sqlite_url(tmp_path / "catalog.db"), relay=False)
 
 
 @pytest.fixture

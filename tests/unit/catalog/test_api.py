@@ -286,7 +286,8 @@ def test_not_ready_before_init(tmp_path: Any, issuer: TestIssuer) -> None:
     from services.catalog.settings import CatalogSettings
 
     app: Flask = create_app(
-        CatalogSettings(database_url=sqlite_url(tmp_path / "empty.db")), verifier=issuer.verifier()
+        CatalogSettings(database_url=sqlite_url(tmp_path / "empty.db"), relay=False),
+        verifier=issuer.verifier(),
     )
     try:
         resp = app.test_client().get("/health/ready")

@@ -393,6 +393,91 @@ async def test_an_event_purges_the_path_of_its_data_and_lists_whole(
     assert (await client.get("/items/2", headers=token)).headers["X-Cache"] == "HIT"
 
 
+# --- invalidation by unsafe requests (RFC 9111 4.4) -----------------------------------------------
+
+
+async def test_a_successful_post_invalidates_its_target_on_the_fast_path() -> None:
+    post = b"POST /public/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}"
+    async with FastPath(config(), "svc", SVC) as fast:  # public: GET and POST on /public/*
+        await fast.request(GET, answer(Cache_Control="max-age=60"))
+        assert (await fast.request(GET))[1]["x-cache"] == "HIT"
+        status, _, _ = await fast.request(post, answer(b"no", 409, "Conflict"))
+        assert status == 409
+        assert (await fast.request(GET))[1]["x-cache"] == "HIT"  # an error: nothing changed
+        status, _, _ = await fast.request(post, answer(b"{}", 201, "Created"))
+        assert status == 201
+        status, headers, body = await fast.request(GET, answer(b'{"n":2}'))
+        assert (headers["x-cache"], body) == ("MISS", b'{"n":2}')
+
+
+async def test_a_write_on_another_route_invalidates_the_cached_path_and_its_location(
+    gateway: GatewayClient, upstreams: FakeUpstreams, issuer: Any
+) -> None:
+    raw = _raw({"ttl": 60, "shared": True}, route=3)  # items.get
+    raw["routes"][1]["cache"] = {"ttl": 60, "shared": True}  # items.list
+    raw["routes"].append(
+        {
+            "name": "items.update",
+            "methods": ["PATCH", "DELETE"],
+            "path": "/items/{id}",
+            "upstream": "svc",
+            "auth": {"scopes": ["items:write"]},
+        }
+    )
+    client = await gateway(routes=raw["routes"])
+    read, write = issuer.auth(["items:read"]), issuer.auth(["items:write"])
+
+    def public(_request: OutboundRequest) -> MockResponse:
+        return MockResponse(json={"n": 1}, headers={"Cache-Control": "public, max-age=60"})
+
+    for path in ("/items/1", "/items/2", "/items/3", "/items"):
+        upstreams.on(SVC, path, public)
+
+    async def labels() -> list[str]:
+        paths = ("/items/1", "/items/1?v=1", "/items/2", "/items/3", "/items")
+        return [(await client.get(p, headers=read)).headers["X-Cache"] for p in paths]
+
+    await labels()
+    assert await labels() == ["HIT"] * 5
+    assert (await client.patch("/items/1", json={}, headers=write)).status == 200
+    assert await labels() == ["MISS", "MISS", "HIT", "HIT", "HIT"]  # the path's, any query
+
+    def created(_request: OutboundRequest) -> MockResponse:
+        return MockResponse(status=201, json={}, headers={"Location": "/items/2"})
+
+    upstreams.on(SVC, "/items", created)
+    assert (await client.post("/items", json={}, headers=write)).status == 201
+    upstreams.on(SVC, "/items", public)
+    assert await labels() == ["HIT", "HIT", "MISS", "HIT", "MISS"]  # its target and Location
+
+    def elsewhere(_request: OutboundRequest) -> MockResponse:
+        return MockResponse(
+            status=201, json={}, headers={"Content-Location": "http://other.test/items/3"}
+        )
+
+    upstreams.on(SVC, "/items", elsewhere)
+    await client.post("/items", json={}, headers=write)
+    upstreams.on(SVC, "/items", public)
+    assert (await labels())[3] == "HIT"  # another origin's URL is not this cache's to drop
+
+
+def test_the_invalidation_binds_only_to_unsafe_routes_of_a_config_that_caches() -> None:
+    from gateway.app import create_app
+    from gateway.pipeline.cache import CacheInvalidation
+
+    def bound(cfg: Any) -> dict[str, bool]:
+        chains = create_app(cfg)[STATE].state.pipeline.chains
+        return {
+            name: any(isinstance(p, CacheInvalidation) for p in chain.policies)
+            for name, chain in chains.items()
+        }
+
+    assert not any(bound(parse_config(copy.deepcopy(BASE), environ={})).values())
+    on = bound(config({"ttl": 5}, route=3))
+    assert on["items.create"] and on["public"] and on["upload"]
+    assert not on["items.get"] and not on["items.list"]
+
+
 # --- pieces ------------------------------------------------------------------------------------
 
 
@@ -455,3 +540,19 @@ def test_a_route_without_get_binds_no_cache() -> None:
     app = create_app(cfg)
     chain = app[STATE].state.pipeline.chains["items.create"]
     assert not any(isinstance(p, Cache) for p in chain.policies)
+
+
+def test_purges_subscribe_when_the_broker_url_comes_from_a_secret_file(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose and Kubernetes give the broker URL as PORTICO_BROKER_URL_FILE (a password)."""
+    from gateway.pipeline.policy import PolicyContext
+
+    secret = tmp_path / "broker-url"
+    secret.write_text("amqp://portico:pw@rabbitmq:5672//\n")
+    monkeypatch.delenv("PORTICO_BROKER_URL", raising=False)
+    monkeypatch.setenv("PORTICO_BROKER_URL_FILE", str(secret))
+    runtime = CacheRuntime.of(PolicyContext(config=None, resources={}))
+    assert runtime.broker is not None and runtime.broker.url == "amqp://portico:pw@rabbitmq:5672//"
+    monkeypatch.delenv("PORTICO_BROKER_URL_FILE")
+    assert CacheRuntime.of(PolicyContext(config=None, resources={})).broker is None
