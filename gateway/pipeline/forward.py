@@ -103,11 +103,11 @@ class Forward(Policy):
         assert route is not None
         try:
             if tracing.ENABLED:  # a CLIENT span whose traceparent replaces the client's one
+                carrier: dict[str, str] = {}
                 with tracing.client_span(
-                    f"{ex.method} {upstream.name}",
-                    outbound.headers,
-                    **{"peer.service": upstream.name},
+                    f"{ex.method} {upstream.name}", carrier, **{"peer.service": upstream.name}
                 ):
+                    outbound.headers = _with_fields(outbound.headers, carrier)
                     response = await upstream.send(self.transport, outbound, retry)
             else:
                 response = await upstream.send(self.transport, outbound, retry)
@@ -156,3 +156,11 @@ class Forward(Policy):
             chain.resume(ex, self._relay(ex, again))
             return
         chain.resume(ex, failure(error, route.upstream, ex.outbound, route.max_body_bytes))
+
+
+def _with_fields(headers: Any, fields: dict[str, str]) -> list[tuple[str, str]]:
+    """`headers` (pairs or a mapping) with `fields` replacing any of the same names: the
+    propagator writes into a mapping, the forwarded request carries pairs."""
+    items = headers.items() if hasattr(headers, "items") else headers
+    names = {name.lower() for name in fields}
+    return [(k, v) for k, v in items if k.lower() not in names] + list(fields.items())
