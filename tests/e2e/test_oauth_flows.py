@@ -11,6 +11,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
+from tests.support.brokers import wait_for
 from tools.stack import Stack
 
 
@@ -128,11 +129,17 @@ def test_request_id_is_echoed_and_reaches_the_service(gateway: str, stack: Stack
 def test_request_id_reaches_catalog_logs(gateway: str, stack: Stack, creds: dict[str, str]) -> None:
     client = OAuth2Session(creds["client_id"], creds["client_secret"], scope="catalog:read")
     client.fetch_token(f"{gateway}/oauth/token", grant_type="client_credentials")
-    resp = client.get(f"{gateway}/api/v1/products", headers={"X-Request-ID": "e2e-trace-43"})
+    # the product list is cached per consumer (gateway.yaml) and this client may have read it
+    # in an earlier test: `no-cache` makes the gateway ask catalog, which is what is checked
+    resp = client.get(
+        f"{gateway}/api/v1/products",
+        headers={"X-Request-ID": "e2e-trace-43", "Cache-Control": "no-cache"},
+    )
     assert resp.status_code == 200
     assert resp.headers["X-Request-ID"] == "e2e-trace-43"
-    log = (stack.var / "log" / "catalog.log").read_text()
-    assert '"correlation_id":"e2e-trace-43"' in log
+    assert resp.headers.get("X-Cache") != "HIT"
+    log = stack.var / "log" / "catalog.log"
+    wait_for(lambda: '"correlation_id":"e2e-trace-43"' in log.read_text(), what="catalog's line")
 
 
 def test_gateway_health_and_metrics(gateway: str) -> None:
