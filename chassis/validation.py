@@ -36,6 +36,7 @@ __all__ = [
     "BoundedInteger",
     "FullMatch",
     "OutOfBounds",
+    "key_paths",
     "load_json",
     "parse_decimal",
     "parse_integer",
@@ -231,3 +232,28 @@ def query_params(raw: bytes | str) -> dict[str, str]:
     for name, value in pairs:
         params.setdefault(name, value)
     return params
+
+
+def key_paths(messages: Any, where: str = "") -> list[str]:
+    """marshmallow's nested error messages as `clients[0].scope: message` lines: a config
+    file's reader (the gateway's YAML, identity's clients file) names the key to fix."""
+    if isinstance(messages, dict):
+        lines: list[str] = []
+        for key, sub in messages.items():
+            if isinstance(key, int):
+                path = f"{where}[{key}]"
+            elif (key == "value" and where) or key == "_schema":
+                path = where  # fields.Dict nests its value errors under "value"
+            else:
+                path = f"{where}.{key}" if where else str(key)
+            lines.extend(key_paths(sub, path))
+        return lines
+    if isinstance(messages, list):
+        lines = []
+        for m in messages:
+            if isinstance(m, str):
+                lines.append(f"{where or '<root>'}: {m.rstrip('.')}")
+            else:
+                lines.extend(key_paths(m, where))
+        return lines
+    return [f"{where or '<root>'}: {messages}"]

@@ -34,6 +34,7 @@ from marshmallow import (
 
 from chassis import ConfigError, TokenSettings
 from chassis.settings import secret_environ
+from chassis.validation import key_paths
 
 from .expressions import check_aggregates, path_params
 from .policies import PolicyRef, PolicyRefField, PolicySettingsField, register
@@ -828,24 +829,6 @@ def _substitute(value: Any, where: str, environ: Mapping[str, str], errors: list
     return value
 
 
-def _flatten(messages: Any, where: str = "") -> list[str]:
-    """marshmallow's nested messages as `a.b[2].c: message` lines."""
-    if isinstance(messages, dict):
-        lines: list[str] = []
-        for key, sub in messages.items():
-            if isinstance(key, int):
-                path = f"{where}[{key}]"
-            elif (key == "value" and where) or key == "_schema":
-                path = where  # fields.Dict nests its value errors under "value"
-            else:
-                path = f"{where}.{key}" if where else str(key)
-            lines.extend(_flatten(sub, path))
-        return lines
-    if isinstance(messages, list):
-        return [f"{where or '<root>'}: {m.rstrip('.')}" for m in messages if isinstance(m, str)]
-    return [f"{where or '<root>'}: {messages}"]
-
-
 def _rate_limits(raw: dict[str, Any], environ: Mapping[str, str]) -> RateLimitsConfig:
     """GATEWAY_REDIS_URL, when set and not empty, overrides `rate_limits.redis_url`."""
     redis_url = environ.get("GATEWAY_REDIS_URL") or raw["redis_url"] or None
@@ -976,7 +959,7 @@ def parse_config(
     try:
         data = GatewaySchema().load(substituted)
     except ValidationError as exc:
-        raise ConfigError(f"invalid {source}: " + "; ".join(_flatten(exc.messages))) from None
+        raise ConfigError(f"invalid {source}: " + "; ".join(key_paths(exc.messages))) from None
     return _build(data, TokenSettings.from_env(env), env)
 
 
@@ -1022,7 +1005,7 @@ def check_config(
     try:
         data = GatewaySchema().load(substituted)
     except ValidationError as exc:
-        return errors + _flatten(exc.messages)
+        return errors + key_paths(exc.messages)
     if errors:
         return errors
     try:

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from chassis import ConfigError
+from chassis.validation import key_paths
 
 from ..adapters.orm import AuthorizationCode, Client, Token
 from ..domain import scopes
@@ -151,24 +152,6 @@ class _ClientsFileSchema(Schema):
             seen.add(client["client_id"])
 
 
-def _key_paths(messages: Any, where: str = "") -> list[str]:
-    """marshmallow's nested messages as `clients[0].scope: message` lines."""
-    if isinstance(messages, dict):
-        lines: list[str] = []
-        for key, sub in messages.items():
-            if isinstance(key, int):
-                path = f"{where}[{key}]"
-            elif key == "_schema":
-                path = where
-            else:
-                path = f"{where}.{key}" if where else str(key)
-            lines.extend(_key_paths(sub, path))
-        return lines
-    if isinstance(messages, list):
-        return [f"{where or '<root>'}: {str(m).rstrip('.')}" for m in messages]
-    return [f"{where or '<root>'}: {messages}"]
-
-
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
@@ -208,7 +191,7 @@ def client_spec(data: dict[str, Any], secret: str | None = None) -> ClientSpec:
     try:
         loaded = ClientSchema().load(data)
     except ValidationError as exc:
-        raise ClientError("; ".join(_key_paths(exc.messages))) from None
+        raise ClientError("; ".join(key_paths(exc.messages))) from None
     if loaded["token_endpoint_auth_method"] == "none":
         if secret:
             raise ClientError("a public client (auth method none) has no secret")
@@ -232,7 +215,7 @@ def load_clients_file(path: str | Path) -> list[ClientSpec]:
     try:
         loaded = _ClientsFileSchema().load(raw)
     except ValidationError as exc:
-        lines = "; ".join(_key_paths(exc.messages))
+        lines = "; ".join(key_paths(exc.messages))
         raise ConfigError(f"invalid clients file {file}: {lines}") from None
     specs = []
     for i, data in enumerate(loaded["clients"]):
