@@ -126,6 +126,7 @@ class Purger:
         self.counted = list(counted) or [t.table for t in self.targets]
         self.purged: dict[str, int] = {t.name: 0 for t in self.targets}
         self.last_pass: float | None = None  # time.time() of the last completed pass
+        self.counts: dict[str, int] = {}  # rows per counted table, as last counted
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         tables = ",".join(sorted(t.name for t in self.targets))
@@ -218,11 +219,20 @@ class Purger:
 
     # -- periodically ---------------------------------------------------------------------
 
+    def refresh_counts(self) -> dict[str, int]:
+        """Count now and keep the counts for the metrics collector."""
+        self.counts = self.row_counts()
+        return self.counts
+
     def _safe_pass(self) -> None:
         try:
             self.purge()
         except Exception:
             log.exception("retention purge failed; trying again next interval")
+        try:
+            self.refresh_counts()
+        except Exception:
+            log.warning("cannot count table rows", exc_info=True)
 
     def _first_wait(self, interval: float) -> float:
         """Processes started together spread their passes over the first interval."""
@@ -266,34 +276,40 @@ class Purger:
                 raise
             wait = interval
 
-    def collector(self, service: str, *, ttl: float = 30.0) -> Collector:
-        return _RetentionCollector(self, service, ttl)
+    def register(
+        self, registry: CollectorRegistry, service: str, *, live: bool = True, ttl: float = 30.0
+    ) -> None:
+        """Export `db_table_rows` and `retention_purged_rows_total` on `registry`.
 
-    def register(self, registry: CollectorRegistry, service: str) -> None:
-        """Export `db_table_rows` and `retention_purged_rows_total` on `registry`."""
-        registry.register(self.collector(service))
+        `live`: count when scraped, at most once per `ttl` seconds (threaded servers). An
+        event loop must not wait on the database inside a scrape: with `live=False` the
+        gauges show the counts of the last pass (taken in a worker thread, see `run`).
+        """
+        registry.register(_RetentionCollector(self, service, ttl if live else None))
 
 
 class _RetentionCollector(Collector):
-    """Row counts are taken when scraped, at most once per `ttl` seconds per process."""
+    """Row counts taken when scraped, at most once per `ttl` seconds per process; with no
+    `ttl`, the purger's last counts."""
 
-    def __init__(self, purger: Purger, service: str, ttl: float) -> None:
+    def __init__(self, purger: Purger, service: str, ttl: float | None) -> None:
         self.purger = purger
         self.service = service
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
         self._counted_at = float("-inf")
 
     def _fresh_counts(self) -> dict[str, int]:
+        if self.ttl is None:
+            return dict(self.purger.counts)
         with self._lock:
             if time.monotonic() - self._counted_at >= self.ttl:
                 try:
-                    self._counts = self.purger.row_counts()
+                    self.purger.refresh_counts()
                 except Exception:  # database down: /metrics still answers
                     log.warning("cannot count table rows", exc_info=True)
                 self._counted_at = time.monotonic()
-            return dict(self._counts)
+            return dict(self.purger.counts)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # no database query when the collector is registered
@@ -326,11 +342,15 @@ class _RetentionCollector(Collector):
 def retention_ctx(
     purger: Purger, interval: float, *, dispose: bool = False
 ) -> Callable[[Any], AsyncIterator[None]]:
-    """An aiohttp `cleanup_ctx` entry running `purger.run(interval)` as a task; on the way
-    out the task is cancelled, the batch in hand finishes, and with `dispose` the purger's
-    engine is disposed."""
+    """An aiohttp `cleanup_ctx` entry: counts the rows once (in a worker thread) and runs
+    `purger.run(interval)` as a task; on the way out the task is cancelled, the batch in
+    hand finishes, and with `dispose` the purger's engine is disposed."""
 
     async def ctx(_app: Any) -> AsyncIterator[None]:
+        try:
+            await asyncio.to_thread(purger.refresh_counts)
+        except Exception:  # the database may come later; the next pass counts again
+            log.warning("cannot count table rows", exc_info=True)
         task = asyncio.create_task(purger.run(interval)) if interval > 0 else None
         yield
         purger._stopping.set()  # a pass in its worker thread stops after its batch
