@@ -4,6 +4,10 @@ Outbox relay, as payments does it: every gunicorn worker builds this app after t
 starts one chassis relay thread (stopped at exit) that publishes the product events the units
 of work wrote; several relays on one table take turns (a lease), and each one is woken right
 after a commit that wrote events.
+
+Retention, the same way: each worker runs a purge thread (`chassis.retention`) for published
+outbox rows and idempotency keys older than CATALOG_RETENTION_DAYS; on PostgreSQL an advisory
+lock lets one worker purge at a time, the others skip the pass.
 """
 
 from __future__ import annotations
@@ -17,17 +21,33 @@ from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_e
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.retention import Purger, PurgeTarget
 
 from .adapters.events import EventSink
-from .adapters.orm import outbox, products
+from .adapters.orm import idempotency_keys, outbox, products
 from .entrypoints import CACHE_POLICY, UOW_FACTORY, install_spec, openapi_bp, products_bp
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
-__all__ = ["ENGINE", "RELAY", "create_app"]
+__all__ = ["ENGINE", "PURGER", "RELAY", "create_app", "purger"]
 
 ENGINE = "catalog.engine"
 RELAY = "catalog.relay"
+PURGER = "catalog.purger"
+
+
+def purger(engine: Engine, settings: CatalogSettings) -> Purger:
+    """What catalog purges: published outbox rows and expired idempotency keys."""
+    return Purger.from_settings(
+        engine,
+        [
+            PurgeTarget(outbox, outbox.c.published_at),
+            PurgeTarget(idempotency_keys, idempotency_keys.c.created_at),
+        ],
+        settings,
+        counted=[products, outbox, idempotency_keys],
+        name="catalog",
+    )
 
 
 def _database_ready(engine: Engine) -> None:
@@ -52,7 +72,7 @@ def create_app(
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
         checks["broker"] = broker_ready
-    install(
+    metrics = install(
         app,
         "catalog",
         ready_checks=checks,
@@ -66,5 +86,11 @@ def create_app(
         app.extensions[RELAY] = handle
         events.wake = handle.relay.wake
         atexit.register(handle.stop)
+    purge = purger(engine, settings)
+    purge.register(metrics.registry, "catalog")
+    app.extensions[PURGER] = purge
+    if settings.purge_interval > 0:
+        purge.start(settings.purge_interval)
+        atexit.register(purge.stop)
     tracing.setup("catalog", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 from chassis import from_env
 from chassis.http_cache import check_max_age
+from chassis.retention import RetentionSettings
 from chassis.settings import log_level, secret, sync_database_url
 
 __all__ = ["CatalogSettings"]
 
 
 @dataclass(frozen=True)
-class CatalogSettings:
+class CatalogSettings(RetentionSettings):
+    """Also CATALOG_RETENTION_DAYS, CATALOG_PURGE_BATCH, CATALOG_PURGE_INTERVAL
+    (`chassis.retention`): published outbox rows and idempotency keys are purged."""
+
     # Relative to the working directory, like every service's default (var/ is git-ignored).
     database_url: str = secret("sqlite:///var/catalog/catalog.db", check=sync_database_url)
     log_level: str = field(default="INFO", metadata={"check": log_level})

@@ -16,22 +16,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, tracing
 from chassis.aiohttp import install
-from chassis.db import create_async_db_engine
+from chassis.db import create_async_db_engine, create_db_engine, sync_url
 from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_aiohttp
+from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
 from .adapters.events import EventSink
-from .adapters.orm import outbox, stock
+from .adapters.orm import outbox, reservations, stock
 from .entrypoints import CACHE_POLICY, SERVICE, routes
 from .service_layer.services import InventoryService
 from .settings import InventorySettings
 
-__all__ = ["ENGINE", "RELAY", "create_app"]
+__all__ = ["ENGINE", "PURGER", "RELAY", "create_app"]
 
 ENGINE = web.AppKey("inventory.engine", AsyncEngine)
 RELAY = web.AppKey("inventory.relay", RelayHandle)
+PURGER = web.AppKey("inventory.purger", Purger)
 
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
@@ -66,7 +68,7 @@ def create_app(
     checks: dict[str, Callable[[], Any]] = {"database": database_ready}
     if settings.relay:
         checks["broker"] = lambda: asyncio.to_thread(broker_ready)
-    install(
+    metrics = install(
         app,
         "inventory",
         ready_checks=checks,
@@ -101,6 +103,16 @@ def create_app(
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    # Published outbox rows older than INVENTORY_RETENTION_DAYS (chassis.retention).
+    purger = app[PURGER] = Purger.from_settings(
+        create_db_engine(sync_url(settings.database_url)),
+        [PurgeTarget(outbox, outbox.c.published_at)],
+        settings,
+        counted=[stock, reservations, outbox],
+        name="inventory",
+    )
+    purger.register(metrics.registry, "inventory", live=False)
+    app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
     tracing.setup("inventory", app)  # no-op unless PORTICO_TRACING is set
     return app
 

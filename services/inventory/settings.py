@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 from chassis import from_env
 from chassis.http_cache import check_max_age
+from chassis.retention import RetentionSettings
 from chassis.settings import async_database_url, log_level, not_negative, port, secret
 
 __all__ = ["InventorySettings"]
 
 
 @dataclass(frozen=True)
-class InventorySettings:
+class InventorySettings(RetentionSettings):
+    """Also INVENTORY_RETENTION_DAYS, _PURGE_BATCH, _PURGE_INTERVAL (`chassis.retention`):
+    published outbox rows older than the retention are purged."""
+
     # Relative to the working directory, like every service's default (var/ is git-ignored).
     database_url: str = secret(
         "sqlite+aiosqlite:///var/inventory/inventory.db", check=async_database_url

@@ -1,6 +1,9 @@
 """The notifications service's composition root: settings, engine, event consumer (a thread
 started and stopped with the app), chassis and routes.
 
+A retention task (`chassis.retention`, started and stopped with the app) purges inbox rows
+older than NOTIFICATIONS_RETENTION_DAYS.
+
 `python -m services.notifications serve` runs it on uvloop; tests pass `consume=False`
 settings (no broker) or their own `broker=` settings.
 """
@@ -20,6 +23,7 @@ from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, sync_url
 from chassis.messaging import BrokerSettings, EventConsumer, check_broker
 from chassis.openapi import install_aiohttp
+from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
 from .adapters.orm import inbox, notifications
@@ -28,12 +32,13 @@ from .entrypoints import ENGINE, routes
 from .service_layer.handlers import handle_event
 from .settings import NotificationsSettings
 
-__all__ = ["CONSUMER", "ENGINE", "QUEUE", "create_app"]
+__all__ = ["CONSUMER", "ENGINE", "PURGER", "QUEUE", "create_app"]
 
 log = logging.getLogger("portico.notifications")
 
 QUEUE = "notifications"
 CONSUMER = web.AppKey("notifications.consumer", EventConsumer)
+PURGER = web.AppKey("notifications.purger", Purger)
 
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
@@ -65,7 +70,7 @@ def create_app(
     checks: dict[str, Callable[[], Any]] = {"database": database_ready}
     if settings.consume and broker is not None:
         checks["broker"] = lambda: asyncio.to_thread(check_broker, broker)
-    install(
+    metrics = install(
         app,
         "notifications",
         ready_checks=checks,
@@ -103,5 +108,14 @@ def create_app(
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    purger = app[PURGER] = Purger.from_settings(
+        create_db_engine(sync_url(settings.database_url)),
+        [PurgeTarget(inbox, inbox.c.processed_at)],
+        settings,
+        counted=[notifications, inbox],
+        name="notifications",
+    )
+    purger.register(metrics.registry, "notifications", live=False)
+    app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
     tracing.setup("notifications", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -7,13 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import from_env
+from chassis.retention import RetentionSettings
 from chassis.settings import async_database_url, log_level, port, secret
 
 __all__ = ["NotificationsSettings"]
 
 
 @dataclass(frozen=True)
-class NotificationsSettings:
+class NotificationsSettings(RetentionSettings):
+    """Also NOTIFICATIONS_RETENTION_DAYS, _PURGE_BATCH, _PURGE_INTERVAL (`chassis.retention`):
+    inbox rows older than the retention are purged."""
+
     database_url: str = secret(
         "sqlite+aiosqlite:///var/notifications/notifications.db", check=async_database_url
     )

@@ -22,6 +22,7 @@ from chassis.db import create_async_db_engine, sync_url
 from chassis.messaging import BrokerSettings, OutboxRelay, check_broker
 from chassis.openapi import install_aiohttp
 from chassis.resilience import Retry
+from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
 from .adapters.orm import orders, outbox
@@ -31,9 +32,10 @@ from .entrypoints import RUNTIME, Runtime, routes
 from .service_layer.saga import SagaDriver, SagaRunner
 from .settings import OrdersSettings
 
-__all__ = ["DRIVER", "RUNTIME", "create_app"]
+__all__ = ["DRIVER", "PURGER", "RUNTIME", "create_app"]
 
 DRIVER = web.AppKey("orders.driver", SagaDriver)
+PURGER = web.AppKey("orders.purger", Purger)
 
 _ERRORS = {
     "BadRequest": "The Idempotency-Key header is missing, or the body is not JSON",
@@ -160,5 +162,16 @@ def create_app(
             await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
+    # Published outbox rows older than ORDERS_RETENTION_DAYS (chassis.retention). Idempotency
+    # keys live on the orders themselves and are never purged.
+    purger = app[PURGER] = Purger.from_settings(
+        create_db_engine(sync_url(settings.database_url)),
+        [PurgeTarget(outbox, outbox.c.published_at)],
+        settings,
+        counted=[orders, outbox],
+        name="orders",
+    )
+    purger.register(metrics.registry, "orders", live=False)
+    app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
     tracing.setup("orders", app)  # no-op unless PORTICO_TRACING is set
     return app

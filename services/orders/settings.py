@@ -7,13 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, from_env
+from chassis.retention import RetentionSettings
 from chassis.settings import async_database_url, http_url, log_level, port, positive, secret
 
 __all__ = ["OrdersSettings"]
 
 
 @dataclass(frozen=True)
-class OrdersSettings:
+class OrdersSettings(RetentionSettings):
+    """Also ORDERS_RETENTION_DAYS, _PURGE_BATCH, _PURGE_INTERVAL (`chassis.retention`):
+    published outbox rows older than the retention are purged."""
+
     database_url: str = secret("sqlite+aiosqlite:///var/orders/orders.db", check=async_database_url)
     host: str = "127.0.0.1"
     port: int = field(default=8104, metadata={"check": port})

@@ -18,6 +18,7 @@ from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_e
 from chassis.flask import install
 from chassis.messaging import RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_flask
+from chassis.retention import Purger, PurgeTarget
 
 from . import schemas
 from .adapters.events import EventSink
@@ -31,6 +32,7 @@ __all__ = ["ENGINE", "RELAY", "create_app"]
 
 ENGINE = "payments.engine"
 RELAY = "payments.relay"
+PURGER = "payments.purger"
 
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
@@ -71,7 +73,7 @@ def create_app(
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
         checks["broker"] = broker_ready
-    install(
+    metrics = install(
         app,
         "payments",
         ready_checks=checks,
@@ -97,5 +99,19 @@ def create_app(
         app.extensions[RELAY] = handle
         events.wake = handle.relay.wake
         atexit.register(handle.stop)
+    # Published outbox rows older than PAYMENTS_RETENTION_DAYS, one purge thread per worker
+    # (an advisory lock on PostgreSQL lets one purge at a time). Idempotency keys live on the
+    # payments themselves and are never purged.
+    purger = app.extensions[PURGER] = Purger.from_settings(
+        engine,
+        [PurgeTarget(outbox, outbox.c.published_at)],
+        settings,
+        counted=[payments, outbox],
+        name="payments",
+    )
+    purger.register(metrics.registry, "payments")
+    if settings.purge_interval > 0:
+        purger.start(settings.purge_interval)
+        atexit.register(purger.stop)
     tracing.setup("payments", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -6,13 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chassis import ConfigError, from_env
+from chassis.retention import RetentionSettings
 from chassis.settings import log_level, not_negative, positive, secret, sync_database_url
 
 __all__ = ["PaymentsSettings"]
 
 
 @dataclass(frozen=True)
-class PaymentsSettings:
+class PaymentsSettings(RetentionSettings):
+    """Also PAYMENTS_RETENTION_DAYS, _PURGE_BATCH, _PURGE_INTERVAL (`chassis.retention`):
+    published outbox rows older than the retention are purged."""
+
     # Relative to the working directory, like every service's default (var/ is git-ignored).
     database_url: str = secret("sqlite:///var/payments/payments.db", check=sync_database_url)
     log_level: str = field(default="INFO", metadata={"check": log_level})

@@ -93,6 +93,8 @@ idempotency_keys = Table(
     Column("response", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("owner", "key", name="pk_idempotency_keys"),
+    # The retention purge picks expired keys by it (chassis.retention).
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
 outbox = outbox_for(metadata)

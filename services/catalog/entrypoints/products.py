@@ -205,7 +205,8 @@ def create_product() -> Response:
         - in: header
           name: Idempotency-Key
           required: false
-          description: Retries with the same key and body return the first result
+          description: Retries with the same key and body return the first result for at
+            least 24 hours (the key is kept CATALOG_RETENTION_DAYS, 7 by default, never less)
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true

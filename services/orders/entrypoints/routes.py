@@ -96,7 +96,8 @@ async def create_order(request: web.Request) -> web.Response:
         - in: header
           name: Idempotency-Key
           required: true
-          description: A retry with the same key and body returns the first order
+          description: A retry with the same key and body returns the first order, for at
+            least 24 hours (the key is kept with the order, for as long as the order)
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true

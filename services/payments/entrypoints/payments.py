@@ -125,7 +125,8 @@ def create_payment() -> Response:
         - in: header
           name: Idempotency-Key
           required: true
-          description: 'Retries with the same key and body return the first result (the
+          description: 'Retries with the same key and body return the first result for at
+            least 24 hours (the key is kept with the payment, for as long as the payment; the
             saga uses "charge-{order_id}")'
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:

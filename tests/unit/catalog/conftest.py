@@ -27,7 +27,9 @@ def issuer() -> TestIssuer:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> CatalogSettings:
-    return CatalogSettings(database_url=sqlite_url(tmp_path / "catalog.db"), relay=False)
+    return CatalogSettings(
+        database_url=sqlite_url(tmp_path / "catalog.db"), relay=False, purge_interval=0
+    )
 
 
 @pytest.fixture

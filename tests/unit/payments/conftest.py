@@ -34,6 +34,7 @@ def settings(tmp_path: Path) -> PaymentsSettings:
         slow_delay=0.3,
         pending_lease=5.0,
         relay=False,
+        purge_interval=0,
     )
 
 
