@@ -4,6 +4,10 @@ Outbox relay, as payments does it: every gunicorn worker builds this app after t
 starts one chassis relay thread (stopped at exit) that publishes the product events the units
 of work wrote; several relays on one table take turns (a lease), and each one is woken right
 after a commit that wrote events.
+
+Product cache (ADR 0021): reads by id and sku go through a cache-aside repository, on Redis
+when `CATALOG_REDIS_URL` is set, else on a per-process LRU; the read endpoints get units of
+work that read through it (`READ_UOW_FACTORY`), the writes units that only invalidate it.
 """
 
 from __future__ import annotations
@@ -11,23 +15,34 @@ from __future__ import annotations
 import atexit
 
 from flask import Flask
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.resilience import CircuitBreaker
 
+from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
 from .adapters.events import EventSink
 from .adapters.orm import outbox, products
-from .entrypoints import CACHE_POLICY, UOW_FACTORY, install_spec, openapi_bp, products_bp
+from .entrypoints import (
+    CACHE_POLICY,
+    READ_UOW_FACTORY,
+    UOW_FACTORY,
+    install_spec,
+    openapi_bp,
+    products_bp,
+)
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
-__all__ = ["ENGINE", "RELAY", "create_app"]
+__all__ = ["ENGINE", "PRODUCT_CACHE", "RELAY", "create_app"]
 
 ENGINE = "catalog.engine"
 RELAY = "catalog.relay"
+PRODUCT_CACHE = "catalog.product_cache"
 
 
 def _database_ready(engine: Engine) -> None:
@@ -36,10 +51,37 @@ def _database_ready(engine: Engine) -> None:
         conn.execute(select(products.c.id).limit(1))
 
 
+def product_cache(
+    settings: CatalogSettings, registry: CollectorRegistry, store: CacheStore | None = None
+) -> ProductCache | None:
+    """Redis when configured, else a bounded LRU of this process; None with no entries.
+    A given `store` (tests) replaces either, with the Redis TTL."""
+    ttl = settings.cache_ttl
+    if store is not None:
+        pass
+    elif settings.redis_url:
+        breaker = CircuitBreaker(
+            "catalog-cache-redis",
+            failure_threshold=3,
+            recovery_timeout=settings.redis_retry_after,
+            registry=registry,
+        )
+        store = RedisStore(settings.redis_url, timeout=settings.redis_timeout, breaker=breaker)
+    elif settings.cache_entries > 0:
+        store, ttl = LruStore(settings.cache_entries), settings.cache_lru_ttl
+    else:
+        return None
+    return ProductCache(store, ttl=ttl, prefix=settings.cache_key_prefix, registry=registry)
+
+
 def create_app(
-    settings: CatalogSettings | None = None, *, verifier: TokenVerifier | None = None
+    settings: CatalogSettings | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    cache_store: CacheStore | None = None,
 ) -> Flask:
-    """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
+    """Build the app; `verifier` and `cache_store` are injected by tests, otherwise they follow
+    PORTICO_* and CATALOG_* settings."""
     settings = settings or CatalogSettings.from_env()
     configure_logging("catalog", settings.log_level)
     app = Flask(__name__)
@@ -47,16 +89,21 @@ def create_app(
     engine = create_db_engine(settings.database_url)
     events = EventSink(outbox)
     app.extensions[ENGINE] = engine
-    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events)
     app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
         checks["broker"] = broker_ready
-    install(
+    metrics = install(
         app,
         "catalog",
         ready_checks=checks,
         verifier=verifier or TokenSettings.from_env().sync_verifier(),
+    )
+    cache = product_cache(settings, metrics.registry, cache_store)
+    app.extensions[PRODUCT_CACHE] = cache
+    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events, cache=cache)
+    app.extensions[READ_UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(
+        engine, events, cache=cache, read_through=True
     )
     app.register_blueprint(products_bp)
     app.register_blueprint(openapi_bp)
