@@ -74,6 +74,10 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, keys: Iterable[str]) -> None: ...
 
+    def close(self) -> None:
+        """Release connections (the LRU has none)."""
+        return None
+
 
 class LruStore(CacheStore):
     """At most `max_entries` entries in this process, least recently used evicted first."""
