@@ -167,6 +167,9 @@ class Stack:
             env[spec.port_env] = str(self.ports[spec.name])
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
+            if self.broker_url.startswith("redis://"):
+                # catalog's product cache, shared by its gunicorn workers (ADR 0021)
+                env.setdefault("CATALOG_REDIS_URL", self.broker_url)
         env.update(self.extra_env)
         return env
 
