@@ -74,6 +74,10 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, keys: Iterable[str]) -> None: ...
 
+    def set_many(self, items: dict[str, str], ttl: float) -> None:
+        for key, value in items.items():
+            self.set(key, value, ttl)
+
     def close(self) -> None:
         """Release connections (the LRU has none)."""
         return None
@@ -159,6 +163,17 @@ class RedisStore(CacheStore):
     def set(self, key: str, value: str, ttl: float) -> None:
         self._call(lambda: self.client.set(key, value, px=max(1, int(ttl * 1000))))
 
+    def set_many(self, items: dict[str, str], ttl: float) -> None:
+        """Both keys of a product in one round trip (a pipeline, not a transaction)."""
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.set(key, value, px=max(1, int(ttl * 1000)))
+            pipe.execute()
+
+        self._call(write)
+
     def delete(self, keys: Iterable[str]) -> None:
         names = list(keys)
         if names:
@@ -173,7 +188,8 @@ class ProductCache:
 
     Metrics (on the app's /metrics): `catalog_cache_lookups_total{store, result=hit|miss}`
     (hit ratio = hit / (hit + miss)) and `catalog_cache_fallbacks_total{store, operation,
-    reason=error|circuit_open}` - a lookup that fell back to the database counts there only.
+    reason=error|circuit_open|stale|unreadable}` - a lookup that fell back to the database
+    counts there only.
     """
 
     def __init__(
@@ -237,16 +253,23 @@ class ProductCache:
         except StoreUnavailable as exc:
             self._fallback("get", exc)
             return None
-        self.lookups.labels(self.store.kind, "miss" if text is None else "hit").inc()
-        return None if text is None else product_from_snapshot(text)
+        if text is None:
+            self.lookups.labels(self.store.kind, "miss").inc()
+            return None
+        try:
+            product = product_from_snapshot(text)
+        except (ValueError, KeyError, TypeError):  # not ours, or an older shape: a miss
+            self.fallbacks.labels(self.store.kind, "get", "unreadable").inc()
+            return None
+        self.lookups.labels(self.store.kind, "hit").inc()
+        return product
 
     def put(self, product: Product) -> None:
         """Fill both keys (id and sku) after a miss."""
         text = snapshot(product)
+        items = {key: text for key in self.keys_of(product) if key not in self._unflushed}
         try:
-            for key in self.keys_of(product):
-                if key not in self._unflushed:
-                    self.store.set(key, text, self.ttl)
+            self.store.set_many(items, self.ttl)
         except StoreUnavailable as exc:
             self._fallback("set", exc)
 

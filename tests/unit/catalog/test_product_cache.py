@@ -241,6 +241,17 @@ def test_a_store_that_is_down_falls_back_to_the_database(faked: Api, fake: FakeS
     assert sample(cache, "catalog_cache_lookups_total", store="fake", result="hit") == 1
 
 
+def test_an_unreadable_entry_is_a_miss_not_an_error(faked: Api, fake: FakeStore) -> None:
+    pid = faked.create().get_json()["id"]
+    cache = _cache(faked)
+    fake.data[cache.id_key(pid)] = '{"not": "a product"}'
+    resp = faked.client.get(f"/api/v1/products/{pid}", headers=faked.read)
+    assert resp.status_code == 200
+    assert resp.get_json()["id"] == pid
+    labels = {"store": "fake", "operation": "get", "reason": "unreadable"}
+    assert sample(cache, "catalog_cache_fallbacks_total", **labels) == 1
+
+
 def test_a_delete_missed_while_down_is_retried_and_the_entry_never_served(
     faked: Api, fake: FakeStore
 ) -> None:
