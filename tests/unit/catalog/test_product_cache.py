@@ -317,3 +317,17 @@ def test_settings_read_the_cache_variables() -> None:
         CatalogSettings.from_env({"CATALOG_REDIS_URL": "http://nope"})
     with pytest.raises(ValueError, match="CATALOG_REDIS_TIMEOUT"):
         CatalogSettings.from_env({"CATALOG_REDIS_TIMEOUT": "0"})
+
+
+def test_make_up_gives_catalog_its_redis_broker_under_the_broker_key_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.stack import Stack
+
+    monkeypatch.delenv("CATALOG_REDIS_URL", raising=False)
+    monkeypatch.delenv("CATALOG_CACHE_KEY_PREFIX", raising=False)
+    url = "redis://127.0.0.1:6399/0"
+    env = Stack(tmp_path, extra_env={"PORTICO_BROKER_KEY_PREFIX": "t1:"}, broker_url=url).env()
+    assert (env["CATALOG_REDIS_URL"], env["CATALOG_CACHE_KEY_PREFIX"]) == (url, "t1:catalog:")
+    amqp = Stack(tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672//").env()
+    assert "CATALOG_REDIS_URL" not in amqp  # no Redis: each process keeps its LRU
