@@ -168,6 +168,12 @@ class Stack:
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
+        if self.broker_url and self.broker_url.startswith("redis://"):
+            # catalog's product cache, shared by its gunicorn workers (ADR 0021), under the
+            # broker's key prefix (a test's isolated broker deletes its keys with its own)
+            env.setdefault("CATALOG_REDIS_URL", self.broker_url)
+            prefix = env.get("PORTICO_BROKER_KEY_PREFIX", "") + "catalog:"
+            env.setdefault("CATALOG_CACHE_KEY_PREFIX", prefix)
         return env
 
     def _choose_broker(self) -> None:

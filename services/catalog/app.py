@@ -8,6 +8,10 @@ after a commit that wrote events.
 Retention, the same way: each worker runs a purge thread (`chassis.retention`) for published
 outbox rows and idempotency keys older than CATALOG_RETENTION_DAYS; on PostgreSQL an advisory
 lock lets one worker purge at a time, the others skip the pass.
+
+Product cache (ADR 0021): reads by id and sku go through a cache-aside repository, on Redis
+when `CATALOG_REDIS_URL` is set, else on a per-process LRU; the read endpoints get units of
+work that read through it (`READ_UOW_FACTORY`), the writes units that only invalidate it.
 """
 
 from __future__ import annotations
@@ -15,24 +19,35 @@ from __future__ import annotations
 import atexit
 
 from flask import Flask
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.resilience import CircuitBreaker
 from chassis.retention import Purger, PurgeTarget
 
+from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
 from .adapters.events import EventSink
 from .adapters.orm import idempotency_keys, outbox, products
-from .entrypoints import CACHE_POLICY, UOW_FACTORY, install_spec, openapi_bp, products_bp
+from .entrypoints import (
+    CACHE_POLICY,
+    READ_UOW_FACTORY,
+    UOW_FACTORY,
+    install_spec,
+    openapi_bp,
+    products_bp,
+)
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
-__all__ = ["ENGINE", "PURGER", "RELAY", "create_app", "purger"]
+__all__ = ["ENGINE", "PRODUCT_CACHE", "PURGER", "RELAY", "create_app", "purger"]
 
 ENGINE = "catalog.engine"
 RELAY = "catalog.relay"
+PRODUCT_CACHE = "catalog.product_cache"
 PURGER = "catalog.purger"
 
 
@@ -56,10 +71,37 @@ def _database_ready(engine: Engine) -> None:
         conn.execute(select(products.c.id).limit(1))
 
 
+def product_cache(
+    settings: CatalogSettings, registry: CollectorRegistry, store: CacheStore | None = None
+) -> ProductCache | None:
+    """Redis when configured, else a bounded LRU of this process; None with no entries.
+    A given `store` (tests) replaces either, with the Redis TTL."""
+    ttl = settings.cache_ttl
+    if store is not None:
+        pass
+    elif settings.redis_url:
+        breaker = CircuitBreaker(
+            "catalog-cache-redis",
+            failure_threshold=3,
+            recovery_timeout=settings.redis_retry_after,
+            registry=registry,
+        )
+        store = RedisStore(settings.redis_url, timeout=settings.redis_timeout, breaker=breaker)
+    elif settings.cache_entries > 0:
+        store, ttl = LruStore(settings.cache_entries), settings.cache_lru_ttl
+    else:
+        return None
+    return ProductCache(store, ttl=ttl, prefix=settings.cache_key_prefix, registry=registry)
+
+
 def create_app(
-    settings: CatalogSettings | None = None, *, verifier: TokenVerifier | None = None
+    settings: CatalogSettings | None = None,
+    *,
+    verifier: TokenVerifier | None = None,
+    cache_store: CacheStore | None = None,
 ) -> Flask:
-    """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
+    """Build the app; `verifier` and `cache_store` are injected by tests, otherwise they follow
+    PORTICO_* and CATALOG_* settings."""
     settings = settings or CatalogSettings.from_env()
     configure_logging("catalog", settings.log_level)
     app = Flask(__name__)
@@ -67,7 +109,6 @@ def create_app(
     engine = create_db_engine(settings.database_url)
     events = EventSink(outbox)
     app.extensions[ENGINE] = engine
-    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events)
     app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
@@ -77,6 +118,12 @@ def create_app(
         "catalog",
         ready_checks=checks,
         verifier=verifier or TokenSettings.from_env().sync_verifier(),
+    )
+    cache = product_cache(settings, metrics.registry, cache_store)
+    app.extensions[PRODUCT_CACHE] = cache
+    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events, cache=cache)
+    app.extensions[READ_UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(
+        engine, events, cache=cache, read_through=True
     )
     app.register_blueprint(products_bp)
     app.register_blueprint(openapi_bp)

@@ -8,9 +8,15 @@ from dataclasses import dataclass, field
 from chassis import from_env
 from chassis.http_cache import check_max_age
 from chassis.retention import RetentionSettings
-from chassis.settings import log_level, secret, sync_database_url
+from chassis.settings import log_level, not_negative, positive, secret, sync_database_url
 
 __all__ = ["CatalogSettings"]
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value is None or value.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return "must be a redis://, rediss:// or unix:// URL"
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,20 @@ class CatalogSettings(RetentionSettings):
     # Relay the outbox (product.created|updated|deleted) to the broker (PORTICO_BROKER_URL)
     # from this process, one relay per gunicorn worker; off only in tests.
     relay: bool = True
+    # Product cache (cache-aside, ADR 0021) for reads by id and by sku. With a Redis URL the
+    # entries are shared by every catalog process and a write's delete reaches them all;
+    # without one, each process keeps an LRU of `cache_entries` (0: no cache at all).
+    redis_url: str | None = secret(None, check=_redis_url)
+    cache_ttl: float = field(default=60.0, metadata={"check": positive})
+    # The per-process LRU is not invalidated by writes in other processes: its TTL bounds
+    # how long they may serve the old product.
+    cache_lru_ttl: float = field(default=5.0, metadata={"check": positive})
+    cache_entries: int = field(default=10_000, metadata={"check": not_negative})
+    cache_key_prefix: str = "catalog:"
+    # Redis is given this long to connect or to answer (seconds), then the database answers;
+    # after 3 failures in a row Redis is left alone for `redis_retry_after` seconds.
+    redis_timeout: float = field(default=0.05, metadata={"check": positive})
+    redis_retry_after: float = field(default=5.0, metadata={"check": positive})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:

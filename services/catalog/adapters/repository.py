@@ -43,6 +43,10 @@ class ProductFilter:
     max_price: Decimal | None = None
     sku: str | None = None  # exact match: how the orders saga looks up prices
 
+    def is_sku_lookup(self) -> bool:
+        """True when `sku` is the only criterion (an exact lookup, not a search)."""
+        return self == ProductFilter(sku=self.sku)
+
     def matches(self, product: Product) -> bool:
         """The filter as a predicate, for in-memory adapters (SQL builds a WHERE clause)."""
         return (

@@ -30,9 +30,11 @@ from ..service_layer import services
 from ..service_layer.pagination import encode_cursor
 from ..service_layer.unit_of_work import AbstractUnitOfWork
 
-__all__ = ["CACHE_POLICY", "UOW_FACTORY", "products_bp"]
+__all__ = ["CACHE_POLICY", "READ_UOW_FACTORY", "UOW_FACTORY", "products_bp"]
 
 UOW_FACTORY = "catalog.uow_factory"
+# Units of work for the reads: through the product cache when there is one (else UOW_FACTORY).
+READ_UOW_FACTORY = "catalog.read_uow_factory"
 CACHE_POLICY = "catalog.cache_policy"
 READ, WRITE = "catalog:read", "catalog:write"
 
@@ -47,6 +49,13 @@ _VERSION = re.compile(r"v([0-9]{1,18})")  # fullmatch; bounded so int() is cheap
 
 def _uow() -> AbstractUnitOfWork:
     factory: Callable[[], AbstractUnitOfWork] = current_app.extensions[UOW_FACTORY]
+    return factory()
+
+
+def _reader() -> AbstractUnitOfWork:
+    factory: Callable[[], AbstractUnitOfWork] = current_app.extensions.get(
+        READ_UOW_FACTORY, current_app.extensions[UOW_FACTORY]
+    )
     return factory()
 
 
@@ -144,7 +153,7 @@ def list_products() -> Response:
         max_price=args.get("max_price"),
         sku=args.get("sku"),
     )
-    page = services.list_products(_uow(), filters, args.get("cursor"), args["limit"])
+    page = services.list_products(_reader(), filters, args.get("cursor"), args["limit"])
     next_cursor = encode_cursor(page.next) if page.next else None
     resp = jsonify({"items": _product.dump(page.items, many=True), "next_cursor": next_cursor})
     if next_cursor:
@@ -182,7 +191,7 @@ def get_product(product_id: str) -> Response:
         403: Forbidden
         404: NotFound
     """
-    product = services.get_product(_uow(), product_id)
+    product = services.get_product(_reader(), product_id)
     return cacheable(
         _one(product),
         _cache_policy(),

@@ -111,6 +111,12 @@ class Created:
 def list_products(
     uow: AbstractUnitOfWork, filters: ProductFilter, after: SortKey | None, limit: int
 ) -> Page:
+    if filters.sku is not None and after is None and filters.is_sku_lookup():
+        # An exact sku names at most one product (the orders saga's price lookup): a get by
+        # sku, which a cached repository may answer without the database.
+        with uow:
+            found = uow.products.get_by_sku(filters.sku)
+        return Page([found] if found is not None and limit > 0 else [], None)
     with uow:
         rows = uow.products.list(filters, after, limit + 1)  # one more says "there is a next page"
     items = rows[:limit]

@@ -2,6 +2,11 @@
 
 A use case `record`s the product events of its change; `commit` writes them with the change
 (the SQL unit of work into the outbox, in the same transaction) and forgets them on rollback.
+
+With a product cache (ADR 0021) the SQL unit of work wraps its repository in the cache-aside
+decorator: a read unit (`read_through=True`, what the read endpoints use) answers gets by id
+and sku from the cache; any unit deletes the entries its writes made stale right after the
+commit, before the relay is woken to publish the change's event.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from ..adapters.cache import CachedProductRepository, ProductCache
 from ..adapters.events import EventSink
 from ..adapters.memory import MemoryIdempotencyStore, MemoryProductRepository, MemoryStore
 from ..adapters.orm import outbox
@@ -55,16 +61,31 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     Recorded events go into the outbox table on the same connection, just before the commit.
     """
 
-    def __init__(self, engine: Engine, events: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        events: EventSink | None = None,
+        *,
+        cache: ProductCache | None = None,
+        read_through: bool = False,
+    ) -> None:
         self.engine = engine
         self.events = events or EventSink(outbox)
+        self.cache = cache
+        self.read_through = read_through
+        self._cached: CachedProductRepository | None = None
         self._conn: Connection | None = None
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> AbstractUnitOfWork:
         self._conn = self.engine.connect()
         self._tx = self._conn.begin()
-        self.products = SqlProductRepository(self._conn)
+        sql = SqlProductRepository(self._conn)
+        if self.cache is None:
+            self.products = sql
+        else:
+            self._cached = CachedProductRepository(sql, self.cache, read_through=self.read_through)
+            self.products = self._cached
         self.idempotency = SqlIdempotencyStore(self._conn)
         return super().__enter__()
 
@@ -79,7 +100,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         finally:
             if self._conn is not None:
                 self._conn.close()
-            self._conn = self._tx = None
+            self._conn = self._tx = self._cached = None
 
     def commit(self) -> None:
         assert self._tx is not None and self._conn is not None, "commit outside a `with` block"
@@ -87,11 +108,15 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         if events:
             self.events.write(self._conn, events)
         self._tx.commit()
+        if self._cached is not None:
+            self._cached.committed()  # before the relay publishes: no refill from old entries
         if events:
             self.events.committed()
 
     def rollback(self) -> None:
         self.pending = []
+        if self._cached is not None:
+            self._cached.rolled_back()
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
 
