@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue, binding
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table
+from sqlalchemy import Column, DateTime, Engine, Index, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection as DbConnection
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -56,6 +56,8 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("message_id", String(64), primary_key=True),
         Column("event_type", String(200), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False),
+        # Retention deletes by age in small batches (ADR 0019's revision 0002 adds it).
+        Index("ix_inbox_processed_at", "processed_at"),
     )
 
 
