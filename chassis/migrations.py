@@ -15,6 +15,7 @@ Each service keeps its revisions in `services/<name>/migrations/versions/`, next
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from .db import create_db_engine, sync_url
 
 __all__ = [
     "MigrationError",
+    "PreBaselineError",
     "current",
     "diff",
     "downgrade",
@@ -133,11 +135,60 @@ def _has_tables(conn: Connection, metadata: MetaData) -> bool:
     return bool(set(inspect(conn).get_table_names()) & set(metadata.tables))
 
 
-def _adopt(config: Config, script: ScriptDirectory) -> str:
-    """Stamp the baseline on a database whose tables predate migrations; returns it."""
+class PreBaselineError(MigrationError):
+    """A database made before migrations that lacks part of the baseline: not adopted."""
+
+    def __init__(self, base: str, missing: list[str]) -> None:
+        RuntimeError.__init__(
+            self,
+            "this database predates migrations and lacks part of the baseline revision "
+            f"{base}: {', '.join(missing)}. Run `init` of the last release before ADR 0019 "
+            "once (it adds them), then migrate",
+        )
+        self.revision = base
+        self.previous = None
+        self.missing = missing
+
+
+def _baseline_columns(metadata: MetaData, migrations_dir: str | Path, base: str) -> set[str]:
+    """`table.column` for every column the baseline revision creates (run on scratch SQLite)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = _engine(f"sqlite:///{Path(scratch) / 'baseline.db'}")
+        try:
+            with engine.connect() as conn:
+                command.upgrade(_config(migrations_dir, metadata, conn), base)
+                found = inspect(conn)
+                return {
+                    f"{table}.{column['name']}"
+                    for table in found.get_table_names()
+                    if table != "alembic_version"
+                    for column in found.get_columns(table)
+                }
+        finally:
+            engine.dispose()
+
+
+def _adopt(
+    conn: Connection, metadata: MetaData, migrations_dir: str | Path, script: ScriptDirectory
+) -> str:
+    """Stamp the baseline on a database whose tables predate migrations; returns it.
+
+    Only a database that holds the whole baseline is adopted. One from an older release still
+    lacking a column the pre-migration `init` used to add (e.g. `payments.owner`) is refused,
+    naming the columns: run that release's `init` once (or add them by hand), then migrate.
+    """
     base = script.get_base()
     assert base is not None
-    command.stamp(config, base)
+    found = inspect(conn)
+    have = {
+        f"{table}.{column['name']}"
+        for table in found.get_table_names()
+        for column in found.get_columns(table)
+    }
+    missing = sorted(_baseline_columns(metadata, migrations_dir, base) - have)
+    if missing:
+        raise PreBaselineError(base, missing)
+    command.stamp(_config(migrations_dir, metadata, conn), base)
     return base
 
 
@@ -173,7 +224,7 @@ def upgrade(
             start = _current(conn)
             if start is None and _has_tables(conn, metadata):
                 # A database `init` made before Alembic (ADR 0003): it holds the baseline.
-                start = _adopt(_config(migrations_dir, metadata, conn), script)
+                start = _adopt(conn, metadata, migrations_dir, script)
             conn.commit()
             pending = [
                 r.revision
