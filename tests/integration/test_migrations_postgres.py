@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from chassis import migrations
 from chassis.db import create_db_engine
@@ -44,7 +44,7 @@ def test_two_concurrent_runners_apply_each_revision_once(postgres_url: str) -> N
     metadata, folder = service_schema("notifications")
     results: dict[int, list[str]] = {}
     errors: list[BaseException] = []
-    holder = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    holder = create_db_engine(postgres_url)
     key = migrations._lock_key(folder)
     with holder.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
