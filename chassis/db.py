@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateColumn
 
 from . import tracing
 
 __all__ = [
-    "add_missing_columns",
     "create_async_db_engine",
     "create_db_engine",
-    "create_tables",
     "ping",
     "sqlite_url",
     "sync_url",
@@ -105,54 +102,3 @@ def create_async_db_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
-
-
-def create_tables(metadata: MetaData, url: str) -> list[str]:
-    """Create a service's tables (idempotent: checkfirst) on a short-lived blocking engine,
-    and add the nullable columns (and their indexes) a table created by an older release lacks.
-
-    Async URLs are mapped to their blocking driver, so every service's `init` calls this alike.
-    Returns the columns added, as "table.column".
-    """
-    engine = create_db_engine(sync_url(url))
-    try:
-        metadata.create_all(engine)
-        return add_missing_columns(metadata, engine)
-    finally:
-        engine.dispose()
-
-
-def add_missing_columns(metadata: MetaData, engine: Engine) -> list[str]:
-    """Bring existing tables up to `metadata` by adding the columns they lack (ADR 0009, 0011);
-    returns `table.column` for each one added.
-
-    Only additive columns (nullable, or with a server default) are handled, which is all a
-    schema has changed by so far; anything else (a NOT NULL column with no server default) is
-    refused, naming the column, for a real migration to do.
-    """
-    inspector = inspect(engine)
-    quote = engine.dialect.identifier_preparer.format_table
-    # Two pods running init at once must not fail on each other's column.
-    if_missing = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
-    added: list[str] = []
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            if not inspector.has_table(table.name):
-                continue
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            new = [c for c in table.columns if c.name not in have]
-            for column in new:
-                if not column.nullable and column.server_default is None:
-                    raise RuntimeError(
-                        f"{table.name}.{column.name} is missing from the database and is NOT "
-                        "NULL without a default: this needs a migration"
-                    )
-                spec = CreateColumn(column).compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE {quote(table)} ADD COLUMN {if_missing}{spec}"))
-                added.append(f"{table.name}.{column.name}")
-            if new:
-                indexes = {i["name"] for i in inspector.get_indexes(table.name)}
-                for index in table.indexes:
-                    if index.name not in indexes:
-                        index.create(conn)
-    return added

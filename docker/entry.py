@@ -4,9 +4,10 @@
     entry.py health [PATH]      # exit 0 when http://127.0.0.1:<port><PATH> answers 2xx
     entry.py CMD [ARGS...]      # any other command (compose passes the server command)
 
-Before `serve` or a command, `PORTICO_INIT` (e.g. "init --seed-demo") runs once as
-`python -m services.$PORTICO_SERVICE $PORTICO_INIT`: every service's `init` is idempotent, so a
-restarted container just re-checks its tables. Standard library only: it also runs the
+Before `serve` or a command, a service's container runs `python -m services.$PORTICO_SERVICE
+migrate` (schema migrations, ADR 0019; PORTICO_MIGRATE=0 skips it, e.g. when a separate job
+migrates), then `PORTICO_INIT` (e.g. "init --seed-demo") once: both are idempotent, so a
+restarted container just re-checks its revision. Standard library only: it also runs the
 HEALTHCHECK, where starting fast matters.
 """
 
@@ -70,11 +71,16 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["health"]:
         return health(name, argv[1] if len(argv) > 1 else "/health/live")
     command = default_command(name) if argv in ([], ["serve"]) else argv
+    steps = []
+    if name != "gateway" and os.environ.get("PORTICO_MIGRATE", "1") != "0":
+        steps.append(["migrate"])  # ADR 0019: a failed revision stops the container here
     init = os.environ.get("PORTICO_INIT", "").strip()
     if init and name != "gateway":
-        done = subprocess.run([sys.executable, "-m", f"services.{name}", *shlex.split(init)])
+        steps.append(shlex.split(init))
+    for step in steps:
+        done = subprocess.run([sys.executable, "-m", f"services.{name}", *step])
         if done.returncode:
-            return done.returncode  # the init command has said why on stderr
+            return done.returncode  # the command has said why on stderr
     os.execvp(command[0], command)
     return 127  # not reached: exec replaces this process
 

@@ -206,15 +206,17 @@ class Stack:
             self.broker_url = f"redis://127.0.0.1:{port}/0"
 
     def prepare(self) -> None:
-        """Create the embedded databases, keys and dev credentials (idempotent)."""
+        """Migrate the embedded databases, then keys and dev credentials (idempotent)."""
         for spec in self.services:
-            argv = [sys.executable, "-m", f"services.{spec.name}", *spec.init]
-            done = subprocess.run(
-                argv, cwd=self.workdir, env=self.env(), capture_output=True, check=False
-            )
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).decode(errors="replace")[-2000:]
-                raise StackError(f"{' '.join(argv[1:])} failed:\n{tail}")
+            # Migrations first (ADR 0019), then the service's seeds.
+            for step in (("migrate",), spec.init):
+                argv = [sys.executable, "-m", f"services.{spec.name}", *step]
+                done = subprocess.run(
+                    argv, cwd=self.workdir, env=self.env(), capture_output=True, check=False
+                )
+                if done.returncode != 0:
+                    tail = (done.stderr or done.stdout).decode(errors="replace")[-2000:]
+                    raise StackError(f"{' '.join(argv[1:])} failed:\n{tail}")
 
     def start(self) -> None:
         busy = [f"{n} port {p} ({PORT_ENV[n]})" for n, p in self.ports.items() if port_in_use(p)]

@@ -56,7 +56,7 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("message_id", String(64), primary_key=True),
         Column("event_type", String(200), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False),
-        # The retention purge picks old rows by it (chassis.retention).
+        # The retention purge picks old rows by it (chassis.retention; migration 0002).
         Index("ix_inbox_processed_at", "processed_at"),
     )
 

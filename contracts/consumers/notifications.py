@@ -15,8 +15,10 @@ from sqlalchemy import Engine
 
 from chassis import create_db_engine, sqlite_url
 from chassis.messaging import Event
+from chassis.migrations import upgrade
 from services.notifications.adapters.orm import metadata
 from services.notifications.domain import compose
+from services.notifications.migrations import MIGRATIONS_DIR
 from services.notifications.service_layer.handlers import handle_event
 
 from ..boundaries import message_boundaries
@@ -73,8 +75,9 @@ def run(pact_dir: Path, event_data: dict[str, dict[str, Any]] | None = None) -> 
     written: list[Path] = []
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="contracts-notifications-") as tmp:
-        engine = create_db_engine(sqlite_url(Path(tmp) / "notifications.db"))
-        metadata.create_all(engine)
+        url = sqlite_url(Path(tmp) / "notifications.db")
+        upgrade(metadata, MIGRATIONS_DIR, url)
+        engine = create_db_engine(url)
         try:
             for b in message_boundaries():
                 if b.consumer != CONSUMER:

@@ -1,4 +1,5 @@
-"""`python -m services.catalog init [--seed-demo]`: create the tables (idempotent), seed demos."""
+"""`python -m services.catalog migrate` (upgrade to the newest revision) and
+`init [--seed-demo]` (migrate, then seed the demo products if there are none)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,35 @@ import sys
 import orjson
 
 from chassis import ConfigError, create_db_engine
+from chassis.migrations import MigrationError, upgrade
 
 from .adapters.orm import metadata
+from .migrations import MIGRATIONS_DIR
 from .service_layer.demo import seed_demo
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
 
-def init(settings: CatalogSettings, *, seed: bool = False) -> dict[str, int | bool]:
+def migrate(settings: CatalogSettings) -> dict[str, object]:
+    """Upgrade the database to the newest revision (ADR 0019): the step before `serve`."""
+    return {"applied": upgrade(metadata, MIGRATIONS_DIR, settings.database_url)}
+
+
+def init(settings: CatalogSettings, *, seed: bool = False) -> dict[str, object]:
+    migrated = migrate(settings)  # a no-op at head: `init` alone still works
     engine = create_db_engine(settings.database_url)
     try:
-        metadata.create_all(engine)  # checkfirst: safe to run again
         seeded = seed_demo(SqlAlchemyUnitOfWork(engine)) if seed else 0
     finally:
         engine.dispose()
-    return {"tables": True, "seeded": seeded}
+    return {"tables": True, **migrated, "seeded": seeded}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.catalog")
     commands = parser.add_subparsers(dest="command", required=True)
-    init_cmd = commands.add_parser("init", help="create the tables (idempotent)")
+    commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    init_cmd = commands.add_parser("init", help="migrate, then seed (idempotent)")
     init_cmd.add_argument(
         "--seed-demo", action="store_true", help="insert demo products if there are none"
     )
@@ -38,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    result = init(settings, seed=args.seed_demo)
+    try:
+        result = (
+            migrate(settings) if args.command == "migrate" else init(settings, seed=args.seed_demo)
+        )
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(orjson.dumps({"command": args.command, **result}).decode())
     return 0
 

@@ -1,5 +1,6 @@
 """identity's command line (services/identity/README.md has the whole reference):
 
+    python -m services.identity migrate
     python -m services.identity init [--seed-dev] [--clients-file PATH] ...
     python -m services.identity rotate-keys
     python -m services.identity clients add|list|rotate-secret|remove ...
@@ -26,9 +27,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from chassis import ConfigError, create_db_engine
-from chassis.db import add_missing_columns
+from chassis.migrations import MigrationError
 
-from .adapters.orm import Base
 from .domain.passwords import Passwords
 from .domain.roles import Role
 from .schemas import RegisterSchema
@@ -38,6 +38,7 @@ from .service_layer.setup import (
     ORDERS_CLIENT_FILE,
     init_storage,
     keystore_for,
+    migrate,
     seed_dev,
     seed_orders_client,
     write_credentials,
@@ -61,6 +62,7 @@ def _init(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, obj
             "database": engine.url.render_as_string(hide_password=True),
             "keys_file": settings.keys_file,
             "created_key": report.created_key,
+            "migrations_applied": list(report.migrations_applied),
         }
         if args.seed_dev:
             with Session(engine) as session:
@@ -92,6 +94,14 @@ def _init(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, obj
         engine.dispose()
 
 
+def _migrate(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, object]:
+    engine = create_db_engine(settings.database_url)
+    try:
+        return {"command": "migrate", "applied": migrate(engine)}
+    finally:
+        engine.dispose()
+
+
 def _rotate_keys(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, object]:
     key = keystore_for(settings).rotate()
     return {"kid": key.kid, "activates_at": key.activates_at, "keys_file": settings.keys_file}
@@ -100,13 +110,12 @@ def _rotate_keys(settings: IdentitySettings, args: argparse.Namespace) -> dict[s
 def _in_session(
     settings: IdentitySettings, work: Callable[[Session], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Run `work` in one transaction, committed only when it returns. The tables are made
-    (or completed) first, so these commands work before or after `init`.
+    """Run `work` in one transaction, committed only when it returns. The database is migrated
+    first, so these commands work before or after `init`.
     """
     engine: Engine = create_db_engine(settings.database_url)
     try:
-        Base.metadata.create_all(engine)
-        add_missing_columns(Base.metadata, engine)
+        migrate(engine)
         with Session(engine) as session:
             result = work(session)
             session.commit()
@@ -238,7 +247,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.identity")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    init = commands.add_parser("init", help="create tables, the first signing key, the secret")
+    commands.add_parser(
+        "migrate", help="upgrade the database to the newest revision (ADR 0019)"
+    ).set_defaults(run=_migrate)
+    init = commands.add_parser("init", help="migrate, the first signing key, the secret")
     init.set_defaults(run=_init)
     init.add_argument("--seed-dev", action="store_true", help="create the dev clients and user")
     init.add_argument("--credentials-file", default=DEFAULT_CREDENTIALS_FILE)
@@ -322,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result))

@@ -1,5 +1,6 @@
-"""`python -m services.inventory init [--seed-demo]` creates the tables (idempotent) and seeds
-demo stock; `python -m services.inventory serve` runs the app on uvloop (INVENTORY_HOST/PORT).
+"""`python -m services.inventory migrate` upgrades the database to the newest revision;
+`init [--seed-demo]` migrates and seeds demo stock; `serve` runs the app on uvloop
+(INVENTORY_HOST/PORT).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from sqlalchemy import func, insert, select
 
 from chassis import ConfigError, configure_logging, create_db_engine, sync_url
 from chassis.aiohttp import run
+from chassis.migrations import MigrationError, upgrade
 
 from .adapters.orm import metadata, stock
 from .app import create_app
+from .migrations import MIGRATIONS_DIR
 from .settings import InventorySettings
 
 log = logging.getLogger("portico.inventory")
@@ -35,11 +38,16 @@ def demo_stock() -> dict[str, int]:
     return {sku: DEMO_LOW.get(sku, DEMO_UNITS) for sku in DEMO_SKUS}
 
 
-def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, int | bool]:
+def migrate(settings: InventorySettings) -> dict[str, object]:
+    """Upgrade the database to the newest revision (ADR 0019): the step before `serve`."""
+    return {"applied": upgrade(metadata, MIGRATIONS_DIR, settings.database_url)}
+
+
+def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, object]:
+    migrated = migrate(settings)  # a no-op at head: `init` alone still works
     engine = create_db_engine(sync_url(settings.database_url))
     seeded = 0
     try:
-        metadata.create_all(engine)  # checkfirst: safe to run again
         if seed:
             with engine.begin() as conn:
                 if not conn.execute(select(func.count()).select_from(stock)).scalar_one():
@@ -51,7 +59,7 @@ def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, int | 
                     seeded = len(rows)
     finally:
         engine.dispose()
-    return {"tables": True, "seeded": seeded}
+    return {"tables": True, **migrated, "seeded": seeded}
 
 
 def serve(settings: InventorySettings) -> None:
@@ -61,7 +69,8 @@ def serve(settings: InventorySettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.inventory")
     commands = parser.add_subparsers(dest="command", required=True)
-    init_cmd = commands.add_parser("init", help="create the tables (idempotent)")
+    commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    init_cmd = commands.add_parser("init", help="migrate, then seed (idempotent)")
     init_cmd.add_argument(
         "--seed-demo", action="store_true", help="stock the catalog's demo skus if empty"
     )
@@ -76,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         serve(settings)
         return 0
-    result = init(settings, seed=args.seed_demo)
+    try:
+        result = (
+            migrate(settings) if args.command == "migrate" else init(settings, seed=args.seed_demo)
+        )
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(orjson.dumps({"command": args.command, **result}).decode())
     return 0
 

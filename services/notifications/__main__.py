@@ -1,4 +1,5 @@
-"""`python -m services.notifications init` (tables, idempotent) and `serve` (uvloop,
+"""`python -m services.notifications migrate` (upgrade to the newest revision), `init` (the
+same, kept for scripts) and `serve` (uvloop,
 NOTIFICATIONS_HOST / NOTIFICATIONS_PORT)."""
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ import orjson
 
 from chassis import ConfigError, configure_logging
 from chassis.aiohttp import run
-from chassis.db import create_tables
+from chassis.migrations import MigrationError, upgrade
 
 from .adapters.orm import metadata
+from .migrations import MIGRATIONS_DIR
 from .settings import NotificationsSettings
 
 log = logging.getLogger("portico.notifications")
 
 
+def migrate(settings: NotificationsSettings) -> dict[str, object]:
+    """Upgrade the database to the newest revision (ADR 0019): the step before `serve`."""
+    return {"applied": upgrade(metadata, MIGRATIONS_DIR, settings.database_url)}
+
+
 def init(settings: NotificationsSettings) -> dict[str, object]:
-    create_tables(metadata, settings.database_url)
-    return {"tables": True}
+    """Kept for `make up` and scripts: the same as `migrate` (there is nothing to seed)."""
+    return {"tables": True, **migrate(settings)}
 
 
 def serve(settings: NotificationsSettings) -> None:
@@ -33,7 +40,8 @@ def serve(settings: NotificationsSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.notifications")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create the tables (idempotent)")
+    commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    commands.add_parser("init", help="the same as migrate (kept for scripts)")
     commands.add_parser(
         "serve", help="serve HTTP and consume events (NOTIFICATIONS_HOST, NOTIFICATIONS_PORT)"
     )
@@ -47,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("notifications", settings.log_level)
         serve(settings)
         return 0
-    print(orjson.dumps({"command": args.command, **init(settings)}).decode())
+    try:
+        result = migrate(settings) if args.command == "migrate" else init(settings)
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps({"command": args.command, **result}).decode())
     return 0
 
 

@@ -1,5 +1,5 @@
-"""`python -m services.orders init` (tables, idempotent) and `serve` (uvloop, ORDERS_HOST /
-ORDERS_PORT)."""
+"""`python -m services.orders migrate` (upgrade to the newest revision), `init` (the
+same, kept for scripts) and `serve` (uvloop, ORDERS_HOST / ORDERS_PORT)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,23 @@ import orjson
 
 from chassis import ConfigError, configure_logging
 from chassis.aiohttp import run
-from chassis.db import create_tables
+from chassis.migrations import MigrationError, upgrade
 
 from .adapters.orm import metadata
+from .migrations import MIGRATIONS_DIR
 from .settings import OrdersSettings
 
 log = logging.getLogger("portico.orders")
 
 
+def migrate(settings: OrdersSettings) -> dict[str, object]:
+    """Upgrade the database to the newest revision (ADR 0019): the step before `serve`."""
+    return {"applied": upgrade(metadata, MIGRATIONS_DIR, settings.database_url)}
+
+
 def init(settings: OrdersSettings) -> dict[str, object]:
-    create_tables(metadata, settings.database_url)
-    return {"tables": True}
+    """Kept for `make up` and scripts: the same as `migrate` (there is nothing to seed)."""
+    return {"tables": True, **migrate(settings)}
 
 
 def serve(settings: OrdersSettings) -> None:
@@ -33,7 +39,8 @@ def serve(settings: OrdersSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.orders")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create the tables (idempotent)")
+    commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    commands.add_parser("init", help="the same as migrate (kept for scripts)")
     commands.add_parser("serve", help="serve HTTP and run sagas (ORDERS_HOST, ORDERS_PORT)")
     args = parser.parse_args(argv)
     try:
@@ -45,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("orders", settings.log_level)
         serve(settings)
         return 0
-    print(orjson.dumps({"command": args.command, **init(settings)}).decode())
+    try:
+        result = migrate(settings) if args.command == "migrate" else init(settings)
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps({"command": args.command, **result}).decode())
     return 0
 
 

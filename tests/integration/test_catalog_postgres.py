@@ -10,11 +10,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from chassis import create_db_engine
+from chassis.migrations import upgrade
 from services.catalog.__main__ import init
 from services.catalog.adapters.orm import metadata
 from services.catalog.adapters.repository import DuplicateKey, ProductFilter
 from services.catalog.app import ENGINE, create_app
 from services.catalog.domain import Product
+from services.catalog.migrations import MIGRATIONS_DIR
 from services.catalog.service_layer import services
 from services.catalog.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.catalog.settings import CatalogSettings
@@ -28,8 +30,8 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 
 @pytest.fixture
 def uow(postgres_url: str) -> Iterator[SqlAlchemyUnitOfWork]:
+    upgrade(metadata, MIGRATIONS_DIR, postgres_url)  # the schema as deployed (ADR 0019)
     engine = create_db_engine(postgres_url)
-    metadata.create_all(engine)
     yield SqlAlchemyUnitOfWork(engine)
     engine.dispose()
 

@@ -157,9 +157,11 @@ def test_clients_file_rotation_and_roles_on_postgres(
     assert user_scope(client, "staffer", "staff pw 1234", asked) == set(asked.split())
 
 
-def test_init_adds_new_columns_to_an_older_postgres_database(
+def test_init_refuses_a_database_from_before_roles(
     env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A users table from before roles lacks part of the baseline: `init` exits 1 naming
+    `users.role` and leaves the table as it was (ADR 0019)."""
     old = create_engine(env["database_url"])
     try:
         with old.begin() as conn:
@@ -171,13 +173,9 @@ def test_init_adds_new_columns_to_an_older_postgres_database(
             )
             conn.execute(text("INSERT INTO users VALUES ('u1', 'old', 'o@x', 'h', 0)"))
         monkeypatch.setenv("IDENTITY_CLIENTS_FILE", "")
-        cli(capsys, monkeypatch, "init")
-        cli(capsys, monkeypatch, "init")
-        columns = {c["name"] for c in inspect(old).get_columns("users")}
-        assert "role" in columns
-        with old.connect() as conn:
-            assert conn.execute(text("SELECT role FROM users WHERE id = 'u1'")).scalar() == (
-                "customer"
-            )
+        assert main(["init"]) == 1
+        assert "users.role" in capsys.readouterr().err
+        assert set(inspect(old).get_table_names()) == {"users"}
+        assert "role" not in {c["name"] for c in inspect(old).get_columns("users")}
     finally:
         old.dispose()

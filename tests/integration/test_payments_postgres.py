@@ -15,7 +15,7 @@ from services.payments.app import ENGINE, create_app
 from services.payments.settings import PaymentsSettings
 from tests.support.tokens import TestIssuer
 from tests.unit.payments.conftest import Api, outbox_events
-from tests.unit.payments.test_owners import check_upgrade_from_before_owners
+from tests.unit.payments.test_owners import check_refuses_a_database_from_before_owners
 
 pytestmark = pytest.mark.postgres
 
@@ -74,5 +74,5 @@ def test_concurrent_charges_and_refunds_on_postgres(app: Flask, issuer: TestIssu
     assert app.test_client().get("/health/ready").status_code == 200
 
 
-def test_init_adds_the_owner_column_on_postgres(postgres_url: str, issuer: TestIssuer) -> None:
-    check_upgrade_from_before_owners(postgres_url, issuer)
+def test_migrate_refuses_a_database_from_before_owners_on_postgres(postgres_url: str) -> None:
+    check_refuses_a_database_from_before_owners(postgres_url)

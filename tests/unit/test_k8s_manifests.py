@@ -249,7 +249,10 @@ def container_environment(
     `root`. For running a process as the pod would, outside a cluster."""
     pod = _pod_spec(_by_kind(rendered, "Deployment")[deployment])
     assert pod is not None
-    (container,) = pod["initContainers"] if init else pod["containers"]
+    if init:
+        (container,) = [c for c in pod["initContainers"] if c["name"] == "init"]
+    else:
+        (container,) = pod["containers"]
     objects = {("ConfigMap", n): d for n, d in _by_kind(rendered, "ConfigMap").items()}
     objects |= {("Secret", n): d for n, d in _by_kind(rendered, "Secret").items()}
     volumes = {}
@@ -340,8 +343,9 @@ def test_every_deployment_has_probes_resources_and_runs_as_non_root(rendered: li
             for bound in ("requests", "limits"):
                 assert set(container["resources"][bound]) == {"cpu", "memory"}, where
         (main,) = _containers(doc, init=False)
-        if name != "gateway":  # tables are created before the server starts (idempotent)
-            (init,) = pod["initContainers"]
+        if name != "gateway":  # migrate, then init, before the server starts (ADR 0019)
+            migrate, init = pod["initContainers"]
+            assert migrate["command"] == ["python", "-m", f"services.{name}", "migrate"], name
             assert f"python -m services.{name} init" in " ".join(init["command"]), name
         assert main["livenessProbe"]["httpGet"] == {"path": live, "port": "http"}, name
         assert main["readinessProbe"]["httpGet"] == {"path": ready, "port": "http"}, name

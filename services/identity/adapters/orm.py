@@ -4,8 +4,7 @@ Secrets are never stored: client secrets, authorization codes and refresh tokens
 SHA-256 digests, access tokens as their digest and `jti`. Times are epoch seconds (floats) so
 that comparisons read the same on SQLite and PostgreSQL.
 
-Columns added after a table first shipped are nullable or carry a server default, so that
-`init` can add them to an existing database (`chassis.db.add_missing_columns`).
+Every change to these tables is an Alembic revision in services/identity/migrations (ADR 0019).
 """
 
 from __future__ import annotations
@@ -179,8 +178,7 @@ class LoginFailure(Base):
     at: Mapped[float] = mapped_column(Float)
 
 
-# The tables below are new tables rather than new columns of existing ones: `init` creates them
-# in an existing database (`create_all`), so no migration is needed (ADR 0003, ADR 0010).
+# The tables below shipped after the first release; the baseline revision has them all.
 
 
 class TokenFamily(Base):

@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from chassis.db import add_missing_columns
+from chassis.migrations import upgrade
 
 from ..adapters.files import read_or_create_secret, write_private
 from ..adapters.keystore import KeyStore
 from ..adapters.orm import Base, Client
 from ..domain import scopes
 from ..domain.passwords import Passwords, secret_digest
+from ..migrations import MIGRATIONS_DIR
 from ..settings import IdentitySettings
 from .users import find_user, register
 
@@ -39,6 +40,7 @@ __all__ = [
     "InitReport",
     "init_storage",
     "keystore_for",
+    "migrate",
     "seed_dev",
     "seed_orders_client",
     "write_credentials",
@@ -62,6 +64,7 @@ ORDERS_CLIENT_FILE = "var/orders/client.json"
 class InitReport:
     created_key: str | None
     secret_key_file: str | None
+    migrations_applied: tuple[str, ...] = ()
 
 
 def keystore_for(settings: IdentitySettings) -> KeyStore:
@@ -72,15 +75,23 @@ def keystore_for(settings: IdentitySettings) -> KeyStore:
     )
 
 
+def migrate(engine: Engine) -> list[str]:
+    """Bring the database to the newest revision (ADR 0019); returns the revisions applied."""
+    return upgrade(Base.metadata, MIGRATIONS_DIR, engine.url.render_as_string(hide_password=False))
+
+
 def init_storage(settings: IdentitySettings, engine: Engine) -> InitReport:
-    Base.metadata.create_all(engine)
-    add_missing_columns(Base.metadata, engine)  # e.g. users.role in an older database
+    applied = migrate(engine)  # `init` keeps working alone: it migrates first (a no-op at head)
     key = keystore_for(settings).ensure()
     secret_file = None
     if not settings.secret_key:
         read_or_create_secret(settings.secret_key_file)
         secret_file = settings.secret_key_file
-    return InitReport(created_key=key.kid if key else None, secret_key_file=secret_file)
+    return InitReport(
+        created_key=key.kid if key else None,
+        secret_key_file=secret_file,
+        migrations_applied=tuple(applied),
+    )
 
 
 def _read_credentials(path: Path) -> dict[str, Any]:

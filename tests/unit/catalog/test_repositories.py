@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chassis import create_db_engine, sqlite_url
+from chassis.migrations import upgrade
 from services.catalog.adapters.orm import metadata
 from services.catalog.adapters.repository import (
     DuplicateKey,
@@ -18,6 +19,7 @@ from services.catalog.adapters.repository import (
     StaleVersion,
 )
 from services.catalog.domain import Product
+from services.catalog.migrations import MIGRATIONS_DIR
 from services.catalog.service_layer.unit_of_work import (
     AbstractUnitOfWork,
     InMemoryUnitOfWork,
@@ -32,8 +34,9 @@ def uow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractUnit
     if request.param == "memory":
         yield InMemoryUnitOfWork()
         return
-    engine = create_db_engine(sqlite_url(tmp_path / "repo.db"))
-    metadata.create_all(engine)
+    url = sqlite_url(tmp_path / "repo.db")
+    upgrade(metadata, MIGRATIONS_DIR, url)  # the schema as deployed (ADR 0019)
+    engine = create_db_engine(url)
     yield SqlAlchemyUnitOfWork(engine)
     engine.dispose()
 

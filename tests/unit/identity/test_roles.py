@@ -10,14 +10,12 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from chassis import create_db_engine
@@ -26,7 +24,6 @@ from services.identity.adapters.orm import User
 from services.identity.domain import roles, scopes
 from services.identity.domain.roles import CUSTOMER_SCOPES, Role, cap_scope
 from services.identity.service_layer.clients import ClientSpec, upsert_client
-from services.identity.service_layer.setup import init_storage
 from services.identity.settings import IdentitySettings
 
 from .helpers import authorize_url, basic, cc_token, pkce, redirect_params, submit
@@ -306,42 +303,3 @@ def test_cap_scope_rules() -> None:
     for scope in ("orders:read:all", "payments:read:all", "notifications:read:all"):
         assert scopes.describe(scope) != scope  # described on the consent page
     assert scopes.describe("users:read:all") != "users:read:all"
-
-
-def test_init_adds_the_new_columns_to_an_older_database(tmp_path: Path) -> None:
-    """A database made before roles existed gets `users.role` (existing users: customers) and
-    the previous-secret column, instead of failing every request."""
-    from tests.unit.identity.conftest import make_settings
-
-    settings = make_settings(tmp_path)
-    old = create_engine(settings.database_url)
-    with old.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE TABLE users (id VARCHAR(32) PRIMARY KEY, username VARCHAR(64) UNIQUE, "
-                "email VARCHAR(254), password_hash VARCHAR(255), created_at FLOAT)"
-            )
-        )
-        conn.execute(text("INSERT INTO users VALUES ('u1', 'old', 'o@x', 'h', 0)"))
-        conn.execute(
-            text(
-                "CREATE TABLE oauth_clients (client_id VARCHAR(64) PRIMARY KEY, "
-                "client_secret_hash VARCHAR(64), client_name VARCHAR(128), "
-                "token_endpoint_auth_method VARCHAR(32), grant_types TEXT, response_types TEXT, "
-                "redirect_uris TEXT, scope TEXT, created_at FLOAT)"
-            )
-        )
-    old.dispose()
-    engine = create_db_engine(settings.database_url)
-    try:
-        init_storage(settings, engine)
-        init_storage(settings, engine)  # idempotent
-        columns = inspect(engine)
-        assert "role" in {c["name"] for c in columns.get_columns("users")}
-        assert "previous_client_secret_hash" in {
-            c["name"] for c in columns.get_columns("oauth_clients")
-        }
-        with Session(engine) as session:
-            assert session.get(User, "u1").role == "customer"  # type: ignore[union-attr]
-    finally:
-        engine.dispose()

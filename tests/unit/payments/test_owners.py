@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
 
+from chassis.migrations import PreBaselineError
 from services.payments.__main__ import init
-from services.payments.app import ENGINE, create_app
 from services.payments.settings import PaymentsSettings
 from tests.support.tokens import TestIssuer
 
@@ -95,38 +96,25 @@ def test_owner_defaults_to_the_caller_and_is_validated(api: Any, issuer: TestIss
     assert forbidden.status_code == 403
 
 
-def test_init_adds_the_owner_column_to_an_older_database(
-    tmp_path: Path, issuer: TestIssuer
-) -> None:
-    check_upgrade_from_before_owners(f"sqlite:///{tmp_path / 'old.db'}", issuer)
+def test_migrate_refuses_a_database_from_before_owners(tmp_path: Path) -> None:
+    check_refuses_a_database_from_before_owners(f"sqlite:///{tmp_path / 'old.db'}")
 
 
-def check_upgrade_from_before_owners(url: str, issuer: TestIssuer) -> None:
-    """A payments table from before owners (SQLite here, PostgreSQL in the integration test):
-    `init` adds the column and its index; its old rows have no owner, so no user sees them and
-    a payments:read:all token still does."""
+def check_refuses_a_database_from_before_owners(url: str) -> None:
+    """A payments table from before owners (SQLite here, PostgreSQL in the integration test)
+    lacks part of the baseline: `init` refuses to adopt it, naming `payments.owner`, and
+    changes nothing (ADR 0019: the release before migrations adds the column)."""
     old = create_engine(url)
     with old.begin() as conn:
         conn.execute(text(_OLD_TABLE))
         conn.execute(text(_OLD_ROW))
-    old.dispose()
     settings = PaymentsSettings(database_url=url, relay=False)
-    assert init(settings)["columns_added"] == ["payments.owner"]
-    assert init(settings)["columns_added"] == []  # idempotent
-    app = create_app(settings, verifier=issuer.verifier())
-    try:
-        client = app.test_client()
-        alice = read(issuer, "alice")
-        assert listed(client, alice) == []
-        assert client.get("/api/v1/payments/p-old", headers=alice).status_code == 404
-        assert listed(client, read(issuer, "carol", READ_ALL)) == ["o-old"]
-        new = charge(client, issuer, "k-new", "o-new", owner="alice")
-        assert client.get(f"/api/v1/payments/{new['id']}", headers=alice).status_code == 200
-        with app.extensions[ENGINE].connect() as conn:
-            indexes = {i["name"] for i in inspect(conn).get_indexes("payments")}
-        assert "ix_payments_owner_created" in indexes
-    finally:
-        app.extensions[ENGINE].dispose()
+    with pytest.raises(PreBaselineError, match=r"payments\.owner"):
+        init(settings)
+    found = inspect(old)
+    assert set(found.get_table_names()) == {"payments"}  # nothing created, not stamped
+    assert "owner" not in {c["name"] for c in found.get_columns("payments")}
+    old.dispose()
 
 
 # The payments table as released before owners were recorded.
