@@ -51,6 +51,7 @@ ALLOWED_CALLS = {
     (INGRESS_CONTROLLER, "gateway"),
     *(("gateway", s) for s in SERVICES),
     ("gateway", "redis"),
+    ("catalog", "redis"),  # the product read cache (ADR 0021)
     *(("orders", s) for s in ("catalog", "inventory", "payments")),
     *((s, "identity") for s in SERVICES if s != "identity"),  # JWKS; orders also gets tokens
     *((s, "postgres") for s in SERVICES),
