@@ -11,14 +11,13 @@ entry's whole freshness (60 s) and this test fails.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
-from tests.support.waiting import wait_until
+from tests.support.waiting import WaitTimeout, wait_until
 from tools.stack import Stack, free_port
 
 SCOPES = "catalog:read catalog:write"
@@ -91,12 +90,11 @@ def subscribed(api: requests.Session, gateways: tuple[str, str]) -> None:
         cents[0] += 1
         price = f"{cents[0] // 100}.{cents[0] % 100:02d}"
         assert api.patch(first + path, json={"price": price}, timeout=10).status_code == 200
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            if _read(api, second + path)[1] == price:
-                return True
-            time.sleep(0.05)  # polling a condition with a deadline
-        return False
+        try:
+            wait_until(lambda: _read(api, second + path)[1] == price, 1.0, price, interval=0.05)
+        except WaitTimeout:
+            return False  # missed: change it again
+        return True
 
     wait_until(fresh, 30.0, "the second gateway's purge subscription", interval=0)
 

@@ -35,7 +35,7 @@ from gateway.config import parse_config
 from gateway.transport import MockResponse, MockTransport
 from tests.support.external import unavailable
 from tests.support.front import FrontTestServer
-from tests.support.waiting import wait_until_async
+from tests.support.waiting import wait_until, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = ClientTimeout(total=5)
@@ -225,16 +225,17 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + DEADLINE
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise  # it exited: no point waiting
+                return False
+
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                    time.sleep(0.02)  # polling the server's start, not waiting for an effect
+            wait_until(answers, DEADLINE, "redis-server to answer")
         finally:
             client.close()
 
