@@ -10,7 +10,7 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 AUDIT_VENV := .venv-audit
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
+.PHONY: help install up down test test-fast lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,11 @@ test: $(BENCH_INSTALLED) ## lint, then unit, integration and end-to-end tests, a
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: $(INSTALLED) ## lint and the unit tests only: no servers, no stack (~80 s on one core)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q tests/unit examples
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
