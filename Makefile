@@ -6,10 +6,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
 AUDIT_VENV := .venv-audit
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
+.PHONY: help install up down test test-fast lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +25,13 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 install: $(INSTALLED) ## create .venv and install the pinned dependencies
 
+# locust (make load, and its short run in make test) and the bench's peers: on top of
+# requirements.lock, never in it (the image installs requirements.lock; ADR 0022)
+$(BENCH_INSTALLED): $(INSTALLED) requirements-bench.lock
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
+	$(BIN)/python -m pip check
+	@touch $@
+
 up: $(INSTALLED) ## prepare and run the stack (DETACH=1 returns once ready; EDGE=nginx: TLS + 2 gateways)
 	$(BIN)/python -m tools.stack up $(if $(DETACH),--detach) $(if $(EDGE),--edge $(EDGE))
 
@@ -36,10 +44,15 @@ compose-secrets: $(INSTALLED) ## the Docker secrets compose mounts, generated in
 down: ## stop a stack started with `make up DETACH=1`
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; else echo "nothing to stop"; fi
 
-test: $(INSTALLED) ## lint, then unit, integration and end-to-end tests
+test: $(BENCH_INSTALLED) ## lint, then unit, integration and end-to-end tests, and a 20 s load run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: $(INSTALLED) ## lint and the unit tests only: no servers, no stack (~80 s on one core)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q tests/unit examples
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -47,12 +60,10 @@ lint: $(INSTALLED) ## ruff check and format check
 format: $(INSTALLED) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: $(INSTALLED) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
+bench: $(BENCH_INSTALLED) ## the gateway side by side with nginx and Python peers (needs wrk, nginx)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-load: $(INSTALLED) ## the user journey under Locust through a stack on free ports, then the saga invariants
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock --requirement requirements-bench.lock
+load: $(BENCH_INSTALLED) ## the user journey under Locust through a stack on free ports, then the saga invariants
 	$(BIN)/python -m tests.load $(LOAD_ARGS)
 
 contracts: $(INSTALLED) ## consumer-driven contracts: pacts, provider verification, the matrix (PUBLISH=1)

@@ -9,7 +9,6 @@ user, signed in, then orders too: each principal sees only their own order and p
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -19,6 +18,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
 from tests.e2e.test_oauth_flows import _authorize
+from tests.support.waiting import wait_until
 from tools.stack import Stack
 
 SCOPES = "catalog:read orders:read orders:write payments:read notifications:read profile"
@@ -26,18 +26,14 @@ SKUS = ["BK-0001", "EL-0001"]
 
 
 def wait_for_status(session: requests.Session, url: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
+    def settled() -> dict[str, Any] | None:
         resp = session.get(url, timeout=10)
         assert resp.status_code == 200, resp.text
         order: dict[str, Any] = resp.json()
-        if order["status"] in ("CONFIRMED", "REJECTED"):
-            return order
-        if time.monotonic() > deadline:
-            raise AssertionError(f"order still {order['status']} after {timeout:.0f}s")
-        time.sleep(delay)  # polling a condition with a deadline
-        delay = min(delay * 2, 0.5)
+        return order if order["status"] in ("CONFIRMED", "REJECTED") else None
+
+    what = f"{url} CONFIRMED or REJECTED"
+    return wait_until(settled, timeout, what, interval=0.05, max_interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ entry's whole freshness (60 s) and this test fails.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
+from tests.support.waiting import WaitTimeout, wait_until
 from tools.stack import Stack, free_port
 
 SCOPES = "catalog:read catalog:write"
@@ -52,16 +52,6 @@ def api(gateways: tuple[str, str], creds: dict[str, str]) -> requests.Session:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
     return session
-
-
-def _poll(
-    condition: Callable[[], bool], what: str, timeout: float = DEADLINE, every: float = 0.2
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f}s")
-        time.sleep(every)  # polling a condition with a deadline
 
 
 def _create(api: requests.Session, gateway: str, price: str) -> str:
@@ -100,14 +90,13 @@ def subscribed(api: requests.Session, gateways: tuple[str, str]) -> None:
         cents[0] += 1
         price = f"{cents[0] // 100}.{cents[0] % 100:02d}"
         assert api.patch(first + path, json={"price": price}, timeout=10).status_code == 200
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            if _read(api, second + path)[1] == price:
-                return True
-            time.sleep(0.05)  # polling a condition with a deadline
-        return False
+        try:
+            wait_until(lambda: _read(api, second + path)[1] == price, 1.0, price, interval=0.05)
+        except WaitTimeout:
+            return False  # missed: change it again
+        return True
 
-    _poll(fresh, "the second gateway's purge subscription", timeout=30.0, every=0)
+    wait_until(fresh, 30.0, "the second gateway's purge subscription", interval=0)
 
 
 @pytest.mark.usefixtures("subscribed")
@@ -130,7 +119,11 @@ def test_an_update_through_one_gateway_is_fresh_on_every_gateway(
         return lambda: _read(api, url)[1] == "6.50"
 
     # the other gateway, and both gateways' lists, by catalog's product.updated event
-    _poll(fresh(second + path), "the product fresh on the second gateway")
+    wait_until(
+        fresh(second + path), DEADLINE, "the product fresh on the second gateway", interval=0.2
+    )
     for gateway in gateways:
-        _poll(fresh(gateway + listing), f"the product list fresh on {gateway}")
+        wait_until(
+            fresh(gateway + listing), DEADLINE, f"the product list fresh on {gateway}", interval=0.2
+        )
     assert _read(api, second + path)[0] == "HIT"  # cached again, with the new price

@@ -20,7 +20,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.e2e.conftest import isolated_stack
+from tests.support.waiting import wait_until
 from tools import edge
 from tools.stack import Stack, free_port
 
@@ -116,14 +116,6 @@ def api(stack: Stack, nginx_edge: Edge) -> requests.Session:
     return session
 
 
-def _poll(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f}s")
-        time.sleep(0.05)  # polling a condition with a deadline
-
-
 def test_tls_offers_http2_with_the_dev_ca(nginx_edge: Edge) -> None:
     context = ssl.create_default_context(cafile=str(nginx_edge.ca))
     context.set_alpn_protocols(["h2", "http/1.1"])
@@ -165,7 +157,12 @@ def test_request_id_passed_on_and_logged_as_json(nginx_edge: Edge) -> None:
     assert resp.headers["X-Request-ID"] == rid
     assert resp.json()["correlation_id"] == rid  # the gateway saw nginx's header
     # nginx writes the access log line just after the response: poll for it
-    _poll(lambda: rid in nginx_edge.access_log.read_text(), "nginx logged the request")
+    wait_until(
+        lambda: rid in nginx_edge.access_log.read_text(),
+        10,
+        "nginx logged the request",
+        interval=0.05,
+    )
     lines = nginx_edge.access_log.read_text().splitlines()
     entry = next(json.loads(line) for line in reversed(lines) if rid in line)
     assert entry["request_id"] == rid and entry["status"] == 401
@@ -186,7 +183,7 @@ def test_both_gateways_serve(nginx_edge: Edge, api: requests.Session) -> None:
     def both_logged() -> bool:
         return all(marker in log.read_text(errors="replace") for log in nginx_edge.gateway_logs)
 
-    _poll(both_logged, "both gateway replicas logged requests")
+    wait_until(both_logged, 10, "both gateway replicas logged requests", interval=0.05)
 
 
 def test_order_tour_through_the_edge(nginx_edge: Edge, api: requests.Session) -> None:
@@ -210,7 +207,7 @@ def test_order_tour_through_the_edge(nginx_edge: Edge, api: requests.Session) ->
         final.update(got.json())
         return final["status"] in ("CONFIRMED", "REJECTED")
 
-    _poll(settled, "the order settled", timeout=60)
+    wait_until(settled, 60, "the order settled", interval=0.05)
     assert final["status"] == "CONFIRMED", final
 
 

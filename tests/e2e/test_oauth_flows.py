@@ -11,7 +11,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
-from tests.support.brokers import wait_for
+from tests.support.waiting import wait_until
 from tools.stack import Stack
 
 
@@ -139,7 +139,7 @@ def test_request_id_reaches_catalog_logs(gateway: str, stack: Stack, creds: dict
     assert resp.headers["X-Request-ID"] == "e2e-trace-43"
     assert resp.headers.get("X-Cache") != "HIT"
     log = stack.var / "log" / "catalog.log"
-    wait_for(lambda: '"correlation_id":"e2e-trace-43"' in log.read_text(), what="catalog's line")
+    wait_until(lambda: '"correlation_id":"e2e-trace-43"' in log.read_text(), 15, "catalog's line")
 
 
 def test_gateway_health_and_metrics(gateway: str) -> None:

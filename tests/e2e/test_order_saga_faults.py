@@ -23,7 +23,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import isolated_stack
-from tests.support.saga import Api, check_saga_invariants, settle_orders, wait_for
+from tests.support.saga import Api, check_saga_invariants, settle_orders
+from tests.support.waiting import wait_until
 from tools.stack import Stack
 
 ORDERS = 200
@@ -95,7 +96,13 @@ def test_orders_never_lose_stock_or_money(fault_stack: Stack) -> None:
         futures = [pool.submit(place, body) for body in order_plan(ORDERS)]
         while pending_restart is not None:
             at, name = pending_restart
-            wait_for(f"{at} accepted orders", lambda at=at: len(accepted) >= at, 120)
+            wait_until(
+                lambda at=at: len(accepted) >= at,
+                120,
+                f"{at} accepted orders",
+                interval=0.05,
+                max_interval=1.0,
+            )
             fault_stack.restart(name)
             pending_restart = next(restarts, None)
         for future in futures:
@@ -120,7 +127,13 @@ def test_orders_never_lose_stock_or_money(fault_stack: Stack) -> None:
                 outcomes[note["order_id"]] += 1
         return len(outcomes) >= ORDERS
 
-    wait_for("an outcome notification for every order", all_notified, 120)
+    wait_until(
+        all_notified,
+        120,
+        "an outcome notification for every order",
+        interval=0.05,
+        max_interval=1.0,
+    )
     assert set(outcomes) == set(accepted)
     assert set(outcomes.values()) == {1}, [o for o, n in outcomes.items() if n != 1]
 

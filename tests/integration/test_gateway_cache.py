@@ -27,14 +27,15 @@ from chassis.messaging import BrokerSettings, Event, connect, events_exchange
 from gateway.app import create_app
 from gateway.config import parse_config
 from tests.integration.test_gateway_ratelimit import (
+    DEADLINE,
     REQUEST_TIMEOUT,
     GatewayProcess,
     RedisServer,
     free_port,
     gateway_processes,
-    poll,
 )
 from tests.support.brokers import cleanup, isolated_settings
+from tests.support.waiting import wait_until_async
 
 
 class Catalog:
@@ -133,7 +134,7 @@ async def subscribed(
             return True
         return False
 
-    await poll(answers, "the gateway to answer")
+    await wait_until_async(answers, DEADLINE, "the gateway to answer")
 
     async def purged() -> bool:
         label, _ = await get(session, gateway, "probe")
@@ -145,7 +146,7 @@ async def subscribed(
         return label == "MISS"
 
     await get(session, gateway, "probe")  # cached
-    await poll(purged, "the gateway's purge subscription")
+    await wait_until_async(purged, DEADLINE, "the gateway's purge subscription")
 
 
 @pytest.fixture
@@ -173,7 +174,7 @@ async def test_two_gateways_share_entries_in_redis_and_an_event_purges_them(
     with gateway_processes(path, 2) as (a, b):
         async with ClientSession(timeout=REQUEST_TIMEOUT) as session:
             await subscribed(session, a, broker)
-            await poll(lambda: _answers(session, b), "the second gateway")
+            await wait_until_async(lambda: _answers(session, b), DEADLINE, "the second gateway")
             calls = fake.calls
             entries = redis.Redis.from_url(redis_url)
             pattern = f"{redis_key_prefix}e:*"
@@ -183,7 +184,7 @@ async def test_two_gateways_share_entries_in_redis_and_an_event_purges_them(
             async def landed() -> bool:  # the entry is written after the answer, not before
                 return len(list(entries.scan_iter(match=pattern))) > before
 
-            await poll(landed, "the entry in Redis")
+            await wait_until_async(landed, DEADLINE, "the entry in Redis")
             entries.close()
             assert await get(session, b, "1") == ("HIT", {"id": "1", "version": 1})
             assert fake.calls == calls + 1  # one upstream call for both processes
@@ -195,12 +196,14 @@ async def test_two_gateways_share_entries_in_redis_and_an_event_purges_them(
                 _, doc = await get(session, gateway, "1")
                 return bool(doc["version"] == 2)
 
-            await poll(lambda: fresh(b), "the purge on the second gateway")
+            await wait_until_async(lambda: fresh(b), DEADLINE, "the purge on the second gateway")
 
             async def shared_again() -> bool:
                 return await get(session, a, "1") == ("HIT", {"id": "1", "version": 2})
 
-            await poll(shared_again, "the fresh entry, stored by the second, on the first")
+            await wait_until_async(
+                shared_again, DEADLINE, "the fresh entry, stored by the second, on the first"
+            )
 
 
 async def test_in_memory_stores_are_purged_on_every_gateway_process(
@@ -228,7 +231,7 @@ async def test_in_memory_stores_are_purged_on_every_gateway_process(
                     _, doc = await get(session, g, "7")
                     return bool(doc["version"] == 2)
 
-                await poll(fresh, "the purge on every gateway process")
+                await wait_until_async(fresh, DEADLINE, "the purge on every gateway process")
 
 
 async def _answers(session: ClientSession, gateway: GatewayProcess) -> bool:
@@ -256,7 +259,7 @@ async def test_a_cache_whose_redis_is_down_never_fails_a_request(
     async def stored() -> bool:
         return await label() == "HIT"
 
-    await poll(stored, "the cache on Redis")
+    await wait_until_async(stored, DEADLINE, "the cache on Redis")
     own_redis.kill()
     assert [await label() for _ in range(3)] == ["BYPASS"] * 3
     own_redis.start()
@@ -264,4 +267,4 @@ async def test_a_cache_whose_redis_is_down_never_fails_a_request(
     async def back() -> bool:
         return await label() in ("MISS", "HIT")
 
-    await poll(back, "the cache back on Redis")
+    await wait_until_async(back, DEADLINE, "the cache back on Redis")

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from aiohttp.test_utils import TestServer
 
 from chassis.db import sqlite_url
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 from tools.stack import _gunicorn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,14 +46,6 @@ PROBE_TIMEOUT = 1.0
 # ejection and the breaker usually see it sooner, from the requests themselves).
 DETECTION = HEALTH_INTERVAL + PROBE_TIMEOUT
 ISSUER = "https://issuer.failover.test"
-
-
-async def poll(condition: Any, what: str, within: float = DEADLINE) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Proc:
@@ -228,8 +220,18 @@ async def test_killed_instance_fails_over_and_comes_back(
                 return False
 
             for url, proc in zip(urls, catalogs, strict=True):
-                await poll(lambda u=url, p=proc: ready(u + "/health/ready", p), proc.name)
-            await poll(lambda: ready(gateway_url + "/readyz", gateway), "the gateway")
+                await wait_until_async(
+                    lambda u=url, p=proc: ready(u + "/health/ready", p),
+                    DEADLINE,
+                    proc.name,
+                    interval=0.05,
+                )
+            await wait_until_async(
+                lambda: ready(gateway_url + "/readyz", gateway),
+                DEADLINE,
+                "the gateway",
+                interval=0.05,
+            )
 
             # --- the load: four clients, GETs back to back, each with a bounded timeout
             loop = asyncio.get_running_loop()
@@ -258,7 +260,9 @@ async def test_killed_instance_fails_over_and_comes_back(
                     wanted = [only] if only else urls
                     return all(counts[u] >= minimum for u in wanted)
 
-                await poll(lambda: served(30), "both instances to take traffic")
+                await wait_until_async(
+                    lambda: served(30), DEADLINE, "both instances to take traffic", interval=0.05
+                )
 
                 # --- kill one instance under load
                 victim = catalogs[1]
@@ -269,16 +273,25 @@ async def test_killed_instance_fails_over_and_comes_back(
                 async def load_after_detection() -> bool:
                     return _count_since(results, settled_at) >= 150
 
-                await poll(load_after_detection, "load after the kill")
+                await wait_until_async(
+                    load_after_detection, DEADLINE, "load after the kill", interval=0.05
+                )
 
                 # --- bring it back on the same port: it takes traffic again
                 restart_offset = gateway_log.stat().st_size
                 restarted_at = loop.time()
                 victim.start()
-                await poll(lambda: ready(urls[1] + "/health/ready", victim), "the restart")
-                await poll(
+                await wait_until_async(
+                    lambda: ready(urls[1] + "/health/ready", victim),
+                    DEADLINE,
+                    "the restart",
+                    interval=0.05,
+                )
+                await wait_until_async(
                     lambda: served(20, restart_offset, only=urls[1]),
+                    DEADLINE,
                     "the restarted instance to take traffic",
+                    interval=0.05,
                 )
             finally:
                 stop.set()

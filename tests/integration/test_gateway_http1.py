@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.http1 import Http1Transport
 from gateway.transport import AiohttpTransport, Transport
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 
 DEADLINE = 5.0
 
@@ -190,9 +191,12 @@ async def test_saturated_pool_is_a_503_problem(
         create_app(_config(url, svc.issuer), transport=transport)
     )
     held = asyncio.create_task(client.get("/p/held"))
-    async with asyncio.timeout(DEADLINE):
-        while not transport._pools or not transport._pools[("svc", url)].count:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: transport._pools and transport._pools[("svc", url)].count,
+        DEADLINE,
+        "the held request to take the pool's one connection",
+        interval=0.01,
+    )
     resp = await client.get("/p/echo")
     assert resp.status == 503
     assert resp.content_type == "application/problem+json"

@@ -35,6 +35,7 @@ from gateway.config import parse_config
 from gateway.transport import MockResponse, MockTransport
 from tests.support.external import unavailable
 from tests.support.front import FrontTestServer
+from tests.support.waiting import wait_until, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = ClientTimeout(total=5)
@@ -45,15 +46,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def poll(condition: Any, what: str, within: float = DEADLINE) -> None:
-    """Await `condition()` until it is true, or fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # --- two gateway processes, one Redis -------------------------------------------------------
@@ -179,7 +171,9 @@ async def test_two_gateway_processes_together_admit_no_more_than_the_limit(
                 return False
 
             for gateway in gateways:
-                await poll(lambda g=gateway: decided_by_redis(g), "the gateway and its Redis")
+                await wait_until_async(
+                    lambda g=gateway: decided_by_redis(g), DEADLINE, "the gateway and its Redis"
+                )
 
             async def one(i: int) -> tuple[int, int, str | None]:
                 gateway = i % 2
@@ -231,16 +225,17 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + DEADLINE
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise  # it exited: no point waiting
+                return False
+
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                    time.sleep(0.02)  # polling the server's start, not waiting for an effect
+            wait_until(answers, DEADLINE, "redis-server to answer")
         finally:
             client.close()
 
@@ -364,7 +359,7 @@ async def test_redis_killed_and_restarted(
     aiohttp_client: Any, aiohttp_server: Any, own_redis: RedisServer, server: str
 ) -> None:
     gw = Timed(await gateway_on(aiohttp_client, own_redis.url, server, aiohttp_server))
-    await poll(gw.redis_decides, "the gateway to reach Redis")
+    await wait_until_async(gw.redis_decides, DEADLINE, "the gateway to reach Redis")
     limited = [200] * BURST + [429] * 2
 
     # Redis up: Redis decides (the bucket is there).
@@ -385,7 +380,7 @@ async def test_redis_killed_and_restarted(
 
     # Back (empty, without the script): the gateway reconnects and Redis decides again.
     own_redis.start()
-    await poll(gw.redis_decides, "the gateway to reconnect")
+    await wait_until_async(gw.redis_decides, DEADLINE, "the gateway to reconnect")
     assert await gw.statuses("/open", "10.9.0.3", BURST + 2) == limited
     with own_redis.client() as r:
         assert r.exists("rltest:open:ip:10.9.0.3")
@@ -400,7 +395,7 @@ async def test_redis_paused_times_out_per_call(
     aiohttp_client: Any, aiohttp_server: Any, own_redis: RedisServer, server: str
 ) -> None:
     gw = Timed(await gateway_on(aiohttp_client, own_redis.url, server, aiohttp_server))
-    await poll(gw.redis_decides, "the gateway to reach Redis")
+    await wait_until_async(gw.redis_decides, DEADLINE, "the gateway to reach Redis")
 
     own_redis.pause()  # connections stay open, nothing answers: a slow Redis
     try:
@@ -413,7 +408,7 @@ async def test_redis_paused_times_out_per_call(
     finally:
         own_redis.resume()
 
-    await poll(gw.redis_decides, "Redis to answer again")
+    await wait_until_async(gw.redis_decides, DEADLINE, "Redis to answer again")
     assert await gw.statuses("/open", "10.9.1.2", BURST + 1) == [200] * BURST + [429]
     with own_redis.client() as r:
         assert r.exists("rltest:open:ip:10.9.1.2")

@@ -10,12 +10,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support.waiting import wait_until
 from tools.stack import free_port
 
 
@@ -45,13 +46,6 @@ def _status(url: str) -> int:
         return exc.code
 
 
-def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)  # polling a condition with a deadline
-
-
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     port = free_port()
@@ -73,7 +67,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]
             return False
 
     try:
-        _until(up, 20)
+        wait_until(up, 20, "the gateway to start", interval=0.05)
         yield base, path, proc
     finally:
         proc.terminate()
@@ -90,19 +84,24 @@ def test_file_change_sighup_and_an_invalid_file(
     assert _status(base + "/a") != 404  # routed (the upstream itself is unreachable)
 
     _write(path, _config(["/a", "/b"], port))  # noticed by the poller
-    _until(lambda: _status(base + "/b") != 404)
+    wait_until(lambda: _status(base + "/b") != 404, 10, "route /b after the reload", interval=0.05)
 
     bad = _config(["/a"], port)
     bad["routes"][0]["upstream"] = "nowhere"  # type: ignore[index]
     _write(path, bad)
     log = path.with_name("gateway.log")
-    _until(lambda: "routes[0].upstream" in log.read_text(errors="replace"))
+    wait_until(
+        lambda: "routes[0].upstream" in log.read_text(errors="replace"),
+        10,
+        "the refused reload's log line",
+        interval=0.05,
+    )
     assert _status(base + "/b") != 404  # the old config stays in force
 
     # SIGHUP: the file is read again at once, whatever its modification time says
     raw = _config(["/a", "/c"], port)
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     proc.send_signal(signal.SIGHUP)
-    _until(lambda: _status(base + "/c") != 404)
+    wait_until(lambda: _status(base + "/c") != 404, 10, "route /c after the reload", interval=0.05)
     assert _status(base + "/b") == 404
     assert proc.poll() is None

@@ -28,8 +28,8 @@ from tests.support.brokers import (
     isolated_settings,
     messaging_tables,
     record_effect,
-    wait_for,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -88,11 +88,11 @@ def test_outbox_to_inbox_end_to_end(
                 conn.execute(outbox_insert(outbox, event))
             conn.execute(outbox_insert(outbox, Event("payment.captured", {})))  # not bound
         relay.wake()
-        wait_for(lambda: consumer.processed == 20, 15, "20 events consumed")
+        wait_until(lambda: consumer.processed == 20, 15, "20 events consumed")
         with engine.begin() as conn:  # the relay published twice (crash before marking)
             conn.execute(outbox.update().values(published_at=None))
         relay.wake()
-        wait_for(lambda: consumer.duplicates == 20, 15, "20 duplicates skipped")
+        wait_until(lambda: consumer.duplicates == 20, 15, "20 duplicates skipped")
     finally:
         relay.stop()
         consumer.stop()
@@ -120,7 +120,7 @@ def test_consumer_killed_before_ack_gets_the_message_again_effect_once(
     survivor = EventConsumer(CONSUMER, ["test.#"], record_effect(effects), engine, inbox, broker)
     survivor.start()
     try:
-        wait_for(lambda: survivor.processed + survivor.duplicates == 1, 15, "the redelivery")
+        wait_until(lambda: survivor.processed + survivor.duplicates == 1, 15, "the redelivery")
     finally:
         survivor.stop()
     assert count(engine, effects) == 1 and count(engine, inbox) == 1
@@ -147,7 +147,7 @@ def test_poison_message_lands_in_the_dlq_after_max_deliveries(
     consumer.start()
     try:
         emit(engine, outbox, broker, bad)
-        wait_for(lambda: consumer.dead_lettered == 1, 15, "the dead letter")
+        wait_until(lambda: consumer.dead_lettered == 1, 15, "the dead letter")
     finally:
         consumer.stop()
     assert attempts == [bad.id] * broker.max_deliveries
@@ -184,14 +184,14 @@ def test_two_relays_on_one_table_take_turns(
     for relay in relays:
         relay.start()
     try:
-        wait_for(lambda: relays[0].pending() == 0, 15, "the outbox to drain")
+        wait_until(lambda: relays[0].pending() == 0, 15, "the outbox to drain")
     finally:
         for relay in relays:
             relay.stop()
     assert sum(r.published for r in relays) == 50
     consumer.start()
     try:
-        wait_for(lambda: consumer.processed == 50, 15, "50 events")
+        wait_until(lambda: consumer.processed == 50, 15, "50 events")
     finally:
         consumer.stop()
     assert consumer.duplicates == 0

@@ -22,8 +22,8 @@ from tests.support.brokers import (
     isolated_settings,
     messaging_tables,
     record_effect,
-    wait_for,
 )
+from tests.support.waiting import wait_until
 
 CONSUMER = "notifications"
 
@@ -76,11 +76,11 @@ def test_redis_consumer_killed_after_commit_gets_the_message_again_effect_once(
     survivor = EventConsumer(CONSUMER, ["test.#"], record_effect(effects), engine, inbox, broker)
     survivor.start()
     try:
-        wait_for(lambda: survivor.duplicates == 1, 15, "the restored message")
+        wait_until(lambda: survivor.duplicates == 1, 15, "the restored message")
         with engine.begin() as conn:  # and fresh events still flow
             conn.execute(outbox_insert(outbox, Event("test.next", {})))
         assert OutboxRelay(engine, outbox, broker).run_once() == 1
-        wait_for(lambda: survivor.processed == 1, 15, "the next event")
+        wait_until(lambda: survivor.processed == 1, 15, "the next event")
     finally:
         survivor.stop()
     assert count(engine, effects) == 2 and count(engine, inbox) == 2

@@ -3,8 +3,6 @@ exactly one notification for its owner, even when the event is delivered twice."
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -27,6 +25,7 @@ from services.orders.settings import OrdersSettings
 from tests.support.brokers import cleanup, isolated_settings, rabbitmq_reachable
 from tests.support.external import throwaway_postgres
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 from tests.unit.orders.fakes import FakeUpstreams
 
 pytestmark = pytest.mark.postgres
@@ -45,13 +44,6 @@ def broker() -> Iterator[BrokerSettings]:
 def notifications_url() -> Iterator[str]:
     with throwaway_postgres("notif") as url:
         yield url
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_order_outcome_becomes_one_notification(
@@ -96,7 +88,7 @@ async def test_order_outcome_becomes_one_notification(
     async def has_one() -> bool:
         return len(await notified()) == 1
 
-    await _eventually(has_one, "the outcome notification")
+    await wait_until_async(has_one, 20, "the outcome notification", interval=0.05)
     (note,) = await notified()
     assert note["event_type"] == "order.confirmed" and note["kind"] == "order"
 
@@ -134,7 +126,7 @@ async def test_order_outcome_becomes_one_notification(
         doc = await (await notes.get("/api/v1/notifications", headers=alice)).json()
         return any(n["order_id"] == "probe" for n in doc["items"])
 
-    await _eventually(probe_seen, "the probe event")
+    await wait_until_async(probe_seen, 20, "the probe event", interval=0.05)
     assert len(await notified()) == 1
     n_engine = create_db_engine(sync_url(notifications_url))
     try:

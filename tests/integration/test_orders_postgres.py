@@ -3,18 +3,17 @@ would) racing over the same sagas - each finishes once, each order is charged on
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import func, select
 
 from chassis.db import create_async_db_engine
 from services.orders.__main__ import init
 from services.orders.adapters.orm import outbox
-from services.orders.domain import Status
+from services.orders.domain import Order, Status
 from services.orders.service_layer.orders import PlaceOrder, get_order, place_order
 from services.orders.service_layer.saga import SagaDriver, SagaRunner
 from services.orders.settings import OrdersSettings
+from tests.support.waiting import wait_until_async
 from tests.unit.orders.fakes import FakeUpstreams
 
 pytestmark = pytest.mark.postgres
@@ -41,13 +40,12 @@ async def test_two_drivers_finish_every_saga_exactly_once(postgres_url: str) -> 
         ]
         for d in drivers:
             d.start()
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
+
+        async def all_finished() -> list[Order] | None:
             orders = [await get_order(one, o.owner, o.id) for o in placed]
-            if all(o.finished for o in orders):
-                break
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
+            return orders if all(o.finished for o in orders) else None
+
+        orders = await wait_until_async(all_finished, 20, "every saga finished", interval=0.05)
         for d in drivers:
             await d.stop()
         confirmed = [o for o in orders if o.status is Status.CONFIRMED]

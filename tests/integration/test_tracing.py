@@ -42,7 +42,7 @@ from chassis.messaging import (
 )
 from gateway.app import create_app as create_gateway
 from gateway.config import parse_config
-from tests.support.brokers import wait_for
+from tests.support.waiting import wait_until
 
 DEADLINE = 5.0
 
@@ -156,7 +156,7 @@ async def _scenario(exporter: InMemorySpanExporter, catalog_url: str, tmp_path: 
                 assert resp.status == 201, await resp.text()
         assert await asyncio.to_thread(relay.run_once) == 1
         consumer.start()
-        await asyncio.to_thread(wait_for, lambda: handled, DEADLINE, "the event handled")
+        await asyncio.to_thread(wait_until, lambda: handled, DEADLINE, "the event handled")
     finally:
         consumer.stop()
         relay.stop()
@@ -175,7 +175,7 @@ async def _scenario(exporter: InMemorySpanExporter, catalog_url: str, tmp_path: 
         }
 
     await asyncio.to_thread(
-        wait_for,
+        wait_until,
         lambda: server_services() >= {"gateway", "orders", "catalog"},
         DEADLINE,
         "server spans of three services",

@@ -11,11 +11,9 @@ when the sweep picks it up (as after a retry, a restart, or on another replica).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from services.payments.app import create_app as create_payments
 from services.payments.settings import PaymentsSettings
 from tests.support.brokers import isolated_settings
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 
 DEADLINE = 20.0
 SERVICES = ("orders", "gateway", "catalog", "inventory", "payments", "notifications")
@@ -96,13 +95,6 @@ def wsgi(app: Any) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(DEADLINE)
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # polling a condition with a deadline
 
 
 async def _serve(app: web.Application) -> TestServer:
@@ -270,8 +262,12 @@ async def _scenario(
                     for n in items
                 )
 
-            await _eventually(confirmed, "the saga to confirm the order")
-            await _eventually(notified, "notifications to consume order.confirmed")
+            await wait_until_async(
+                confirmed, DEADLINE, "the saga to confirm the order", interval=0.05
+            )
+            await wait_until_async(
+                notified, DEADLINE, "notifications to consume order.confirmed", interval=0.05
+            )
 
     def spans() -> list[ReadableSpan]:
         return list(exporter.get_finished_spans())
@@ -298,7 +294,12 @@ async def _scenario(
         root = posted()
         return root is not None and consumed(root.context.trace_id)
 
-    await _eventually(root_and_consumer, "the order.confirmed CONSUMER span in the POST's trace")
+    await wait_until_async(
+        root_and_consumer,
+        DEADLINE,
+        "the order.confirmed CONSUMER span in the POST's trace",
+        interval=0.05,
+    )
     root = posted()
     assert root is not None and root.parent is None  # the trace starts at the gateway
     trace_id = root.context.trace_id

@@ -1,11 +1,13 @@
-"""`python -m tests.load [--users N] [--spawn-rate R] [--run-time S]`: `make load`.
+"""`python -m tests.load [--users N] [--spawn-rate R] [--run-time S] [--out DIR]`: `make load`.
 
 Starts the whole stack on free ports (tools.stack, as `make up` does, with its own broker
 exchange and queues, the gateway's rate limit set high), runs the Locust journey
-(tests/load/locustfile.py) headless for a bounded time, prints p50/p95/p99 per step and the
-failure count, then waits for every order placed to settle and checks the saga invariants:
-stock conserved and money captured == confirmed totals (tests.support.saga). Exit status 0
-only with zero failed requests and the invariants holding. Output: var/load/ (Locust's CSV).
+(tests/load/locustfile.py) headless for a bounded time, prints p50/p95/p99 per step, the
+failure count and the journey's requests per second and p99, then waits for every order placed
+to settle and checks the saga invariants: stock conserved and money captured == confirmed
+totals (tests.support.saga). Exit status 0 only with zero failed requests and the invariants
+holding. Output: var/load/ (Locust's CSV).
+`make test` runs a short one (tests/e2e/test_load.py, ADR 0022).
 Needs Redis on 127.0.0.1:6379 (the e2e tests' broker) and locust (requirements-bench.lock).
 """
 
@@ -36,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=10, help="concurrent simulated clients")
     parser.add_argument("--spawn-rate", type=float, default=5.0, help="clients started per s")
     parser.add_argument("--run-time", type=int, default=30, help="seconds of load")
+    parser.add_argument("--out", type=Path, default=OUT, help="for Locust's CSV (var/load)")
     return parser.parse_args(argv)
 
 
@@ -51,9 +54,9 @@ def token(gateway: str, creds: dict[str, str], scopes: str) -> str:
 
 
 def run_locust(args: argparse.Namespace, gateway: str, creds: dict[str, str]) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    prefix = OUT / "locust"
-    orders_file = OUT / "orders.txt"
+    args.out.mkdir(parents=True, exist_ok=True)
+    prefix = args.out / "locust"
+    orders_file = args.out / "orders.txt"
     orders_file.write_text("")
     env = {
         **os.environ,
@@ -72,7 +75,7 @@ def run_locust(args: argparse.Namespace, gateway: str, creds: dict[str, str]) ->
 
 
 def report(stats: Path) -> int:
-    """Print p50/p95/p99 per step; the number of failed requests."""
+    """Print p50/p95/p99 per step and the journey's req/s and p99; the number of failed requests."""
     rows = list(csv.DictReader(stats.open(encoding="utf-8")))
     print(f"\n{'step':<40} {'requests':>9} {'failed':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
     failures = 0
@@ -84,6 +87,12 @@ def report(stats: Path) -> int:
         print(
             f"{name:<40} {row['Request Count']:>9} {row['Failure Count']:>7} "
             f"{row['50%']:>7} {row['95%']:>7} {row['99%']:>7}"
+        )
+    total = next((r for r in rows if r["Name"] == "Aggregated"), None)
+    if total is not None:
+        print(
+            f"journey: {float(total['Requests/s']):.1f} req/s, p99 {total['99%']} ms "
+            f"({total['Request Count']} requests)"
         )
     print(f"failed requests: {failures}")
     return failures
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("load: locust wrote no statistics", file=sys.stderr)
                 return 1
             failures = report(stats)
-            ids = [i for i in (OUT / "orders.txt").read_text().split() if i]
+            ids = [i for i in (args.out / "orders.txt").read_text().split() if i]
             print(f"\nchecking the saga: {len(ids)} orders placed, waiting for outcomes ...")
             orders = settle_orders(api, ids, 120)
             figures = check_saga_invariants(api, initial, orders)

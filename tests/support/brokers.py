@@ -103,15 +103,6 @@ def record_effect(effects: Table) -> Callable[[Event, DbConnection], None]:
     return handler
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll `condition` until true or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Child:
     """The consumer child process; its stdout lines arrive on a queue."""
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import httptools
 
+from tests.support.waiting import wait_until_async
+
 __all__ = [
     "DEADLINE",
     "OK",
@@ -24,7 +26,6 @@ __all__ = [
     "RawFactory",
     "RawUpstream",
     "Seen",
-    "eventually",
     "raw_upstreams",
 ]
 
@@ -51,13 +52,6 @@ class Seen:
 # what the script answers: bytes to send, "close" (FIN, nothing sent), "reset" (RST),
 # "hang" (never answer) or an async callable writing by itself
 Answer = bytes | str | Callable[[asyncio.StreamWriter], Awaitable[None]]
-
-
-async def eventually(check: Callable[[], bool]) -> None:
-    """Poll a condition with a deadline (state owned by the code under test has no event)."""
-    async with asyncio.timeout(DEADLINE):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 class _Parse:
@@ -121,7 +115,12 @@ class RawUpstream:
             self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
-            await eventually(lambda: self.closed == self.connections)
+            await wait_until_async(
+                lambda: self.closed == self.connections,
+                DEADLINE,
+                "every connection closed",
+                interval=0.01,
+            )
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -12,14 +12,15 @@ confirmed totals. Waiting is polling a condition with a deadline, never a fixed 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import requests
+
+from tests.support.waiting import wait_until
 
 __all__ = [
     "RETRYABLE",
@@ -27,21 +28,10 @@ __all__ = [
     "SagaFigures",
     "check_saga_invariants",
     "settle_orders",
-    "wait_for",
 ]
 
 RETRYABLE = {429, 502, 503, 504}
 FINAL = ("CONFIRMED", "REJECTED")
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)  # polling a condition with a deadline
-        delay = min(delay * 2, 1.0)
 
 
 class Api:
@@ -62,19 +52,17 @@ class Api:
         self, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
     ) -> requests.Response:
         merged = {**self.headers, **(headers or {})}
-        deadline = time.monotonic() + 60
-        while True:
+
+        def attempt() -> requests.Response | None:
             try:
                 resp = self.http.request(
                     method, self.gateway + path, headers=merged, timeout=10, **kw
                 )
-                if resp.status_code not in RETRYABLE:
-                    return resp
             except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{method} {path} kept failing for 60s")
-            time.sleep(0.1)  # back off before retrying a request the restart interrupted
+                return None  # the restart interrupted it: the same request again
+            return None if resp.status_code in RETRYABLE else resp
+
+        return wait_until(attempt, 60, f"{method} {path} to stop failing", interval=0.1)
 
     def get(self, path: str, **params: Any) -> Any:
         resp = self.call("GET", path, params=params)
@@ -103,7 +91,13 @@ def settle_orders(api: Api, order_ids: Iterable[str], timeout: float) -> dict[st
             orders[oid] = api.get(f"/api/v1/orders/{oid}")
         return all(orders[o]["status"] in FINAL for o in ids)
 
-    wait_for("every order to be CONFIRMED or REJECTED", all_settled, timeout)
+    wait_until(
+        all_settled,
+        timeout,
+        "every order to be CONFIRMED or REJECTED",
+        interval=0.05,
+        max_interval=1.0,
+    )
     return orders
 
 
@@ -137,7 +131,13 @@ def check_saga_invariants(
         stock.update({sku: api.get(f"/api/v1/inventory/{sku}") for sku in skus})
         return all(s["reserved"] == 0 for s in stock.values())
 
-    wait_for("every reservation to be committed or released", nothing_reserved, timeout)
+    wait_until(
+        nothing_reserved,
+        timeout,
+        "every reservation to be committed or released",
+        interval=0.05,
+        max_interval=1.0,
+    )
     taken = Counter[str]()
     for order in confirmed:
         for line in order["items"]:

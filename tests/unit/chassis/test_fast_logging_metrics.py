@@ -3,10 +3,8 @@ fast path (same line as the LogRecord path), and the lock-and-add request metric
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-import time
 from collections.abc import Iterator
 
 import orjson
@@ -15,6 +13,7 @@ import pytest
 from chassis import correlation_id, new_request_id
 from chassis.logging import JsonLineHandler, fast_json_handler
 from chassis.metrics import RequestMetrics, render
+from tests.support.waiting import wait_until_async
 
 
 @pytest.fixture
@@ -53,11 +52,9 @@ async def test_on_a_loop_lines_are_batched_and_written_soon(
     logger, stream, _ = quiet_logger
     for i in range(100):
         logger.info("line", extra={"i": i})
-    deadline = time.monotonic() + 5
-    for _ in range(10_000):  # poll with a deadline: the writer thread runs within ms
-        if len(stream.getvalue().splitlines()) >= 100 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.005)
+    # the writer thread runs within ms
+    written = lambda: len(stream.getvalue().splitlines()) >= 100  # noqa: E731
+    await wait_until_async(written, 5, "100 lines written", interval=0.005)
     assert [d["i"] for d in lines(stream)] == list(range(100))
 
 

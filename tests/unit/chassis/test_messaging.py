@@ -23,7 +23,8 @@ from chassis.messaging import (
     outbox_insert,
     outbox_table,
 )
-from tests.support.brokers import messaging_tables, record_effect, wait_for
+from tests.support.brokers import messaging_tables, record_effect
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def test_relay_thread_publishes_after_wake_and_stops(
         with engine.begin() as conn:
             conn.execute(outbox_insert(outbox, Event("stock.low", {"sku": "A"})))
         relay.wake()
-        wait_for(lambda: relay.published == 1, 5, "the relay to publish")
+        wait_until(lambda: relay.published == 1, 5, "the relay to publish")
     finally:
         relay.stop()
     assert len(drain(broker, q)) == 1
@@ -218,7 +219,7 @@ def test_inbox_skips_a_redelivered_event(engine: Engine, broker: BrokerSettings)
     publish_raw(broker, Event("payment.captured", {}))  # not bound: never arrives
     consumer.start()
     try:
-        wait_for(lambda: consumer.processed + consumer.duplicates == 2, 5, "both deliveries")
+        wait_until(lambda: consumer.processed + consumer.duplicates == 2, 5, "both deliveries")
     finally:
         consumer.stop()
     assert (consumer.processed, consumer.duplicates) == (1, 1)
@@ -253,7 +254,7 @@ def test_poison_message_goes_to_the_dead_letter_queue(
         )
     consumer.start()
     try:
-        wait_for(lambda: consumer.dead_lettered == 2, 5, "two dead letters")
+        wait_until(lambda: consumer.dead_lettered == 2, 5, "two dead letters")
     finally:
         consumer.stop()
     assert calls == [event.id] * 3 and consumer.retried == 2
@@ -289,7 +290,7 @@ def test_database_outage_requeues_without_counting(engine: Engine, broker: Broke
     publish_raw(broker, Event("a.b", {}))
     consumer.start()
     try:
-        wait_for(lambda: consumer.processed == 1, 5, "processing after the outage")
+        wait_until(lambda: consumer.processed == 1, 5, "processing after the outage")
     finally:
         consumer.stop()
     assert consumer.dead_lettered == 0 and count(engine, effects) == 1

@@ -26,7 +26,8 @@ from gateway.transport import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from tests.support.raw_upstream import DEADLINE, OK, Answer, RawFactory, Seen, eventually
+from tests.support.raw_upstream import DEADLINE, OK, Answer, RawFactory, Seen
+from tests.support.waiting import wait_until_async
 
 
 @pytest.fixture
@@ -260,7 +261,10 @@ async def test_idle_connection_closed_by_upstream_is_not_reused(
     up = await raw(lambda _: answer_then_close)
     origin = up.origin
     assert await fetch(client, req(origin, "POST", body=b"1")) == (200, b"ok")
-    await eventually(lambda: not client._pools[("svc", origin)].idle)  # the FIN reached us
+    fin = "the FIN to reach us"
+    await wait_until_async(
+        lambda: not client._pools[("svc", origin)].idle, DEADLINE, fin, interval=0.01
+    )
     assert await fetch(client, req(origin, "POST", body=b"2")) == (200, b"ok")
     assert up.connections == 2
 
@@ -394,7 +398,8 @@ async def test_close_releases_everything(raw: RawFactory) -> None:
     client = Http1Transport()
     await fetch(client, req(up.origin))
     await client.close()
-    await eventually(lambda: up.closed == up.connections)  # the upstream saw it end
+    ended = "the upstream to see the connection end"
+    await wait_until_async(lambda: up.closed == up.connections, DEADLINE, ended, interval=0.01)
 
 
 async def test_the_same_on_uvloop(raw: RawFactory) -> None:
@@ -547,4 +552,5 @@ async def test_started_exchanges_leave_no_deadline_behind(
     assert hung is not None and list(pool.watched) == [hung]
     hung.close()  # the caller gave up (its client went away): no deadline left to run
     assert pool.watched == {}
-    await eventually(lambda: pool._sweeper is None)  # the sweep stops once nothing is watched
+    stopped = "the sweep to stop once nothing is watched"
+    await wait_until_async(lambda: pool._sweeper is None, DEADLINE, stopped, interval=0.01)

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import RELOADER, STATE, create_app
 from gateway.config import load_config
 from gateway.transport import MockResponse, MockTransport, OutboundRequest
+from tests.support.waiting import wait_until_async
 
 from .conftest import BASE, SVC, FakeUpstreams
 
@@ -39,13 +40,6 @@ def _write(path: Path, raw: object) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 class Recorder(MockTransport):
@@ -140,7 +134,7 @@ async def test_the_file_is_reloaded_when_it_changes(
     async def switched() -> bool:
         return await _origin_of(client) == OTHER
 
-    await _until(switched)
+    await wait_until_async(switched, 5, "the new configuration in force")
     assert client.app[STATE].state.generation == 1
 
 
@@ -156,7 +150,7 @@ async def test_sighup_reloads(start: Start, upstreams: FakeUpstreams, config_fil
     async def switched() -> bool:
         return await _origin_of(client) == OTHER
 
-    await _until(switched)
+    await wait_until_async(switched, 5, "the new configuration in force")
 
 
 async def test_an_invalid_file_is_refused_and_the_old_config_stays(
@@ -173,7 +167,7 @@ async def test_an_invalid_file_is_refused_and_the_old_config_stays(
         async def refused() -> bool:
             return client.app[RELOADER].rejected > 0
 
-        await _until(refused)
+        await wait_until_async(refused, 5, "the reload refused")
     message = "\n".join(r.getMessage() for r in caplog.records)
     assert "rejected" in message
     assert "routes[2].timeout" in message
@@ -209,7 +203,8 @@ async def test_unchanged_upstreams_are_reused_and_dropped_pools_closed_after_dra
     async def closed() -> bool:
         return sorted(transport.closed_pools) == ["other", "svc"]
 
-    await _until(closed)  # nothing was in flight on the old state: closed at once
+    # nothing was in flight on the old state: closed at once
+    await wait_until_async(closed, 5, "the old pools closed")
 
 
 async def test_pools_close_only_after_the_old_requests_finish(
@@ -242,4 +237,4 @@ async def test_pools_close_only_after_the_old_requests_finish(
     async def closed() -> bool:
         return transport.closed_pools == ["other"]
 
-    await _until(closed)
+    await wait_until_async(closed, 5, "the old pools closed")

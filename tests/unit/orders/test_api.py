@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from services.orders.__main__ import init
 from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 
 from .fakes import FakeUpstreams
 
@@ -47,14 +47,13 @@ async def post(
 
 
 async def wait_for_status(client: Client, issuer: TestIssuer, url: str) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + 5
-    while True:
+
+    async def settled() -> dict[str, Any] | None:
         resp = await client.get(url, headers=auth(issuer))
         doc: dict[str, Any] = await resp.json()
-        if doc["status"] != "PENDING":
-            return doc
-        assert asyncio.get_running_loop().time() < deadline, doc
-        await asyncio.sleep(0.01)
+        return doc if doc["status"] != "PENDING" else None
+
+    return await wait_until_async(settled, 5, f"{url} no longer PENDING", interval=0.01)
 
 
 async def test_place_order_202_then_confirmed(client: Client, issuer: TestIssuer) -> None:

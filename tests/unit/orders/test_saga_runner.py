@@ -23,6 +23,7 @@ from services.orders.service_layer.orders import (
     place_order,
 )
 from services.orders.service_layer.saga import SagaDriver, SagaRunner
+from tests.support.waiting import wait_until_async
 
 from .fakes import FakeUpstreams
 
@@ -252,13 +253,12 @@ async def test_driver_runs_new_sagas_and_resumes_unfinished_ones(
     try:
         new = await place_order(engine, upstreams, cmd("new"))
         driver.kick(new.order.id)
-        deadline = asyncio.get_running_loop().time() + 5
-        while True:
+
+        async def all_finished() -> list[Any] | None:
             page, _ = await list_orders(engine, "alice")
-            if all(o.finished for o in page):
-                break
-            assert asyncio.get_running_loop().time() < deadline, page
-            await asyncio.sleep(0.01)
+            return page if all(o.finished for o in page) else None
+
+        page = await wait_until_async(all_finished, 5, "both sagas finished", interval=0.01)
         assert {o.id for o in page} == {left.order.id, new.order.id}
         assert {o.status for o in page} == {Status.CONFIRMED}
     finally:
