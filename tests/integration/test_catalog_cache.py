@@ -26,17 +26,10 @@ from services.catalog.app import ENGINE, PRODUCT_CACHE, create_app
 from services.catalog.settings import CatalogSettings
 from tests.integration.test_gateway_ratelimit import RedisServer
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until
 from tests.unit.catalog.conftest import Api
 
 DEADLINE = 20.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.02)  # polling for the breaker's retry time, not waiting for an effect
 
 
 @pytest.fixture
@@ -149,7 +142,7 @@ def test_reads_answer_from_the_database_while_redis_is_paused_or_dead(
     opened = {"store": "redis", "operation": "get", "reason": "circuit_open"}
     assert cache_of(api).registry.get_sample_value("catalog_cache_fallbacks_total", opened)
 
-    wait_for(lambda: (read(), hits(api))[1] > 1, "the cache back after the pause")
+    wait_until(lambda: (read(), hits(api))[1] > 1, DEADLINE, "the cache back after the pause")
 
     own_redis.kill()
     dead = [read() for _ in range(10)]
@@ -158,4 +151,6 @@ def test_reads_answer_from_the_database_while_redis_is_paused_or_dead(
 
     own_redis.start()  # empty, same port
     before = hits(api)
-    wait_for(lambda: (read(), hits(api))[1] > before, "caching to resume on the new Redis")
+    wait_until(
+        lambda: (read(), hits(api))[1] > before, DEADLINE, "caching to resume on the new Redis"
+    )
