@@ -25,12 +25,11 @@ from sqlalchemy import Engine, select
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
-from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
 from chassis.resilience import CircuitBreaker
 from chassis.retention import Purger, PurgeTarget
 
 from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
-from .adapters.events import EventSink
 from .adapters.orm import idempotency_keys, outbox, products
 from .entrypoints import (
     CACHE_POLICY,
@@ -107,7 +106,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
-    events = EventSink(outbox)
+    events = OutboxWriter(outbox)
     app.extensions[ENGINE] = engine
     app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     checks = {"database": lambda: _database_ready(engine)}
