@@ -38,7 +38,8 @@ DRIVER = web.AppKey("orders.driver", SagaDriver)
 PURGER = web.AppKey("orders.purger", Purger)
 
 _ERRORS = {
-    "BadRequest": "The Idempotency-Key header is missing, or the body is not JSON",
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such order (or not yours)",

@@ -34,6 +34,8 @@ RELAY = "payments.relay"
 PURGER = "payments.purger"
 
 _ERRORS = {
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such payment, or another user's (not revealed)",
