@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal, overload
 from urllib.parse import parse_qsl
@@ -38,6 +38,7 @@ __all__ = [
     "BoundedInteger",
     "FullMatch",
     "OutOfBounds",
+    "domain_rule",
     "idempotency_key",
     "key_paths",
     "load_json",
@@ -210,6 +211,21 @@ class FullMatch(validate.Regexp):
         if self.regex.fullmatch(value) is None:  # type: ignore[arg-type]
             raise ValidationError(self._format_error(value))
         return value
+
+
+def domain_rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
+    """A marshmallow validator from a domain check that returns an error message or None.
+
+    The domain states its rules once, without marshmallow (`check_sku(value) -> str | None`);
+    the schemas of every service wrap them with this one adapter.
+    """
+
+    def validator(value: Any) -> None:
+        error = check(value)
+        if error:
+            raise ValidationError(error)
+
+    return validator
 
 
 def load_json(raw: bytes) -> Any:

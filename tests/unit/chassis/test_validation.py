@@ -26,7 +26,7 @@ from chassis import (
 )
 from chassis import aiohttp as chassis_aiohttp
 from chassis import flask as chassis_flask
-from chassis.validation import IDEMPOTENCY_KEY_MISSING, idempotency_key
+from chassis.validation import IDEMPOTENCY_KEY_MISSING, domain_rule, idempotency_key
 
 ARABIC_TEN = "\u0661\u0660"  # Arabic-Indic digits: Decimal() and int() read them as 10
 FULLWIDTH_TEN = "\uff11\uff10"  # fullwidth digits, the same
@@ -327,3 +327,18 @@ def test_idempotency_key_missing_is_400_malformed_is_422_optional_is_none() -> N
         assert (
             malformed.value.status == 422 and "Idempotency-Key" in malformed.value.extra["errors"]
         )
+
+
+def test_domain_rule_turns_a_domain_check_into_a_marshmallow_validator() -> None:
+    """The one adapter the services' schemas wrap their domain checks with."""
+
+    def check_even(value: int) -> str | None:
+        return None if value % 2 == 0 else "must be even"
+
+    class Even(Schema):
+        n = BoundedInteger(required=True, validate=domain_rule(check_even))
+
+    assert Even().load({"n": 4}) == {"n": 4}
+    with pytest.raises(ValidationError) as err:
+        Even().load({"n": 3})
+    assert err.value.messages == {"n": ["must be even"]}
