@@ -12,10 +12,10 @@ from typing import Any
 
 from .logging import correlation_id
 
-__all__ = ["PROBLEM_JSON", "Problem", "problem_document", "validation_problem"]
+__all__ = ["PROBLEM_JSON", "TYPE_BASE", "Problem", "problem_document", "validation_problem"]
 
 PROBLEM_JSON = "application/problem+json"
-_TYPE_BASE = "https://portico.dev/problems/"
+TYPE_BASE = "https://portico.dev/problems/"
 
 
 def _title(status: int) -> str:
@@ -66,7 +66,7 @@ class Problem(Exception):
         self.status = status
         self.detail = detail
         self.title = title or _title(status)
-        self.type = type_ or (_TYPE_BASE + self.title.lower().replace(" ", "-"))
+        self.type = type_ or (TYPE_BASE + self.title.lower().replace(" ", "-"))
         self.headers = headers or {}
         self.extra = extra
 
@@ -89,5 +89,5 @@ def validation_problem(messages: Any) -> Problem:
     fields = sorted(messages) if isinstance(messages, dict) else []
     detail = "invalid fields: " + ", ".join(fields) if fields else "the request body is invalid"
     return Problem(
-        422, detail, title="Unprocessable Content", type_=_TYPE_BASE + "validation", errors=messages
+        422, detail, title="Unprocessable Content", type_=TYPE_BASE + "validation", errors=messages
     )

@@ -20,22 +20,26 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl
 
 import orjson
 from marshmallow import ValidationError, fields, validate
 
-from .problems import Problem
+from .problems import TYPE_BASE, Problem, validation_problem
 
 __all__ = [
+    "IDEMPOTENCY_KEY_MISSING",
     "MAX_INTEGER_DIGITS",
     "MAX_JSON_DEPTH",
     "BoundedDecimal",
     "BoundedInteger",
     "FullMatch",
     "OutOfBounds",
+    "domain_rule",
+    "idempotency_key",
     "key_paths",
     "load_json",
     "parse_decimal",
@@ -51,6 +55,11 @@ MAX_JSON_DEPTH = 1024
 # ASCII digits only ([0-9], never \d: that also matches Arabic-Indic or fullwidth digits).
 _DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 _INTEGER = re.compile(r"-?[0-9]+")
+# Visible ASCII, 1-255 chars; the OpenAPI parameters say `^[!-~]{1,255}$`.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
+# The problem type of a required Idempotency-Key left out: 400, as the IETF
+# httpapi-idempotency-key-header draft says for a resource that requires the key.
+IDEMPOTENCY_KEY_MISSING = TYPE_BASE + "idempotency-key-missing"
 
 
 class OutOfBounds(ValueError):
@@ -204,6 +213,21 @@ class FullMatch(validate.Regexp):
         return value
 
 
+def domain_rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
+    """A marshmallow validator from a domain check that returns an error message or None.
+
+    The domain states its rules once, without marshmallow (`check_sku(value) -> str | None`);
+    the schemas of every service wrap them with this one adapter.
+    """
+
+    def validator(value: Any) -> None:
+        error = check(value)
+        if error:
+            raise ValidationError(error)
+
+    return validator
+
+
 def load_json(raw: bytes) -> Any:
     """A request body as JSON, or `Problem(400)`.
 
@@ -257,3 +281,29 @@ def key_paths(messages: Any, where: str = "") -> list[str]:
                 lines.extend(key_paths(m, where))
         return lines
     return [f"{where or '<root>'}: {messages}"]
+
+
+@overload
+def idempotency_key(headers: Mapping[str, str], *, required: Literal[True] = ...) -> str: ...
+@overload
+def idempotency_key(headers: Mapping[str, str], *, required: bool) -> str | None: ...
+def idempotency_key(headers: Mapping[str, str], *, required: bool = True) -> str | None:
+    """The request's `Idempotency-Key`, checked: the one answer every service gives.
+
+    Missing where required: 400 (`IDEMPOTENCY_KEY_MISSING`); present but not 1-255 visible
+    ASCII chars: 422 naming the header. Takes any headers mapping (Flask's and aiohttp's both
+    fit), so the Flask and the aiohttp services share it. Not required: None when absent.
+    """
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        if not required:
+            return None
+        raise Problem(
+            400,
+            "the Idempotency-Key header is required",
+            type_=IDEMPOTENCY_KEY_MISSING,
+            errors={"Idempotency-Key": ["is required"]},
+        )
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
+    return key

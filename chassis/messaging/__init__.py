@@ -8,6 +8,7 @@ from .events import BrokerSettings, Event, check_broker, connect, events_exchang
 from .inbox import EventConsumer, Handler, inbox_table
 from .outbox import (
     OutboxRelay,
+    OutboxWriter,
     RelayHandle,
     broker_ready,
     outbox_insert,
@@ -21,6 +22,7 @@ __all__ = [
     "EventConsumer",
     "Handler",
     "OutboxRelay",
+    "OutboxWriter",
     "RelayHandle",
     "broker_ready",
     "check_broker",

@@ -18,8 +18,10 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from kombu import Connection, Producer
 from sqlalchemy import (
@@ -41,18 +43,25 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import (
+    Connection as DbConnection,
+)
 
 from .. import tracing
 from .events import CONTENT_TYPE, BrokerSettings, Event, check_broker, connect, events_exchange
 
 __all__ = [
     "OutboxRelay",
+    "OutboxWriter",
     "RelayHandle",
     "broker_ready",
     "outbox_insert",
     "outbox_table",
     "start_relay",
 ]
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +106,33 @@ def outbox_insert(table: Table, event: Event) -> Insert:
         correlation_id=event.correlation_id,
         data=data,
     )
+
+
+class OutboxWriter:
+    """Writes a service's events into its outbox; `committed()` nudges the relay at once.
+
+    The one writer every service uses, so the row format and the wake-up stay in the chassis:
+    the service builds `Event`s and calls `write` (sync connection) or `write_async`
+    (AsyncConnection) inside the transaction that makes the change, then `committed()` after
+    the commit. `wake` is set once the relay runs (`start_relay(...).relay.wake`); until then,
+    or without a broker, rows wait for the relay's next poll.
+    """
+
+    def __init__(self, table: Table, wake: Callable[[], None] | None = None) -> None:
+        self.table = table
+        self.wake = wake
+
+    def write(self, conn: DbConnection, events: Iterable[Event]) -> None:
+        for event in events:
+            conn.execute(outbox_insert(self.table, event))
+
+    async def write_async(self, conn: AsyncConnection, events: Iterable[Event]) -> None:
+        for event in events:
+            await conn.execute(outbox_insert(self.table, event))
+
+    def committed(self) -> None:
+        if self.wake is not None:
+            self.wake()
 
 
 class OutboxRelay:

@@ -1,6 +1,6 @@
 """payments as a provider: HTTP (payments made through the PaymentService use cases; the
 simulated card provider's test tokens pick approve / decline / outage) and the payment
-events, written by the service's EventSink into its outbox and read back by the chassis
+events, written by the service's OutboxWriter into its outbox and read back by the chassis
 relay - the message exactly as it would be published."""
 
 from __future__ import annotations

@@ -25,23 +25,32 @@ from sqlalchemy import Engine, select
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
-from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
+from chassis.openapi import install_flask
 from chassis.resilience import CircuitBreaker
 from chassis.retention import Purger, PurgeTarget
 
+from . import schemas
 from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
-from .adapters.events import EventSink
 from .adapters.orm import idempotency_keys, outbox, products
 from .entrypoints import (
     CACHE_POLICY,
     READ_UOW_FACTORY,
     UOW_FACTORY,
-    install_spec,
-    openapi_bp,
     products_bp,
 )
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
+
+_ERRORS = {
+    "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
+    "Forbidden": "The token lacks the required scope",
+    "NotFound": "No such product",
+    "Conflict": "The sku is taken, or the product changed concurrently",
+    "PreconditionFailed": "If-Match does not match the product's version",
+    "UnsupportedMediaType": "The body is not application/json",
+    "UnprocessableContent": "Invalid fields or parameters, named in `errors`",
+}
 
 __all__ = ["ENGINE", "PRODUCT_CACHE", "PURGER", "RELAY", "create_app", "purger"]
 
@@ -107,7 +116,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
-    events = EventSink(outbox)
+    events = OutboxWriter(outbox)
     app.extensions[ENGINE] = engine
     app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     checks = {"database": lambda: _database_ready(engine)}
@@ -126,8 +135,21 @@ def create_app(
         engine, events, cache=cache, read_through=True
     )
     app.register_blueprint(products_bp)
-    app.register_blueprint(openapi_bp)
-    install_spec(app)
+    install_flask(  # built now, from the registered rules: a broken operation doc stops start-up
+        app,
+        title="Portico catalog",
+        description="Products, their prices (EUR) and categories.",
+        security="RFC 9068 access token. Scopes: catalog:read (reads), "
+        "catalog:write (creates, updates, deletes).",
+        # Names the gateway can merge with other services' specs without clashes.
+        schemas={
+            "Product": schemas.ProductSchema,
+            "ProductInput": schemas.ProductInputSchema,
+            "ProductPage": schemas.PageSchema,
+        },
+        errors=_ERRORS,
+        http_caching=True,
+    )
     if settings.relay:
         handle: RelayHandle = start_relay(settings.database_url, outbox)
         app.extensions[RELAY] = handle

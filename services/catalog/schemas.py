@@ -5,7 +5,7 @@ The value rules come from the domain's check functions, so the API and the entit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import (
@@ -21,6 +21,7 @@ from marshmallow import (
 from chassis import BoundedDecimal, BoundedInteger
 from chassis.openapi import ProblemSchema
 from chassis.pagination import CURSOR_DOC, CURSOR_MESSAGE
+from chassis.validation import domain_rule
 
 from .domain import (
     CURRENCY,
@@ -47,15 +48,6 @@ __all__ = [
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-
-
-def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
-    def validator(value: Any) -> None:
-        error = check(value)
-        if error:
-            raise ValidationError(error)
-
-    return validator
 
 
 # The rules as the domain checks them, stated in the document (check_name refuses a name that
@@ -116,18 +108,20 @@ class ProductInputSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    sku = fields.String(required=True, validate=_rule(check_sku), metadata=_SKU_DOC)
-    name = fields.String(required=True, validate=_rule(check_name), metadata=_NAME_DOC)
+    sku = fields.String(required=True, validate=domain_rule(check_sku), metadata=_SKU_DOC)
+    name = fields.String(required=True, validate=domain_rule(check_name), metadata=_NAME_DOC)
     description = fields.String(
-        load_default="", validate=_rule(check_description), metadata=_DESCRIPTION_DOC
+        load_default="", validate=domain_rule(check_description), metadata=_DESCRIPTION_DOC
     )
-    category = fields.String(required=True, validate=_rule(check_category), metadata=_CATEGORY_DOC)
+    category = fields.String(
+        required=True, validate=domain_rule(check_category), metadata=_CATEGORY_DOC
+    )
     # A string ("12.50") or a number; more than 2 decimal places is refused, never rounded.
     price = BoundedDecimal(
         digits=PRICE_DIGITS,
         places=PRICE_PLACES,
         required=True,
-        validate=_rule(check_price),
+        validate=domain_rule(check_price),
         metadata=_PRICE_DOC,
     )
 
@@ -149,7 +143,7 @@ class ListQuerySchema(Schema):
     )
     min_price = BoundedDecimal(digits=PRICE_DIGITS, places=PRICE_PLACES, metadata=_FILTER_PRICE_DOC)
     sku = fields.String(
-        validate=_rule(check_sku),
+        validate=domain_rule(check_sku),
         metadata={**_SKU_DOC, "description": "exact sku (at most one product)"},
     )
     max_price = BoundedDecimal(

@@ -18,12 +18,11 @@ from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, tracin
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, create_db_engine, sync_url
 from chassis.http_cache import CachePolicy
-from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_aiohttp
 from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
-from .adapters.events import EventSink
 from .adapters.orm import outbox, reservations, stock
 from .entrypoints import CACHE_POLICY, SERVICE, routes
 from .service_layer.services import InventoryService
@@ -53,7 +52,7 @@ def create_app(
     settings = settings or InventorySettings.from_env()
     configure_logging("inventory", settings.log_level)
     engine = create_async_db_engine(settings.database_url)
-    events = EventSink(outbox)
+    events = OutboxWriter(outbox)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[ENGINE] = engine
     app[SERVICE] = InventoryService(engine, events, settings.low_stock_threshold)

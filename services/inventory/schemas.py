@@ -6,12 +6,11 @@ Class names are unique across services (the gateway merges every service's docum
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from chassis import BoundedInteger, FullMatch
+from chassis.validation import domain_rule
 
 from .domain import check_quantity, check_sku
 
@@ -24,15 +23,6 @@ __all__ = [
 ]
 
 ORDER_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # always fullmatch (FullMatch, .fullmatch)
-
-
-def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
-    def validator(value: Any) -> None:
-        error = check(value)
-        if error:
-            raise ValidationError(error)
-
-    return validator
 
 
 class StockLevelSchema(Schema):
@@ -53,8 +43,8 @@ class ReservationLineSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    sku = fields.String(required=True, validate=_rule(check_sku))
-    quantity = BoundedInteger(required=True, strict=True, validate=_rule(check_quantity))
+    sku = fields.String(required=True, validate=domain_rule(check_sku))
+    quantity = BoundedInteger(required=True, strict=True, validate=domain_rule(check_quantity))
 
 
 class ReserveRequestSchema(Schema):

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, sync_url
-from chassis.messaging import BrokerSettings, OutboxRelay, check_broker
+from chassis.messaging import BrokerSettings, RelayHandle, check_broker, start_relay
 from chassis.openapi import install_aiohttp
 from chassis.resilience import Retry
 from chassis.retention import Purger, PurgeTarget, retention_ctx
@@ -38,7 +38,8 @@ DRIVER = web.AppKey("orders.driver", SagaDriver)
 PURGER = web.AppKey("orders.purger", Purger)
 
 _ERRORS = {
-    "BadRequest": "The Idempotency-Key header is missing, or the body is not JSON",
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such order (or not yours)",
@@ -96,7 +97,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session: aiohttp.ClientSession | None = None
-        relay: OutboxRelay | None = None
+        relay: RelayHandle | None = None
         if upstreams is None:
             session = aiohttp.ClientSession(raise_for_status=False)
             token = ServiceToken(
@@ -130,10 +131,8 @@ def create_app(
             runtime.upstreams = upstreams
         wake: Callable[[], None] = lambda: None  # noqa: E731
         if settings.publish_events and broker is not None:
-            sync_engine = create_db_engine(sync_url(settings.database_url))
-            relay = OutboxRelay(sync_engine, outbox, broker)
-            await asyncio.to_thread(relay.start)
-            wake = relay.wake
+            relay = await asyncio.to_thread(start_relay, settings.database_url, outbox, broker)
+            wake = relay.relay.wake
         runner = SagaRunner(
             engine,
             runtime.upstreams,
@@ -154,8 +153,7 @@ def create_app(
         runtime.driver = None
         await driver.stop()
         if relay is not None:
-            await asyncio.to_thread(relay.stop)
-            relay.engine.dispose()
+            await asyncio.to_thread(relay.stop)  # joins the thread, then disposes its engine
         if session is not None:
             await session.close()
         with contextlib.suppress(Exception):

@@ -16,12 +16,11 @@ from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
-from chassis.messaging import RelayHandle, broker_ready, start_relay
+from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
 from chassis.openapi import install_flask
 from chassis.retention import Purger, PurgeTarget
 
 from . import schemas
-from .adapters.events import EventSink
 from .adapters.orm import outbox, payments
 from .adapters.provider import SimulatedProvider
 from .entrypoints import SERVICE, payments_bp
@@ -35,6 +34,8 @@ RELAY = "payments.relay"
 PURGER = "payments.purger"
 
 _ERRORS = {
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such payment, or another user's (not revealed)",
@@ -62,7 +63,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
-    events = EventSink(outbox)
+    events = OutboxWriter(outbox)
     app.extensions[ENGINE] = engine
     app.extensions[SERVICE] = PaymentService(
         engine,

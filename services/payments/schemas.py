@@ -8,12 +8,12 @@ value is never echoed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from chassis import BoundedDecimal, BoundedInteger, FullMatch
+from chassis.validation import domain_rule
 
 from .domain import AMOUNT_DIGITS, CURRENCY, PAYMENT_METHODS, check_payment_method, to_cents
 
@@ -32,15 +32,6 @@ _AMOUNT_DOC = {
     "pattern": rf"^\d{{1,{AMOUNT_DIGITS}}}(\.\d{{1,2}})?$",
     "example": "79.80",
 }
-
-
-def _rule(check: Callable[[Any], str | None]) -> Callable[[Any], None]:
-    def validator(value: Any) -> None:
-        error = check(value)
-        if error:
-            raise ValidationError(error)
-
-    return validator
 
 
 class Cents(BoundedDecimal):
@@ -79,7 +70,7 @@ class ChargeRequestSchema(Schema):
     currency = fields.String(load_default=CURRENCY, validate=validate.OneOf([CURRENCY]))
     payment_method = fields.String(
         required=True,
-        validate=_rule(check_payment_method),
+        validate=domain_rule(check_payment_method),
         metadata={"enum": list(PAYMENT_METHODS), "description": "a test payment-method token"},
     )
 

@@ -1,6 +1,6 @@
-"""The catalog's outgoing events, through the chassis' transactional outbox.
+"""The catalog's outgoing events: their types and how a product event becomes an outbox row.
 
-The one module that talks to `chassis.messaging`: the unit of work hands it the product
+Writing goes through the chassis' `OutboxWriter`: the unit of work hands it the product
 events a use case recorded, and their rows are inserted on the unit of work's connection
 just before it commits, so an event exists exactly when its change does. A relay thread
 (`app.py`) publishes them on the events exchange after the commit, at least once; consumers
@@ -9,11 +9,7 @@ deduplicate by event id, and the gateway's cache purges (purging twice is harmle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
-from sqlalchemy import Connection, MetaData, Table
-
-from chassis.messaging import Event, outbox_insert, outbox_table
+from chassis.messaging import Event
 
 from ..domain import ProductCreated, ProductDeleted, ProductEvent, ProductUpdated
 
@@ -22,8 +18,7 @@ __all__ = [
     "PRODUCT_DELETED",
     "PRODUCT_UPDATED",
     "PUBLISHES",
-    "EventSink",
-    "outbox_for",
+    "to_event",
 ]
 
 PRODUCT_CREATED = ProductCreated.type
@@ -33,21 +28,6 @@ PRODUCT_DELETED = ProductDeleted.type
 PUBLISHES = (PRODUCT_CREATED, PRODUCT_UPDATED, PRODUCT_DELETED)
 
 
-def outbox_for(metadata: MetaData) -> Table:
-    return outbox_table(metadata)
-
-
-class EventSink:
-    """Writes events into the outbox; `committed()` nudges the relay to publish at once."""
-
-    def __init__(self, table: Table, wake: Callable[[], None] | None = None) -> None:
-        self.table = table
-        self.wake = wake
-
-    def write(self, conn: Connection, events: Iterable[ProductEvent]) -> None:
-        for event in events:
-            conn.execute(outbox_insert(self.table, Event(type=event.type, data=event.data())))
-
-    def committed(self) -> None:
-        if self.wake is not None:
-            self.wake()
+def to_event(event: ProductEvent) -> Event:
+    """The message a recorded product event is published as."""
+    return Event(type=event.type, data=event.data())

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-from .events import outbox_for
+from chassis.messaging import outbox_table
 
 __all__ = ["Cents", "UTCDateTime", "idempotency_keys", "metadata", "outbox", "products"]
 
@@ -97,4 +97,4 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
-outbox = outbox_for(metadata)
+outbox = outbox_table(metadata)

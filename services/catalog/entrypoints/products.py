@@ -22,6 +22,7 @@ from chassis.flask import (
     require_scopes,
 )
 from chassis.http_cache import ANY, CachePolicy, parse_entity_tags, version_etag
+from chassis.validation import idempotency_key
 
 from ..adapters.repository import ProductFilter
 from ..domain import InvalidProduct, Product
@@ -43,7 +44,6 @@ products_bp = Blueprint("products", __name__, url_prefix="/api/v1/products")
 _product = ProductSchema()
 _input = ProductInputSchema()
 _query = ListQuerySchema()
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 _VERSION = re.compile(r"v([0-9]{1,18})")  # fullmatch; bounded so int() is cheap and fits
 
 
@@ -214,8 +214,10 @@ def create_product() -> Response:
         - in: header
           name: Idempotency-Key
           required: false
-          description: Retries with the same key and body return the first result for at
-            least 24 hours (the key is kept CATALOG_RETENTION_DAYS, 7 by default, never less)
+          description: Optional here (without it, a retry of a create that succeeded answers
+            409, the sku being taken); retries with the same key and body return the first
+            result for at least 24 hours (the key is kept CATALOG_RETENTION_DAYS, 7 by default,
+            never less)
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
@@ -238,12 +240,8 @@ def create_product() -> Response:
         422: UnprocessableContent
     """
     data = json_body(_input)
-    key = request.headers.get("Idempotency-Key")
-    idempotency = None
-    if key is not None:
-        if not _IDEMPOTENCY_KEY.fullmatch(key):
-            raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
-        idempotency = (current_claims().subject, key)
+    key = idempotency_key(request.headers, required=False)
+    idempotency = None if key is None else (current_claims().subject, key)
     created = services.create_product(_uow(), services.NewProduct(**data), idempotency=idempotency)
     headers = {"Location": url_for(".get_product", product_id=created.product.id)}
     if created.replayed:

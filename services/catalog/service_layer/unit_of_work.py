@@ -16,8 +16,10 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from chassis.messaging import OutboxWriter
+
 from ..adapters.cache import CachedProductRepository, ProductCache
-from ..adapters.events import EventSink
+from ..adapters.events import to_event
 from ..adapters.memory import MemoryIdempotencyStore, MemoryProductRepository, MemoryStore
 from ..adapters.orm import outbox
 from ..adapters.repository import AbstractIdempotencyStore, AbstractProductRepository
@@ -64,13 +66,13 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     def __init__(
         self,
         engine: Engine,
-        events: EventSink | None = None,
+        events: OutboxWriter | None = None,
         *,
         cache: ProductCache | None = None,
         read_through: bool = False,
     ) -> None:
         self.engine = engine
-        self.events = events or EventSink(outbox)
+        self.events = events or OutboxWriter(outbox)
         self.cache = cache
         self.read_through = read_through
         self._cached: CachedProductRepository | None = None
@@ -106,7 +108,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         assert self._tx is not None and self._conn is not None, "commit outside a `with` block"
         events, self.pending = self.pending, []
         if events:
-            self.events.write(self._conn, events)
+            self.events.write(self._conn, map(to_event, events))
         self._tx.commit()
         if self._cached is not None:
             self._cached.committed()  # before the relay publishes: no refill from old entries

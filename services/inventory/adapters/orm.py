@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-from .events import outbox_for
+from chassis.messaging import outbox_table
 
 __all__ = ["metadata", "outbox", "reservation_lines", "reservations", "stock"]
 
@@ -49,4 +49,4 @@ reservation_lines = Table(
     PrimaryKeyConstraint("order_id", "sku", name="pk_reservation_lines"),
 )
 
-outbox = outbox_for(metadata)
+outbox = outbox_table(metadata)

@@ -20,7 +20,9 @@ from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..adapters.events import EventSink
+from chassis.messaging import OutboxWriter
+
+from ..adapters.events import stock_low
 from ..adapters.repository import ConcurrentChange, DuplicateReservation, InventoryRepository
 from ..domain import (
     Line,
@@ -80,7 +82,7 @@ class BelowReserved(InventoryError):
 
 
 class InventoryService:
-    def __init__(self, engine: AsyncEngine, events: EventSink, low_stock_threshold: int) -> None:
+    def __init__(self, engine: AsyncEngine, events: OutboxWriter, low_stock_threshold: int) -> None:
         self.engine = engine
         self.events = events
         self.threshold = low_stock_threshold
@@ -102,7 +104,7 @@ class InventoryService:
                 level, before = result
                 low = crossed_below(before, level.available, self.threshold)
                 if low:
-                    await self.events.stock_low(conn, sku, level.available)
+                    await self.events.write_async(conn, [stock_low(sku, level.available)])
         except ConcurrentChange:
             return await self.set_stock(sku, on_hand)  # the row exists now: update it
         if low:
@@ -152,7 +154,7 @@ class InventoryService:
                     result = Reservation(order_id, REJECTED, lines, shortages)
                 else:
                     for sku, available in low:
-                        await self.events.stock_low(conn, sku, available)
+                        await self.events.write_async(conn, [stock_low(sku, available)])
                     emitted = bool(low)
                     result = Reservation(order_id, RESERVED, lines)
         except DuplicateReservation:

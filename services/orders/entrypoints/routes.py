@@ -5,7 +5,6 @@ The operation docs after `---` in each handler are the OpenAPI operations (chass
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, json_body, query_args, require_scopes
 from chassis.pagination import cursor_param, encode_cursor
+from chassis.validation import idempotency_key
 
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Status
@@ -26,7 +26,6 @@ __all__ = ["RUNTIME", "Runtime", "routes"]
 
 READ, WRITE = "orders:read", "orders:write"
 READ_ALL = "orders:read:all"  # staff: everyone's orders, not only one's own
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 
 @dataclass
@@ -120,15 +119,7 @@ async def create_order(request: web.Request) -> web.Response:
         415: UnsupportedMediaType
         422: UnprocessableContent
     """
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise Problem(
-            400,
-            "the Idempotency-Key header is required",
-            errors={"Idempotency-Key": ["is required"]},
-        )
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
+    key = idempotency_key(request.headers)
     data = await json_body(request, _input)
     runtime = request.app[RUNTIME]
     assert runtime.upstreams is not None, "the app has not started"

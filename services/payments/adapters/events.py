@@ -1,21 +1,13 @@
-"""The payments' outgoing events, through the chassis' transactional outbox.
+"""The payments' outgoing events: their types and data.
 
-The one module that talks to `chassis.messaging`: event rows are inserted on the caller's
+Writing goes through the chassis' `OutboxWriter`: event rows are inserted on the caller's
 connection inside the transaction that captures or refunds, and a relay thread publishes
 them after the commit (at least once; consumers deduplicate by event id).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sqlalchemy import Connection, MetaData, Table
-
-from chassis.messaging import (
-    Event,
-    outbox_insert,
-    outbox_table,
-)
+from chassis.messaging import Event
 
 from ..domain import Payment
 
@@ -23,8 +15,8 @@ __all__ = [
     "PAYMENT_CAPTURED",
     "PAYMENT_REFUNDED",
     "PUBLISHES",
-    "EventSink",
-    "outbox_for",
+    "captured",
+    "refunded",
 ]
 
 PAYMENT_CAPTURED = "payment.captured"
@@ -33,30 +25,16 @@ PAYMENT_REFUNDED = "payment.refunded"
 PUBLISHES = (PAYMENT_CAPTURED, PAYMENT_REFUNDED)
 
 
-def outbox_for(metadata: MetaData) -> Table:
-    return outbox_table(metadata)
+def captured(payment: Payment) -> Event:
+    data = {
+        "payment_id": payment.id,
+        "order_id": payment.order_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+    }
+    return Event(type=PAYMENT_CAPTURED, data=data)
 
 
-class EventSink:
-    """Writes events into the outbox; `committed()` nudges the relay to publish at once."""
-
-    def __init__(self, table: Table, wake: Callable[[], None] | None = None) -> None:
-        self.table = table
-        self.wake = wake
-
-    def captured(self, conn: Connection, payment: Payment) -> None:
-        data = {
-            "payment_id": payment.id,
-            "order_id": payment.order_id,
-            "amount": payment.amount,
-            "currency": payment.currency,
-        }
-        conn.execute(outbox_insert(self.table, Event(type=PAYMENT_CAPTURED, data=data)))
-
-    def refunded(self, conn: Connection, payment: Payment) -> None:
-        data = {"payment_id": payment.id, "order_id": payment.order_id, "amount": payment.amount}
-        conn.execute(outbox_insert(self.table, Event(type=PAYMENT_REFUNDED, data=data)))
-
-    def committed(self) -> None:
-        if self.wake is not None:
-            self.wake()
+def refunded(payment: Payment) -> Event:
+    data = {"payment_id": payment.id, "order_id": payment.order_id, "amount": payment.amount}
+    return Event(type=PAYMENT_REFUNDED, data=data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, Index, MetaData, String, Table
 
-from .events import outbox_for
+from chassis.messaging import outbox_table
 
 __all__ = ["metadata", "outbox", "payments"]
 
@@ -36,4 +36,4 @@ payments = Table(
     Index("ix_payments_owner_created", "owner", "created_at"),
 )
 
-outbox = outbox_for(metadata)
+outbox = outbox_table(metadata)

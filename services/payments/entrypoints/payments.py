@@ -5,13 +5,13 @@ The operation docs after `---` in each view are the OpenAPI operations (chassis.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from chassis import Problem, validation_problem
+from chassis import Problem
 from chassis.flask import current_claims, json_body, problem_response, query_args, require_scopes
+from chassis.validation import idempotency_key
 
 from ..domain import Payment
 from ..schemas import ChargeRequestSchema, PaymentListQuerySchema, PaymentSchema
@@ -23,7 +23,6 @@ __all__ = ["SERVICE", "payments_bp"]
 SERVICE = "payments.service"
 READ, WRITE = "payments:read", "payments:write"
 READ_ALL = "payments:read:all"  # staff: everyone's payments, not only one's own
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # fullmatch: the whole value
 
 payments_bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 _payment = PaymentSchema()
@@ -58,15 +57,6 @@ def _one(p: Payment, status: int, replayed: bool) -> Response:
     if replayed:
         resp.headers["Idempotent-Replayed"] = "true"
     return resp
-
-
-def _idempotency_key() -> str:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise validation_problem({"Idempotency-Key": ["header is required"]})
-    if not _KEY.fullmatch(key):
-        raise validation_problem({"Idempotency-Key": ["must be 1-255 visible ASCII chars"]})
-    return key
 
 
 @payments_bp.errorhandler(services.PaymentError)
@@ -136,6 +126,7 @@ def create_payment() -> Response:
         201:
           description: 'Captured (or captured before, with `Idempotent-Replayed: true`)'
           content: {application/json: {schema: PaymentSchema}}
+        400: BadRequest
         401: Unauthorized
         402: PaymentDeclined
         403: Forbidden
@@ -144,7 +135,7 @@ def create_payment() -> Response:
         422: UnprocessableContent
         503: ProviderUnavailable
     """
-    key = _idempotency_key()
+    key = idempotency_key(request.headers)
     data = json_body(_charge)
     req = ChargeRequest(
         order_id=data["order_id"],
@@ -232,12 +223,13 @@ def refund_payment(payment_id: str) -> Response:
         200:
           description: Refunded (or refunded before)
           content: {application/json: {schema: PaymentSchema}}
+        400: BadRequest
         401: Unauthorized
         403: Forbidden
         404: NotFound
         409: Conflict
         422: UnprocessableContent
     """
-    key = _idempotency_key()
+    key = idempotency_key(request.headers)
     result = _service().refund(payment_id, key)
     return _one(result.payment, 200, result.replayed)

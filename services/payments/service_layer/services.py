@@ -35,7 +35,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from ..adapters.events import EventSink
+from chassis.messaging import OutboxWriter
+
+from ..adapters import events as outgoing
 from ..adapters.provider import ProviderUnavailable, SimulatedProvider
 from ..adapters.repository import DuplicateKey, PaymentRepository
 from ..domain import CURRENCY, Payment, PaymentStatus
@@ -116,7 +118,7 @@ class PaymentService:
         self,
         engine: Engine,
         provider: SimulatedProvider,
-        events: EventSink,
+        events: OutboxWriter,
         *,
         pending_lease: float,
         clock: Callable[[], float] = time.time,
@@ -208,7 +210,7 @@ class PaymentService:
             payment = repo.get(claim.id)
             assert payment is not None
             if finished and status is PaymentStatus.CAPTURED:
-                self.events.captured(conn, payment)
+                self.events.write(conn, [outgoing.captured(payment)])
         if not finished:  # a takeover finished it first: report what is stored
             if payment.status is PaymentStatus.DECLINED:
                 raise Declined(payment)
@@ -231,7 +233,7 @@ class PaymentService:
             payment = repo.get(payment_id)
             if done:
                 assert payment is not None
-                self.events.refunded(conn, payment)
+                self.events.write(conn, [outgoing.refunded(payment)])
         if payment is None:
             raise PaymentNotFound(payment_id)
         if done:

@@ -148,7 +148,9 @@ def test_idempotency_keys_are_per_client(client: FlaskClient, issuer: TestIssuer
 def test_bad_idempotency_key_is_422(api: Api, client: FlaskClient) -> None:
     body = {"sku": "IDEM-1", "name": "Once", "category": "misc", "price": "1.00"}
     resp = client.post(BASE, json=body, headers={**api.write, "Idempotency-Key": "x" * 256})
-    assert "Idempotency-Key" in problem(resp, 422)["errors"]
+    doc = problem(resp, 422)  # the same answer as orders' and payments' (one chassis helper)
+    assert "Idempotency-Key" in doc["errors"]
+    assert doc["type"] == "https://portico.dev/problems/validation"
 
 
 # --- list ---------------------------------------------------------------------------------

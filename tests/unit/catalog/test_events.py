@@ -11,7 +11,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from services.catalog.adapters.events import PUBLISHES, EventSink
+from chassis.messaging import OutboxWriter
+from services.catalog.adapters.events import PUBLISHES
 from services.catalog.adapters.orm import outbox
 from services.catalog.app import ENGINE
 from services.catalog.domain import ProductCreated, ProductDeleted, ProductUpdated
@@ -62,7 +63,7 @@ def test_use_cases_record_one_event_per_change() -> None:
 
 def test_events_are_written_with_the_change_and_nudge_the_relay(app: Flask) -> None:
     woken: list[bool] = []
-    sink = EventSink(outbox, wake=lambda: woken.append(True))
+    sink = OutboxWriter(outbox, wake=lambda: woken.append(True))
     uow = SqlAlchemyUnitOfWork(app.extensions[ENGINE], sink)
     product = services.create_product(uow, NEW).product
     assert woken == [True]

@@ -26,6 +26,7 @@ from chassis import (
 )
 from chassis import aiohttp as chassis_aiohttp
 from chassis import flask as chassis_flask
+from chassis.validation import IDEMPOTENCY_KEY_MISSING, domain_rule, idempotency_key
 
 ARABIC_TEN = "\u0661\u0660"  # Arabic-Indic digits: Decimal() and int() read them as 10
 FULLWIDTH_TEN = "\uff11\uff10"  # fullwidth digits, the same
@@ -310,3 +311,34 @@ async def test_aiohttp_query_args(aio: Client, query: str, status: int) -> None:
     assert resp.status == status, await resp.text()
     if status != 200:
         assert resp.content_type == "application/problem+json"
+
+
+def test_idempotency_key_missing_is_400_malformed_is_422_optional_is_none() -> None:
+    """One answer for every service: the IETF Idempotency-Key draft's 400 for a missing key."""
+    assert idempotency_key({"Idempotency-Key": "k-1"}) == "k-1"
+    assert idempotency_key({}, required=False) is None
+    with pytest.raises(Problem) as missing:
+        idempotency_key({})
+    assert missing.value.status == 400 and missing.value.type == IDEMPOTENCY_KEY_MISSING
+    assert missing.value.extra["errors"] == {"Idempotency-Key": ["is required"]}
+    for bad in ("", "k" * 256, "a b", "clé", "k\n"):
+        with pytest.raises(Problem) as malformed:
+            idempotency_key({"Idempotency-Key": bad}, required=False)
+        assert (
+            malformed.value.status == 422 and "Idempotency-Key" in malformed.value.extra["errors"]
+        )
+
+
+def test_domain_rule_turns_a_domain_check_into_a_marshmallow_validator() -> None:
+    """The one adapter the services' schemas wrap their domain checks with."""
+
+    def check_even(value: int) -> str | None:
+        return None if value % 2 == 0 else "must be even"
+
+    class Even(Schema):
+        n = BoundedInteger(required=True, validate=domain_rule(check_even))
+
+    assert Even().load({"n": 4}) == {"n": 4}
+    with pytest.raises(ValidationError) as err:
+        Even().load({"n": 3})
+    assert err.value.messages == {"n": ["must be even"]}

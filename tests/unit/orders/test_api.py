@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from chassis.validation import IDEMPOTENCY_KEY_MISSING
 from services.orders.__main__ import init
 from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
@@ -82,8 +83,13 @@ async def test_idempotency_key(client: Client, issuer: TestIssuer) -> None:
     other = await post(client, issuer, {**BODY, "payment_method": "pm_card_declined"})
     assert other.status == 422
     assert "Idempotency-Key" in (await other.json())["errors"]
-    missing = await post(client, issuer, key=None)
+    missing = await post(client, issuer, key=None)  # the same answer as payments'
     assert missing.status == 400 and missing.content_type == "application/problem+json"
+    doc = await missing.json()
+    assert doc["type"] == IDEMPOTENCY_KEY_MISSING and "Idempotency-Key" in doc["errors"]
+    malformed = await post(client, issuer, key="k" * 256)
+    assert malformed.status == 422
+    assert (await malformed.json())["type"] == "https://portico.dev/problems/validation"
     bad = await post(client, issuer, key="with space")
     assert bad.status == 422
 

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, text
 
-from services.payments.adapters.events import EventSink
+from chassis.messaging import OutboxWriter
 from services.payments.adapters.orm import outbox
 from services.payments.adapters.provider import (
     ProviderResult,
@@ -89,7 +89,7 @@ class FlakyProvider(SimulatedProvider):
 
 def _service(engine: Engine, provider: SimulatedProvider, clock: Clock) -> Any:
     return services.PaymentService(
-        engine, provider, EventSink(outbox), pending_lease=5.0, clock=clock
+        engine, provider, OutboxWriter(outbox), pending_lease=5.0, clock=clock
     )
 
 
