@@ -76,7 +76,7 @@ def make_transport(kind: str, pool_sizes: Mapping[str, int]) -> Transport:
 
 
 def _policies(config: GatewayConfig) -> dict[str, str | None]:
-    return {r.name: r.rate_limit for r in config.routes}
+    return {r.name: r.rate_limit for r in (*config.routes, *config.aggregates)}
 
 
 def _next_limiter(config: GatewayConfig, previous: GatewayState) -> RateLimiter:
@@ -100,7 +100,7 @@ def _next_limiter(config: GatewayConfig, previous: GatewayState) -> RateLimiter:
     )
     new = RateLimiter(
         config.rate_limits,
-        config.routes,
+        (*config.routes, *config.aggregates),
         config.server.trusted_proxies,
         redis=old.redis if same_redis else None,
     )
@@ -132,7 +132,11 @@ def compile_state(
         if previous is not None:
             limiter = _next_limiter(config, previous)
         else:
-            limiter = RateLimiter(config.rate_limits, config.routes, config.server.trusted_proxies)
+            limiter = RateLimiter(
+                config.rate_limits,
+                (*config.routes, *config.aggregates),
+                config.server.trusted_proxies,
+            )
     context = PolicyContext(
         config=config,
         router=router,

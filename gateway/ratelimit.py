@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry, Counter
 from chassis import Claims, Problem, tracing
 
 from .config import (
+    AggregateConfig,
     ConsumerClass,
     IPNetwork,
     Quota,
@@ -699,7 +700,7 @@ class RateLimiter:
     def __init__(
         self,
         config: RateLimitsConfig,
-        routes: Iterable[RouteConfig],
+        routes: Iterable[RouteConfig | AggregateConfig],  # anything with a name and a rate_limit
         trusted_proxies: tuple[IPNetwork, ...] = (),
         *,
         clock: Callable[[], float] = time.monotonic,

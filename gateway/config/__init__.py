@@ -248,6 +248,9 @@ class AggregateConfig:
     parts: tuple[AggregatePart, ...]
     cors: str | None = None
     policies: tuple[PolicyRef, ...] = ()
+    # A policy name in `rate_limits.policies`: the aggregate counts once itself (and each part
+    # once more on its own route); a refused token counts against the caller's address here.
+    rate_limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,6 +721,7 @@ class AggregateSchema(_Strict):
     )
     auth = fields.Nested(RouteAuthSchema, load_default=lambda: RouteAuth(True, ()))
     cors = fields.String(load_default=None)
+    rate_limit = fields.String(load_default=None)
     policies = fields.List(PolicyRefField(), load_default=list)
     parts = fields.List(
         fields.Nested(AggregatePartSchema),
@@ -760,7 +764,7 @@ class GatewaySchema(_Strict):
 
     @validates_schema
     def check_cors_and_aggregates(self, data: dict[str, Any], **_: Any) -> None:
-        """CORS policy names exist; aggregates form a valid graph over the routes."""
+        """CORS and rate-limit policy names exist; aggregates form a valid graph over the routes."""
         policies = data.get("cors", {})
         errors: dict[str, Any] = {}
         for section in ("routes", "aggregates"):
@@ -769,6 +773,12 @@ class GatewaySchema(_Strict):
                     errors.setdefault(section, {}).setdefault(i, {})["cors"] = [
                         f"unknown CORS policy {item['cors']!r}"
                     ]
+        limits = data.get("rate_limits", {}).get("policies", {})
+        for i, item in enumerate(data.get("aggregates", [])):
+            if item.get("rate_limit") is not None and item["rate_limit"] not in limits:
+                errors.setdefault("aggregates", {}).setdefault(i, {})["rate_limit"] = [
+                    f"unknown rate-limit policy {item['rate_limit']!r}"
+                ]
         routes = data.get("routes", [])
         for i, problems in check_aggregates(data.get("aggregates", []), routes).items():
             errors.setdefault("aggregates", {}).setdefault(i, {}).update(problems)
@@ -938,6 +948,7 @@ def _build(
                 parts=tuple(AggregatePart(**p) for p in a["parts"]),
                 cors=a["cors"],
                 policies=tuple(a["policies"]),
+                rate_limit=a["rate_limit"],
             )
             for a in data["aggregates"]
         ),

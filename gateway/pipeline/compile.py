@@ -81,6 +81,7 @@ def _aggregate_route(agg: Any) -> Route:
         max_body_bytes=0,
         cors=agg.cors,
         policies=agg.policies,
+        rate_limit=agg.rate_limit,
     )
     return Route.from_config(cfg)
 

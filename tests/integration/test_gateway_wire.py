@@ -66,6 +66,7 @@ def _config(url: str, issuer: TestIssuer) -> Any:
                     "tight": {"limit": 60, "period": 3600, "burst": 2},
                     "users": {"limit": 60, "period": 3600, "burst": 2},
                     "discovery": {"limit": 60, "period": 3600, "burst": 2},
+                    "composite": {"limit": 60, "period": 3600, "burst": 2},
                 }
             },
             "routes": [
@@ -102,6 +103,14 @@ def _config(url: str, issuer: TestIssuer) -> Any:
                     "rate_limit": "discovery",
                     **public,
                 },
+            ],
+            "aggregates": [
+                {
+                    "name": "composite",
+                    "path": "/composite/{id}",
+                    "rate_limit": "composite",
+                    "parts": [{"name": "thing", "path": "/public/{id}"}],
+                }
             ],
         },
         environ={},
@@ -400,6 +409,34 @@ async def test_invalid_tokens_are_limited_per_address(
     good = issuer.auth(["things:read"], sub="user-c", client_id="portico-public")["Authorization"]
     assert await _statuses(wire, [_get("/private", f"Authorization: {good}")]) == [200]
     assert seen.paths() == ["/private"]
+
+
+async def test_invalid_tokens_at_an_aggregate_are_limited_per_address(
+    connect: Connect, issuer: TestIssuer, seen: Seen
+) -> None:
+    """An aggregate counts refused tokens like a route: a forged-token flood at a composite
+    endpoint meets 429, no part is called, and a valid user still gets the composite."""
+    wire = await connect()
+    forged = _get("/composite/1", "Authorization: Bearer not.a.token")
+    assert await _statuses(wire, [forged, _get("/composite/1"), forged, forged]) == [
+        401,
+        401,
+        429,
+        429,
+    ]
+    assert seen.paths() == []
+    good = issuer.auth(sub="user-d", client_id="portico-public")["Authorization"]
+    assert await _statuses(wire, [_get("/composite/1", f"Authorization: {good}")]) == [200]
+    assert seen.paths() == ["/public/1"]
+
+
+async def test_an_aggregate_counts_against_its_own_policy(
+    connect: Connect, issuer: TestIssuer
+) -> None:
+    wire = await connect()
+    good = issuer.auth(sub="user-e", client_id="portico-public")["Authorization"]
+    sent = [_get(f"/composite/{i}", f"Authorization: {good}") for i in range(3)]
+    assert await _statuses(wire, sent) == [200, 200, 429]
 
 
 async def test_well_known_is_limited_per_address_whatever_the_token(

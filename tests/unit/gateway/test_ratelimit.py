@@ -367,6 +367,19 @@ async def test_consumer_classes_pick_their_own_quota(
             "routes[0].rate_limit: unknown rate-limit policy 'nope'",
         ),
         (
+            lambda r: r.update(
+                aggregates=[
+                    {
+                        "name": "a",
+                        "path": "/a",
+                        "rate_limit": "nope",
+                        "parts": [{"name": "x", "path": "/items"}],
+                    }
+                ]
+            ),
+            "aggregates[0].rate_limit: unknown rate-limit policy 'nope'",
+        ),
+        (
             lambda r: r["rate_limits"]["policies"]["p"].update(limit=0),
             "rate_limits.policies.p.limit: must be > 0",
         ),
