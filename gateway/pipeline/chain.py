@@ -138,6 +138,13 @@ class Chain:
         finally:
             correlation_id.reset(token)
 
+    def relay(self, ex: Exchange) -> None:
+        """`resume(ex, RELAY)` for the common case: the upstream's answer (`ex.response`)."""
+        ex.status = ex.response.status
+        if self.heads:
+            self.run_heads(ex)
+        ex.done(ex)  # type: ignore[misc]
+
     def resume(self, ex: Exchange, verdict: Any) -> None:
         """A step that returned SUSPEND decided (from its callback): go on from there.
         `verdict` is what that step would have returned, or a Problem to answer."""

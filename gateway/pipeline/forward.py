@@ -59,42 +59,44 @@ class Forward(Policy):
         self.route: Route | None = None
         self.upstream: Any = None
         self.transport: Any = context.transport if context is not None else None
+        self.pooled = False  # the pooled HTTP/1.1 client: the callback way is open
 
     def bind(self, route: Route) -> Policy | None:
         bound = Forward(None, self.context)
         bound.route = route
         bound.upstream = self.context.upstreams[route.upstream] if self.context else None
+        bound.pooled = isinstance(self.transport, Http1Transport)
         return bound
 
     def on_request(self, ex: Exchange) -> Verdict:
         route = self.route
         upstream = self.upstream
         assert route is not None
-        body: Any = ex.body if ex.body is not None else ex.body_stream
-        retry = route.config.retry
-        if retry is not None and (ex.method not in IDEMPOTENT_METHODS or ex.body_stream):
-            retry = None
+        stream = ex.body_stream
         timeout = route.timeout
         if ex.vars is not None:
             timeout = ex.vars.get("timeout") or timeout
-        outbound = OutboundRequest(
-            pool=upstream.name,
-            origin="",
-            method=ex.method,
-            target=route.target(ex.target, ex.params),
-            headers=ex.upstream_headers if ex.upstream_headers is not None else ex.headers,
-            body=body,
-            timeout=timeout,
+        upstream_headers = ex.upstream_headers
+        outbound = OutboundRequest(  # positional: one per request (pool, origin, ..., timeout)
+            upstream.name,
+            "",
+            ex.method,
+            route.target(ex.target, ex.params),
+            ex.headers if upstream_headers is None else upstream_headers,
+            ex.body if stream is None else stream,
+            timeout,
         )
         ex.outbound = outbound
-        transport = self.transport
-        if ex.body_stream is None and isinstance(transport, Http1Transport) and not tracing.ENABLED:
+        if stream is None and self.pooled and not tracing.ENABLED:
             instance = upstream.direct
             if instance is not None and instance.healthy:
                 outbound.origin = instance.origin
-                if transport.start(outbound, self._answered, ex) is not None:
+                if self.transport.start(outbound, self._answered, ex) is not None:
                     return SUSPEND
-                return self._relay(ex, transport.send(outbound))  # no idle connection
+                return self._relay(ex, self.transport.send(outbound))  # no idle connection
+        retry = route.config.retry
+        if retry is not None and (ex.method not in IDEMPOTENT_METHODS or stream is not None):
+            retry = None
         return self._send(ex, outbound, retry)
 
     async def _send(self, ex: Exchange, outbound: OutboundRequest, retry: Any) -> Any:
@@ -133,7 +135,7 @@ class Forward(Policy):
         assert chain is not None
         if response.failure() is None:  # the common case: no log line, no correlation id
             ex.response = response
-            chain.resume(ex, RELAY)
+            chain.relay(ex)
             return
         token = correlation_id.set(ex.rid)
         try:

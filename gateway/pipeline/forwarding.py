@@ -217,12 +217,15 @@ class Forwarding(Policy):
         return self
 
     def on_request(self, ex: Exchange) -> Verdict:
-        ex.upstream_headers = forward_header_pairs(
-            ex.headers,
-            forwarded_for=ex.forwarded_for,
-            remote=ex.remote,
-            scheme=ex.scheme,
-            host=ex.host or "localhost",
-            request_id=ex.rid,
+        # forward_header_pairs, inline: it runs for every proxied request
+        out = _strip_pairs(ex.headers, _REQUEST_DROP, _keep_request)
+        prior = ex.forwarded_for
+        client = ex.remote or "unknown"
+        out += (
+            ("X-Forwarded-For", f"{', '.join(prior)}, {client}" if prior else client),
+            ("X-Forwarded-Proto", ex.scheme),
+            ("X-Forwarded-Host", ex.host or "localhost"),
+            (REQUEST_ID_HEADER, ex.rid),
         )
+        ex.upstream_headers = out
         return None
