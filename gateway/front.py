@@ -99,8 +99,28 @@ class _Refused(Exception):
     """The request's head breaks a rule of `gateway.strict`: a 400 problem, then close."""
 
 
+# `_Request`'s starting values, in its __init__'s order. `cold`: something makes the request
+# aiohttp's (see on_header); `refused`: a field given twice (see gateway.strict); `answered`:
+# the status line is out, too late for a problem.
+_BLANK = (
+    *("", "", "", None, None, None, None, None, "http", None, None, 0),  # the request
+    *("", None, None, None, 0, None, None, None, None, None, None, None),  # decided
+    *(None, None, 0, None, True, 0.0, None, None),  # the answer
+    *(0, False, None, False, 0, None),  # the parser's and the connection's
+)
+
+
 class _Request(Exchange):
     """An `Exchange` with what the parser and the connection need besides."""
+
+    url: bytes
+    head_bytes: int
+    cold: bool
+    refused: Problem | None
+    answered: bool
+    body_parts: list[bytes]
+    end: int
+    inflight: Inflight | None
 
     __slots__ = (
         "answered",
@@ -114,35 +134,55 @@ class _Request(Exchange):
     )
 
     def __init__(self) -> None:
-        # Every slot set here, not by `Exchange.__init__`: one of these is made per request,
-        # and a call with fifteen keywords cost ~0.7 us of a ~17 us request (tests.bench.inproc).
-        # tests/unit/gateway/test_front_request.py checks no slot is left unset.
-        self.method = self.target = self.path = ""
+        # Every slot set here, not by `Exchange.__init__`, and from one tuple: one of these is
+        # made per request, and a call with fifteen keywords, or a store per line, cost more
+        # bytecodes than anything else the front adds (tests/unit/gateway/test_front_request.py
+        # checks no slot is left unset and the values are an Exchange's).
+        (
+            self.method,
+            self.target,
+            self.path,
+            self.authorization,
+            self.host,
+            self.request_id,
+            self.origin,
+            self.remote,
+            self.scheme,
+            self.body,
+            self.body_stream,
+            self.content_length,
+            self.rid,
+            self.route,
+            self.params,
+            self.chain,
+            self.step,
+            self.claims,
+            self.consumer,
+            self.rate,
+            self.upstream_headers,
+            self.outbound,
+            self.fields,
+            self.vars,
+            self.answer,
+            self.response,
+            self.status,
+            self.response_drop,
+            self.keep_alive,
+            self.started,
+            self.server,
+            self.done,
+            self.head_bytes,
+            self.cold,
+            self.refused,
+            self.answered,
+            self.end,
+            self.inflight,
+        ) = _BLANK
         self.headers = []
-        self.authorization = self.host = self.request_id = self.origin = self.remote = None
         self.forwarded_for = []
-        self.scheme = "http"
-        self.body = self.body_stream = None
-        self.content_length = 0
-        self.rid = ""
-        self.route = self.params = self.chain = None
-        self.step = 0
-        self.claims = self.consumer = self.rate = self.upstream_headers = None
-        self.outbound = self.fields = self.vars = self.answer = self.response = None
-        self.status = 0
         self.response_extra = []
-        self.response_drop = None
-        self.keep_alive = True
-        self.started = 0.0
-        self.server = self.done = None
+        self.body_parts = []
         self.url = b""
-        self.head_bytes = 0
-        self.cold = False  # something makes the request aiohttp's (see on_header)
-        self.refused: Problem | None = None  # a field given twice (see gateway.strict)
-        self.answered = False  # the status line is out: too late for a problem
-        self.body_parts: list[bytes] = []
-        self.end = 0
-        self.inflight: Inflight | None = None
 
 
 # Headers whose presence hands the request to aiohttp: protocol switches, 100-continue, chunks.

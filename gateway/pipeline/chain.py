@@ -80,38 +80,58 @@ class Chain:
     def start(self, ex: Exchange) -> None:
         """Run the chain for `ex`; `ex.done(ex)` is called once when it is answered."""
         ex.chain = self
-        pending = self._run(ex, 0)
-        if pending is not None:
-            task = asyncio.get_running_loop().create_task(self._wait(ex, *pending))
-            _tasks.add(task)
-            task.add_done_callback(_tasks.discard)
+        # `_run(ex, 0)`, inline and without indexing: every request passes here once.
+        i = 0
+        try:
+            for i, step in enumerate(self.requests):  # noqa: B007 - `i` names the step
+                verdict = step(ex)
+                if verdict is not None:
+                    break
+            else:
+                self._respond(ex, problem_answer(Problem(404, "no route matches this path"), ex))
+                return
+        except Problem as problem:
+            self._respond(ex, problem_answer(problem, ex))
+            return
+        except Exception:
+            self._respond(ex, crash_answer(ex, self.names[i], "on_request"))
+            return
+        ex.step = i
+        if verdict is SUSPEND:
+            return
+        if verdict is RELAY or isinstance(verdict, Answer):
+            self._respond(ex, verdict)
+            return
+        task = asyncio.get_running_loop().create_task(self._wait(ex, i, verdict))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
 
     def _run(self, ex: Exchange, i: int) -> tuple[int, Awaitable[Any]] | None:
-        """Steps from `i` while each answers at once; (step, awaitable) at one that waits."""
+        """Steps from `i` while each answers at once; (step, awaitable) at one that waits.
+        Written for few bytecodes per step: it runs every step of every request."""
         steps = self.requests
-        n = len(steps)
-        while i < n:
-            try:
+        try:
+            for i in range(i, len(steps)):  # noqa: B020 - `i` is the step that answered
                 verdict = steps[i](ex)
-            except Problem as problem:
-                self._respond(ex, problem_answer(problem, ex))
+                if verdict is not None:
+                    break
+            else:
+                self._respond(ex, problem_answer(Problem(404, "no route matches this path"), ex))
                 return None
-            except Exception:
-                self._respond(ex, crash_answer(ex, self.names[i], "on_request"))
-                return None
-            if verdict is None:
-                i += 1
-                continue
-            if verdict is SUSPEND:
-                ex.step = i
-                return None
-            if verdict is RELAY or isinstance(verdict, Answer):
-                self._respond(ex, verdict)
-                return None
+        except Problem as problem:
+            self._respond(ex, problem_answer(problem, ex))
+            return None
+        except Exception:
+            self._respond(ex, crash_answer(ex, self.names[i], "on_request"))
+            return None
+        if verdict is SUSPEND:
             ex.step = i
-            return i, verdict
-        self._respond(ex, problem_answer(Problem(404, "no route matches this path"), ex))
-        return None
+            return None
+        if verdict is RELAY or isinstance(verdict, Answer):
+            self._respond(ex, verdict)
+            return None
+        ex.step = i
+        return i, verdict
 
     async def _wait(self, ex: Exchange, i: int, awaitable: Awaitable[Any]) -> None:
         """The rest of the chain in a task, from step `i` whose awaitable is pending."""

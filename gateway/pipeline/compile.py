@@ -103,6 +103,9 @@ class Pipeline:
             self.chains[route.name] = self._chain(route, [*built_in, *shared, *own, forward])
             self.routes[route.name] = route
         self.aggregates: list[tuple[re.Pattern[str], Route]] = []
+        # Each aggregate path's literal start: one `startswith` skips every aggregate's regex
+        # for a request no aggregate can match (most of them).
+        self._aggregate_prefixes: tuple[str, ...] = ()
         aggregate_steps: list[Aggregate] = []
         for agg in config.aggregates:
             route = _aggregate_route(agg)
@@ -118,6 +121,8 @@ class Pipeline:
                 for seg in agg.path.split("/")
             )
             self.aggregates.append((re.compile(f"^{pattern}\\Z"), route))
+            literal = agg.path.split("{", 1)[0]
+            self._aggregate_prefixes += (literal,)
         for step in aggregate_steps:
             step.chains = self.chains
         self.unrouted = Chain(())
@@ -167,7 +172,11 @@ class Pipeline:
         raw = target.partition("?")[0]
         if ("/." in raw or "%" in raw or "\\" in raw) and _has_dot_segment(raw):
             raise Problem(400, "the path must not contain '.' or '..' segments")
-        if self.aggregates and method in ("GET", "HEAD"):
+        if (
+            self._aggregate_prefixes
+            and path.startswith(self._aggregate_prefixes)
+            and method in ("GET", "HEAD")
+        ):
             for regex, route in self.aggregates:
                 m = regex.match(path)
                 if m is not None:

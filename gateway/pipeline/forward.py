@@ -135,7 +135,10 @@ class Forward(Policy):
         assert chain is not None
         if response.failure() is None:  # the common case: no log line, no correlation id
             ex.response = response
-            chain.relay(ex)
+            ex.status = response.status  # Chain.relay, inline
+            if chain.heads:
+                chain.run_heads(ex)
+            ex.done(ex)  # type: ignore[misc]
             return
         token = correlation_id.set(ex.rid)
         try:
