@@ -16,12 +16,14 @@ from sqlalchemy import Row, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chassis.messaging import Event, outbox_insert
+from chassis.messaging import Event, OutboxWriter
 
 from ..domain import DomainEvent, Line, Order, Status, Step
 from .orm import order_lines, order_traces, orders, outbox
 
 __all__ = ["DuplicateKey", "OrderRepository", "StoredOrder"]
+
+_OUTBOX = OutboxWriter(outbox)  # the relay is woken by the saga runner after each commit
 
 
 class DuplicateKey(Exception):
@@ -261,8 +263,9 @@ class OrderRepository:
         return True
 
     async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
-        """Write the events to the outbox, in this transaction."""
-        for e in events:
-            event = Event(type=e.type, data=dict(e.data), correlation_id=correlation_id)
-            await self.conn.execute(outbox_insert(outbox, event))
+        """Write the events to the outbox, in this transaction (the chassis' one writer)."""
+        await _OUTBOX.write_async(
+            self.conn,
+            (Event(type=e.type, data=dict(e.data), correlation_id=correlation_id) for e in events),
+        )
         return len(events)
