@@ -26,6 +26,7 @@ from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_e
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 from chassis.resilience import CircuitBreaker
 from chassis.retention import Purger, PurgeTarget
@@ -39,6 +40,7 @@ from .entrypoints import (
     UOW_FACTORY,
     products_bp,
 )
+from .migrations import MIGRATIONS_DIR
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
@@ -111,7 +113,9 @@ def create_app(
 ) -> Flask:
     """Build the app; `verifier` and `cache_store` are injected by tests, otherwise they follow
     PORTICO_* and CATALOG_* settings."""
-    settings = settings or CatalogSettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = CatalogSettings.from_env()
+        require_head("catalog", MIGRATIONS_DIR, settings.database_url)
     configure_logging("catalog", settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

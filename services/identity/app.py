@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chassis import TokenVerifier, configure_logging, create_db_engine, ping, tracing
 from chassis.flask import install
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 
 from . import schemas
@@ -22,6 +23,7 @@ from .domain.passwords import PasswordPolicy, Passwords
 from .domain.throttle import Throttle
 from .entrypoints import oauth, users
 from .entrypoints.context import EXTENSION, Identity, db
+from .migrations import MIGRATIONS_DIR
 from .service_layer.setup import keystore_for
 from .settings import IdentitySettings
 
@@ -44,7 +46,9 @@ _ERRORS = {
 
 
 def create_app(settings: IdentitySettings | None = None) -> Flask:
-    settings = settings or IdentitySettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = IdentitySettings.from_env()
+        require_head("identity", MIGRATIONS_DIR, settings.database_url)
     configure_logging("identity")
     app = Flask(__name__)
     app.config.update(

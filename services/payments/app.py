@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.flask import install
 from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 from chassis.retention import Purger, PurgeTarget
 
@@ -24,6 +25,7 @@ from . import schemas
 from .adapters.orm import outbox, payments
 from .adapters.provider import SimulatedProvider
 from .entrypoints import SERVICE, payments_bp
+from .migrations import MIGRATIONS_DIR
 from .service_layer.services import PaymentService
 from .settings import PaymentsSettings
 
@@ -58,7 +60,9 @@ def create_app(
     settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> Flask:
     """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
-    settings = settings or PaymentsSettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = PaymentsSettings.from_env()
+        require_head("payments", MIGRATIONS_DIR, settings.database_url)
     configure_logging("payments", settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
