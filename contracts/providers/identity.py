@@ -11,7 +11,7 @@ from chassis import TokenSettings, create_db_engine, sqlite_url
 from services.identity.adapters.orm import Client
 from services.identity.app import create_app
 from services.identity.domain.passwords import Passwords, secret_digest
-from services.identity.entrypoints.context import EXTENSION, db
+from services.identity.entrypoints.deps import db, deps
 from services.identity.service_layer.setup import (
     DEV_CLIENT_ID,
     _upsert_client,
@@ -42,7 +42,7 @@ def start(ctx: Context) -> Provider:
         session.commit()
     engine.dispose()
     app = create_app(settings)
-    ext = app.extensions[EXTENSION]
+    ext = deps(app)
 
     def client_secret(client_id: str = DEV_CLIENT_ID, secret: str = "contract-secret") -> None:
         with ext.sessions() as session:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chassis import TokenVerifier, configure_logging, create_db_engine, ping, tracing
+from chassis.deps import provide
 from chassis.flask import install
 from chassis.migrations import require_head
 from chassis.openapi import install_flask
@@ -22,7 +23,7 @@ from .adapters.oauth2 import build_server
 from .domain.passwords import PasswordPolicy, Passwords
 from .domain.throttle import Throttle
 from .entrypoints import oauth, users
-from .entrypoints.context import EXTENSION, Identity, db
+from .entrypoints.deps import Deps, db
 from .migrations import MIGRATIONS_DIR
 from .service_layer.setup import keystore_for
 from .settings import IdentitySettings
@@ -72,16 +73,19 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
         ready_checks={"database": lambda: ping(engine), "signing_key": keystore.signing_key},
         verifier=verifier,
     )
-    app.extensions[EXTENSION] = Identity(
-        settings=settings,
-        engine=engine,
-        sessions=sessionmaker(engine, expire_on_commit=False),
-        keystore=keystore,
-        passwords=Passwords(),
-        throttle=Throttle(settings.login_max_failures, settings.login_window),
-        server=build_server(app, settings, keystore, db),
-        password_policy=PasswordPolicy.from_lines(read_lines(COMMON_PASSWORDS_FILE)),
-        registrations=Throttle(settings.register_max_attempts, settings.register_window),
+    provide(
+        app,
+        Deps(
+            settings=settings,
+            engine=engine,
+            sessions=sessionmaker(engine, expire_on_commit=False),
+            keystore=keystore,
+            passwords=Passwords(),
+            throttle=Throttle(settings.login_max_failures, settings.login_window),
+            server=build_server(app, settings, keystore, db),
+            password_policy=PasswordPolicy.from_lines(read_lines(COMMON_PASSWORDS_FILE)),
+            registrations=Throttle(settings.register_max_attempts, settings.register_window),
+        ),
     )
 
     @app.teardown_appcontext

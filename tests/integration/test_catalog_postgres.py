@@ -14,8 +14,9 @@ from chassis.migrations import upgrade
 from services.catalog.__main__ import init
 from services.catalog.adapters.orm import metadata
 from services.catalog.adapters.repository import DuplicateKey, ProductFilter
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
 from services.catalog.domain import Product
+from services.catalog.entrypoints import deps
 from services.catalog.migrations import MIGRATIONS_DIR
 from services.catalog.service_layer import services
 from services.catalog.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -48,7 +49,7 @@ def client(postgres_url: str, issuer: TestIssuer) -> Iterator[FlaskClient]:
     init(settings)  # idempotent
     app = create_app(settings, verifier=issuer.verifier())
     yield app.test_client()
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 def test_repository_round_trip_filters_and_keyset(uow: SqlAlchemyUnitOfWork) -> None:

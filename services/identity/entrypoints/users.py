@@ -28,7 +28,7 @@ from ..service_layer.users import (
     admit_registration,
     register,
 )
-from .context import db, identity
+from .deps import db, deps
 
 __all__ = ["bp"]
 
@@ -66,7 +66,7 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
         429: TooManyRequests
     """
     data = json_body(RegisterSchema())
-    ctx, session = identity(), db()
+    ctx, session = deps(), db()
     weak = ctx.password_policy.problems(
         data["password"], username=data["username"], email=data["email"]
     )

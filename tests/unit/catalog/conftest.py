@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from chassis import sqlite_url
 from services.catalog.__main__ import init
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
+from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
 from tests.support.tokens import TestIssuer
 
@@ -37,7 +38,7 @@ def app(settings: CatalogSettings, issuer: TestIssuer) -> Iterator[Flask]:
     init(settings)
     app = create_app(settings, verifier=issuer.verifier())
     yield app
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture

@@ -284,7 +284,8 @@ def test_health_and_metrics(client: FlaskClient, api: Api) -> None:
 
 def test_not_ready_before_init(tmp_path: Any, issuer: TestIssuer) -> None:
     from chassis import sqlite_url
-    from services.catalog.app import ENGINE, create_app
+    from services.catalog.app import create_app
+    from services.catalog.entrypoints import deps
     from services.catalog.settings import CatalogSettings
 
     app: Flask = create_app(
@@ -296,7 +297,7 @@ def test_not_ready_before_init(tmp_path: Any, issuer: TestIssuer) -> None:
         assert resp.status_code == 503
         assert resp.get_json()["checks"]["database"].startswith("failed")
     finally:
-        app.extensions[ENGINE].dispose()
+        deps(app).engine.dispose()
 
 
 def test_openapi_document(client: FlaskClient) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from chassis import TokenSettings, create_db_engine
 from services.identity.app import create_app
 from services.identity.domain.passwords import Passwords
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.setup import init_storage, seed_dev, write_credentials
 from services.identity.settings import IdentitySettings
 
@@ -73,7 +73,7 @@ def creds(prepared: tuple[Path, dict[str, str]]) -> dict[str, str]:
 def app(settings: IdentitySettings, creds: dict[str, str]) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions[EXTENSION].engine.dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from services.identity.adapters.orm import RegistrationAttempt
 from services.identity.app import create_app
 from services.identity.domain.passwords import PasswordPolicy
 from services.identity.domain.throttle import Throttle
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.users import RegistrationThrottled, admit_registration
 from services.identity.settings import IdentitySettings
 from tools import common_passwords
@@ -100,7 +100,7 @@ def test_policy_rules() -> None:
 def limited(settings: IdentitySettings, creds: dict[str, str]) -> Iterator[Flask]:
     app = create_app(dataclasses.replace(settings, register_max_attempts=3, register_window=600))
     yield app
-    app.extensions[EXTENSION].engine.dispose()
+    deps(app).engine.dispose()
 
 
 def test_registration_is_rate_limited_per_address(limited: Flask) -> None:
@@ -118,7 +118,7 @@ def test_registration_is_rate_limited_per_address(limited: Flask) -> None:
     elsewhere = {"environ_base": {"REMOTE_ADDR": "10.9.9.9"}}
     assert client.post("/api/v1/users", json=user("user3"), **elsewhere).status_code == 201
 
-    with limited.extensions[EXTENSION].sessions() as session:
+    with deps(limited).sessions() as session:
         counted = session.scalars(select(RegistrationAttempt.ip)).all()
     assert sorted(counted) == ["10.9.9.9", "127.0.0.1", "127.0.0.1", "127.0.0.1"]
 
@@ -150,12 +150,12 @@ def test_behind_proxies_the_forwarded_address_is_the_key(
         # A client cannot escape by prepending its own X-Forwarded-For entry.
         assert post("user4", "203.0.113.1, 198.51.100.7") == 429
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def test_attempts_age_out_of_the_window(app: Flask) -> None:
     throttle = Throttle(limit=2, window=100)
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         admit_registration(session, throttle, ip="192.0.2.1", now=1000)
         admit_registration(session, throttle, ip="192.0.2.1", now=1010)
         with pytest.raises(RegistrationThrottled) as refused:
