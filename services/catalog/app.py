@@ -41,6 +41,8 @@ from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
 _ERRORS = {
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such product",

@@ -191,11 +191,11 @@ def create_product() -> Response:
       parameters:
         - in: header
           name: Idempotency-Key
-          required: false
-          description: Optional here (without it, a retry of a create that succeeded answers
-            409, the sku being taken); retries with the same key and body return the first
-            result for at least 24 hours (the key is kept CATALOG_RETENTION_DAYS, 7 by default,
-            never less)
+          required: true
+          description: Required, as on every creating endpoint (missing - 400); retries with
+            the same key and body return the first result for at least 24 hours (the key is
+            kept CATALOG_RETENTION_DAYS, 7 by default, never less); the same key with another
+            body - 422
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
@@ -211,15 +211,16 @@ def create_product() -> Response:
           content:
             application/json:
               schema: ProductSchema
+        400: BadRequest
         401: Unauthorized
         403: Forbidden
         409: Conflict
         415: UnsupportedMediaType
         422: UnprocessableContent
     """
+    key = idempotency_key(request.headers)
     data = json_body(_input)
-    key = idempotency_key(request.headers, required=False)
-    idempotency = None if key is None else (current_claims().subject, key)
+    idempotency = (current_claims().subject, key)
     created = services.create_product(
         deps().uow(), services.NewProduct(**data), idempotency=idempotency
     )

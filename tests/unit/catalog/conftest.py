@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,12 @@ class Api:
         self.read = issuer.auth(READ)
         self.write = issuer.auth(WRITE)
 
-    def create(self, **fields: Any) -> Any:
+    def create(self, *, key: str | None = None, **fields: Any) -> Any:
+        """POST a product; a fresh Idempotency-Key unless `key` is given."""
         body = {"sku": "SKU-001", "name": "Widget", "category": "tools", "price": "9.99"}
         body.update(fields)
-        return self.client.post("/api/v1/products", json=body, headers=self.write)
+        headers = {**self.write, "Idempotency-Key": key or uuid.uuid4().hex}
+        return self.client.post("/api/v1/products", json=body, headers=headers)
 
     def list(self, **params: Any) -> Any:
         return self.client.get("/api/v1/products", query_string=params, headers=self.read)
