@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from chassis import sqlite_url
-from services.catalog.__main__ import init
 from services.catalog.app import create_app
 from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
+from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
 
 READ = ["catalog:read"]
@@ -36,7 +36,7 @@ def settings(tmp_path: Path) -> CatalogSettings:
 
 @pytest.fixture
 def app(settings: CatalogSettings, issuer: TestIssuer) -> Iterator[Flask]:
-    init(settings)
+    migrated("catalog", settings.database_url)  # what `init` does, from a template
     app = create_app(settings, verifier=issuer.verifier())
     yield app
     deps(app).engine.dispose()
