@@ -28,6 +28,7 @@ from .adapters.provider import SimulatedProvider
 from .entrypoints import Deps, payments_bp
 from .migrations import MIGRATIONS_DIR
 from .service_layer.services import PaymentService
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import PaymentsSettings
 
 __all__ = ["create_app"]
@@ -109,7 +110,9 @@ def create_app(
         purger.start(settings.purge_interval)
         atexit.register(purger.stop)
     service = PaymentService(
-        engine, SimulatedProvider(settings.slow_delay), events, pending_lease=settings.pending_lease
+        lambda: SqlAlchemyUnitOfWork(engine, events),
+        SimulatedProvider(settings.slow_delay),
+        pending_lease=settings.pending_lease,
     )
     provide(app, Deps(engine=engine, service=service, purger=purger, relay=relay))
     tracing.setup("payments", app)  # no-op unless PORTICO_TRACING is set
