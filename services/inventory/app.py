@@ -25,6 +25,7 @@ from . import schemas
 from .adapters.orm import outbox, reservations, stock
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.services import InventoryService
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import InventorySettings
 
 __all__ = ["create_app"]
@@ -105,7 +106,9 @@ def create_app(
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
     app[DEPS] = Deps(
         engine=engine,
-        service=InventoryService(engine, events, settings.low_stock_threshold),
+        service=InventoryService(
+            lambda: SqlAlchemyUnitOfWork(engine, events), settings.low_stock_threshold
+        ),
         cache_policy=CachePolicy(settings.cache_max_age, public=True),
         purger=purger,
     )
