@@ -30,6 +30,7 @@ from .adapters.orm import inbox, notifications
 from .domain import BINDINGS
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.handlers import handle_event
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import NotificationsSettings
 
 __all__ = ["QUEUE", "create_app"]
@@ -113,6 +114,6 @@ def create_app(
     )
     purger.register(metrics.registry, "notifications", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
-    app[DEPS] = Deps(engine=engine, purger=purger)
+    app[DEPS] = Deps(engine=engine, uow=lambda: SqlAlchemyUnitOfWork(engine), purger=purger)
     tracing.setup("notifications", app)  # no-op unless PORTICO_TRACING is set
     return app

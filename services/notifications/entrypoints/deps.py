@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -9,12 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis.deps import deps_key
 from chassis.retention import Purger
 
+from ..service_layer.unit_of_work import AbstractUnitOfWork
+
 __all__ = ["DEPS", "Deps"]
 
 
 @dataclass(frozen=True, slots=True)
 class Deps:
     engine: AsyncEngine
+    uow: Callable[[], AbstractUnitOfWork]
     purger: Purger
 
 

@@ -68,7 +68,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     """
     args = query_args(request, _query)
     page, after = await queries.list_notifications(
-        request.app[DEPS].engine,
+        request.app[DEPS].uow,
         request[CLAIMS].owner_filter(READ_ALL),
         unread=args.get("unread"),
         before=cursor_param(args["cursor"]) if "cursor" in args else None,
@@ -106,7 +106,7 @@ async def mark_read(request: web.Request) -> web.Response:
     """
     nid = request.match_info["notification_id"]
     try:
-        n = await queries.mark_read(request.app[DEPS].engine, request[CLAIMS].subject, nid)
+        n = await queries.mark_read(request.app[DEPS].uow, request[CLAIMS].subject, nid)
     except queries.NotificationNotFound as exc:
         raise Problem(404, f"no notification with id {nid}") from exc
     return web.json_response(_dump(n))
