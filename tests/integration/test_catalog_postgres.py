@@ -100,8 +100,10 @@ def test_http_create_list_and_paginate(client: FlaskClient, issuer: TestIssuer) 
         headers={**write, "Idempotency-Key": "k0"},
     )
     assert replay.status_code == 201 and replay.get_json()["id"] == ids[0]
-    dup = client.post(
-        BASE, json={"sku": "HTTP-0", "name": "x", "category": "misc", "price": "1"}, headers=write
+    dup = client.post(  # another key, a taken sku
+        BASE,
+        json={"sku": "HTTP-0", "name": "x", "category": "misc", "price": "1"},
+        headers={**write, "Idempotency-Key": "k-dup"},
     )
     assert dup.status_code == 409 and dup.mimetype == "application/problem+json"
 
