@@ -24,7 +24,7 @@ from services.orders.domain import (
 from services.orders.domain.model import DomainEvent, Order
 from services.orders.entrypoints import DEPS
 from services.orders.service_layer.orders import PlaceOrder, place_order
-from services.orders.service_layer.unit_of_work import UnitOfWork
+from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.orders.settings import OrdersSettings
 
 from ..harness import serve_aiohttp
@@ -86,13 +86,13 @@ def start(ctx: Context) -> Provider:
 
     def order_exists(id: str = "ord-1") -> None:
         cmd = PlaceOrder(CONTRACT_USER, f"contract-{id}", (("SKU-1", 1),), "pm_card_ok")
-        placed = ctx.loop.run(place_order(engine, upstreams, cmd))
+        placed = ctx.loop.run(place_order(app[DEPS].uow, upstreams, cmd))
         ctx.alias(id, placed.order.id)
 
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
-                async with UnitOfWork(engine) as uow:
+                async with SqlAlchemyUnitOfWork(engine) as uow:
                     await uow.orders.add_events(_RUNS[event_type](), None)
                     await uow.commit()
 

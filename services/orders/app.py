@@ -30,6 +30,7 @@ from .adapters.service_token import ServiceToken
 from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.saga import SagaDriver, SagaRunner
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import OrdersSettings
 
 __all__ = ["create_app"]
@@ -130,7 +131,7 @@ def create_app(
             relay = await asyncio.to_thread(start_relay, settings.database_url, outbox, broker)
             wake = relay.relay.wake
         runner = SagaRunner(
-            engine,
+            app[DEPS].uow,
             started.upstreams,
             instance_id=settings.instance_id,
             lease=settings.saga_lease,
@@ -166,6 +167,6 @@ def create_app(
     )
     purger.register(metrics.registry, "orders", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
-    app[DEPS] = Deps(engine=engine, purger=purger)
+    app[DEPS] = Deps(engine=engine, uow=lambda: SqlAlchemyUnitOfWork(engine), purger=purger)
     tracing.setup("orders", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -11,6 +11,7 @@ from chassis.retention import Purger
 
 from ..adapters.upstreams import Upstreams
 from ..service_layer.saga import SagaDriver
+from ..service_layer.unit_of_work import UnitOfWorkFactory
 
 __all__ = ["DEPS", "Deps", "Started"]
 
@@ -27,6 +28,7 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Deps:
     engine: AsyncEngine
+    uow: UnitOfWorkFactory
     purger: Purger
     started: Started = field(default_factory=Started)
 

@@ -117,7 +117,7 @@ async def create_order(request: web.Request) -> web.Response:
         payment_method=data["payment_method"],
     )
     try:
-        placed = await use_cases.place_order(deps.engine, upstreams, cmd)
+        placed = await use_cases.place_order(deps.uow, upstreams, cmd)
     except use_cases.OrdersError as exc:
         raise _problem(exc) from exc
     if driver is not None and not placed.order.finished:
@@ -152,7 +152,7 @@ async def get_order(request: web.Request) -> web.Response:
     """
     try:
         order = await use_cases.get_order(
-            request.app[DEPS].engine,
+            request.app[DEPS].uow,
             request[CLAIMS].owner_filter(READ_ALL),
             request.match_info["order_id"],
         )
@@ -190,7 +190,7 @@ async def list_orders(request: web.Request) -> web.Response:
     before = cursor_param(args["cursor"]) if "cursor" in args else None
     status = Status(args["status"]) if "status" in args else None
     page, after = await use_cases.list_orders(
-        request.app[DEPS].engine,
+        request.app[DEPS].uow,
         request[CLAIMS].owner_filter(READ_ALL),
         status=status,
         before=before,
