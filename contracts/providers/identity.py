@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from chassis import TokenSettings, create_db_engine, sqlite_url
 from services.identity.adapters.orm import Client
+from services.identity.adapters.repository import SqlUserRepository
 from services.identity.app import create_app
 from services.identity.domain.passwords import Passwords, secret_digest
 from services.identity.entrypoints.deps import db, deps
@@ -52,8 +53,9 @@ def start(ctx: Context) -> Provider:
     def user_signed_in(username: str = "alice", scope: str = "profile") -> None:
         with app.app_context():
             session = db()
-            user = find_user(session, username) or register(
-                session,
+            users = SqlUserRepository(session)
+            user = find_user(users, username) or register(
+                users,
                 ext.passwords,
                 username=username,
                 email=f"{username}@example.com",

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from chassis import Problem
 
+from ..adapters.repository import SqlUserRepository
 from ..domain import roles, scopes
 from ..service_layer.users import InvalidCredentials, LoginThrottled, authenticate
 from .deps import db, deps
@@ -288,7 +289,7 @@ def authorize() -> Response:
     session = db()
     try:
         user = authenticate(
-            session,
+            SqlUserRepository(session),
             ctx.passwords,
             ctx.throttle,
             username=username,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.identity.adapters.files import COMMON_PASSWORDS_FILE, read_lines
 from services.identity.adapters.orm import RegistrationAttempt
+from services.identity.adapters.repository import SqlUserRepository
 from services.identity.app import create_app
 from services.identity.domain.passwords import PasswordPolicy
 from services.identity.domain.throttle import Throttle
@@ -156,11 +157,12 @@ def test_behind_proxies_the_forwarded_address_is_the_key(
 def test_attempts_age_out_of_the_window(app: Flask) -> None:
     throttle = Throttle(limit=2, window=100)
     with deps(app).sessions() as session:
-        admit_registration(session, throttle, ip="192.0.2.1", now=1000)
-        admit_registration(session, throttle, ip="192.0.2.1", now=1010)
+        users = SqlUserRepository(session)
+        admit_registration(users, throttle, ip="192.0.2.1", now=1000)
+        admit_registration(users, throttle, ip="192.0.2.1", now=1010)
         with pytest.raises(RegistrationThrottled) as refused:
-            admit_registration(session, throttle, ip="192.0.2.1", now=1050)
+            admit_registration(users, throttle, ip="192.0.2.1", now=1050)
         assert refused.value.retry_after == 50
-        admit_registration(session, throttle, ip="192.0.2.1", now=1101)  # 1000 aged out
+        admit_registration(users, throttle, ip="192.0.2.1", now=1101)  # 1000 aged out
         times = session.scalars(select(RegistrationAttempt.at)).all()
         assert sorted(times) == [1010, 1101]  # the aged-out attempt was pruned
