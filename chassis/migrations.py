@@ -10,6 +10,8 @@ Each service keeps its revisions in `services/<name>/migrations/versions/`, next
 - On PostgreSQL a session advisory lock keyed on the migrations folder serialises concurrent
   runners (two pods starting at once): the second waits, then finds the database at head.
 - SQLite gets `render_as_batch`, so an ALTER that SQLite lacks is done by copying the table.
+- Services never migrate as they start: each serving path calls `require_head` first, which
+  refuses (`SchemaNotAtHead`, naming both revisions) a database not at the release's head.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from .db import create_db_engine, sync_url
 __all__ = [
     "MigrationError",
     "PreBaselineError",
+    "SchemaNotAtHead",
     "current",
     "diff",
     "downgrade",
     "head",
+    "require_head",
     "revision",
     "run_env",
     "upgrade",
@@ -207,6 +211,31 @@ def head(migrations_dir: str | Path) -> str:
     revision = ScriptDirectory(str(migrations_dir)).get_current_head()
     assert revision is not None, f"no revisions in {migrations_dir}"
     return revision
+
+
+class SchemaNotAtHead(MigrationError):
+    """The database is not at the head of the service's migrations: the service won't start."""
+
+    def __init__(self, service: str, found: str | None, expected: str) -> None:
+        RuntimeError.__init__(
+            self,
+            f"{service} will not start: its database is at revision {found or 'base (empty)'}, "
+            f"this release needs {expected}; run `python -m services.{service} migrate` first",
+        )
+        self.revision = expected
+        self.previous = found
+        self.service = service
+
+
+def require_head(service: str, migrations_dir: str | Path, url: str) -> None:
+    """Refuse to serve on a database that is behind (or ahead of) this release's migrations.
+
+    Every service's serving path calls this before building its app; migrating stays a step
+    of its own (`migrate`, the init container), so two replicas starting never race on DDL.
+    """
+    found, expected = current(url), head(migrations_dir)
+    if found != expected:
+        raise SchemaNotAtHead(service, found, expected)
 
 
 def upgrade(

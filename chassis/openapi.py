@@ -11,6 +11,8 @@ The document is built once at start-up, so a broken operation doc stops the app 
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -184,12 +186,23 @@ def _resolve(node: Any, local: Mapping[str, type[Schema]]) -> Any:
     return node
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed(docstring: str) -> dict[str, Any]:
+    return load_operations_from_docstring(docstring)  # type: ignore[no-any-return]
+
+
+def _operations(docstring: str | None) -> dict[str, Any]:
+    """The operations in a view's docstring: parsed once per process (the YAML parse is most of
+    an app build, and tests build hundreds), a fresh copy for every caller."""
+    return copy.deepcopy(_parsed(docstring or ""))
+
+
 def flask_operations(app: Any) -> list[Operations]:
     """Documented operations of a Flask app, one entry per URL rule."""
     found: list[Operations] = []
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
-        ops = load_operations_from_docstring(view.__doc__ or "")
+        ops = _operations(view.__doc__)
         if ops:
             found.append((_FLASK_ARG.sub(r"{\1}", rule.rule), ops, sorted(rule.arguments)))
     return found
@@ -202,7 +215,7 @@ def aiohttp_operations(app: Any) -> list[Operations]:
         resource = route.resource
         if resource is None:
             continue
-        ops = load_operations_from_docstring(route.handler.__doc__ or "")
+        ops = _operations(route.handler.__doc__)
         method = route.method.lower()
         if method not in ops:
             continue

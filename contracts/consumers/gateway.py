@@ -206,6 +206,7 @@ EXAMPLES: dict[str, list[Example]] = {
             201,
             {**PRODUCT, "sku": "SKU-NEW"},
             request_body={"sku": "SKU-NEW", "name": "Gadget", "category": "tools", "price": "4.50"},
+            request_headers={"Idempotency-Key": match.str("key-new")},
         ),
         Example(
             "a product without a name",
@@ -215,6 +216,7 @@ EXAMPLES: dict[str, list[Example]] = {
             problem(422, errors={"name": match.each_like(match.str("Missing data"))}),
             content_type=PROBLEM,
             request_body={"sku": "SKU-BAD", "category": "tools", "price": "4.50"},
+            request_headers={"Idempotency-Key": match.str("key-bad")},
         ),
         Example(
             "a price change",

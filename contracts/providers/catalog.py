@@ -7,7 +7,8 @@ from decimal import Decimal
 from chassis import sqlite_url
 from services.catalog.__main__ import init
 from services.catalog.adapters.repository import ProductFilter
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
+from services.catalog.entrypoints import deps
 from services.catalog.service_layer import services
 from services.catalog.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.catalog.settings import CatalogSettings
@@ -20,7 +21,7 @@ def start(ctx: Context) -> Provider:
     settings = CatalogSettings(database_url=sqlite_url(ctx.workdir / "catalog.db"), relay=False)
     init(settings)
     app = create_app(settings, verifier=ctx.issuer.verifier())
-    engine = app.extensions[ENGINE]
+    engine = deps(app).engine
 
     def product_exists(id: str = "prod-1", sku: str = "SKU-1", price: str = "9.99") -> None:
         uow = SqlAlchemyUnitOfWork(engine)

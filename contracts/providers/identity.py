@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session
 
 from chassis import TokenSettings, create_db_engine, sqlite_url
 from services.identity.adapters.orm import Client
+from services.identity.adapters.repository import SqlUserRepository
 from services.identity.app import create_app
 from services.identity.domain.passwords import Passwords, secret_digest
-from services.identity.entrypoints.context import EXTENSION, db
+from services.identity.entrypoints.deps import db, deps
 from services.identity.service_layer.setup import (
     DEV_CLIENT_ID,
     _upsert_client,
@@ -42,7 +43,7 @@ def start(ctx: Context) -> Provider:
         session.commit()
     engine.dispose()
     app = create_app(settings)
-    ext = app.extensions[EXTENSION]
+    ext = deps(app)
 
     def client_secret(client_id: str = DEV_CLIENT_ID, secret: str = "contract-secret") -> None:
         with ext.sessions() as session:
@@ -52,8 +53,9 @@ def start(ctx: Context) -> Provider:
     def user_signed_in(username: str = "alice", scope: str = "profile") -> None:
         with app.app_context():
             session = db()
-            user = find_user(session, username) or register(
-                session,
+            users = SqlUserRepository(session)
+            user = find_user(users, username) or register(
+                users,
                 ext.passwords,
                 username=username,
                 email=f"{username}@example.com",

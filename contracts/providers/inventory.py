@@ -6,7 +6,7 @@ from chassis import sqlite_url
 from services.inventory.__main__ import init
 from services.inventory.app import create_app
 from services.inventory.domain import Line
-from services.inventory.entrypoints import SERVICE
+from services.inventory.entrypoints import DEPS
 from services.inventory.settings import InventorySettings
 
 from ..harness import serve_aiohttp
@@ -19,7 +19,7 @@ def start(ctx: Context) -> Provider:
     init(settings)
     app = create_app(settings, verifier=ctx.issuer.async_verifier())
     backend = ctx.loop.run(serve_aiohttp(app))
-    service = app[SERVICE]
+    service = app[DEPS].service
 
     def stock(sku: str = "SKU-1", on_hand: int = 10) -> None:
         ctx.loop.run(service.set_stock(sku, int(on_hand)))

@@ -12,7 +12,7 @@ from chassis.db import sync_url
 from services.orders.__main__ import init
 from services.orders.adapters.orm import outbox
 from services.orders.adapters.upstreams import Upstreams
-from services.orders.app import RUNTIME, create_app
+from services.orders.app import create_app
 from services.orders.domain import (
     Captured,
     Line,
@@ -22,8 +22,9 @@ from services.orders.domain import (
     Unavailable,
 )
 from services.orders.domain.model import DomainEvent, Order
+from services.orders.entrypoints import DEPS
 from services.orders.service_layer.orders import PlaceOrder, place_order
-from services.orders.service_layer.unit_of_work import UnitOfWork
+from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.orders.settings import OrdersSettings
 
 from ..harness import serve_aiohttp
@@ -80,18 +81,18 @@ def start(ctx: Context) -> Provider:
     upstreams = PricedOnly()
     app = create_app(settings, verifier=ctx.issuer.async_verifier(), upstreams=upstreams)
     backend = ctx.loop.run(serve_aiohttp(app))
-    engine = app[RUNTIME].engine
+    engine = app[DEPS].engine
     sync_engine = create_db_engine(sync_url(url))
 
     def order_exists(id: str = "ord-1") -> None:
         cmd = PlaceOrder(CONTRACT_USER, f"contract-{id}", (("SKU-1", 1),), "pm_card_ok")
-        placed = ctx.loop.run(place_order(engine, upstreams, cmd))
+        placed = ctx.loop.run(place_order(app[DEPS].uow, upstreams, cmd))
         ctx.alias(id, placed.order.id)
 
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
-                async with UnitOfWork(engine) as uow:
+                async with SqlAlchemyUnitOfWork(engine) as uow:
                     await uow.orders.add_events(_RUNS[event_type](), None)
                     await uow.commit()
 

@@ -12,8 +12,8 @@ from chassis import sqlite_url
 from services.payments.__main__ import init
 from services.payments.adapters.events import PUBLISHES
 from services.payments.adapters.orm import outbox
-from services.payments.app import ENGINE, create_app
-from services.payments.entrypoints import SERVICE
+from services.payments.app import create_app
+from services.payments.entrypoints import deps
 from services.payments.service_layer.services import ChargeRequest, PaymentService
 from services.payments.settings import PaymentsSettings
 
@@ -25,8 +25,8 @@ def start(ctx: Context) -> Provider:
     settings = PaymentsSettings(database_url=sqlite_url(ctx.workdir / "payments.db"), relay=False)
     init(settings)
     app = create_app(settings, verifier=ctx.issuer.verifier())
-    service: PaymentService = app.extensions[SERVICE]
-    engine = app.extensions[ENGINE]
+    service: PaymentService = deps(app).service
+    engine = deps(app).engine
 
     def charge(order_id: str) -> str:
         # The contract user's: the front's token reads only its own payments.

@@ -11,7 +11,7 @@ lock lets one worker purge at a time, the others skip the pass.
 
 Product cache (ADR 0021): reads by id and sku go through a cache-aside repository, on Redis
 when `CATALOG_REDIS_URL` is set, else on a per-process LRU; the read endpoints get units of
-work that read through it (`READ_UOW_FACTORY`), the writes units that only invalidate it.
+work that read through it (`Deps.read_uow`), the writes units that only invalidate it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
+from chassis.deps import provide
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 from chassis.resilience import CircuitBreaker
 from chassis.retention import Purger, PurgeTarget
@@ -33,16 +35,14 @@ from chassis.retention import Purger, PurgeTarget
 from . import schemas
 from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
 from .adapters.orm import idempotency_keys, outbox, products
-from .entrypoints import (
-    CACHE_POLICY,
-    READ_UOW_FACTORY,
-    UOW_FACTORY,
-    products_bp,
-)
+from .entrypoints import Deps, products_bp
+from .migrations import MIGRATIONS_DIR
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
 
 _ERRORS = {
+    "BadRequest": "The Idempotency-Key header is missing (problem type "
+    "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
     "NotFound": "No such product",
@@ -52,12 +52,7 @@ _ERRORS = {
     "UnprocessableContent": "Invalid fields or parameters, named in `errors`",
 }
 
-__all__ = ["ENGINE", "PRODUCT_CACHE", "PURGER", "RELAY", "create_app", "purger"]
-
-ENGINE = "catalog.engine"
-RELAY = "catalog.relay"
-PRODUCT_CACHE = "catalog.product_cache"
-PURGER = "catalog.purger"
+__all__ = ["create_app", "purger"]
 
 
 def purger(engine: Engine, settings: CatalogSettings) -> Purger:
@@ -111,14 +106,14 @@ def create_app(
 ) -> Flask:
     """Build the app; `verifier` and `cache_store` are injected by tests, otherwise they follow
     PORTICO_* and CATALOG_* settings."""
-    settings = settings or CatalogSettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = CatalogSettings.from_env()
+        require_head("catalog", MIGRATIONS_DIR, settings.database_url)
     configure_logging("catalog", settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
     events = OutboxWriter(outbox)
-    app.extensions[ENGINE] = engine
-    app.extensions[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
         checks["broker"] = broker_ready
@@ -129,11 +124,6 @@ def create_app(
         verifier=verifier or TokenSettings.from_env().sync_verifier(),
     )
     cache = product_cache(settings, metrics.registry, cache_store)
-    app.extensions[PRODUCT_CACHE] = cache
-    app.extensions[UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(engine, events, cache=cache)
-    app.extensions[READ_UOW_FACTORY] = lambda: SqlAlchemyUnitOfWork(
-        engine, events, cache=cache, read_through=True
-    )
     app.register_blueprint(products_bp)
     install_flask(  # built now, from the registered rules: a broken operation doc stops start-up
         app,
@@ -150,16 +140,27 @@ def create_app(
         errors=_ERRORS,
         http_caching=True,
     )
+    relay: RelayHandle | None = None
     if settings.relay:
-        handle: RelayHandle = start_relay(settings.database_url, outbox)
-        app.extensions[RELAY] = handle
-        events.wake = handle.relay.wake
-        atexit.register(handle.stop)
+        relay = start_relay(settings.database_url, outbox)
+        events.wake = relay.relay.wake
+        atexit.register(relay.stop)
     purge = purger(engine, settings)
     purge.register(metrics.registry, "catalog")
-    app.extensions[PURGER] = purge
     if settings.purge_interval > 0:
         purge.start(settings.purge_interval)
         atexit.register(purge.stop)
+    provide(
+        app,
+        Deps(
+            engine=engine,
+            uow=lambda: SqlAlchemyUnitOfWork(engine, events, cache=cache),
+            read_uow=lambda: SqlAlchemyUnitOfWork(engine, events, cache=cache, read_through=True),
+            cache_policy=CachePolicy(settings.cache_max_age, public=True),
+            cache=cache,
+            purger=purge,
+            relay=relay,
+        ),
+    )
     tracing.setup("catalog", app)  # no-op unless PORTICO_TRACING is set
     return app

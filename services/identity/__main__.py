@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from chassis import ConfigError, create_db_engine
 from chassis.migrations import MigrationError
 
+from .adapters.repository import SqlUserRepository
 from .domain.passwords import Passwords
 from .domain.roles import Role
 from .schemas import RegisterSchema
@@ -216,7 +217,7 @@ def _users_add(settings: IdentitySettings, args: argparse.Namespace) -> dict[str
     def add(session: Session) -> dict[str, Any]:
         try:
             user = register(
-                session,
+                SqlUserRepository(session),
                 passwords,
                 username=data["username"],
                 email=data.get("email", ""),
@@ -234,7 +235,7 @@ def _users_add(settings: IdentitySettings, args: argparse.Namespace) -> dict[str
 
 def _users_set_role(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, Any]:
     def set_role(session: Session) -> dict[str, Any]:
-        user = find_user(session, args.username)
+        user = find_user(SqlUserRepository(session), args.username)
         if user is None:
             raise CommandError(f"no user {args.username}")
         previous, user.role = user.role, Role(args.role).value

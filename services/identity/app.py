@@ -12,7 +12,9 @@ from sqlalchemy.orm import sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from chassis import TokenVerifier, configure_logging, create_db_engine, ping, tracing
+from chassis.deps import provide
 from chassis.flask import install
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 
 from . import schemas
@@ -21,7 +23,8 @@ from .adapters.oauth2 import build_server
 from .domain.passwords import PasswordPolicy, Passwords
 from .domain.throttle import Throttle
 from .entrypoints import oauth, users
-from .entrypoints.context import EXTENSION, Identity, db
+from .entrypoints.deps import Deps, db
+from .migrations import MIGRATIONS_DIR
 from .service_layer.setup import keystore_for
 from .settings import IdentitySettings
 
@@ -44,7 +47,9 @@ _ERRORS = {
 
 
 def create_app(settings: IdentitySettings | None = None) -> Flask:
-    settings = settings or IdentitySettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = IdentitySettings.from_env()
+        require_head("identity", MIGRATIONS_DIR, settings.database_url)
     configure_logging("identity")
     app = Flask(__name__)
     app.config.update(
@@ -68,16 +73,19 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
         ready_checks={"database": lambda: ping(engine), "signing_key": keystore.signing_key},
         verifier=verifier,
     )
-    app.extensions[EXTENSION] = Identity(
-        settings=settings,
-        engine=engine,
-        sessions=sessionmaker(engine, expire_on_commit=False),
-        keystore=keystore,
-        passwords=Passwords(),
-        throttle=Throttle(settings.login_max_failures, settings.login_window),
-        server=build_server(app, settings, keystore, db),
-        password_policy=PasswordPolicy.from_lines(read_lines(COMMON_PASSWORDS_FILE)),
-        registrations=Throttle(settings.register_max_attempts, settings.register_window),
+    provide(
+        app,
+        Deps(
+            settings=settings,
+            engine=engine,
+            sessions=sessionmaker(engine, expire_on_commit=False),
+            keystore=keystore,
+            passwords=Passwords(),
+            throttle=Throttle(settings.login_max_failures, settings.login_window),
+            server=build_server(app, settings, keystore, db),
+            password_policy=PasswordPolicy.from_lines(read_lines(COMMON_PASSWORDS_FILE)),
+            registrations=Throttle(settings.register_max_attempts, settings.register_window),
+        ),
     )
 
     @app.teardown_appcontext

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select
 
 from chassis import ConfigError, configure_logging, create_db_engine, sync_url
 from chassis.aiohttp import run
-from chassis.migrations import MigrationError, upgrade
+from chassis.migrations import MigrationError, SchemaNotAtHead, require_head, upgrade
 
 from .adapters.orm import metadata, stock
 from .app import create_app
@@ -63,6 +63,7 @@ def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, object
 
 
 def serve(settings: InventorySettings) -> None:
+    require_head("inventory", MIGRATIONS_DIR, settings.database_url)
     run(create_app(settings), settings.host, settings.port)
 
 
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "serve":
-        serve(settings)
+        try:
+            serve(settings)
+        except SchemaNotAtHead as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         result = (

@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, tracing
 from chassis.aiohttp import install
@@ -24,15 +23,12 @@ from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
 from .adapters.orm import outbox, reservations, stock
-from .entrypoints import CACHE_POLICY, SERVICE, routes
+from .entrypoints import DEPS, Deps, routes
 from .service_layer.services import InventoryService
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import InventorySettings
 
-__all__ = ["ENGINE", "PURGER", "RELAY", "create_app"]
-
-ENGINE = web.AppKey("inventory.engine", AsyncEngine)
-RELAY = web.AppKey("inventory.relay", RelayHandle)
-PURGER = web.AppKey("inventory.purger", Purger)
+__all__ = ["create_app"]
 
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
@@ -54,10 +50,6 @@ def create_app(
     engine = create_async_db_engine(settings.database_url)
     events = OutboxWriter(outbox)
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app[ENGINE] = engine
-    app[SERVICE] = InventoryService(engine, events, settings.low_stock_threshold)
-    # Stock levels are the same for every reader: shared caches may keep them (revalidating).
-    app[CACHE_POLICY] = CachePolicy(settings.cache_max_age, public=True)
 
     async def database_ready() -> None:
         """Readiness: the database answers and `init` has created the tables."""
@@ -90,20 +82,20 @@ def create_app(
         http_caching=True,
     )
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        relay: RelayHandle | None = None
         if settings.relay:
-            handle = await asyncio.to_thread(start_relay, settings.database_url, outbox)
-            app[RELAY] = handle
-            events.wake = handle.relay.wake
+            relay = await asyncio.to_thread(start_relay, settings.database_url, outbox)
+            events.wake = relay.relay.wake
         yield
-        if settings.relay:
+        if relay is not None:
             events.wake = None
-            await asyncio.to_thread(app[RELAY].stop)
+            await asyncio.to_thread(relay.stop)
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
     # Published outbox rows older than INVENTORY_RETENTION_DAYS (chassis.retention).
-    purger = app[PURGER] = Purger.from_settings(
+    purger = Purger.from_settings(
         create_db_engine(sync_url(settings.database_url)),
         [PurgeTarget(outbox, outbox.c.published_at)],
         settings,
@@ -112,6 +104,14 @@ def create_app(
     )
     purger.register(metrics.registry, "inventory", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
+    app[DEPS] = Deps(
+        engine=engine,
+        service=InventoryService(
+            lambda: SqlAlchemyUnitOfWork(engine, events), settings.low_stock_threshold
+        ),
+        cache_policy=CachePolicy(settings.cache_max_age, public=True),
+        purger=purger,
+    )
     tracing.setup("inventory", app)  # no-op unless PORTICO_TRACING is set
     return app
 

@@ -12,7 +12,7 @@ import orjson
 
 from chassis import ConfigError, configure_logging
 from chassis.aiohttp import run
-from chassis.migrations import MigrationError, upgrade
+from chassis.migrations import MigrationError, SchemaNotAtHead, require_head, upgrade
 
 from .adapters.orm import metadata
 from .migrations import MIGRATIONS_DIR
@@ -32,6 +32,9 @@ def init(settings: NotificationsSettings) -> dict[str, object]:
 
 
 def serve(settings: NotificationsSettings) -> None:
+    require_head(
+        "notifications", MIGRATIONS_DIR, settings.database_url
+    )  # never serve a stale schema
     from .app import create_app
 
     run(create_app(settings), settings.host, settings.port)
@@ -53,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         configure_logging("notifications", settings.log_level)
-        serve(settings)
+        try:
+            serve(settings)
+        except SchemaNotAtHead as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         result = migrate(settings) if args.command == "migrate" else init(settings)

@@ -28,17 +28,16 @@ from chassis.retention import Purger, PurgeTarget, retention_ctx
 from . import schemas
 from .adapters.orm import inbox, notifications
 from .domain import BINDINGS
-from .entrypoints import ENGINE, routes
+from .entrypoints import DEPS, Deps, routes
 from .service_layer.handlers import handle_event
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import NotificationsSettings
 
-__all__ = ["CONSUMER", "ENGINE", "PURGER", "QUEUE", "create_app"]
+__all__ = ["QUEUE", "create_app"]
 
 log = logging.getLogger("portico.notifications")
 
 QUEUE = "notifications"
-CONSUMER = web.AppKey("notifications.consumer", EventConsumer)
-PURGER = web.AppKey("notifications.purger", Purger)
 
 _ERRORS = {
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
@@ -60,7 +59,6 @@ def create_app(
     if settings.consume and broker is None:
         broker = BrokerSettings.from_env()
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app[ENGINE] = engine
 
     async def database_ready() -> None:
         """Readiness: the database answers and `init` has created the tables."""
@@ -90,12 +88,11 @@ def create_app(
         errors=_ERRORS,
     )
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         consumer: EventConsumer | None = None
         if settings.consume and broker is not None:
             sync_engine = create_db_engine(sync_url(settings.database_url))
             consumer = EventConsumer(QUEUE, BINDINGS, handle_event, sync_engine, inbox, broker)
-            app[CONSUMER] = consumer
             try:  # bind the queue now, so events published from here on wait for us
                 await asyncio.to_thread(consumer.declare)
             except Exception:
@@ -108,7 +105,7 @@ def create_app(
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
-    purger = app[PURGER] = Purger.from_settings(
+    purger = Purger.from_settings(
         create_db_engine(sync_url(settings.database_url)),
         [PurgeTarget(inbox, inbox.c.processed_at)],
         settings,
@@ -117,5 +114,6 @@ def create_app(
     )
     purger.register(metrics.registry, "notifications", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
+    app[DEPS] = Deps(engine=engine, uow=lambda: SqlAlchemyUnitOfWork(engine), purger=purger)
     tracing.setup("notifications", app)  # no-op unless PORTICO_TRACING is set
     return app

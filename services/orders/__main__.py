@@ -11,7 +11,7 @@ import orjson
 
 from chassis import ConfigError, configure_logging
 from chassis.aiohttp import run
-from chassis.migrations import MigrationError, upgrade
+from chassis.migrations import MigrationError, SchemaNotAtHead, require_head, upgrade
 
 from .adapters.orm import metadata
 from .migrations import MIGRATIONS_DIR
@@ -31,6 +31,7 @@ def init(settings: OrdersSettings) -> dict[str, object]:
 
 
 def serve(settings: OrdersSettings) -> None:
+    require_head("orders", MIGRATIONS_DIR, settings.database_url)
     from .app import create_app
 
     run(create_app(settings), settings.host, settings.port)
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         configure_logging("orders", settings.log_level)
-        serve(settings)
+        try:
+            serve(settings)
+        except SchemaNotAtHead as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         result = migrate(settings) if args.command == "migrate" else init(settings)

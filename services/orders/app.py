@@ -28,14 +28,12 @@ from . import schemas
 from .adapters.orm import orders, outbox
 from .adapters.service_token import ServiceToken
 from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
-from .entrypoints import RUNTIME, Runtime, routes
+from .entrypoints import DEPS, Deps, routes
 from .service_layer.saga import SagaDriver, SagaRunner
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import OrdersSettings
 
-__all__ = ["DRIVER", "PURGER", "RUNTIME", "create_app"]
-
-DRIVER = web.AppKey("orders.driver", SagaDriver)
-PURGER = web.AppKey("orders.purger", Purger)
+__all__ = ["create_app"]
 
 _ERRORS = {
     "BadRequest": "The Idempotency-Key header is missing (problem type "
@@ -63,8 +61,6 @@ def create_app(
     if settings.publish_events and broker is None:
         broker = BrokerSettings.from_env()
     app = web.Application(client_max_size=settings.max_body_bytes)
-    runtime = Runtime(engine)
-    app[RUNTIME] = runtime
 
     async def database_ready() -> None:
         """Readiness: the database answers and `init` has created the tables."""
@@ -96,6 +92,7 @@ def create_app(
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        started = app[DEPS].started
         session: aiohttp.ClientSession | None = None
         relay: RelayHandle | None = None
         if upstreams is None:
@@ -108,7 +105,7 @@ def create_app(
                 client_secret=settings.client_secret,
                 client_file=settings.client_file,
             )
-            runtime.upstreams = HttpUpstreams(
+            started.upstreams = HttpUpstreams(
                 session,
                 token,
                 catalog_url=settings.catalog_url,
@@ -128,14 +125,14 @@ def create_app(
                 registry=metrics.registry,
             )
         else:
-            runtime.upstreams = upstreams
+            started.upstreams = upstreams
         wake: Callable[[], None] = lambda: None  # noqa: E731
         if settings.publish_events and broker is not None:
             relay = await asyncio.to_thread(start_relay, settings.database_url, outbox, broker)
             wake = relay.relay.wake
         runner = SagaRunner(
-            engine,
-            runtime.upstreams,
+            app[DEPS].uow,
+            started.upstreams,
             instance_id=settings.instance_id,
             lease=settings.saga_lease,
             retry_base=settings.saga_retry_base,
@@ -146,11 +143,10 @@ def create_app(
         driver = SagaDriver(
             runner, poll_interval=settings.saga_poll_interval, concurrency=settings.saga_concurrency
         )
-        runtime.driver = driver
-        app[DRIVER] = driver
+        started.driver = driver
         driver.start()  # its first sweep resumes what an earlier run left unfinished
         yield
-        runtime.driver = None
+        started.driver = None
         await driver.stop()
         if relay is not None:
             await asyncio.to_thread(relay.stop)  # joins the thread, then disposes its engine
@@ -162,7 +158,7 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     # Published outbox rows older than ORDERS_RETENTION_DAYS (chassis.retention). Idempotency
     # keys live on the orders themselves and are never purged.
-    purger = app[PURGER] = Purger.from_settings(
+    purger = Purger.from_settings(
         create_db_engine(sync_url(settings.database_url)),
         [PurgeTarget(outbox, outbox.c.published_at)],
         settings,
@@ -171,5 +167,6 @@ def create_app(
     )
     purger.register(metrics.registry, "orders", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
+    app[DEPS] = Deps(engine=engine, uow=lambda: SqlAlchemyUnitOfWork(engine), purger=purger)
     tracing.setup("orders", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -15,23 +15,23 @@ from flask import Flask
 from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
+from chassis.deps import provide
 from chassis.flask import install
 from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
+from chassis.migrations import require_head
 from chassis.openapi import install_flask
 from chassis.retention import Purger, PurgeTarget
 
 from . import schemas
 from .adapters.orm import outbox, payments
 from .adapters.provider import SimulatedProvider
-from .entrypoints import SERVICE, payments_bp
+from .entrypoints import Deps, payments_bp
+from .migrations import MIGRATIONS_DIR
 from .service_layer.services import PaymentService
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import PaymentsSettings
 
-__all__ = ["ENGINE", "RELAY", "create_app"]
-
-ENGINE = "payments.engine"
-RELAY = "payments.relay"
-PURGER = "payments.purger"
+__all__ = ["create_app"]
 
 _ERRORS = {
     "BadRequest": "The Idempotency-Key header is missing (problem type "
@@ -58,19 +58,14 @@ def create_app(
     settings: PaymentsSettings | None = None, *, verifier: TokenVerifier | None = None
 ) -> Flask:
     """Build the app; `verifier` is injected by tests, otherwise it follows PORTICO_* settings."""
-    settings = settings or PaymentsSettings.from_env()
+    if settings is None:  # the serving path (gunicorn): never serve a stale schema
+        settings = PaymentsSettings.from_env()
+        require_head("payments", MIGRATIONS_DIR, settings.database_url)
     configure_logging("payments", settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     engine = create_db_engine(settings.database_url)
     events = OutboxWriter(outbox)
-    app.extensions[ENGINE] = engine
-    app.extensions[SERVICE] = PaymentService(
-        engine,
-        SimulatedProvider(settings.slow_delay),
-        events,
-        pending_lease=settings.pending_lease,
-    )
     checks = {"database": lambda: _database_ready(engine)}
     if settings.relay:
         checks["broker"] = broker_ready
@@ -95,15 +90,15 @@ def create_app(
         },
         errors=_ERRORS,
     )
+    relay: RelayHandle | None = None
     if settings.relay:
-        handle: RelayHandle = start_relay(settings.database_url, outbox)
-        app.extensions[RELAY] = handle
-        events.wake = handle.relay.wake
-        atexit.register(handle.stop)
+        relay = start_relay(settings.database_url, outbox)
+        events.wake = relay.relay.wake
+        atexit.register(relay.stop)
     # Published outbox rows older than PAYMENTS_RETENTION_DAYS, one purge thread per worker
     # (an advisory lock on PostgreSQL lets one purge at a time). Idempotency keys live on the
     # payments themselves and are never purged.
-    purger = app.extensions[PURGER] = Purger.from_settings(
+    purger = Purger.from_settings(
         engine,
         [PurgeTarget(outbox, outbox.c.published_at)],
         settings,
@@ -114,5 +109,11 @@ def create_app(
     if settings.purge_interval > 0:
         purger.start(settings.purge_interval)
         atexit.register(purger.stop)
+    service = PaymentService(
+        lambda: SqlAlchemyUnitOfWork(engine, events),
+        SimulatedProvider(settings.slow_delay),
+        pending_lease=settings.pending_lease,
+    )
+    provide(app, Deps(engine=engine, service=service, purger=purger, relay=relay))
     tracing.setup("payments", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -57,7 +57,8 @@ def api(gateways: tuple[str, str], creds: dict[str, str]) -> requests.Session:
 def _create(api: requests.Session, gateway: str, price: str) -> str:
     sku = f"PURGE-{uuid.uuid4().hex[:8].upper()}"
     body = {"sku": sku, "name": "Purged mug", "category": "kitchen", "price": price}
-    created = api.post(f"{gateway}/api/v1/products", json=body, timeout=10)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    created = api.post(f"{gateway}/api/v1/products", json=body, headers=key, timeout=10)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 

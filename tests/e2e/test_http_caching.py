@@ -30,7 +30,8 @@ def test_product_read_304_then_fresh_after_an_update(
 ) -> None:
     sku = f"CACHE-{uuid.uuid4().hex[:8].upper()}"
     body = {"sku": sku, "name": "Cached mug", "category": "kitchen", "price": "5.00"}
-    created = session.post(f"{gateway}/api/v1/products", json=body, timeout=10)
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    created = session.post(f"{gateway}/api/v1/products", json=body, headers=key, timeout=10)
     assert created.status_code == 201, created.text
     url = f"{gateway}/api/v1/products/{created.json()['id']}"
     first = session.get(url, timeout=10)

@@ -22,7 +22,8 @@ from flask import Flask
 from chassis import sqlite_url
 from services.catalog.__main__ import init
 from services.catalog.adapters.cache import ProductCache
-from services.catalog.app import ENGINE, PRODUCT_CACHE, create_app
+from services.catalog.app import create_app
+from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
 from tests.integration.test_gateway_ratelimit import RedisServer
 from tests.support.tokens import TestIssuer
@@ -53,13 +54,13 @@ def make_api(tmp_path: Path, issuer: TestIssuer) -> Iterator[Callable[..., Api]]
 
     yield make
     for app in apps:
-        cache: ProductCache = app.extensions[PRODUCT_CACHE]
+        cache: ProductCache = deps(app).cache
         cache.store.close()
-        app.extensions[ENGINE].dispose()
+        deps(app).engine.dispose()
 
 
 def cache_of(api: Api) -> ProductCache:
-    cache: ProductCache = api.client.application.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(api.client.application).cache
     return cache
 
 

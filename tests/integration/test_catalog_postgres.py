@@ -14,8 +14,9 @@ from chassis.migrations import upgrade
 from services.catalog.__main__ import init
 from services.catalog.adapters.orm import metadata
 from services.catalog.adapters.repository import DuplicateKey, ProductFilter
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
 from services.catalog.domain import Product
+from services.catalog.entrypoints import deps
 from services.catalog.migrations import MIGRATIONS_DIR
 from services.catalog.service_layer import services
 from services.catalog.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -48,7 +49,7 @@ def client(postgres_url: str, issuer: TestIssuer) -> Iterator[FlaskClient]:
     init(settings)  # idempotent
     app = create_app(settings, verifier=issuer.verifier())
     yield app.test_client()
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 def test_repository_round_trip_filters_and_keyset(uow: SqlAlchemyUnitOfWork) -> None:
@@ -99,8 +100,10 @@ def test_http_create_list_and_paginate(client: FlaskClient, issuer: TestIssuer) 
         headers={**write, "Idempotency-Key": "k0"},
     )
     assert replay.status_code == 201 and replay.get_json()["id"] == ids[0]
-    dup = client.post(
-        BASE, json={"sku": "HTTP-0", "name": "x", "category": "misc", "price": "1"}, headers=write
+    dup = client.post(  # another key, a taken sku
+        BASE,
+        json={"sku": "HTTP-0", "name": "x", "category": "misc", "price": "1"},
+        headers={**write, "Idempotency-Key": "k-dup"},
     )
     assert dup.status_code == 409 and dup.mimetype == "application/problem+json"
 

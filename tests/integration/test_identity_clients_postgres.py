@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from services.identity.__main__ import main
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.settings import IdentitySettings
 from tests.unit.identity.helpers import authorize_url, basic, pkce, redirect_params, submit
 
@@ -87,7 +87,7 @@ def make_app(env: dict[str, str]) -> Iterator[Any]:
 
     yield build
     for application in made:
-        application.extensions[EXTENSION].engine.dispose()
+        deps(application).engine.dispose()
 
 
 def cc_status(client: FlaskClient, client_id: str, secret: str) -> int:

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from tests.unit.identity.conftest import make_settings, prepare
 from tests.unit.identity.helpers import basic, cc_token, login_for_code
 
@@ -34,7 +34,7 @@ def creds(postgres_url: str, tmp_path: Path) -> dict[str, str]:
 def app(postgres_url: str, tmp_path: Path, creds: dict[str, str]) -> Iterator[Flask]:
     app = create_app(make_settings(tmp_path, database_url=postgres_url))
     yield app
-    app.extensions[EXTENSION].engine.dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture

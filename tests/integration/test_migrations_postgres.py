@@ -12,6 +12,7 @@ from sqlalchemy import inspect, text
 from chassis import migrations
 from chassis.db import create_db_engine
 from tests.support.migrations import SERVICES, failing_revision, service_schema
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -59,10 +60,11 @@ def test_two_concurrent_runners_apply_each_revision_once(postgres_url: str) -> N
         for t in threads:
             t.start()
         waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        for _ in range(500):  # both runners queued behind our lock
-            if conn.execute(text(waiting)).scalar_one() == 2:
-                break
-            threading.Event().wait(0.01)
+        wait_until(
+            lambda: conn.execute(text(waiting)).scalar_one() == 2,
+            10,
+            "both runners to queue behind our lock",
+        )
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         conn.commit()
     for t in threads:

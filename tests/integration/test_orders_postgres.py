@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis.db import create_async_db_engine
 from services.orders.__main__ import init
@@ -12,11 +13,17 @@ from services.orders.adapters.orm import outbox
 from services.orders.domain import Order, Status
 from services.orders.service_layer.orders import PlaceOrder, get_order, place_order
 from services.orders.service_layer.saga import SagaDriver, SagaRunner
+from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWorkFactory
 from services.orders.settings import OrdersSettings
 from tests.support.waiting import wait_until_async
 from tests.unit.orders.fakes import FakeUpstreams
 
 pytestmark = pytest.mark.postgres
+
+
+def sql(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """The app's unit of work, on the test's engine."""
+    return lambda: SqlAlchemyUnitOfWork(engine)
 
 
 def asyncpg_url(url: str) -> str:
@@ -33,16 +40,16 @@ async def test_two_drivers_finish_every_saga_exactly_once(postgres_url: str) -> 
         for i in range(30):
             pm = "pm_card_declined" if i % 5 == 0 else "pm_card_ok"
             cmd = PlaceOrder(f"user{i % 3}", f"k{i}", (("BK-0001", 1), ("EL-0001", 2)), pm)
-            placed.append((await place_order(one, upstreams, cmd)).order)
+            placed.append((await place_order(sql(one), upstreams, cmd)).order)
         drivers = [
-            SagaDriver(SagaRunner(engine, upstreams), poll_interval=0.02, concurrency=8)
+            SagaDriver(SagaRunner(sql(engine), upstreams), poll_interval=0.02, concurrency=8)
             for engine in (one, two)
         ]
         for d in drivers:
             d.start()
 
         async def all_finished() -> list[Order] | None:
-            orders = [await get_order(one, o.owner, o.id) for o in placed]
+            orders = [await get_order(sql(one), o.owner, o.id) for o in placed]
             return orders if all(o.finished for o in orders) else None
 
         orders = await wait_until_async(all_finished, 20, "every saga finished", interval=0.05)

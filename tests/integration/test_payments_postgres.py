@@ -11,7 +11,8 @@ from flask import Flask
 from sqlalchemy import Engine, text
 
 from services.payments.__main__ import init
-from services.payments.app import ENGINE, create_app
+from services.payments.app import create_app
+from services.payments.entrypoints import deps
 from services.payments.settings import PaymentsSettings
 from tests.support.tokens import TestIssuer
 from tests.unit.payments.conftest import Api, outbox_events
@@ -34,11 +35,11 @@ def app(postgres_url: str, issuer: TestIssuer) -> Iterator[Flask]:
     init(settings)  # idempotent
     app = create_app(settings, verifier=issuer.verifier())
     yield app
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 def test_concurrent_charges_and_refunds_on_postgres(app: Flask, issuer: TestIssuer) -> None:
-    engine: Engine = app.extensions[ENGINE]
+    engine: Engine = deps(app).engine
 
     def charge(i: int) -> Any:
         api = Api(app.test_client(), issuer)

@@ -43,8 +43,8 @@ from services.notifications.settings import NotificationsSettings
 from services.orders.__main__ import init as init_orders
 from services.orders.adapters.service_token import ServiceToken
 from services.orders.adapters.upstreams import SERVICE_SCOPE, HttpUpstreams
-from services.orders.app import RUNTIME
 from services.orders.app import create_app as create_orders
+from services.orders.entrypoints import DEPS
 from services.orders.settings import OrdersSettings
 from services.payments.__main__ import init as init_payments
 from services.payments.app import create_app as create_payments
@@ -186,7 +186,7 @@ async def test_one_order_is_one_trace_through_the_saga_and_its_event(
             if resumed_by == "sweep":
                 # The request only stores the order; the driver's sweep runs its saga, in a
                 # task that never saw the request's context.
-                orders_app[RUNTIME].driver = None
+                orders_app[DEPS].started.driver = None
             gateway = await _serve(
                 traced(
                     "gateway",

@@ -44,3 +44,28 @@ def downgrade() -> None:
 '''
     )
     return copy
+
+
+_TEMPLATES: dict[str, Path] = {}
+
+
+def migrated(name: str, url: str) -> None:
+    """Make the SQLite database at `url` one at the head of `name`'s migrations, as `init`
+    without seeding does: migrated once per test process into a template, then copied (a copy
+    takes microseconds, a migration run tens of milliseconds - for every app a test builds)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from chassis import migrations
+
+    template = _TEMPLATES.get(name)
+    if template is None:
+        metadata, folder = service_schema(name)
+        scratch = Path(tempfile.mkdtemp(prefix=f"portico-{name}-head-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        template = scratch / "head.db"
+        migrations.upgrade(metadata, folder, f"sqlite:///{template}")
+        _TEMPLATES[name] = template
+    assert url.startswith("sqlite") and ":///" in url, url
+    shutil.copyfile(template, url.split(":///", 1)[1])

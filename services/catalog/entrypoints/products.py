@@ -6,11 +6,10 @@ The operation docs after `---` in each view are the OpenAPI operations (see open
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from chassis import Problem, validation_problem
 from chassis.flask import (
@@ -21,7 +20,7 @@ from chassis.flask import (
     query_args,
     require_scopes,
 )
-from chassis.http_cache import ANY, CachePolicy, parse_entity_tags, version_etag
+from chassis.http_cache import ANY, parse_entity_tags, version_etag
 from chassis.validation import idempotency_key
 
 from ..adapters.repository import ProductFilter
@@ -29,14 +28,10 @@ from ..domain import InvalidProduct, Product
 from ..schemas import ListQuerySchema, ProductInputSchema, ProductSchema
 from ..service_layer import services
 from ..service_layer.pagination import encode_cursor
-from ..service_layer.unit_of_work import AbstractUnitOfWork
+from .deps import deps
 
-__all__ = ["CACHE_POLICY", "READ_UOW_FACTORY", "UOW_FACTORY", "products_bp"]
+__all__ = ["products_bp"]
 
-UOW_FACTORY = "catalog.uow_factory"
-# Units of work for the reads: through the product cache when there is one (else UOW_FACTORY).
-READ_UOW_FACTORY = "catalog.read_uow_factory"
-CACHE_POLICY = "catalog.cache_policy"
 READ, WRITE = "catalog:read", "catalog:write"
 
 products_bp = Blueprint("products", __name__, url_prefix="/api/v1/products")
@@ -45,23 +40,6 @@ _product = ProductSchema()
 _input = ProductInputSchema()
 _query = ListQuerySchema()
 _VERSION = re.compile(r"v([0-9]{1,18})")  # fullmatch; bounded so int() is cheap and fits
-
-
-def _uow() -> AbstractUnitOfWork:
-    factory: Callable[[], AbstractUnitOfWork] = current_app.extensions[UOW_FACTORY]
-    return factory()
-
-
-def _reader() -> AbstractUnitOfWork:
-    factory: Callable[[], AbstractUnitOfWork] = current_app.extensions.get(
-        READ_UOW_FACTORY, current_app.extensions[UOW_FACTORY]
-    )
-    return factory()
-
-
-def _cache_policy() -> CachePolicy:
-    policy: CachePolicy = current_app.extensions[CACHE_POLICY]
-    return policy
 
 
 def _one(product: Product, status: int = 200, **headers: str) -> Response:
@@ -153,14 +131,14 @@ def list_products() -> Response:
         max_price=args.get("max_price"),
         sku=args.get("sku"),
     )
-    page = services.list_products(_reader(), filters, args.get("cursor"), args["limit"])
+    page = services.list_products(deps().read_uow(), filters, args.get("cursor"), args["limit"])
     next_cursor = encode_cursor(page.next) if page.next else None
     resp = jsonify({"items": _product.dump(page.items, many=True), "next_cursor": next_cursor})
     if next_cursor:
         query = {k: v for k, v in request.args.to_dict().items() if k != "cursor"}
         query.update(limit=str(args["limit"]), cursor=next_cursor)
         resp.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
-    return cacheable(resp, _cache_policy())  # ETag from the page's bytes
+    return cacheable(resp, deps().cache_policy)  # ETag from the page's bytes
 
 
 @products_bp.get("/<product_id>")
@@ -191,10 +169,10 @@ def get_product(product_id: str) -> Response:
         403: Forbidden
         404: NotFound
     """
-    product = services.get_product(_reader(), product_id)
+    product = services.get_product(deps().read_uow(), product_id)
     return cacheable(
         _one(product),
-        _cache_policy(),
+        deps().cache_policy,
         etag=version_etag(product.version),
         last_modified=product.updated_at,
     )
@@ -213,11 +191,11 @@ def create_product() -> Response:
       parameters:
         - in: header
           name: Idempotency-Key
-          required: false
-          description: Optional here (without it, a retry of a create that succeeded answers
-            409, the sku being taken); retries with the same key and body return the first
-            result for at least 24 hours (the key is kept CATALOG_RETENTION_DAYS, 7 by default,
-            never less)
+          required: true
+          description: Required, as on every creating endpoint (missing - 400); retries with
+            the same key and body return the first result for at least 24 hours (the key is
+            kept CATALOG_RETENTION_DAYS, 7 by default, never less); the same key with another
+            body - 422
           schema: {type: string, pattern: '^[!-~]{1,255}$'}
       requestBody:
         required: true
@@ -233,16 +211,19 @@ def create_product() -> Response:
           content:
             application/json:
               schema: ProductSchema
+        400: BadRequest
         401: Unauthorized
         403: Forbidden
         409: Conflict
         415: UnsupportedMediaType
         422: UnprocessableContent
     """
+    key = idempotency_key(request.headers)
     data = json_body(_input)
-    key = idempotency_key(request.headers, required=False)
-    idempotency = None if key is None else (current_claims().subject, key)
-    created = services.create_product(_uow(), services.NewProduct(**data), idempotency=idempotency)
+    idempotency = (current_claims().subject, key)
+    created = services.create_product(
+        deps().uow(), services.NewProduct(**data), idempotency=idempotency
+    )
     headers = {"Location": url_for(".get_product", product_id=created.product.id)}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -252,7 +233,7 @@ def create_product() -> Response:
 def _update(product_id: str, *, partial: bool) -> Response:
     changes: dict[str, Any] = json_body(_input, partial=partial)
     product = services.update_product(
-        _uow(), product_id, changes, expected_version=_expected_version()
+        deps().uow(), product_id, changes, expected_version=_expected_version()
     )
     return _one(product)
 
@@ -348,5 +329,5 @@ def delete_product(product_id: str) -> Response:
         409: Conflict
         412: PreconditionFailed
     """
-    services.delete_product(_uow(), product_id, expected_version=_expected_version())
+    services.delete_product(deps().uow(), product_id, expected_version=_expected_version())
     return Response(status=204)

@@ -16,9 +16,10 @@ from flask import Blueprint, Response, jsonify, render_template, request
 
 from chassis import Problem
 
+from ..adapters.repository import SqlUserRepository
 from ..domain import roles, scopes
 from ..service_layer.users import InvalidCredentials, LoginThrottled, authenticate
-from .context import db, identity
+from .deps import db, deps
 from .forms import LoginConsentForm
 
 __all__ = ["bp", "server_metadata"]
@@ -58,7 +59,7 @@ def token() -> Response:
           content: {application/json: {schema: OAuthErrorSchema}}
         413: ContentTooLarge
     """
-    return _committed(identity().server.create_token_response())
+    return _committed(deps().server.create_token_response())
 
 
 @bp.post("/oauth/introspect")
@@ -85,7 +86,7 @@ def introspect() -> Response:
           content: {application/json: {schema: OAuthErrorSchema}}
         413: ContentTooLarge
     """
-    return _committed(identity().server.create_endpoint_response("introspection"))
+    return _committed(deps().server.create_endpoint_response("introspection"))
 
 
 @bp.post("/oauth/revoke")
@@ -111,7 +112,7 @@ def revoke() -> Response:
           content: {application/json: {schema: OAuthErrorSchema}}
         413: ContentTooLarge
     """
-    return _committed(identity().server.create_endpoint_response("revocation"))
+    return _committed(deps().server.create_endpoint_response("revocation"))
 
 
 @bp.get("/.well-known/jwks.json")
@@ -128,7 +129,7 @@ def jwks() -> Response:
           description: Pending, active and recently retired public keys
           content: {application/json: {schema: JwksSchema}}
     """
-    resp = jsonify(identity().keystore.jwks())
+    resp = jsonify(deps().keystore.jwks())
     # Verifiers refetch on an unknown kid; no cache in between may hold an old key set.
     resp.headers["Cache-Control"] = "no-cache"
     return resp
@@ -180,7 +181,7 @@ def metadata() -> Response:
           description: The endpoints, scopes and methods supported
           content: {application/json: {schema: ServerMetadataSchema}}
     """
-    return jsonify(server_metadata(identity().settings.tokens.issuer))
+    return jsonify(server_metadata(deps().settings.tokens.issuer))
 
 
 def _page(form: LoginConsentForm, grant: Any, error: str | None = None) -> Response:
@@ -252,7 +253,7 @@ def authorize() -> Response:
         413: ContentTooLarge
         429: TooManyRequests
     """
-    ctx = identity()
+    ctx = deps()
     server = ctx.server
     try:
         grant = server.get_consent_grant(end_user=None)
@@ -288,7 +289,7 @@ def authorize() -> Response:
     session = db()
     try:
         user = authenticate(
-            session,
+            SqlUserRepository(session),
             ctx.passwords,
             ctx.throttle,
             username=username,

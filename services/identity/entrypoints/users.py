@@ -21,6 +21,7 @@ from chassis import Problem, TokenError, token_problem, validation_problem
 from chassis.flask import current_claims, json_body, require_scopes
 
 from ..adapters.orm import Token, User
+from ..adapters.repository import SqlUserRepository
 from ..schemas import RegisterSchema
 from ..service_layer.users import (
     RegistrationThrottled,
@@ -28,7 +29,7 @@ from ..service_layer.users import (
     admit_registration,
     register,
 )
-from .context import db, identity
+from .deps import db, deps
 
 __all__ = ["bp"]
 
@@ -66,14 +67,16 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
         429: TooManyRequests
     """
     data = json_body(RegisterSchema())
-    ctx, session = identity(), db()
+    ctx, session = deps(), db()
     weak = ctx.password_policy.problems(
         data["password"], username=data["username"], email=data["email"]
     )
     if weak:
         raise validation_problem({"password": [f"the password {reason}" for reason in weak]})
     try:
-        admit_registration(session, ctx.registrations, ip=request.remote_addr or "unknown")
+        admit_registration(
+            SqlUserRepository(session), ctx.registrations, ip=request.remote_addr or "unknown"
+        )
     except RegistrationThrottled as exc:
         session.commit()  # the pruning of old attempts
         raise Problem(
@@ -83,7 +86,7 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
         ) from exc
     session.commit()  # the attempt counts whatever the outcome
     try:
-        user = register(session, ctx.passwords, **data)
+        user = register(SqlUserRepository(session), ctx.passwords, **data)
         session.commit()
     except UsernameTaken as exc:
         session.rollback()

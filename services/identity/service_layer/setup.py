@@ -22,6 +22,7 @@ from chassis.migrations import upgrade
 from ..adapters.files import read_or_create_secret, write_private
 from ..adapters.keystore import KeyStore
 from ..adapters.orm import Base, Client
+from ..adapters.repository import SqlUserRepository
 from ..domain import scopes
 from ..domain.passwords import Passwords, secret_digest
 from ..migrations import MIGRATIONS_DIR
@@ -153,13 +154,14 @@ def seed_dev(
         scope=DEV_SCOPE,
     )
 
-    user = find_user(session, DEMO_USERNAME)
+    users = SqlUserRepository(session)
+    user = find_user(users, DEMO_USERNAME)
     password = known.get("password")
     if not isinstance(password, str) or not password:
         password = secrets.token_urlsafe(12)
     if user is None:
         register(
-            session, passwords, username=DEMO_USERNAME, email="demo@example.com", password=password
+            users, passwords, username=DEMO_USERNAME, email="demo@example.com", password=password
         )
     elif not passwords.verify(user.password_hash, password):
         password = secrets.token_urlsafe(12)

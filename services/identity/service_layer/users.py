@@ -1,7 +1,8 @@
 """Registering users (throttled per client address) and checking their passwords (throttled
 per username + address).
 
-Functions take an open SQLAlchemy session and never commit: the caller owns the transaction.
+Functions take a user repository (`SqlUserRepository(session)`, which never commits: the
+caller owns the transaction; or `MemoryUserRepository()` in unit tests).
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from ..adapters.orm import LoginFailure, RegistrationAttempt, User
+from ..adapters.orm import User
+from ..adapters.repository import AbstractUserRepository, DuplicateUsername
 from ..domain.passwords import Passwords
 from ..domain.roles import Role
 from ..domain.throttle import Throttle
@@ -54,12 +52,12 @@ def normalize(username: str) -> str:
     return username.strip().lower()
 
 
-def find_user(session: Session, username: str) -> User | None:
-    return session.scalars(select(User).where(User.username == normalize(username))).first()
+def find_user(users: AbstractUserRepository, username: str) -> User | None:
+    return users.find(normalize(username))
 
 
 def register(
-    session: Session,
+    users: AbstractUserRepository,
     passwords: Passwords,
     *,
     username: str,
@@ -69,7 +67,7 @@ def register(
 ) -> User:
     """Self-registration keeps the default role; only the command line passes another."""
     name = normalize(username)
-    if find_user(session, name) is not None:
+    if users.find(name) is not None:
         raise UsernameTaken(name)
     user = User(
         id=uuid.uuid4().hex,
@@ -80,15 +78,14 @@ def register(
         created_at=time.time(),
     )
     try:
-        with session.begin_nested():  # a concurrent registration of the same name loses here
-            session.add(user)
-    except IntegrityError as exc:
+        users.add(user)
+    except DuplicateUsername as exc:  # a concurrent registration of the same name won
         raise UsernameTaken(name) from exc
     return user
 
 
 def admit_registration(
-    session: Session, throttle: Throttle, *, ip: str, now: float | None = None
+    users: AbstractUserRepository, throttle: Throttle, *, ip: str, now: float | None = None
 ) -> None:
     """Count one registration attempt from `ip`, or raise RegistrationThrottled (not counted).
     Every admitted attempt counts, a taken username (409) included: that answer tells whether
@@ -96,19 +93,15 @@ def admit_registration(
     """
     now = time.time() if now is None else now
     ip = ip[:64]  # the column's width (a forwarded address is whatever the proxy wrote)
-    key = RegistrationAttempt.ip == ip
-    session.execute(
-        delete(RegistrationAttempt).where(key, RegistrationAttempt.at <= now - throttle.window)
-    )
-    attempts = session.scalars(select(RegistrationAttempt.at).where(key)).all()
+    attempts = users.registration_attempts(ip, since=now - throttle.window)
     retry_after = throttle.retry_after(attempts, now)
     if retry_after:
         raise RegistrationThrottled(retry_after)
-    session.add(RegistrationAttempt(ip=ip, at=now))
+    users.add_registration_attempt(ip, now)
 
 
 def authenticate(
-    session: Session,
+    users: AbstractUserRepository,
     passwords: Passwords,
     throttle: Throttle,
     *,
@@ -120,17 +113,15 @@ def authenticate(
     """The user, or InvalidCredentials (failure recorded), or LoginThrottled (not even checked)."""
     now = time.time() if now is None else now
     name = normalize(username)[:64]
-    key = (LoginFailure.username == name, LoginFailure.ip == ip)
-    session.execute(delete(LoginFailure).where(*key, LoginFailure.at <= now - throttle.window))
-    failures = session.scalars(select(LoginFailure.at).where(*key)).all()
+    failures = users.login_failures(name, ip, since=now - throttle.window)
     retry_after = throttle.retry_after(failures, now)
     if retry_after:
         raise LoginThrottled(retry_after)
-    user = find_user(session, name)
+    user = users.find(name)
     if not passwords.verify(user.password_hash if user else None, password) or user is None:
-        session.add(LoginFailure(username=name, ip=ip, at=now))
+        users.add_login_failure(name, ip, now)
         raise InvalidCredentials(name)
-    session.execute(delete(LoginFailure).where(*key))
+    users.clear_login_failures(name, ip)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash(password)
     return user

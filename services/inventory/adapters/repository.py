@@ -8,6 +8,8 @@ under its single write lock. The CHECK constraints on `stock` back this up.
 
 from __future__ import annotations
 
+import abc
+
 import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..domain import Line, Reservation, ReservationStatus, Shortage, StockLevel
 from .orm import reservation_lines, reservations, stock
 
-__all__ = ["ConcurrentChange", "DuplicateReservation", "InventoryRepository"]
+__all__ = [
+    "AbstractInventoryRepository",
+    "ConcurrentChange",
+    "DuplicateReservation",
+    "InventoryRepository",
+]
 
 
 class DuplicateReservation(Exception):
@@ -32,7 +39,47 @@ def _level(row: object) -> StockLevel:
     return StockLevel(m["sku"], m["on_hand"], m["reserved"])
 
 
-class InventoryRepository:
+class AbstractInventoryRepository(abc.ABC):
+    """What the use cases need from storage; SQL here, in memory in `adapters/memory.py`."""
+
+    @abc.abstractmethod
+    async def get_stock(self, sku: str) -> StockLevel | None: ...
+
+    @abc.abstractmethod
+    async def get_stocks(self, skus: list[str]) -> dict[str, StockLevel]: ...
+
+    @abc.abstractmethod
+    async def try_reserve(self, sku: str, quantity: int) -> int | None:
+        """Hold `quantity` if available; the available quantity afterwards, or None."""
+
+    @abc.abstractmethod
+    async def unreserve(self, sku: str, quantity: int) -> None: ...
+
+    @abc.abstractmethod
+    async def ship(self, sku: str, quantity: int) -> None: ...
+
+    @abc.abstractmethod
+    async def set_on_hand(self, sku: str, on_hand: int) -> tuple[StockLevel, int] | None:
+        """(new level, available before), or None when below what is reserved; raises
+        ConcurrentChange when another transaction created the row first."""
+
+    @abc.abstractmethod
+    async def add_reservation(self, reservation: Reservation) -> None:
+        """Store a new reservation with its lines; raises DuplicateReservation."""
+
+    @abc.abstractmethod
+    async def reject(self, order_id: str, shortages: tuple[Shortage, ...]) -> None: ...
+
+    @abc.abstractmethod
+    async def transition(
+        self, order_id: str, source: ReservationStatus, target: ReservationStatus
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def get_reservation(self, order_id: str) -> Reservation | None: ...
+
+
+class InventoryRepository(AbstractInventoryRepository):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 

@@ -11,18 +11,14 @@ from aiohttp import web
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import cacheable, json_body, require_scopes
-from chassis.http_cache import CachePolicy
 
 from ..domain import Line, Reservation, check_sku
 from ..schemas import ORDER_ID, ReservationSchema, ReserveRequestSchema, StockLevelSchema
 from ..schemas import StockUpdateSchema as _StockUpdate
 from ..service_layer import services
-from ..service_layer.services import InventoryService
+from .deps import DEPS
 
-__all__ = ["CACHE_POLICY", "SERVICE", "routes"]
-
-SERVICE = web.AppKey("inventory.service", InventoryService)
-CACHE_POLICY = web.AppKey("inventory.cache_policy", CachePolicy)
+__all__ = ["routes"]
 READ, WRITE = "inventory:read", "inventory:write"
 
 routes = web.RouteTableDef()
@@ -129,9 +125,9 @@ async def get_stock(request: web.Request) -> web.Response:
         404: NotFound
         422: UnprocessableContent
     """
-    level = await _call(request.app[SERVICE].get_stock(_sku(request)))
+    level = await _call(request.app[DEPS].service.get_stock(_sku(request)))
     resp = web.json_response(_level.dump({**vars(level), "available": level.available}))
-    return cacheable(request, resp, request.app[CACHE_POLICY])  # ETag from the body's bytes
+    return cacheable(request, resp, request.app[DEPS].cache_policy)  # ETag from the body's bytes
 
 
 @routes.put("/api/v1/inventory/{sku}")
@@ -164,7 +160,7 @@ async def put_stock(request: web.Request) -> web.Response:
     """
     sku = _sku(request)
     data = await json_body(request, _update)
-    level = await _call(request.app[SERVICE].set_stock(sku, data["on_hand"]))
+    level = await _call(request.app[DEPS].service.set_stock(sku, data["on_hand"]))
     return web.json_response(_level.dump({**vars(level), "available": level.available}))
 
 
@@ -195,7 +191,7 @@ async def reserve(request: web.Request) -> web.Response:
     """
     data = await json_body(request, _reserve)
     lines = [Line(item["sku"], item["quantity"]) for item in data["items"]]
-    reservation = await _call(request.app[SERVICE].reserve(data["order_id"], lines))
+    reservation = await _call(request.app[DEPS].service.reserve(data["order_id"], lines))
     location = f"/api/v1/reservations/{reservation.order_id}"
     return web.json_response(_dump(reservation), status=201, headers={"Location": location})
 
@@ -218,7 +214,7 @@ async def get_reservation(request: web.Request) -> web.Response:
         403: Forbidden
         404: NotFound
     """
-    reservation = await _call(request.app[SERVICE].get_reservation(_order_id(request)))
+    reservation = await _call(request.app[DEPS].service.get_reservation(_order_id(request)))
     return web.json_response(_dump(reservation))
 
 
@@ -241,7 +237,7 @@ async def commit(request: web.Request) -> web.Response:
         404: NotFound
         409: Conflict
     """
-    reservation = await _call(request.app[SERVICE].commit(_order_id(request)))
+    reservation = await _call(request.app[DEPS].service.commit(_order_id(request)))
     return web.json_response(_dump(reservation))
 
 
@@ -264,5 +260,5 @@ async def release(request: web.Request) -> web.Response:
         403: Forbidden
         409: Conflict
     """
-    reservation = await _call(request.app[SERVICE].release(_order_id(request)))
+    reservation = await _call(request.app[DEPS].service.release(_order_id(request)))
     return web.json_response(_dump(reservation))

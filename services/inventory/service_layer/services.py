@@ -1,4 +1,4 @@
-"""The inventory's use cases, one transaction each (`engine.begin()` is the unit of work).
+"""The inventory's use cases, one unit of work (transaction) each.
 
 Every write starts with a write statement, so SQLite takes its lock at once (no deferred
 read-then-upgrade failures) and PostgreSQL locks the rows it will change.
@@ -16,14 +16,10 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from chassis.messaging import OutboxWriter
+from collections.abc import Callable, Iterable
 
 from ..adapters.events import stock_low
-from ..adapters.repository import ConcurrentChange, DuplicateReservation, InventoryRepository
+from ..adapters.repository import ConcurrentChange, DuplicateReservation
 from ..domain import (
     Line,
     Reservation,
@@ -33,6 +29,7 @@ from ..domain import (
     crossed_below,
     merge_lines,
 )
+from .unit_of_work import AbstractUnitOfWork
 
 __all__ = [
     "BelowReserved",
@@ -82,14 +79,15 @@ class BelowReserved(InventoryError):
 
 
 class InventoryService:
-    def __init__(self, engine: AsyncEngine, events: OutboxWriter, low_stock_threshold: int) -> None:
-        self.engine = engine
-        self.events = events
+    """The use cases over a unit-of-work factory (SQL in the app, in memory in unit tests)."""
+
+    def __init__(self, uow: Callable[[], AbstractUnitOfWork], low_stock_threshold: int) -> None:
+        self.uow = uow
         self.threshold = low_stock_threshold
 
     async def get_stock(self, sku: str) -> StockLevel:
-        async with self.engine.connect() as conn:
-            level = await InventoryRepository(conn).get_stock(sku)
+        async with self.uow() as uow:
+            level = await uow.inventory.get_stock(sku)
         if level is None:
             raise StockNotFound(sku)
         return level
@@ -97,23 +95,21 @@ class InventoryService:
     async def set_stock(self, sku: str, on_hand: int) -> StockLevel:
         """Admin count: set on_hand (never below what is reserved); may emit `stock.low`."""
         try:
-            async with self.engine.begin() as conn:
-                result = await InventoryRepository(conn).set_on_hand(sku, on_hand)
+            async with self.uow() as uow:
+                result = await uow.inventory.set_on_hand(sku, on_hand)
                 if result is None:
                     raise BelowReserved(sku)
                 level, before = result
-                low = crossed_below(before, level.available, self.threshold)
-                if low:
-                    await self.events.write_async(conn, [stock_low(sku, level.available)])
+                if crossed_below(before, level.available, self.threshold):
+                    uow.record(stock_low(sku, level.available))
+                await uow.commit()
         except ConcurrentChange:
             return await self.set_stock(sku, on_hand)  # the row exists now: update it
-        if low:
-            self.events.committed()
         return level
 
     async def get_reservation(self, order_id: str) -> Reservation:
-        async with self.engine.connect() as conn:
-            found = await InventoryRepository(conn).get_reservation(order_id)
+        async with self.uow() as uow:
+            found = await uow.inventory.get_reservation(order_id)
         if found is None:
             raise ReservationNotFound(order_id)
         return found
@@ -122,10 +118,9 @@ class InventoryService:
         """Hold every line or none. Idempotent per order id: a retry gets the first answer
         (RESERVED, or OutOfStock with the same shortages), whatever stock did since."""
         lines = merge_lines(items)
-        emitted = False
         try:
-            async with self.engine.begin() as conn:
-                repo = InventoryRepository(conn)
+            async with self.uow() as uow:
+                repo = uow.inventory
                 await repo.add_reservation(Reservation(order_id, RESERVED, lines))
                 held: list[Line] = []
                 short: list[Line] = []
@@ -154,30 +149,29 @@ class InventoryService:
                     result = Reservation(order_id, REJECTED, lines, shortages)
                 else:
                     for sku, available in low:
-                        await self.events.write_async(conn, [stock_low(sku, available)])
-                    emitted = bool(low)
+                        uow.record(stock_low(sku, available))
                     result = Reservation(order_id, RESERVED, lines)
+                await uow.commit()  # and wakes the relay when it wrote events
         except DuplicateReservation:
             result = await self.get_reservation(order_id)
             if result.status is RELEASED:
                 raise ReservationConflict(order_id, RELEASED, "reserve") from None
             if result.lines != lines:
                 raise ReservationMismatch(order_id) from None
-        if emitted:
-            self.events.committed()
         if result.status is REJECTED:
             raise OutOfStock(result)
         return result
 
     async def commit(self, order_id: str) -> Reservation:
         """RESERVED -> COMMITTED: the units leave on_hand. Again on COMMITTED: no-op."""
-        async with self.engine.begin() as conn:
-            repo = InventoryRepository(conn)
+        async with self.uow() as uow:
+            repo = uow.inventory
             if await repo.transition(order_id, RESERVED, COMMITTED):
                 reservation = await repo.get_reservation(order_id)
                 assert reservation is not None
                 for line in reservation.lines:
                     await repo.ship(line.sku, line.quantity)
+                await uow.commit()
                 return reservation
         current = await self.get_reservation(order_id)
         if current.status is COMMITTED:
@@ -192,17 +186,19 @@ class InventoryService:
         COMMITTED cannot be released (409): the goods are gone.
         """
         try:
-            async with self.engine.begin() as conn:
-                repo = InventoryRepository(conn)
+            async with self.uow() as uow:
+                repo = uow.inventory
                 if await repo.transition(order_id, RESERVED, RELEASED):
                     reservation = await repo.get_reservation(order_id)
                     assert reservation is not None
                     for line in reservation.lines:
                         await repo.unreserve(line.sku, line.quantity)
+                    await uow.commit()
                     return reservation
                 if await repo.get_reservation(order_id) is None:
                     tombstone = Reservation(order_id, RELEASED, ())
                     await repo.add_reservation(tombstone)
+                    await uow.commit()
                     return tombstone
         except DuplicateReservation:
             pass  # a reserve got in first: look again below

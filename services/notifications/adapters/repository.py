@@ -1,8 +1,10 @@
 """Reads for the API (asyncio) and the rows the event handler writes (a blocking Connection,
-inside the consumer's inbox transaction)."""
+inside the consumer's inbox transaction); each behind an abstract class that the in-memory
+fakes (`adapters/memory.py`) follow too."""
 
 from __future__ import annotations
 
+import abc
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..domain import Message, Notification
 from .orm import notifications, order_owners
 
-__all__ = ["NotificationReader", "record_notification", "remember_owner"]
+__all__ = [
+    "AbstractNotificationReader",
+    "AbstractNotificationWriter",
+    "NotificationReader",
+    "SqlNotificationWriter",
+    "record_notification",
+    "remember_owner",
+]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -99,7 +108,83 @@ def record_notification(
     return n
 
 
-class NotificationReader:
+class AbstractNotificationWriter(abc.ABC):
+    """What the event handler writes, inside the consumer's inbox transaction."""
+
+    @abc.abstractmethod
+    def remember_owner(self, order_id: str, owner: str) -> None:
+        """Record who owns an order, and give that owner the notifications waiting for it."""
+
+    @abc.abstractmethod
+    def owner_of(self, order_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def record(
+        self,
+        *,
+        owner: str | None,
+        message: Message,
+        event_type: str,
+        event_id: str,
+        order_id: str | None,
+        now: datetime,
+    ) -> Notification: ...
+
+
+class SqlNotificationWriter(AbstractNotificationWriter):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def remember_owner(self, order_id: str, owner: str) -> None:
+        remember_owner(self.conn, order_id, owner)
+
+    def owner_of(self, order_id: str) -> str | None:
+        return owner_of(self.conn, order_id)
+
+    def record(
+        self,
+        *,
+        owner: str | None,
+        message: Message,
+        event_type: str,
+        event_id: str,
+        order_id: str | None,
+        now: datetime,
+    ) -> Notification:
+        return record_notification(
+            self.conn,
+            owner=owner,
+            message=message,
+            event_type=event_type,
+            event_id=event_id,
+            order_id=order_id,
+            now=now,
+        )
+
+
+class AbstractNotificationReader(abc.ABC):
+    """What the API's use cases read and change."""
+
+    @abc.abstractmethod
+    async def list_for(
+        self,
+        owner: str | None,
+        *,
+        unread: bool | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Notification]:
+        """The owner's notifications (everyone's for None), newest first."""
+
+    @abc.abstractmethod
+    async def get(self, notification_id: str) -> Notification | None: ...
+
+    @abc.abstractmethod
+    async def mark_read(self, notification_id: str, now: datetime) -> None:
+        """Set read_at unless it is set already."""
+
+
+class NotificationReader(AbstractNotificationReader):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 

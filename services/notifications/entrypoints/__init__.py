@@ -1,5 +1,6 @@
 """The thin web layer: HTTP in, use case call, HTTP out."""
 
-from .routes import ENGINE, routes
+from .deps import DEPS, Deps
+from .routes import routes
 
-__all__ = ["ENGINE", "routes"]
+__all__ = ["DEPS", "Deps", "routes"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem
 from chassis.aiohttp import CLAIMS, query_args, require_scopes
@@ -14,12 +13,12 @@ from chassis.pagination import cursor_param, encode_cursor
 from ..domain import Notification
 from ..schemas import ListQuerySchema, NotificationSchema
 from ..service_layer import queries
+from .deps import DEPS
 
-__all__ = ["ENGINE", "routes"]
+__all__ = ["routes"]
 
 READ = "notifications:read"
 READ_ALL = "notifications:read:all"  # staff: everyone's notifications (lists only)
-ENGINE = web.AppKey("notifications.engine", AsyncEngine)
 
 routes = web.RouteTableDef()
 _schema = NotificationSchema()
@@ -69,7 +68,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     """
     args = query_args(request, _query)
     page, after = await queries.list_notifications(
-        request.app[ENGINE],
+        request.app[DEPS].uow,
         request[CLAIMS].owner_filter(READ_ALL),
         unread=args.get("unread"),
         before=cursor_param(args["cursor"]) if "cursor" in args else None,
@@ -107,7 +106,7 @@ async def mark_read(request: web.Request) -> web.Response:
     """
     nid = request.match_info["notification_id"]
     try:
-        n = await queries.mark_read(request.app[ENGINE], request[CLAIMS].subject, nid)
+        n = await queries.mark_read(request.app[DEPS].uow, request[CLAIMS].subject, nid)
     except queries.NotificationNotFound as exc:
         raise Problem(404, f"no notification with id {nid}") from exc
     return web.json_response(_dump(n))

@@ -1,5 +1,8 @@
 """The event handler the consumer runs inside its inbox transaction, so a redelivered event
-(already in the inbox) never makes a second notification."""
+(already in the inbox) never makes a second notification.
+
+`handle_event(event, conn)` is what the chassis consumer calls; `apply_event` is the use case
+over any writer (SQL on that connection, or in memory in unit tests)."""
 
 from __future__ import annotations
 
@@ -10,27 +13,31 @@ from sqlalchemy import Connection
 
 from chassis.messaging import Event
 
-from ..adapters.repository import owner_of, record_notification, remember_owner
-from ..domain import compose
+from ..adapters.repository import AbstractNotificationWriter, SqlNotificationWriter
+from ..domain import Notification, compose
 
-__all__ = ["handle_event"]
+__all__ = ["apply_event", "handle_event"]
 
 email = logging.getLogger("portico.notifications.email")
 
 
 def handle_event(event: Event, conn: Connection) -> None:
+    apply_event(event, SqlNotificationWriter(conn))
+
+
+def apply_event(event: Event, writer: AbstractNotificationWriter) -> Notification | None:
+    """The notification the event makes (None: nothing to tell), and its "email"."""
     data = event.data
     order_id = str(data["order_id"]) if data.get("order_id") else None
     owner = data.get("owner") if isinstance(data.get("owner"), str) else None
     if order_id and owner:
-        remember_owner(conn, order_id, owner)
+        writer.remember_owner(order_id, owner)
     elif order_id:
-        owner = owner_of(conn, order_id)
+        owner = writer.owner_of(order_id)
     message = compose(event.type, data)
     if message is None:
-        return
-    note = record_notification(
-        conn,
+        return None
+    note = writer.record(
         owner=owner,
         message=message,
         event_type=event.type,
@@ -49,3 +56,4 @@ def handle_event(event: Event, conn: Connection) -> None:
             "event_id": event.id,
         },
     )
+    return note

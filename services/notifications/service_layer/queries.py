@@ -8,12 +8,11 @@ Exceptions: `NotificationNotFound` (404; also for another user's notification).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from ..adapters.repository import NotificationReader
 from ..domain import Notification
+from .unit_of_work import AbstractUnitOfWork
 
 __all__ = ["NotificationNotFound", "list_notifications", "mark_read"]
 
@@ -23,29 +22,31 @@ class NotificationNotFound(Exception):
 
 
 async def list_notifications(
-    engine: AsyncEngine,
+    uow: Callable[[], AbstractUnitOfWork],
     owner: str | None,
     *,
     unread: bool | None = None,
     before: tuple[datetime, str] | None = None,
     limit: int = 20,
 ) -> tuple[list[Notification], tuple[datetime, str] | None]:
-    async with engine.connect() as conn:
-        rows = await NotificationReader(conn).list_for(
+    async with uow() as unit:
+        rows = await unit.notifications.list_for(
             owner, unread=unread, before=before, limit=limit + 1
         )
     page = rows[:limit]
     return page, ((page[-1].created_at, page[-1].id) if len(rows) > limit else None)
 
 
-async def mark_read(engine: AsyncEngine, owner: str, notification_id: str) -> Notification:
+async def mark_read(
+    uow: Callable[[], AbstractUnitOfWork], owner: str, notification_id: str
+) -> Notification:
     """Idempotent: reading a read notification keeps its first read time."""
-    async with engine.begin() as conn:
-        reader = NotificationReader(conn)
-        found = await reader.get(notification_id)
+    async with uow() as unit:
+        found = await unit.notifications.get(notification_id)
         if found is None or found.owner != owner:
             raise NotificationNotFound(notification_id)
-        await reader.mark_read(notification_id, datetime.now(UTC))
-        updated = await reader.get(notification_id)
+        await unit.notifications.mark_read(notification_id, datetime.now(UTC))
+        updated = await unit.notifications.get(notification_id)
+        await unit.commit()
     assert updated is not None
     return updated

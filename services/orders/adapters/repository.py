@@ -7,6 +7,7 @@ a process whose lease ran out cannot overwrite the saga another one moved on.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,12 +17,14 @@ from sqlalchemy import Row, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chassis.messaging import Event, outbox_insert
+from chassis.messaging import Event, OutboxWriter
 
 from ..domain import DomainEvent, Line, Order, Status, Step
 from .orm import order_lines, order_traces, orders, outbox
 
-__all__ = ["DuplicateKey", "OrderRepository", "StoredOrder"]
+__all__ = ["AbstractOrderRepository", "DuplicateKey", "OrderRepository", "StoredOrder"]
+
+_OUTBOX = OutboxWriter(outbox)  # the relay is woken by the saga runner after each commit
 
 
 class DuplicateKey(Exception):
@@ -54,7 +57,65 @@ def _naive_if_sqlite(conn: AsyncConnection, value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
 
 
-class OrderRepository:
+class AbstractOrderRepository(abc.ABC):
+    """What the use cases and the saga need from storage; SQL here, in memory in
+    `adapters/memory.py`. Claims and saves are conditional and answer whether they happened."""
+
+    @abc.abstractmethod
+    async def add(
+        self,
+        order: Order,
+        *,
+        key: str,
+        fingerprint: str,
+        now: float,
+        traceparent: str | None = None,
+    ) -> None:
+        """Store a new order; raises DuplicateKey when the owner's key is taken."""
+
+    @abc.abstractmethod
+    async def get(self, order_id: str) -> StoredOrder | None: ...
+
+    @abc.abstractmethod
+    async def get_by_key(self, owner: str, key: str) -> StoredOrder | None: ...
+
+    @abc.abstractmethod
+    async def list_for(
+        self,
+        owner: str | None,
+        *,
+        status: Status | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Order]: ...
+
+    @abc.abstractmethod
+    async def due(self, now: float, limit: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def claim(self, order_id: str, owner: str, now: float, until: float) -> bool: ...
+
+    @abc.abstractmethod
+    async def save(
+        self,
+        order: Order,
+        *,
+        expected_version: int,
+        lease_owner: str,
+        next_attempt_at: float,
+        lease_until: float | None,
+        lines_changed: bool = False,
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int: ...
+
+    @abc.abstractmethod
+    async def release_leases(self, owner: str) -> int:
+        """Give back every lease `owner` holds; how many there were."""
+
+
+class OrderRepository(AbstractOrderRepository):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
@@ -261,8 +322,17 @@ class OrderRepository:
         return True
 
     async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
-        """Write the events to the outbox, in this transaction."""
-        for e in events:
-            event = Event(type=e.type, data=dict(e.data), correlation_id=correlation_id)
-            await self.conn.execute(outbox_insert(outbox, event))
+        """Write the events to the outbox, in this transaction (the chassis' one writer)."""
+        await _OUTBOX.write_async(
+            self.conn,
+            (Event(type=e.type, data=dict(e.data), correlation_id=correlation_id) for e in events),
+        )
         return len(events)
+
+    async def release_leases(self, owner: str) -> int:
+        result = await self.conn.execute(
+            update(orders)
+            .where(orders.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+        return result.rowcount

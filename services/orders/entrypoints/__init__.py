@@ -1,5 +1,6 @@
 """The thin web layer: HTTP in, use case call, HTTP out."""
 
-from .routes import RUNTIME, Runtime, routes
+from .deps import DEPS, Deps, Started
+from .routes import routes
 
-__all__ = ["RUNTIME", "Runtime", "routes"]
+__all__ = ["DEPS", "Deps", "Started", "routes"]

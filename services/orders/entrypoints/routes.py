@@ -5,39 +5,25 @@ The operation docs after `---` in each handler are the OpenAPI operations (chass
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import Problem, validation_problem
 from chassis.aiohttp import CLAIMS, json_body, query_args, require_scopes
 from chassis.pagination import cursor_param, encode_cursor
 from chassis.validation import idempotency_key
 
-from ..adapters.upstreams import Upstreams
 from ..domain import Order, Status
 from ..schemas import ListQuerySchema, OrderInputSchema, OrderSchema
 from ..service_layer import orders as use_cases
-from ..service_layer.saga import SagaDriver
+from .deps import DEPS
 
-__all__ = ["RUNTIME", "Runtime", "routes"]
+__all__ = ["routes"]
 
 READ, WRITE = "orders:read", "orders:write"
 READ_ALL = "orders:read:all"  # staff: everyone's orders, not only one's own
 
-
-@dataclass
-class Runtime:
-    """What the handlers need; upstreams and driver are set when the app starts."""
-
-    engine: AsyncEngine
-    upstreams: Upstreams | None = None
-    driver: SagaDriver | None = None
-
-
-RUNTIME = web.AppKey("orders.runtime", Runtime)
 
 routes = web.RouteTableDef()
 _input = OrderInputSchema()
@@ -121,8 +107,9 @@ async def create_order(request: web.Request) -> web.Response:
     """
     key = idempotency_key(request.headers)
     data = await json_body(request, _input)
-    runtime = request.app[RUNTIME]
-    assert runtime.upstreams is not None, "the app has not started"
+    deps = request.app[DEPS]
+    upstreams, driver = deps.started.upstreams, deps.started.driver
+    assert upstreams is not None, "the app has not started"
     cmd = use_cases.PlaceOrder(
         owner=request[CLAIMS].subject,
         key=key,
@@ -130,11 +117,11 @@ async def create_order(request: web.Request) -> web.Response:
         payment_method=data["payment_method"],
     )
     try:
-        placed = await use_cases.place_order(runtime.engine, runtime.upstreams, cmd)
+        placed = await use_cases.place_order(deps.uow, upstreams, cmd)
     except use_cases.OrdersError as exc:
         raise _problem(exc) from exc
-    if runtime.driver is not None and not placed.order.finished:
-        runtime.driver.kick(placed.order.id)
+    if driver is not None and not placed.order.finished:
+        driver.kick(placed.order.id)
     headers = {"Location": f"/api/v1/orders/{placed.order.id}"}
     if placed.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -163,10 +150,9 @@ async def get_order(request: web.Request) -> web.Response:
         403: Forbidden
         404: NotFound
     """
-    runtime = request.app[RUNTIME]
     try:
         order = await use_cases.get_order(
-            runtime.engine,
+            request.app[DEPS].uow,
             request[CLAIMS].owner_filter(READ_ALL),
             request.match_info["order_id"],
         )
@@ -204,7 +190,7 @@ async def list_orders(request: web.Request) -> web.Response:
     before = cursor_param(args["cursor"]) if "cursor" in args else None
     status = Status(args["status"]) if "status" in args else None
     page, after = await use_cases.list_orders(
-        request.app[RUNTIME].engine,
+        request.app[DEPS].uow,
         request[CLAIMS].owner_filter(READ_ALL),
         status=status,
         before=before,

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import correlation_id, tracing
 
 from ..adapters.repository import DuplicateKey, StoredOrder
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Priced, Status, UnknownSkus
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWorkFactory
 
 __all__ = [
     "IdempotencyKeyReused",
@@ -84,7 +83,7 @@ def _replay(found: StoredOrder, fingerprint: str) -> Placed:
 
 
 async def place_order(
-    engine: AsyncEngine,
+    uow: UnitOfWorkFactory,
     upstreams: Upstreams,
     cmd: PlaceOrder,
     *,
@@ -97,8 +96,8 @@ async def place_order(
     first step prices it later.
     """
     fingerprint = cmd.fingerprint()
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get_by_key(cmd.owner, cmd.key)
+    async with uow() as unit:
+        found = await unit.orders.get_by_key(cmd.owner, cmd.key)
     if found is not None:
         return _replay(found, fingerprint)
     priced = await upstreams.prices([sku for sku, _ in cmd.items])
@@ -111,38 +110,38 @@ async def place_order(
         prices=priced.prices if isinstance(priced, Priced) else None,
         correlation_id=correlation_id.get(),
     )
-    async with UnitOfWork(engine) as uow:
+    async with uow() as unit:
         try:
-            await uow.orders.add(
+            await unit.orders.add(
                 order,
                 key=cmd.key,
                 fingerprint=fingerprint,
                 now=clock(),
                 traceparent=tracing.current_traceparent(),  # the saga's steps continue it
             )
-            await uow.orders.add_events(events, order.correlation_id)
-            await uow.commit()
+            await unit.orders.add_events(events, order.correlation_id)
+            await unit.commit()
             return Placed(order, replayed=False)
         except DuplicateKey:
             pass  # a concurrent request with the same key won; answer with its order
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get_by_key(cmd.owner, cmd.key)
+    async with uow() as unit:
+        found = await unit.orders.get_by_key(cmd.owner, cmd.key)
     if found is None:  # pragma: no cover - the unique key was violated, so the row exists
         raise OrdersError("idempotency record vanished")
     return _replay(found, fingerprint)
 
 
-async def get_order(engine: AsyncEngine, owner: str | None, order_id: str) -> Order:
+async def get_order(uow: UnitOfWorkFactory, owner: str | None, order_id: str) -> Order:
     """The order if it is `owner`'s; None reads anyone's (a token with orders:read:all)."""
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get(order_id)
+    async with uow() as unit:
+        found = await unit.orders.get(order_id)
     if found is None or (owner is not None and found.order.owner != owner):
         raise OrderNotFound(order_id)
     return found.order
 
 
 async def list_orders(
-    engine: AsyncEngine,
+    uow: UnitOfWorkFactory,
     owner: str | None,
     *,
     status: Status | None = None,
@@ -151,8 +150,8 @@ async def list_orders(
 ) -> tuple[list[Order], tuple[datetime, str] | None]:
     """A page of the owner's orders (everyone's for None), newest first, and the sort key to
     continue after."""
-    async with UnitOfWork(engine) as uow:
-        rows = await uow.orders.list_for(owner, status=status, before=before, limit=limit + 1)
+    async with uow() as unit:
+        rows = await unit.orders.list_for(owner, status=status, before=before, limit=limit + 1)
     page = rows[:limit]
     more = len(rows) > limit
     return page, ((page[-1].created_at, page[-1].id) if more else None)

@@ -27,15 +27,12 @@ from enum import Enum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import correlation_id, tracing
 
-from ..adapters.orm import orders
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Outcome, Refused, Step, Unavailable, retry_delay, utcnow
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWorkFactory
 
 __all__ = ["SagaDriver", "SagaRunner"]
 
@@ -55,7 +52,7 @@ class _Then(Enum):
 class SagaRunner:
     def __init__(
         self,
-        engine: AsyncEngine,
+        uow: UnitOfWorkFactory,
         upstreams: Upstreams,
         *,
         instance_id: str | None = None,
@@ -66,7 +63,7 @@ class SagaRunner:
         on_events: Callable[[], None] = lambda: None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.engine = engine
+        self.uow = uow
         self.upstreams = upstreams
         self.instance_id = instance_id or f"orders-{uuid.uuid4().hex[:12]}"
         self.lease = lease
@@ -124,10 +121,10 @@ class SagaRunner:
     async def run(self, order_id: str) -> Order | None:
         """Advance one saga as far as possible; None when another process holds it."""
         now = self.clock()
-        async with UnitOfWork(self.engine) as uow:
-            claimed = await uow.orders.claim(order_id, self.instance_id, now, now + self.lease)
-            stored = await uow.orders.get(order_id) if claimed else None
-            await uow.commit()
+        async with self.uow() as unit:
+            claimed = await unit.orders.claim(order_id, self.instance_id, now, now + self.lease)
+            stored = await unit.orders.get(order_id) if claimed else None
+            await unit.commit()
         if stored is None:
             return None
         order = stored.order
@@ -169,8 +166,8 @@ class SagaRunner:
             lease_until = None  # let go: due again at next_at, for anyone
         else:
             next_at, lease_until = now, now + self.lease
-        async with UnitOfWork(self.engine) as uow:
-            saved = await uow.orders.save(
+        async with self.uow() as unit:
+            saved = await unit.orders.save(
                 order,
                 expected_version=read_version,
                 lease_owner=self.instance_id,
@@ -181,8 +178,8 @@ class SagaRunner:
             if not saved:
                 log.warning("saga lease lost", extra={"order_id": order.id})
                 return _Then.LOST
-            await uow.orders.add_events(events, order.correlation_id)
-            await uow.commit()
+            await unit.orders.add_events(events, order.correlation_id)
+            await unit.commit()
         if events:
             self.on_events()
         if stuck:
@@ -210,17 +207,14 @@ class SagaRunner:
     async def release_leases(self) -> int:
         """On a clean shutdown: give back every lease this instance holds, so another process
         (or this one, restarted) can go on at once instead of waiting for them to run out."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(orders)
-                .where(orders.c.lease_owner == self.instance_id)
-                .values(lease_owner=None, lease_until=None)
-            )
-        return result.rowcount
+        async with self.uow() as unit:
+            released = await unit.orders.release_leases(self.instance_id)
+            await unit.commit()
+        return released
 
     async def due(self, limit: int) -> list[str]:
-        async with UnitOfWork(self.engine) as uow:
-            return await uow.orders.due(self.clock(), limit)
+        async with self.uow() as unit:
+            return await unit.orders.due(self.clock(), limit)
 
 
 class SagaDriver:

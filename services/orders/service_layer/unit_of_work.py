@@ -1,29 +1,57 @@
 """One database transaction around a use case or a saga transition; rolled back unless
-committed explicitly."""
+committed explicitly. The use cases and the saga take a factory of units (`uow()`): SQL in
+the app, in memory (`InMemoryUnitOfWork`, on a `MemoryStore`) in unit tests."""
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..adapters.repository import OrderRepository
+from ..adapters.memory import MemoryOrderRepository, MemoryStore
+from ..adapters.repository import AbstractOrderRepository, OrderRepository
 
-__all__ = ["UnitOfWork"]
+__all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork", "UnitOfWorkFactory"]
 
 
-class UnitOfWork:
-    orders: OrderRepository
+class AbstractUnitOfWork(abc.ABC):
+    orders: AbstractOrderRepository
+
+    async def __aenter__(self) -> AbstractUnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.rollback()  # a no-op after commit
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def rollback(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], AbstractUnitOfWork]
+
+
+class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
+    """One pooled connection and transaction per `async with` block."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._conn: AsyncConnection | None = None
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> AbstractUnitOfWork:
         self._conn = await self.engine.connect()
         await self._conn.begin()
         self.orders = OrderRepository(self._conn)
-        return self
+        return await super().__aenter__()
 
     async def __aexit__(
         self,
@@ -43,3 +71,34 @@ class UnitOfWork:
     async def commit(self) -> None:
         assert self._conn is not None, "commit outside an `async with` block"
         await self._conn.commit()
+
+    async def rollback(self) -> None:
+        if self._conn is not None and self._conn.in_transaction():
+            await self._conn.rollback()
+
+
+class InMemoryUnitOfWork(AbstractUnitOfWork):
+    """Works on a copy of the store; a commit publishes the orders it changed and the events
+    it wrote, so rollback is real and two units never overwrite each other's orders. Build one
+    per use (`lambda: InMemoryUnitOfWork(store)`), as concurrent tasks need their own."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def _begin(self) -> None:
+        self._work = self.store.copy()
+        self._outbox_at = len(self._work.outbox)
+        self._repo = self.orders = MemoryOrderRepository(self._work)
+
+    async def __aenter__(self) -> AbstractUnitOfWork:
+        self._begin()
+        return await super().__aenter__()
+
+    async def commit(self) -> None:
+        for order_id in self._repo.touched:
+            self.store.rows[order_id] = self._work.rows[order_id]
+        self.store.outbox.extend(self._work.outbox[self._outbox_at :])
+        self._begin()
+
+    async def rollback(self) -> None:
+        self._begin()

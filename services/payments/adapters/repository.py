@@ -6,6 +6,7 @@ loses a race changes nothing and reads what the winner stored.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from ..domain import Payment, PaymentStatus
 from .orm import payments
 
-__all__ = ["DuplicateKey", "PaymentRepository"]
+__all__ = ["AbstractPaymentRepository", "DuplicateKey", "PaymentRepository"]
 
 
 class DuplicateKey(Exception):
@@ -41,7 +42,45 @@ def _payment(row: Row[Any]) -> Payment:
     )
 
 
-class PaymentRepository:
+class AbstractPaymentRepository(abc.ABC):
+    """What the use cases need from storage; SQL here, in memory in `adapters/memory.py`."""
+
+    @abc.abstractmethod
+    def add(self, p: Payment) -> None:
+        """Store a new payment; raises DuplicateKey when its Idempotency-Key is taken."""
+
+    @abc.abstractmethod
+    def get(self, payment_id: str) -> Payment | None: ...
+
+    @abc.abstractmethod
+    def by_key(self, key: str) -> Payment | None: ...
+
+    @abc.abstractmethod
+    def by_order(
+        self, order_id: str | None, limit: int, owner: str | None = None
+    ) -> list[Payment]: ...
+
+    @abc.abstractmethod
+    def take_over(self, payment_id: str, seen_attempt: float, now: float) -> bool: ...
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        payment_id: str,
+        attempt: float,
+        status: PaymentStatus,
+        now_text: str,
+        decline_code: str | None = None,
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    def abandon(self, payment_id: str, attempt: float) -> None: ...
+
+    @abc.abstractmethod
+    def refund(self, payment_id: str, key: str, now_text: str) -> bool: ...
+
+
+class PaymentRepository(AbstractPaymentRepository):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 

@@ -1,5 +1,6 @@
 """The thin web layer: HTTP in, use case call, HTTP out."""
 
-from .payments import SERVICE, payments_bp
+from .deps import Deps, deps
+from .payments import payments_bp
 
-__all__ = ["SERVICE", "payments_bp"]
+__all__ = ["Deps", "deps", "payments_bp"]

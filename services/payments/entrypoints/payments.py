@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from chassis import Problem
 from chassis.flask import current_claims, json_body, problem_response, query_args, require_scopes
@@ -16,11 +16,11 @@ from chassis.validation import idempotency_key
 from ..domain import Payment
 from ..schemas import ChargeRequestSchema, PaymentListQuerySchema, PaymentSchema
 from ..service_layer import services
-from ..service_layer.services import ChargeRequest, PaymentService
+from ..service_layer.services import ChargeRequest
+from .deps import deps
 
-__all__ = ["SERVICE", "payments_bp"]
+__all__ = ["payments_bp"]
 
-SERVICE = "payments.service"
 READ, WRITE = "payments:read", "payments:write"
 READ_ALL = "payments:read:all"  # staff: everyone's payments, not only one's own
 
@@ -28,10 +28,6 @@ payments_bp = Blueprint("payments", __name__, url_prefix="/api/v1/payments")
 _payment = PaymentSchema()
 _charge = ChargeRequestSchema()
 _query = PaymentListQuerySchema()
-
-
-def _service() -> PaymentService:
-    return current_app.extensions[SERVICE]  # type: ignore[no-any-return]
 
 
 def _dump(p: Payment) -> dict[str, Any]:
@@ -146,7 +142,7 @@ def create_payment() -> Response:
         payment_method=data["payment_method"],
         currency=data["currency"],
     )
-    result = _service().charge(key, req)
+    result = deps().service.charge(key, req)
     return _one(result.payment, 201, result.replayed)
 
 
@@ -176,7 +172,7 @@ def list_payments() -> Response:
     """
     args = query_args(_query)
     owner = current_claims().owner_filter(READ_ALL)
-    found = _service().list(args.get("order_id"), args["limit"], owner)
+    found = deps().service.list(args.get("order_id"), args["limit"], owner)
     return jsonify({"items": [_dump(p) for p in found]})
 
 
@@ -201,7 +197,7 @@ def get_payment(payment_id: str) -> Response:
         404: NotFound
     """
     owner = current_claims().owner_filter(READ_ALL)
-    return jsonify(_dump(_service().get(payment_id, owner)))
+    return jsonify(_dump(deps().service.get(payment_id, owner)))
 
 
 @payments_bp.post("/<payment_id>/refund")
@@ -231,5 +227,5 @@ def refund_payment(payment_id: str) -> Response:
         422: UnprocessableContent
     """
     key = idempotency_key(request.headers)
-    result = _service().refund(payment_id, key)
+    result = deps().service.refund(payment_id, key)
     return _one(result.payment, 200, result.replayed)

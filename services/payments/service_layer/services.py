@@ -33,14 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
-
-from chassis.messaging import OutboxWriter
-
 from ..adapters import events as outgoing
 from ..adapters.provider import ProviderUnavailable, SimulatedProvider
-from ..adapters.repository import DuplicateKey, PaymentRepository
+from ..adapters.repository import DuplicateKey
 from ..domain import CURRENCY, Payment, PaymentStatus
+from .unit_of_work import AbstractUnitOfWork
 
 __all__ = [
     "ChargeInProgress",
@@ -114,18 +111,18 @@ def _iso(ts: float) -> str:
 
 
 class PaymentService:
+    """The use cases over a unit-of-work factory (SQL in the app, in memory in unit tests)."""
+
     def __init__(
         self,
-        engine: Engine,
+        uow: Callable[[], AbstractUnitOfWork],
         provider: SimulatedProvider,
-        events: OutboxWriter,
         *,
         pending_lease: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine = engine
+        self.uow = uow
         self.provider = provider
-        self.events = events
         self.lease = pending_lease
         self.clock = clock
 
@@ -133,8 +130,8 @@ class PaymentService:
 
     def get(self, payment_id: str, owner: str | None = None) -> Payment:
         """One payment; with `owner`, another owner's payment is "not found" too (no leak)."""
-        with self.engine.connect() as conn:
-            found = PaymentRepository(conn).get(payment_id)
+        with self.uow() as uow:
+            found = uow.payments.get(payment_id)
         if found is None or (owner is not None and found.owner != owner):
             raise PaymentNotFound(payment_id)
         return found
@@ -143,8 +140,8 @@ class PaymentService:
         self, order_id: str | None, limit: int = 100, owner: str | None = None
     ) -> list[Payment]:
         """Newest first; `owner` narrows to one owner's (None: everyone's, for staff)."""
-        with self.engine.connect() as conn:
-            return PaymentRepository(conn).by_order(order_id, limit, owner)
+        with self.uow() as uow:
+            return uow.payments.by_order(order_id, limit, owner)
 
     # --- charge ------------------------------------------------------------------------------
 
@@ -165,15 +162,16 @@ class PaymentService:
             attempt_at=now,
         )
         try:
-            with self.engine.begin() as conn:
-                PaymentRepository(conn).add(claim)
+            with self.uow() as uow:
+                uow.payments.add(claim)
+                uow.commit()
         except DuplicateKey:
             return self._existing(key, request)
         return self._attempt(claim, now)
 
     def _existing(self, key: str, request: ChargeRequest) -> Result:
-        with self.engine.connect() as conn:
-            found = PaymentRepository(conn).by_key(key)
+        with self.uow() as uow:
+            found = uow.payments.by_key(key)
         if found is None:  # the first attempt hit an outage and dropped its claim just now
             raise ChargeInProgress(key)
         if found.fingerprint != request.fingerprint():
@@ -182,8 +180,9 @@ class PaymentService:
             now = self.clock()
             if now - found.attempt_at < self.lease:
                 raise ChargeInProgress(key)
-            with self.engine.begin() as conn:
-                won = PaymentRepository(conn).take_over(found.id, found.attempt_at, now)
+            with self.uow() as uow:
+                won = uow.payments.take_over(found.id, found.attempt_at, now)
+                uow.commit()
             if not won:
                 raise ChargeInProgress(key)
             return self._attempt(found, now)
@@ -197,20 +196,23 @@ class PaymentService:
                 claim.idempotency_key, claim.payment_method, claim.amount_cents, claim.currency
             )
         except ProviderUnavailable as exc:
-            with self.engine.begin() as conn:
-                PaymentRepository(conn).abandon(claim.id, attempt)
+            with self.uow() as uow:
+                uow.payments.abandon(claim.id, attempt)
+                uow.commit()
             raise ProviderDown(str(exc)) from exc
         # Anything else (a bug, a killed worker) leaves the claim PENDING: the lease lets a
         # retry with the same key take it over.
         status = PaymentStatus.CAPTURED if outcome.approved else PaymentStatus.DECLINED
         now_text = _iso(self.clock())
-        with self.engine.begin() as conn:
-            repo = PaymentRepository(conn)
-            finished = repo.finish(claim.id, attempt, status, now_text, outcome.decline_code)
-            payment = repo.get(claim.id)
+        with self.uow() as uow:
+            finished = uow.payments.finish(
+                claim.id, attempt, status, now_text, outcome.decline_code
+            )
+            payment = uow.payments.get(claim.id)
             assert payment is not None
             if finished and status is PaymentStatus.CAPTURED:
-                self.events.write(conn, [outgoing.captured(payment)])
+                uow.record(outgoing.captured(payment))
+            uow.commit()  # and wakes the relay when it wrote the event
         if not finished:  # a takeover finished it first: report what is stored
             if payment.status is PaymentStatus.DECLINED:
                 raise Declined(payment)
@@ -218,7 +220,6 @@ class PaymentService:
                 raise ChargeInProgress(claim.idempotency_key)
             return Result(payment, replayed=True)
         if status is PaymentStatus.CAPTURED:
-            self.events.committed()
             return Result(payment, replayed=False)
         raise Declined(payment)
 
@@ -227,17 +228,16 @@ class PaymentService:
     def refund(self, payment_id: str, key: str) -> Result:
         """Full refund, idempotent per payment: again (any key) answers the refund made."""
         now_text = _iso(self.clock())
-        with self.engine.begin() as conn:
-            repo = PaymentRepository(conn)
-            done = repo.refund(payment_id, key, now_text)
-            payment = repo.get(payment_id)
+        with self.uow() as uow:
+            done = uow.payments.refund(payment_id, key, now_text)
+            payment = uow.payments.get(payment_id)
             if done:
                 assert payment is not None
-                self.events.write(conn, [outgoing.refunded(payment)])
+                uow.record(outgoing.refunded(payment))
+            uow.commit()
         if payment is None:
             raise PaymentNotFound(payment_id)
         if done:
-            self.events.committed()
             return Result(payment, replayed=False)
         if payment.status is PaymentStatus.REFUNDED:
             return Result(payment, replayed=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from chassis import sqlite_url
-from services.catalog.__main__ import init
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
+from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
+from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
 
 READ = ["catalog:read"]
@@ -34,10 +36,10 @@ def settings(tmp_path: Path) -> CatalogSettings:
 
 @pytest.fixture
 def app(settings: CatalogSettings, issuer: TestIssuer) -> Iterator[Flask]:
-    init(settings)
+    migrated("catalog", settings.database_url)  # what `init` does, from a template
     app = create_app(settings, verifier=issuer.verifier())
     yield app
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture
@@ -54,10 +56,12 @@ class Api:
         self.read = issuer.auth(READ)
         self.write = issuer.auth(WRITE)
 
-    def create(self, **fields: Any) -> Any:
+    def create(self, *, key: str | None = None, **fields: Any) -> Any:
+        """POST a product; a fresh Idempotency-Key unless `key` is given."""
         body = {"sku": "SKU-001", "name": "Widget", "category": "tools", "price": "9.99"}
         body.update(fields)
-        return self.client.post("/api/v1/products", json=body, headers=self.write)
+        headers = {**self.write, "Idempotency-Key": key or uuid.uuid4().hex}
+        return self.client.post("/api/v1/products", json=body, headers=headers)
 
     def list(self, **params: Any) -> Any:
         return self.client.get("/api/v1/products", query_string=params, headers=self.read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,11 +10,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from chassis.validation import IDEMPOTENCY_KEY_MISSING
 from tests.support.tokens import TestIssuer
 
 from .conftest import READ, WRITE, Api
 
 BASE = "/api/v1/products"
+
+
+def keyed(api: Api) -> dict[str, str]:
+    """Write headers with a fresh Idempotency-Key (required on creates)."""
+    return {**api.write, "Idempotency-Key": uuid.uuid4().hex}
 
 
 def problem(resp: Any, status: int) -> dict[str, Any]:
@@ -97,22 +104,22 @@ def test_duplicate_sku_is_409(api: Api) -> None:
 
 
 def test_invalid_body_is_422_naming_fields(api: Api, client: FlaskClient) -> None:
-    resp = client.post(BASE, json={"sku": "x", "price": "1.999", "extra": 1}, headers=api.write)
+    resp = client.post(BASE, json={"sku": "x", "price": "1.999", "extra": 1}, headers=keyed(api))
     doc = problem(resp, 422)
     assert set(doc["errors"]) == {"sku", "name", "category", "price", "extra"}
     assert "sku" in doc["detail"]
 
 
 def test_non_json_bodies(api: Api, client: FlaskClient) -> None:
-    problem(client.post(BASE, data="sku=x", headers=api.write), 415)
-    resp = client.post(BASE, data="{not json", content_type="application/json", headers=api.write)
+    problem(client.post(BASE, data="sku=x", headers=keyed(api)), 415)
+    resp = client.post(BASE, data="{not json", content_type="application/json", headers=keyed(api))
     problem(resp, 400)
-    resp = client.post(BASE, json=["a", "list"], headers=api.write)
+    resp = client.post(BASE, json=["a", "list"], headers=keyed(api))
     problem(resp, 422)
 
 
 def test_oversized_body_is_413(api: Api, client: FlaskClient) -> None:
-    resp = client.post(BASE, json={"description": "x" * 70_000}, headers=api.write)
+    resp = client.post(BASE, json={"description": "x" * 70_000}, headers=keyed(api))
     problem(resp, 413)
 
 
@@ -133,8 +140,18 @@ def test_idempotent_retry_returns_the_first_result(api: Api, client: FlaskClient
     # same key, different body
     doc = problem(client.post(BASE, json={**body, "name": "Twice"}, headers=headers), 422)
     assert "Idempotency-Key" in doc["errors"]
-    # without a key the same body is a duplicate sku
-    problem(client.post(BASE, json=body, headers=api.write), 409)
+    # another key, the same body: a duplicate sku
+    problem(client.post(BASE, json=body, headers={**api.write, "Idempotency-Key": "other"}), 409)
+
+
+def test_a_create_without_idempotency_key_is_400_like_every_service(
+    api: Api, client: FlaskClient
+) -> None:
+    body = {"sku": "NOKEY-1", "name": "Keyless", "category": "misc", "price": "1.00"}
+    doc = problem(client.post(BASE, json=body, headers=api.write), 400)
+    assert doc["type"] == IDEMPOTENCY_KEY_MISSING
+    assert doc["errors"] == {"Idempotency-Key": ["is required"]}
+    assert api.list().get_json()["items"] == []  # nothing created
 
 
 def test_idempotency_keys_are_per_client(client: FlaskClient, issuer: TestIssuer) -> None:
@@ -284,7 +301,8 @@ def test_health_and_metrics(client: FlaskClient, api: Api) -> None:
 
 def test_not_ready_before_init(tmp_path: Any, issuer: TestIssuer) -> None:
     from chassis import sqlite_url
-    from services.catalog.app import ENGINE, create_app
+    from services.catalog.app import create_app
+    from services.catalog.entrypoints import deps
     from services.catalog.settings import CatalogSettings
 
     app: Flask = create_app(
@@ -296,7 +314,7 @@ def test_not_ready_before_init(tmp_path: Any, issuer: TestIssuer) -> None:
         assert resp.status_code == 503
         assert resp.get_json()["checks"]["database"].startswith("failed")
     finally:
-        app.extensions[ENGINE].dispose()
+        deps(app).engine.dispose()
 
 
 def test_openapi_document(client: FlaskClient) -> None:

@@ -112,7 +112,7 @@ def test_category_must_match_in_full(api: Api) -> None:
     ],
 )
 def test_unreadable_json_is_400_problem(client: FlaskClient, api: Api, raw: bytes) -> None:
-    headers = {**api.write, "Content-Type": "application/json"}
+    headers = {**api.write, "Content-Type": "application/json", "Idempotency-Key": "raw"}
     refused(client.post(BASE, data=raw, headers=headers), 400)
 
 

@@ -10,7 +10,8 @@ from flask.testing import FlaskClient
 
 from chassis import ConfigError, sqlite_url
 from services.catalog.__main__ import init
-from services.catalog.app import ENGINE, create_app
+from services.catalog.app import create_app
+from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
 from tests.support.tokens import TestIssuer
 
@@ -102,7 +103,7 @@ def test_max_age_is_configurable(tmp_path: Path, issuer: TestIssuer) -> None:
         url = api.create().headers["Location"]
         assert client.get(url, headers=api.read).headers["Cache-Control"] == "public, no-cache"
     finally:
-        app.extensions[ENGINE].dispose()
+        deps(app).engine.dispose()
     with pytest.raises(ConfigError, match="CATALOG_CACHE_MAX_AGE"):
         CatalogSettings.from_env({"CATALOG_CACHE_MAX_AGE": "-1"})
 

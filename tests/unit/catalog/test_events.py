@@ -14,8 +14,8 @@ from sqlalchemy import select
 from chassis.messaging import OutboxWriter
 from services.catalog.adapters.events import PUBLISHES
 from services.catalog.adapters.orm import outbox
-from services.catalog.app import ENGINE
 from services.catalog.domain import ProductCreated, ProductDeleted, ProductUpdated
+from services.catalog.entrypoints import deps
 from services.catalog.service_layer import services
 from services.catalog.service_layer.services import NewProduct
 from services.catalog.service_layer.unit_of_work import InMemoryUnitOfWork, SqlAlchemyUnitOfWork
@@ -26,7 +26,7 @@ NEW = NewProduct(sku="EV-0001", name="Mug", category="kitchen", price=Decimal("5
 
 
 def _rows(app: Flask) -> list[tuple[str, dict[str, Any]]]:
-    with app.extensions[ENGINE].connect() as conn:
+    with deps(app).engine.connect() as conn:
         rows = conn.execute(select(outbox.c.type, outbox.c.data).order_by(outbox.c.seq))
         return [(t, dict(d)) for t, d in rows]
 
@@ -64,7 +64,7 @@ def test_use_cases_record_one_event_per_change() -> None:
 def test_events_are_written_with_the_change_and_nudge_the_relay(app: Flask) -> None:
     woken: list[bool] = []
     sink = OutboxWriter(outbox, wake=lambda: woken.append(True))
-    uow = SqlAlchemyUnitOfWork(app.extensions[ENGINE], sink)
+    uow = SqlAlchemyUnitOfWork(deps(app).engine, sink)
     product = services.create_product(uow, NEW).product
     assert woken == [True]
     with uow:  # recorded, then rolled back: neither the change nor its event

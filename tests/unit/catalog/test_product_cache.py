@@ -24,8 +24,9 @@ from services.catalog.adapters.cache import (
     StoreUnavailable,
 )
 from services.catalog.adapters.sql import snapshot
-from services.catalog.app import ENGINE, PRODUCT_CACHE, create_app
+from services.catalog.app import create_app
 from services.catalog.domain import Product
+from services.catalog.entrypoints import deps
 from services.catalog.settings import CatalogSettings
 from tests.support.tokens import TestIssuer
 from tests.unit.catalog.conftest import Api
@@ -103,7 +104,7 @@ def test_lru_entries_expire_after_their_ttl() -> None:
 def test_a_second_read_is_a_hit_and_a_patch_is_seen_at_once(
     app: Flask, api: Api, client: FlaskClient
 ) -> None:
-    cache: ProductCache = app.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(app).cache
     assert cache.store.kind == "lru"
     pid = api.create().get_json()["id"]
     url = f"/api/v1/products/{pid}"
@@ -123,7 +124,7 @@ def test_a_second_read_is_a_hit_and_a_patch_is_seen_at_once(
 def test_a_sku_lookup_is_cached_and_a_changed_sku_drops_the_old_one(
     app: Flask, api: Api, client: FlaskClient
 ) -> None:
-    cache: ProductCache = app.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(app).cache
     pid = api.create(sku="OLD-1").get_json()["id"]
     assert [p["id"] for p in api.list(sku="OLD-1").get_json()["items"]] == [pid]
     assert [p["id"] for p in api.list(sku="OLD-1").get_json()["items"]] == [pid]
@@ -146,7 +147,7 @@ def test_a_deleted_product_is_not_answered_from_the_cache(api: Api, client: Flas
 
 
 def test_etag_and_304_hold_for_a_cached_product(app: Flask, api: Api, client: FlaskClient) -> None:
-    cache: ProductCache = app.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(app).cache
     pid = api.create().get_json()["id"]
     url = f"/api/v1/products/{pid}"
     first = client.get(url, headers=api.read)
@@ -168,7 +169,7 @@ def test_etag_and_304_hold_for_a_cached_product(app: Flask, api: Api, client: Fl
 def test_writes_read_the_database_not_the_cache(app: Flask, api: Api, client: FlaskClient) -> None:
     """If-Match and optimistic locking compare with the row: a stale entry (say, one a race
     refilled) must not turn a valid conditional write into 412 or 409."""
-    cache: ProductCache = app.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(app).cache
     pid = api.create().get_json()["id"]
     url = f"/api/v1/products/{pid}"
     assert client.patch(url, json={"name": "Two"}, headers=api.write).status_code == 200
@@ -192,12 +193,12 @@ def test_no_cache_with_zero_entries(tmp_path: Path, issuer: TestIssuer) -> None:
     init(settings)
     app = create_app(settings, verifier=issuer.verifier())
     try:
-        assert app.extensions[PRODUCT_CACHE] is None
+        assert deps(app).cache is None
         api = Api(app.test_client(), issuer)
         pid = api.create().get_json()["id"]
         assert api.client.get(f"/api/v1/products/{pid}", headers=api.read).status_code == 200
     finally:
-        app.extensions[ENGINE].dispose()
+        deps(app).engine.dispose()
 
 
 # --- a store that fails -------------------------------------------------------------------------
@@ -213,12 +214,12 @@ def faked(settings: CatalogSettings, issuer: TestIssuer, fake: FakeStore) -> Ite
     init(settings)
     app = create_app(settings, verifier=issuer.verifier(), cache_store=fake)
     yield Api(app.test_client(), issuer)
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 def _cache(api: Api) -> ProductCache:
     app: Flask = api.client.application
-    cache: ProductCache = app.extensions[PRODUCT_CACHE]
+    cache: ProductCache = deps(app).cache
     return cache
 
 

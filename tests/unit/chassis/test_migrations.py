@@ -115,3 +115,48 @@ def test_migrate_command_exits_non_zero_naming_the_revision(
     err = capsys.readouterr().err
     assert "migration 9999_broken failed" in err and "stays at revision 0001" in err
     assert migrations.current(_url(tmp_path)) == "0001"
+
+
+@pytest.mark.parametrize(("name", "at"), [("inventory", None), ("notifications", "0001")])
+def test_serve_refuses_a_database_not_at_head_naming_both_revisions(
+    name: str,
+    at: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An aiohttp service's `serve`: one error line on stderr, exit 1, nothing served."""
+    import importlib
+
+    main = importlib.import_module(f"services.{name}.__main__")
+    metadata, folder = service_schema(name)
+    if at is not None:
+        migrations.upgrade(metadata, folder, _url(tmp_path), at)
+    monkeypatch.setattr(main, "run", lambda *_a, **_k: pytest.fail("served a stale schema"))
+    monkeypatch.setenv(
+        f"{name.upper()}_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+    )
+    assert main.main(["serve"]) == 1
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    found = at or "base (empty)"
+    assert f"{name} will not start: its database is at revision {found}" in err
+    assert f"this release needs {migrations.head(folder)}" in err
+    assert f"python -m services.{name} migrate" in err
+
+
+def test_a_flask_service_refuses_to_build_its_app_on_an_older_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's `create_app()` (no settings: the serving path) raises, so no worker boots."""
+    from services.catalog.app import create_app
+
+    metadata, folder = service_schema("catalog")
+    url = _url(tmp_path)
+    migrations.upgrade(metadata, folder, url, "0001")
+    monkeypatch.setenv("CATALOG_DATABASE_URL", url)
+    with pytest.raises(
+        migrations.SchemaNotAtHead, match="at revision 0001, this release needs 0002"
+    ):
+        create_app()
+    migrations.upgrade(metadata, folder, url)
+    migrations.require_head("catalog", folder, url)  # at head: no complaint

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from chassis import TokenSettings, create_db_engine
 from services.identity.app import create_app
+from services.identity.domain import passwords as passwords_module
 from services.identity.domain.passwords import Passwords
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.setup import init_storage, seed_dev, write_credentials
 from services.identity.settings import IdentitySettings
 
@@ -49,6 +52,17 @@ def prepare(settings: IdentitySettings, credentials_file: Path) -> dict[str, str
         engine.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_argon2() -> Iterator[None]:
+    """argon2id at its cheapest parameters for the unit tests, which check what is hashed and
+    verified, not what it costs: argon2-cffi's defaults (what identity runs with) take ~0.15 s
+    a hash here, a third of the run. Integration and end-to-end tests keep the real cost."""
+    cheap = functools.partial(PasswordHasher, time_cost=1, memory_cost=8, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords_module, "PasswordHasher", cheap)
+        yield
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """One `init --seed-dev` per run (RSA key generation and argon2 hashing are slow); each
@@ -73,7 +87,7 @@ def creds(prepared: tuple[Path, dict[str, str]]) -> dict[str, str]:
 def app(settings: IdentitySettings, creds: dict[str, str]) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions[EXTENSION].engine.dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture

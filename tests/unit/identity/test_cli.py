@@ -11,7 +11,7 @@ import pytest
 
 from services.identity.__main__ import main
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.settings import IdentitySettings
 
 from .helpers import cc_token
@@ -39,7 +39,7 @@ def token_works(credentials: dict[str, str]) -> bool:
         cc_token(app.test_client(), credentials)
         return True
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def test_init_seed_dev_is_idempotent_and_keeps_working_credentials(

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from services.identity.__main__ import main
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.settings import IdentitySettings
 
 from .helpers import basic
@@ -70,7 +70,7 @@ def web(workdir: Path) -> Iterator[FlaskClient]:
 
     yield Lazy()  # type: ignore[misc]
     for app in made:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def token_status(web: FlaskClient, client_id: str, secret: str, scope: str = "") -> int:

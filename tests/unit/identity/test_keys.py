@@ -16,7 +16,7 @@ from services.identity.adapters.files import read_or_create_secret
 from services.identity.adapters.keystore import KeyStore
 from services.identity.app import create_app
 from services.identity.domain.keys import EXPIRY_MARGIN, NoSigningKey
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.settings import IdentitySettings
 
 from .conftest import AUDIENCE, ISSUER
@@ -113,13 +113,13 @@ def test_with_a_delay_the_new_key_is_published_but_not_yet_used(
     try:
         client = app.test_client()
         old_kid = jwt.get_unverified_header(cc_token(client, creds)["access_token"])["kid"]
-        new_key = app.extensions[EXTENSION].keystore.rotate()
+        new_key = deps(app).keystore.rotate()
         published = {k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]}
         assert {old_kid, new_key.kid} <= published
         token = cc_token(client, creds)["access_token"]
         assert jwt.get_unverified_header(token)["kid"] == old_kid
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def test_rotating_an_empty_store_activates_at_once(tmp_path: Path) -> None:
@@ -151,4 +151,4 @@ def test_app_shares_the_generated_secret_key(
         apps.append(explicit)
     finally:
         for app in apps:
-            app.extensions[EXTENSION].engine.dispose()
+            deps(app).engine.dispose()

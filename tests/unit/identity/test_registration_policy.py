@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 from services.identity.adapters.files import COMMON_PASSWORDS_FILE, read_lines
 from services.identity.adapters.orm import RegistrationAttempt
+from services.identity.adapters.repository import SqlUserRepository
 from services.identity.app import create_app
 from services.identity.domain.passwords import PasswordPolicy
 from services.identity.domain.throttle import Throttle
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.users import RegistrationThrottled, admit_registration
 from services.identity.settings import IdentitySettings
 from tools import common_passwords
@@ -100,7 +101,7 @@ def test_policy_rules() -> None:
 def limited(settings: IdentitySettings, creds: dict[str, str]) -> Iterator[Flask]:
     app = create_app(dataclasses.replace(settings, register_max_attempts=3, register_window=600))
     yield app
-    app.extensions[EXTENSION].engine.dispose()
+    deps(app).engine.dispose()
 
 
 def test_registration_is_rate_limited_per_address(limited: Flask) -> None:
@@ -118,7 +119,7 @@ def test_registration_is_rate_limited_per_address(limited: Flask) -> None:
     elsewhere = {"environ_base": {"REMOTE_ADDR": "10.9.9.9"}}
     assert client.post("/api/v1/users", json=user("user3"), **elsewhere).status_code == 201
 
-    with limited.extensions[EXTENSION].sessions() as session:
+    with deps(limited).sessions() as session:
         counted = session.scalars(select(RegistrationAttempt.ip)).all()
     assert sorted(counted) == ["10.9.9.9", "127.0.0.1", "127.0.0.1", "127.0.0.1"]
 
@@ -150,17 +151,18 @@ def test_behind_proxies_the_forwarded_address_is_the_key(
         # A client cannot escape by prepending its own X-Forwarded-For entry.
         assert post("user4", "203.0.113.1, 198.51.100.7") == 429
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def test_attempts_age_out_of_the_window(app: Flask) -> None:
     throttle = Throttle(limit=2, window=100)
-    with app.extensions[EXTENSION].sessions() as session:
-        admit_registration(session, throttle, ip="192.0.2.1", now=1000)
-        admit_registration(session, throttle, ip="192.0.2.1", now=1010)
+    with deps(app).sessions() as session:
+        users = SqlUserRepository(session)
+        admit_registration(users, throttle, ip="192.0.2.1", now=1000)
+        admit_registration(users, throttle, ip="192.0.2.1", now=1010)
         with pytest.raises(RegistrationThrottled) as refused:
-            admit_registration(session, throttle, ip="192.0.2.1", now=1050)
+            admit_registration(users, throttle, ip="192.0.2.1", now=1050)
         assert refused.value.retry_after == 50
-        admit_registration(session, throttle, ip="192.0.2.1", now=1101)  # 1000 aged out
+        admit_registration(users, throttle, ip="192.0.2.1", now=1101)  # 1000 aged out
         times = session.scalars(select(RegistrationAttempt.at)).all()
         assert sorted(times) == [1010, 1101]  # the aged-out attempt was pruned

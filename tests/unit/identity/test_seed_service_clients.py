@@ -16,7 +16,7 @@ from chassis import create_db_engine
 from services.identity.__main__ import main
 from services.identity.adapters.orm import Client
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.setup import DEV_SCOPE, ORDERS_SCOPE
 from services.identity.settings import IdentitySettings
 
@@ -59,7 +59,7 @@ def granted(credentials: dict[str, str], scope: str | None = None) -> set[str]:
     try:
         return set(cc_token(app.test_client(), credentials, scope)["scope"].split())
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
 
 
 def test_dev_client_may_obtain_every_scope(

@@ -18,7 +18,7 @@ from services.identity.adapters.orm import (
     Token,
     TokenFamily,
 )
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 
 from .helpers import authorize_url, basic, login_for_code, pkce, redirect_params
 
@@ -136,7 +136,7 @@ def test_an_expired_refresh_token_is_refused_without_revoking_anything(
     app: Flask, client: FlaskClient, creds: Creds
 ) -> None:
     tokens = signed_in(client, creds)
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         row = session.scalars(select(Token)).all()[-1]
         row.refresh_expires_at = 1.0
         session.commit()
@@ -195,7 +195,7 @@ def test_concurrent_exchange_of_one_code_revokes_the_winner_too(
     won_status, won = winner["response"]
     assert won_status == 200, won
     assert not active(client, creds, won["access_token"])
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         assert len(session.scalars(select(TokenFamily)).all()) == 1  # the loser saved nothing
 
 
@@ -226,7 +226,7 @@ def test_spent_codes_are_remembered_and_pruned(
 ) -> None:
     code, verifier = login_for_code(client, creds)
     exchange(client, creds, code, verifier)
-    sessions = app.extensions[EXTENSION].sessions
+    sessions = deps(app).sessions
     with sessions() as session:
         spent = session.scalars(select(SpentAuthorizationCode)).one()
         spent.spent_at = 1.0  # long before any refresh token issued from it could live
@@ -246,7 +246,7 @@ def test_client_credentials_tokens_have_no_family(
         headers=basic(creds["client_id"], creds["client_secret"]),
     )
     assert resp.status_code == 200
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         assert session.scalars(select(TokenFamily)).all() == []
 
 
@@ -263,7 +263,7 @@ def test_a_code_issued_without_pkce_is_not_exchanged(
 ) -> None:
     """A code from before PKCE was required (stored without a challenge) is refused."""
     code, _ = login_for_code(client, creds)
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         for row in session.scalars(select(AuthorizationCode)):
             row.code_challenge = None
             row.code_challenge_method = None

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from chassis import TokenError, TokenSettings, TokenVerifier
 from services.identity.app import create_app
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.service_layer.setup import DEV_SCOPE
 from services.identity.settings import IdentitySettings
 
@@ -56,7 +56,7 @@ def test_token_ttl_is_configurable(settings: IdentitySettings, creds: dict[str, 
     try:
         body = cc_token(app.test_client(), creds)
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()
     raw = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert body["expires_in"] == 60
     assert raw["exp"] - raw["iat"] == 60

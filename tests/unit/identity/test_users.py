@@ -16,7 +16,7 @@ from services.identity.adapters.orm import Client, User
 from services.identity.app import create_app
 from services.identity.domain import scopes
 from services.identity.domain.passwords import Passwords
-from services.identity.entrypoints.context import EXTENSION
+from services.identity.entrypoints.deps import deps
 from services.identity.entrypoints.users import READ_ALL
 from services.identity.settings import IdentitySettings
 
@@ -36,7 +36,7 @@ def test_register_returns_201_with_location_and_hashes_the_password(
     assert "password" not in body and "password_hash" not in body
     assert resp.headers["Location"] == f"/api/v1/users/{body['id']}"
 
-    with app.extensions[EXTENSION].sessions() as session:
+    with deps(app).sessions() as session:
         user = session.scalars(select(User).where(User.username == "alice")).one()
     assert user.password_hash.startswith("$argon2id$")
     assert NEW["password"] not in user.password_hash
@@ -206,4 +206,4 @@ def test_a_user_record_is_its_owners_or_a_users_read_all_tokens(
         resp = get(ids["alice"], {"Authorization": f"Bearer {plain}"})
         assert resp.status_code == 403
     finally:
-        app.extensions[EXTENSION].engine.dispose()
+        deps(app).engine.dispose()

@@ -11,10 +11,10 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine, select
 
 from chassis import create_db_engine, sync_url
-from services.inventory.__main__ import init
 from services.inventory.adapters.orm import outbox
 from services.inventory.app import create_app
 from services.inventory.settings import InventorySettings
+from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
 
 READ = ["inventory:read"]
@@ -38,7 +38,7 @@ def settings(tmp_path: Path) -> InventorySettings:
 @pytest.fixture
 def db(settings: InventorySettings) -> Iterator[Engine]:
     """A blocking engine on the same file, to look at rows (the outbox) directly."""
-    init(settings)
+    migrated("inventory", settings.database_url)  # what `init` does, from a template
     engine = create_db_engine(sync_url(settings.database_url))
     yield engine
     engine.dispose()

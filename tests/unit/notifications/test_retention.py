@@ -14,7 +14,8 @@ from sqlalchemy import select
 from chassis import create_db_engine
 from services.notifications.__main__ import init
 from services.notifications.adapters.orm import inbox
-from services.notifications.app import PURGER, create_app
+from services.notifications.app import create_app
+from services.notifications.entrypoints import DEPS
 from services.notifications.settings import NotificationsSettings
 from tests.support.tokens import TestIssuer
 
@@ -42,7 +43,7 @@ async def test_old_inbox_rows_purged_and_counts_on_metrics(
     assert 'db_table_rows{service="notifications",table="inbox"} 2.0' in text
     assert 'db_table_rows{service="notifications",table="notifications"} 0.0' in text
 
-    purger = client.app[PURGER]
+    purger = client.app[DEPS].purger
     assert purger.purge(now) == {"inbox": 1}
     with db.connect() as conn:
         assert list(conn.execute(select(inbox.c.message_id)).scalars()) == ["new"]

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis.db import create_async_db_engine
-from services.orders.__main__ import init
 from services.orders.settings import OrdersSettings
+from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
 
 from .fakes import FakeUpstreams
@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> OrdersSettings:
 
 @pytest.fixture
 async def engine(settings: OrdersSettings) -> AsyncIterator[AsyncEngine]:
-    init(settings)
+    migrated("orders", settings.database_url)  # what `init` does, from a template
     engine = create_async_db_engine(settings.database_url)
     yield engine
     await engine.dispose()

@@ -14,7 +14,8 @@ from chassis import create_db_engine
 from chassis.db import sync_url
 from services.orders.__main__ import init
 from services.orders.adapters.orm import orders, outbox
-from services.orders.app import PURGER, create_app
+from services.orders.app import create_app
+from services.orders.entrypoints import DEPS
 from services.orders.settings import OrdersSettings
 from tests.support.tokens import TestIssuer
 
@@ -45,7 +46,7 @@ async def test_replay_after_a_purge_returns_the_first_order(
             events = conn.execute(select(func.count()).select_from(outbox)).scalar_one()
         assert events > 0
 
-        purged = client.app[PURGER].purge()
+        purged = client.app[DEPS].purger.purge()
         assert purged == {"outbox": events}
         again = await post(client, issuer)
         assert again.status in (200, 202)
@@ -53,7 +54,7 @@ async def test_replay_after_a_purge_returns_the_first_order(
         with db.connect() as conn:
             assert conn.execute(select(func.count()).select_from(orders)).scalar_one() == 1
 
-        client.app[PURGER].refresh_counts()
+        client.app[DEPS].purger.refresh_counts()
         text = await (await client.get("/metrics")).text()
         assert 'db_table_rows{service="orders",table="orders"} 1.0' in text
         assert 'db_table_rows{service="orders",table="outbox"} 0.0' in text

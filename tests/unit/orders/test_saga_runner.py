@@ -23,9 +23,15 @@ from services.orders.service_layer.orders import (
     place_order,
 )
 from services.orders.service_layer.saga import SagaDriver, SagaRunner
+from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWorkFactory
 from tests.support.waiting import wait_until_async
 
 from .fakes import FakeUpstreams
+
+
+def sql(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """The app's unit of work, on the test's engine."""
+    return lambda: SqlAlchemyUnitOfWork(engine)
 
 
 class Clock:
@@ -50,13 +56,13 @@ async def events(engine: AsyncEngine) -> list[tuple[str, dict[str, Any]]]:
 async def test_place_then_run_confirms_and_writes_the_outbox(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
-    placed = await place_order(engine, upstreams, cmd())
+    placed = await place_order(sql(engine), upstreams, cmd())
     assert not placed.replayed and placed.order.step is Step.RESERVE
     assert placed.order.total == Decimal("109.79")
-    runner = SagaRunner(engine, upstreams)
+    runner = SagaRunner(sql(engine), upstreams)
     order = await runner.run(placed.order.id)
     assert order is not None and order.status is Status.CONFIRMED and order.finished
-    stored = await get_order(engine, "alice", order.id)
+    stored = await get_order(sql(engine), "alice", order.id)
     assert stored.status is Status.CONFIRMED and stored.payment_id == "pay-1"
     assert [ln.unit_price for ln in stored.lines] == [Decimal("39.90"), Decimal("29.99")]
     assert [t for t, _ in await events(engine)] == ["order.created", "order.confirmed"]
@@ -67,12 +73,12 @@ async def test_place_then_run_confirms_and_writes_the_outbox(
 
 
 async def test_idempotent_placement(engine: AsyncEngine, upstreams: FakeUpstreams) -> None:
-    first = await place_order(engine, upstreams, cmd())
-    again = await place_order(engine, upstreams, cmd())
+    first = await place_order(sql(engine), upstreams, cmd())
+    again = await place_order(sql(engine), upstreams, cmd())
     assert again.replayed and again.order.id == first.order.id
     with pytest.raises(IdempotencyKeyReused):
-        await place_order(engine, upstreams, cmd(pm="pm_card_declined"))
-    other = await place_order(engine, upstreams, cmd(owner="bob"))  # keys are per owner
+        await place_order(sql(engine), upstreams, cmd(pm="pm_card_declined"))
+    other = await place_order(sql(engine), upstreams, cmd(owner="bob"))  # keys are per owner
     assert other.order.id != first.order.id
     assert [t for t, _ in await events(engine)] == ["order.created", "order.created"]
 
@@ -80,7 +86,7 @@ async def test_idempotent_placement(engine: AsyncEngine, upstreams: FakeUpstream
 async def test_concurrent_placements_with_one_key_make_one_order(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
-    results = await asyncio.gather(*(place_order(engine, upstreams, cmd()) for _ in range(8)))
+    results = await asyncio.gather(*(place_order(sql(engine), upstreams, cmd()) for _ in range(8)))
     assert len({r.order.id for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
 
@@ -89,7 +95,7 @@ async def test_unknown_sku_is_refused_and_stores_nothing(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
     with pytest.raises(UnknownProducts) as info:
-        await place_order(engine, upstreams, cmd(items=(("NO-SUCH", 1),)))
+        await place_order(sql(engine), upstreams, cmd(items=(("NO-SUCH", 1),)))
     assert info.value.skus == ("NO-SUCH",)
     assert await events(engine) == []
 
@@ -98,10 +104,10 @@ async def test_catalog_down_at_placement_prices_later(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
     upstreams.down.add("catalog")
-    placed = await place_order(engine, upstreams, cmd())
+    placed = await place_order(sql(engine), upstreams, cmd())
     assert placed.order.step is Step.PRICE and placed.order.total is None
     clock = Clock()
-    runner = SagaRunner(engine, upstreams, clock=clock)
+    runner = SagaRunner(sql(engine), upstreams, clock=clock)
     waiting = await runner.run(placed.order.id)
     assert waiting is not None and waiting.step is Step.PRICE and waiting.attempts == 1
     upstreams.down.clear()
@@ -109,15 +115,15 @@ async def test_catalog_down_at_placement_prices_later(
     done = await runner.run(placed.order.id)
     assert done is not None and done.status is Status.CONFIRMED
     assert done.total == Decimal("109.79")
-    stored = await get_order(engine, "alice", done.id)
+    stored = await get_order(sql(engine), "alice", done.id)
     assert [ln.unit_price for ln in stored.lines] == [Decimal("39.90"), Decimal("29.99")]
 
 
 async def test_declined_card_releases_stock_and_rejects(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
-    placed = await place_order(engine, upstreams, cmd(pm="pm_card_declined"))
-    order = await SagaRunner(engine, upstreams).run(placed.order.id)
+    placed = await place_order(sql(engine), upstreams, cmd(pm="pm_card_declined"))
+    order = await SagaRunner(sql(engine), upstreams).run(placed.order.id)
     assert order is not None and order.status is Status.REJECTED
     assert order.reason == "payment declined: card declined"
     assert upstreams.stock["BK-0001"] == 10 and upstreams.charges == {}
@@ -127,8 +133,8 @@ async def test_declined_card_releases_stock_and_rejects(
 
 
 async def test_out_of_stock_rejects(engine: AsyncEngine, upstreams: FakeUpstreams) -> None:
-    placed = await place_order(engine, upstreams, cmd(items=(("KT-0001", 11),)))
-    order = await SagaRunner(engine, upstreams).run(placed.order.id)
+    placed = await place_order(sql(engine), upstreams, cmd(items=(("KT-0001", 11),)))
+    order = await SagaRunner(sql(engine), upstreams).run(placed.order.id)
     assert order is not None and order.status is Status.REJECTED
     assert order.reason == "out of stock: KT-0001" and upstreams.calls["charge"] == 0
 
@@ -137,8 +143,8 @@ async def test_payment_mismatch_is_refunded_and_released(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
     upstreams.captured_amount_delta = Decimal("-1.00")
-    placed = await place_order(engine, upstreams, cmd())
-    order = await SagaRunner(engine, upstreams).run(placed.order.id)
+    placed = await place_order(sql(engine), upstreams, cmd())
+    order = await SagaRunner(sql(engine), upstreams).run(placed.order.id)
     assert order is not None and order.status is Status.REJECTED
     assert upstreams.refunds == {"pay-1"} and upstreams.captured_total() == 0
     assert upstreams.stock["BK-0001"] == 10
@@ -148,8 +154,8 @@ async def test_payments_down_keeps_the_order_pending_then_resumes_without_double
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
     clock = Clock()
-    runner = SagaRunner(engine, upstreams, clock=clock, retry_base=1.0, retry_max=8.0)
-    placed = await place_order(engine, upstreams, cmd())
+    runner = SagaRunner(sql(engine), upstreams, clock=clock, retry_base=1.0, retry_max=8.0)
+    placed = await place_order(sql(engine), upstreams, cmd())
     upstreams.down.add("payments")
     for _ in range(3):
         order = await runner.run(placed.order.id)
@@ -168,7 +174,7 @@ async def test_payments_down_keeps_the_order_pending_then_resumes_without_double
 async def test_two_runners_never_run_one_saga_at_once(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
-    placed = await place_order(engine, upstreams, cmd())
+    placed = await place_order(sql(engine), upstreams, cmd())
     gate, entered = asyncio.Event(), asyncio.Event()
     inside = 0
     most = 0
@@ -183,7 +189,7 @@ async def test_two_runners_never_run_one_saga_at_once(
             inside -= 1
             return await super().perform(order)
 
-    a, b = Slow(engine, upstreams), Slow(engine, upstreams)
+    a, b = Slow(sql(engine), upstreams), Slow(sql(engine), upstreams)
     task = asyncio.create_task(a.run(placed.order.id))
     await entered.wait()
     assert await b.run(placed.order.id) is None  # a holds the lease
@@ -197,7 +203,7 @@ async def test_a_crash_after_charging_resumes_once_the_lease_runs_out(
 ) -> None:
     """The process dies after payments captured but before the saga stored it."""
     clock = Clock()
-    placed = await place_order(engine, upstreams, cmd())
+    placed = await place_order(sql(engine), upstreams, cmd())
 
     class Dies(SagaRunner):
         async def perform(self, order: Order) -> Outcome:
@@ -207,8 +213,8 @@ async def test_a_crash_after_charging_resumes_once_the_lease_runs_out(
             return outcome
 
     with pytest.raises(SystemExit):
-        await Dies(engine, upstreams, clock=clock, lease=30).run(placed.order.id)
-    survivor = SagaRunner(engine, upstreams, clock=clock, lease=30)
+        await Dies(sql(engine), upstreams, clock=clock, lease=30).run(placed.order.id)
+    survivor = SagaRunner(sql(engine), upstreams, clock=clock, lease=30)
     assert await survivor.due(10) == [] and await survivor.run(placed.order.id) is None
     clock.now += 31
     assert await survivor.due(10) == [placed.order.id]
@@ -222,7 +228,7 @@ async def test_a_stale_runner_cannot_overwrite_a_newer_state(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
     clock = Clock()
-    placed = await place_order(engine, upstreams, cmd())
+    placed = await place_order(sql(engine), upstreams, cmd())
     slow_gate, entered = asyncio.Event(), asyncio.Event()
 
     class Stale(SagaRunner):
@@ -232,11 +238,11 @@ async def test_a_stale_runner_cannot_overwrite_a_newer_state(
             return await super().perform(order)
 
     stale = asyncio.create_task(
-        Stale(engine, upstreams, clock=clock, lease=30).run(placed.order.id)
+        Stale(sql(engine), upstreams, clock=clock, lease=30).run(placed.order.id)
     )
     await entered.wait()
     clock.now += 31  # its lease ran out while it was stuck
-    order = await SagaRunner(engine, upstreams, clock=clock).run(placed.order.id)
+    order = await SagaRunner(sql(engine), upstreams, clock=clock).run(placed.order.id)
     assert order is not None and order.status is Status.CONFIRMED
     slow_gate.set()
     assert await stale is None  # lost the lease: wrote nothing
@@ -246,16 +252,16 @@ async def test_a_stale_runner_cannot_overwrite_a_newer_state(
 async def test_driver_runs_new_sagas_and_resumes_unfinished_ones(
     engine: AsyncEngine, upstreams: FakeUpstreams
 ) -> None:
-    left = await place_order(engine, upstreams, cmd("left-over"))  # as if before a restart
-    runner = SagaRunner(engine, upstreams)
+    left = await place_order(sql(engine), upstreams, cmd("left-over"))  # as if before a restart
+    runner = SagaRunner(sql(engine), upstreams)
     driver = SagaDriver(runner, poll_interval=0.02)
     driver.start()
     try:
-        new = await place_order(engine, upstreams, cmd("new"))
+        new = await place_order(sql(engine), upstreams, cmd("new"))
         driver.kick(new.order.id)
 
         async def all_finished() -> list[Any] | None:
-            page, _ = await list_orders(engine, "alice")
+            page, _ = await list_orders(sql(engine), "alice")
             return page if all(o.finished for o in page) else None
 
         page = await wait_until_async(all_finished, 5, "both sagas finished", interval=0.01)
@@ -266,26 +272,26 @@ async def test_driver_runs_new_sagas_and_resumes_unfinished_ones(
 
 
 async def test_stop_gives_back_the_leases(engine: AsyncEngine, upstreams: FakeUpstreams) -> None:
-    placed = await place_order(engine, upstreams, cmd())
-    runner = SagaRunner(engine, upstreams, instance_id="me")
+    placed = await place_order(sql(engine), upstreams, cmd())
+    runner = SagaRunner(sql(engine), upstreams, instance_id="me")
     async with engine.begin() as conn:
         await conn.execute(update(orders).values(lease_owner="me", lease_until=runner.clock() + 60))
-    assert await SagaRunner(engine, upstreams).run(placed.order.id) is None
+    assert await SagaRunner(sql(engine), upstreams).run(placed.order.id) is None
     assert await runner.release_leases() == 1
-    order = await SagaRunner(engine, upstreams).run(placed.order.id)
+    order = await SagaRunner(sql(engine), upstreams).run(placed.order.id)
     assert order is not None and order.finished
 
 
 async def test_owner_only_and_listing(engine: AsyncEngine, upstreams: FakeUpstreams) -> None:
-    ids = [(await place_order(engine, upstreams, cmd(f"k{i}"))).order.id for i in range(5)]
+    ids = [(await place_order(sql(engine), upstreams, cmd(f"k{i}"))).order.id for i in range(5)]
     with pytest.raises(OrderNotFound):
-        await get_order(engine, "mallory", ids[0])
+        await get_order(sql(engine), "mallory", ids[0])
     seen: list[str] = []
     before = None
     while True:
-        page, before = await list_orders(engine, "alice", before=before, limit=2)
+        page, before = await list_orders(sql(engine), "alice", before=before, limit=2)
         seen += [o.id for o in page]
         if before is None:
             break
     assert seen == ids[::-1]
-    assert (await list_orders(engine, "alice", status=Status.CONFIRMED))[0] == []
+    assert (await list_orders(sql(engine), "alice", status=Status.CONFIRMED))[0] == []

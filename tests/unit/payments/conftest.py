@@ -12,10 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
 from chassis import sqlite_url
-from services.payments.__main__ import init
 from services.payments.adapters.orm import outbox
-from services.payments.app import ENGINE, create_app
+from services.payments.app import create_app
+from services.payments.entrypoints import deps
 from services.payments.settings import PaymentsSettings
+from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
 
 READ = ["payments:read"]
@@ -40,15 +41,15 @@ def settings(tmp_path: Path) -> PaymentsSettings:
 
 @pytest.fixture
 def app(settings: PaymentsSettings, issuer: TestIssuer) -> Iterator[Flask]:
-    init(settings)
+    migrated("payments", settings.database_url)  # what `init` does, from a template
     app = create_app(settings, verifier=issuer.verifier())
     yield app
-    app.extensions[ENGINE].dispose()
+    deps(app).engine.dispose()
 
 
 @pytest.fixture
 def engine(app: Flask) -> Engine:
-    return app.extensions[ENGINE]  # type: ignore[no-any-return]
+    return deps(app).engine
 
 
 class Api:

@@ -19,6 +19,7 @@ from services.payments.adapters.provider import (
 from services.payments.adapters.repository import PaymentRepository
 from services.payments.domain import Payment, PaymentStatus
 from services.payments.service_layer import services
+from services.payments.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from tests.support.tokens import TestIssuer
 
 from .conftest import Api, outbox_events
@@ -89,7 +90,10 @@ class FlakyProvider(SimulatedProvider):
 
 def _service(engine: Engine, provider: SimulatedProvider, clock: Clock) -> Any:
     return services.PaymentService(
-        engine, provider, OutboxWriter(outbox), pending_lease=5.0, clock=clock
+        lambda: SqlAlchemyUnitOfWork(engine, OutboxWriter(outbox)),
+        provider,
+        pending_lease=5.0,
+        clock=clock,
     )
 
 

@@ -1,12 +1,14 @@
-"""What the blueprints need, built once by `create_app` and kept in `app.extensions`."""
+"""What the blueprints need, built once by `create_app` (ADR 0023); the request's session."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app, g
+from flask import Flask, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from chassis.deps import dependencies
 
 from ..adapters.keystore import KeyStore
 from ..adapters.oauth2 import PorticoAuthorizationServer
@@ -14,13 +16,11 @@ from ..domain.passwords import PasswordPolicy, Passwords
 from ..domain.throttle import Throttle
 from ..settings import IdentitySettings
 
-__all__ = ["EXTENSION", "Identity", "db", "identity"]
-
-EXTENSION = "portico.identity"
+__all__ = ["Deps", "db", "deps"]
 
 
-@dataclass
-class Identity:
+@dataclass(frozen=True, slots=True)
+class Deps:
     settings: IdentitySettings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -32,8 +32,8 @@ class Identity:
     registrations: Throttle
 
 
-def identity() -> Identity:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+def deps(app: Flask | None = None) -> Deps:
+    return dependencies(Deps, app)
 
 
 def db() -> Session:
@@ -41,5 +41,5 @@ def db() -> Session:
     when the app context ends.
     """
     if "db" not in g:
-        g.db = identity().sessions()
+        g.db = deps().sessions()
     return g.db  # type: ignore[no-any-return]
