@@ -34,7 +34,7 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications")
+CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
 
 
