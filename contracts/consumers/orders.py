@@ -64,7 +64,7 @@ def _json(i: Any, body: Any, status: int, ctype: str = "application/json") -> No
 
 CLIENT_ID = "orders-service"
 SECRET = "contract-secret"
-BASIC = aiohttp.BasicAuth(CLIENT_ID, SECRET).encode()  # the verifier replays this example
+BASIC = aiohttp.encode_basic_auth(CLIENT_ID, SECRET)  # the verifier replays this example
 TOKEN_PATH = urlsplit(OrdersSettings().token_url).path  # where orders asks by default
 
 
