@@ -214,3 +214,46 @@ def test_the_matrix_is_rendered(full: tuple[Report, Path]) -> None:
     text = render(full[0])
     assert "gateway (http)" in text and "contracts: OK" in text
     assert Path("var/contracts/matrix.json") == runner.MATRIX_PATH
+
+
+def test_a_run_records_and_publishes_each_pacts_verification_per_version(
+    pacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contracts.__main__ import main
+
+    from .test_deploy import Broker
+
+    results = tmp_path / "verifications.json"
+    monkeypatch.setenv("PACT_CONSUMER_VERSION", "c1")
+    monkeypatch.setenv("PACT_PROVIDER_VERSION", "p1")
+    only(pacts, "orders-catalog", "orders-payments")
+    with Broker() as broker:
+        monkeypatch.setenv("PACT_BROKER_BASE_URL", broker.url)
+        report = verify(pacts, results=results, publish_to_broker=True)
+        assert report.ok, render(report)
+        sent = [(m, p) for m, p, _, _ in broker.requests if m == "PUT"]
+        assert sent == [
+            ("PUT", "/pacts/provider/catalog/consumer/orders/version/c1"),
+            ("PUT", "/pacts/provider/payments/consumer/orders/version/c1"),
+        ]
+        posted = [json.loads(body) for m, _, _, body in broker.requests if m == "POST"]
+        assert [(r["success"], r["providerApplicationVersion"]) for r in posted] == [
+            (True, "p1"),
+            (True, "p1"),
+        ]
+
+    def status_400(method: str, path: str, status: int, headers: CIMultiDict[str], body: bytes):
+        return (400 if status == 402 else status), headers, body
+
+    monkeypatch.delenv("PACT_BROKER_BASE_URL")
+    monkeypatch.setenv("PACT_PROVIDER_VERSION", "p2")  # payments changed: the 402 became 400
+    report = verify(
+        only(pacts, "orders-payments"), transforms={"payments": status_400}, results=results
+    )
+    assert not report.ok
+    monkeypatch.setenv("CONTRACTS_RESULTS", str(results))
+    assert main(["can-i-deploy", "payments", "--version", "p1"]) == 0
+    assert main(["can-i-deploy", "payments", "--version", "p2"]) == 1
+    assert "orders c1 -> payments p2: verification failed" in capsys.readouterr().out
+    assert main(["can-i-deploy", "orders", "--version", "c1", "--with", "payments=p1"]) == 0
+    assert main(["can-i-deploy", "orders", "--version", "c1"]) == 1  # the latest payments: p2
