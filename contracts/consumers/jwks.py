@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
+import random
 from contextlib import ExitStack
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pact import Pact, match
 
 from chassis import TokenSettings
@@ -28,6 +31,38 @@ __all__ = ["JWKS_PATH", "run"]
 JWKS_PATH = "/.well-known/jwks.json"
 MERGED = ("gateway", "orders")  # their pact with identity is written by their own module
 _B64URL = r"^[A-Za-z0-9_-]+$"
+
+
+_SMALL = [n for n in range(3, 2000, 2) if all(n % d for d in range(3, int(n**0.5) + 1, 2))]
+
+
+def _probable_prime(rng: random.Random, bits: int) -> int:
+    while True:
+        n = rng.getrandbits(bits) | (1 << (bits - 1)) | 1
+        if any(n % d == 0 for d in _SMALL) or pow(2, n - 1, n) != 1:
+            continue
+        if all(pow(a, n - 1, n) == 1 for a in (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)):
+            return n
+
+
+def example_issuer() -> TestIssuer:
+    """A TestIssuer whose RSA key comes from a fixed seed, so the example JWKS - and with it
+    the pact's content hash, which can-i-deploy matches verifications by - is the same every
+    run. The key signs only the consumer tests' own tokens; the provider answers with its own."""
+    rng = random.Random("portico-contracts-jwks")
+    e = 65537
+    while True:
+        p, q = _probable_prime(rng, 1024), _probable_prime(rng, 1024)
+        phi = (p - 1) * (q - 1)
+        if p != q and math.gcd(e, phi) == 1:
+            break
+    d = pow(e, -1, phi)
+    numbers = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), rsa.RSAPublicNumbers(e, p * q)
+    )
+    issuer = TestIssuer(kid="contract-key")
+    issuer.private_key = numbers.private_key()
+    return issuer
 
 
 def _define(pact: Pact, consumer: str, issuer: TestIssuer) -> None:
@@ -77,7 +112,7 @@ async def _service_verifies(service: str, url: str, issuer: TestIssuer) -> None:
 
 def run(pact_dir: Path, consumers: list[str] | None = None) -> list[Path]:
     consumers = jwks_consumers() if consumers is None else consumers
-    issuer = TestIssuer()
+    issuer = example_issuer()
     pacts = {c: Pact(c, ISSUER).with_specification("V4") for c in consumers}
     for c, pact in pacts.items():
         _define(pact, c, issuer)
