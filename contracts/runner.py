@@ -7,9 +7,12 @@
    per provider, one `Verifier` replays every interaction written against it - HTTP through the
    provider's app running for real, messages produced by its real event code - with provider
    states set by its hook (contracts.providers.<name>).
-3. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
-   pacts; `missing` counts boundary items (routes, aggregate parts, outbound calls, events)
-   that no interaction covers. The run fails on any error, failed interaction or missing item.
+3. Each pact's verification is recorded per consumer and provider version (contracts.deploy;
+   with `publish_to_broker`, pacts and results also go to the Pact Broker).
+4. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
+   pacts; `missing` counts boundary items (routes per method, aggregate parts, outbound
+   calls, JWKS fetches, events) that no interaction covers. The run fails on any error,
+   failed interaction or missing item.
 """
 
 from __future__ import annotations
