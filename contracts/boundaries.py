@@ -2,9 +2,13 @@
 hand-kept list - so a new route, aggregate part, outbound call or event without a contract
 shows up as `missing` in the matrix and fails the run.
 
-- gateway -> service: every route of `gateway.config.load_config()` (one item per route)
-  and every part of every aggregate, when the config has `aggregates`.
-- orders -> service: `services.orders.adapters.upstreams.OUTBOUND` (operation -> provider).
+- gateway -> service: every route of `gateway.config.load_config()` and each of its methods
+  (`route:products.update PUT`), and every part of every aggregate, counted on the upstream
+  of the GET route the part's path resolves to (`aggregate:orders.details.payment`).
+- orders -> service: `services.orders.adapters.upstreams.OUTBOUND` (operation -> provider),
+  its token request to identity included (`call:token`).
+- verifier -> identity: the gateway and every service that verifies tokens against the
+  JWKS it fetches over HTTP (`jwks`).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
   matched, with topic-exchange rules, against each service's `PUBLISHES`.
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,31 +46,38 @@ def topic_matches(binding: str, key: str) -> bool:
     return re.match(pattern, key) is not None
 
 
-def _aggregate_parts(config: Any) -> Iterable[tuple[str, str, str]]:
-    """(aggregate, part, upstream) for each part; tolerant of the section's exact shape."""
-    aggregates = getattr(config, "aggregates", None) or ()
-    items = aggregates.items() if hasattr(aggregates, "items") else enumerate(aggregates)
-    for key, agg in items:
-        name = getattr(agg, "name", None) or str(key)
-        parts = getattr(agg, "parts", None) or getattr(agg, "calls", None) or ()
-        entries = parts.items() if hasattr(parts, "items") else enumerate(parts)
-        for pkey, part in entries:
-            upstream = getattr(part, "upstream", None)
-            if upstream:
-                yield name, str(getattr(part, "name", None) or pkey), str(upstream)
+def route_items(config: Any) -> Iterator[tuple[str, str]]:
+    """(upstream, label) for every route and each of its methods."""
+    for route in config.routes:
+        for method in route.methods:
+            yield route.upstream, f"route:{route.name} {method}"
 
 
-def gateway_boundaries() -> list[Boundary]:
+def aggregate_items(config: Any) -> Iterator[tuple[str, str]]:
+    """(upstream, label) for every aggregate part: the part's path, its expressions replaced
+    by sample values, resolved by the gateway's own router to the GET route the part calls
+    (as `gateway.pipeline.aggregate` does per request and the config check at load)."""
+    from gateway.config.expressions import parse_template
+    from gateway.routing import Router
+
+    router = Router(config.routes)
+    for agg in config.aggregates:
+        for part in agg.parts:
+            found = router.match(parse_template(part.path).sample())
+            route = found[0].routes.get("GET") if found is not None else None
+            if route is None:  # the config check refuses this at load; never silently skipped
+                raise ValueError(f"aggregate {agg.name}: part {part.name} matches no GET route")
+            yield route.upstream, f"aggregate:{agg.name}.{part.name}"
+
+
+def gateway_boundaries(config: Any = None) -> list[Boundary]:
     from gateway.config import load_config
 
-    config = load_config()
+    config = load_config() if config is None else config
     by_provider: dict[str, Boundary] = {}
-    for route in config.routes:
-        b = by_provider.setdefault(route.upstream, Boundary("gateway", route.upstream, "http"))
-        b.items.append(f"route:{route.name}")
-    for agg, part, upstream in _aggregate_parts(config):
+    for upstream, item in (*route_items(config), *aggregate_items(config)):
         b = by_provider.setdefault(upstream, Boundary("gateway", upstream, "http"))
-        b.items.append(f"aggregate:{agg}.{part}")
+        b.items.append(item)
     return list(by_provider.values())
 
 
@@ -111,5 +122,41 @@ def message_boundaries() -> list[Boundary]:
     return out
 
 
-def derive() -> list[Boundary]:
-    return [*gateway_boundaries(), *orders_boundaries(), *message_boundaries()]
+ISSUER = "identity"  # signs every access token and serves the JWKS the verifiers fetch
+JWKS = "jwks"
+
+
+def jwks_consumers() -> list[str]:
+    """Who fetches the issuer's JWKS over HTTP to verify tokens: the gateway
+    (`gateway.auth.make_verifier`) and every service whose app builds its verifier from the
+    shared `chassis.TokenSettings`; identity verifies against its own key store."""
+    found = ["gateway"]
+    for name in services():
+        if name == ISSUER:
+            continue
+        try:
+            app = importlib.import_module(f"services.{name}.app")
+        except ModuleNotFoundError:
+            continue
+        if hasattr(app, "TokenSettings"):
+            found.append(name)
+    return found
+
+
+def jwks_boundaries() -> list[Boundary]:
+    return [Boundary(c, ISSUER, "http", [JWKS]) for c in jwks_consumers()]
+
+
+def derive(gateway_config: Any = None) -> list[Boundary]:
+    """Every boundary, merged per (consumer, provider, kind); `gateway_config` defaults to
+    `gateway.config.load_config()`."""
+    merged: dict[tuple[str, str, str], Boundary] = {}
+    for b in (
+        *gateway_boundaries(gateway_config),
+        *orders_boundaries(),
+        *jwks_boundaries(),
+        *message_boundaries(),
+    ):
+        have = merged.setdefault(b.key, Boundary(*b.key))
+        have.items.extend(i for i in b.items if i not in have.items)
+    return list(merged.values())

@@ -7,9 +7,12 @@
    per provider, one `Verifier` replays every interaction written against it - HTTP through the
    provider's app running for real, messages produced by its real event code - with provider
    states set by its hook (contracts.providers.<name>).
-3. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
-   pacts; `missing` counts boundary items (routes, aggregate parts, outbound calls, events)
-   that no interaction covers. The run fails on any error, failed interaction or missing item.
+3. Each pact's verification is recorded per consumer and provider version (contracts.deploy;
+   with `publish_to_broker`, pacts and results also go to the Pact Broker).
+4. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
+   pacts; `missing` counts boundary items (routes per method, aggregate parts, outbound
+   calls, JWKS fetches, events) that no interaction covers. The run fails on any error,
+   failed interaction or missing item.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -29,12 +31,13 @@ from typing import Any
 from . import MATRIX_PATH, PACT_DIR
 from .boundaries import Boundary, derive
 from .consumers import BOUNDARY, ConsumerFailed
+from .deploy import Results, Verification, pact_sha, publish, version
 from .harness import LoopThread, ProviderFront, Transform
 from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications")
+CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
 
 
@@ -335,33 +338,52 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def publish(pacts: list[PactFile], report: Report) -> None:
-    """PUT each pact to the Pact Broker at $PACT_BROKER_BASE_URL (consumer version: git sha)."""
-    import urllib.request
-
-    base = os.environ.get("PACT_BROKER_BASE_URL", "").rstrip("/")
-    if not base:
-        report.errors.append("PUBLISH=1 needs PACT_BROKER_BASE_URL")
-        return
-    version = (
-        os.environ.get("PACT_CONSUMER_VERSION")
-        or subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        or "dev"
-    )
-    token = os.environ.get("PACT_BROKER_TOKEN")
+def verifications(
+    pacts: list[PactFile], report: Report, consumer_version: str, provider_version: str
+) -> list[Verification]:
+    """One result per pact: verified when every one of its interactions passed."""
+    out = []
     for p in pacts:
-        url = f"{base}/pacts/provider/{p.provider}/consumer/{p.consumer}/version/{version}"
-        req = urllib.request.Request(url, data=p.path.read_bytes(), method="PUT")
-        req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                resp.read()
-        except Exception as exc:
-            report.errors.append(f"publishing {p.path} to {base} failed: {exc}")
+        cells = [c for k, c in report.cells.items() if k[:2] == (p.consumer, p.provider)]
+        passed, failed = sum(c.passed for c in cells), sum(c.failed for c in cells)
+        out.append(
+            Verification(
+                p.consumer,
+                consumer_version,
+                p.provider,
+                provider_version,
+                pact_sha(p.path.read_bytes()),
+                success=failed == 0 and passed == len(p.interactions),
+                passed=passed,
+                failed=failed,
+            )
+        )
+    return out
+
+
+def record_and_publish(
+    pacts: list[PactFile],
+    report: Report,
+    results: Path | None,
+    publish_to_broker: bool,
+) -> None:
+    """Record each pact's verification per consumer and provider version; with
+    `publish_to_broker`, also send pacts and results to $PACT_BROKER_BASE_URL."""
+    found = verifications(
+        pacts, report, version("PACT_CONSUMER_VERSION"), version("PACT_PROVIDER_VERSION")
+    )
+    if results is not None:
+        recorded = Results.load(results)
+        recorded.record(found)
+        recorded.save(results)
+    if publish_to_broker:
+        base = os.environ.get("PACT_BROKER_BASE_URL", "")
+        if not base:
+            report.errors.append("PUBLISH=1 needs PACT_BROKER_BASE_URL")
+            return
+        by_path = {p.path: p for p in pacts}
+        pairs = list(zip(by_path, found, strict=True))
+        report.errors.extend(publish(base, pairs, os.environ.get("PACT_BROKER_TOKEN")))
 
 
 def run(
@@ -372,8 +394,10 @@ def run(
     matrix_path: Path | None = MATRIX_PATH,
     publish_to_broker: bool = False,
     boundaries: Callable[[], list[Boundary]] = derive,
+    results: Path | None = None,
 ) -> Report:
-    """The whole run; `consumers=None` verifies the pact files already in `pact_dir`."""
+    """The whole run; `consumers=None` verifies the pact files already in `pact_dir`;
+    `results`: the recorded matrix to add this run's verifications to (contracts.deploy)."""
     report = Report()
     try:
         if consumers:
@@ -389,9 +413,8 @@ def run(
             by_provider.setdefault(p.provider, []).append(p)
         for name, group in sorted(by_provider.items()):
             verify_provider(name, group, report, (transforms or {}).get(name))
+        record_and_publish(pacts, report, results, publish_to_broker)
         coverage(boundaries(), pacts, report)
-        if publish_to_broker:
-            publish(pacts, report)
     except Exception as exc:  # a bug here still ends in a named failure, with its trace
         report.errors.append(f"contracts runner crashed: {type(exc).__name__}: {exc}")
         report.errors.append(traceback.format_exc(limit=5))

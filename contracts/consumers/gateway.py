@@ -26,7 +26,7 @@ from gateway.routing import Router
 
 from . import ConsumerFailed, label
 
-__all__ = ["EXAMPLES", "Example", "run"]
+__all__ = ["AGGREGATES", "EXAMPLES", "Aggregate", "Example", "Part", "run"]
 
 CONSUMER = "gateway"
 BEARER = match.regex("Bearer eyJ.example.token", regex=r"^Bearer \S+$")
@@ -128,6 +128,16 @@ EXAMPLES: dict[str, list[Example]] = {
             token=False,
         ),
         Example(
+            "an authorization request for an unknown client",
+            "GET",
+            "/oauth/authorize",
+            400,
+            problem(400, error="invalid_client"),
+            content_type=PROBLEM,
+            query={"response_type": "code", "client_id": "no-such-client"},
+            token=False,
+        ),
+        Example(
             "the JWKS",
             "GET",
             "/.well-known/jwks.json",
@@ -226,6 +236,27 @@ EXAMPLES: dict[str, list[Example]] = {
             {**PRODUCT, "price": "12.50"},
             state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
             request_body={"price": "12.50"},
+        ),
+        Example(
+            "a product replaced",
+            "PUT",
+            "/api/v1/products/prod-1",
+            200,
+            {**PRODUCT, "name": "Widget II", "price": "11.00"},
+            state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
+            request_body={
+                "sku": "SKU-1",
+                "name": "Widget II",
+                "category": "tools",
+                "price": "11.00",
+            },
+        ),
+        Example(
+            "a product deleted",
+            "DELETE",
+            "/api/v1/products/prod-1",
+            204,
+            state=("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
         ),
     ],
     "inventory": [
@@ -351,13 +382,89 @@ EXAMPLES: dict[str, list[Example]] = {
 }
 
 
+@dataclass
+class Part:
+    """What one aggregate part sends (its expressions filled in from the example answers of
+    the parts before it) and what its upstream must answer."""
+
+    name: str
+    path: str  # public path, query included, as the part sends it
+    body: Any
+    state: tuple[str, dict[str, Any]] | None = None
+    status: int = 200
+
+
+@dataclass
+class Aggregate:
+    """One call of an aggregate through the gateway; each part is an interaction with the
+    upstream of the route the part resolves to, labelled `aggregate:<name>.<part>`."""
+
+    description: str
+    name: str
+    path: str
+    parts: list[Part]
+
+
+USER = {"id": match.str("u1"), "username": "alice", "email": match.str("alice@example.com")}
+SIGNED_IN = ("a user is signed in", {"username": "alice"})
+
+AGGREGATES = [
+    Aggregate(
+        "an order's details",
+        "orders.details",
+        "/api/v1/orders/ord-2/details",
+        [
+            Part(
+                "order",
+                "/api/v1/orders/ord-2",
+                {**ORDER, "payment_id": match.str("pay-1")},
+                ("a confirmed order exists", {"id": "ord-2", "payment_id": "pay-1"}),
+            ),
+            Part(
+                "products",
+                "/api/v1/products?sku=SKU-1",
+                {"items": match.each_like(PRODUCT)},
+                ("a product exists", {"id": "prod-1", "sku": "SKU-1"}),
+            ),
+            Part(
+                "payment",
+                "/api/v1/payments/pay-1",
+                PAYMENT,
+                ("a payment was captured", {"id": "pay-1", "order_id": "ord-2"}),
+            ),
+            Part("user", "/api/v1/users/me", USER, SIGNED_IN),
+        ],
+    ),
+    Aggregate(
+        "the caller's dashboard",
+        "me.dashboard",
+        "/api/v1/me/dashboard",
+        [
+            Part("profile", "/api/v1/users/me", USER, SIGNED_IN),
+            Part(
+                "recent_orders",
+                "/api/v1/orders?limit=5",
+                {"items": match.each_like(ORDER)},
+                ("an order exists", {"id": "ord-1"}),
+            ),
+            Part(
+                "unread_notifications",
+                "/api/v1/notifications?unread=true",
+                {"items": match.each_like(NOTE)},
+                ("a notification exists", {"id": "note-1"}),
+            ),
+        ],
+    ),
+]
+
+
 def _route_label(router: Router, method: str, path: str) -> tuple[str, str]:
     """The route the gateway itself picks, and the upstream path it sends."""
     found = router.match(path)
     route = found[0].routes.get(method) if found else None
     if route is None:
         raise ConsumerFailed(f"gateway: no route for {method} {path}")
-    return f"route:{route.name}", route.target(path, found[1] if found else None)
+    return f"route:{route.name} {method}", route.target(path, found[1] if found else None)
 
 
 def _define(pact: Pact, ex: Example, router: Router) -> None:
@@ -382,6 +489,25 @@ def _define(pact: Pact, ex: Example, router: Router) -> None:
         i.with_body(ex.body, content_type=ex.content_type)
 
 
+def _define_part(pacts: dict[str, Pact], agg: Aggregate, part: Part, router: Router) -> None:
+    path, _, query = part.path.partition("?")
+    found = router.match(path)
+    route = found[0].routes.get("GET") if found else None
+    if route is None:
+        raise ConsumerFailed(f"gateway: aggregate {agg.name}: no GET route for {path}")
+    if route.upstream not in pacts:
+        pacts[route.upstream] = Pact(CONSUMER, route.upstream).with_specification("V4")
+    i = pacts[route.upstream].upon_receiving(f"{agg.description}: part {part.name}")
+    label(i, f"aggregate:{agg.name}.{part.name}")
+    if part.state:
+        i.given(part.state[0], **part.state[1])
+    i.with_request("GET", route.target(path, found[1] if found else None))
+    for k, _, v in (q.partition("=") for q in query.split("&") if q):
+        i.with_query_parameter(k, v)
+    i.with_header("Authorization", BEARER)
+    i.will_respond_with(part.status).with_body(part.body, content_type=JSON)
+
+
 def _example_value(value: Any) -> Any:
     """A matcher's example value (request bodies and headers are sent as plain values)."""
     if hasattr(value, "value") and not isinstance(value, dict | list | str):
@@ -402,7 +528,11 @@ def _config(urls: dict[str, str]) -> GatewayConfig:
     return dataclasses.replace(config, upstreams=upstreams)
 
 
-async def _drive(config: GatewayConfig, examples: dict[str, list[Example]]) -> list[str]:
+async def _drive(
+    config: GatewayConfig,
+    examples: dict[str, list[Example]],
+    aggregate: Aggregate | None = None,
+) -> list[str]:
     from contracts.tokens import TestIssuer
 
     issuer = TestIssuer()
@@ -428,32 +558,66 @@ async def _drive(config: GatewayConfig, examples: dict[str, list[Example]]) -> l
                             f"gateway -> {provider}: {ex.description!r}: the gateway answered "
                             f"{resp.status}, the upstream {ex.status}"
                         )
+        if aggregate is not None:
+            headers = {"Authorization": f"Bearer {issuer.token(ALL_SCOPES)}"}
+            async with client.get(aggregate.path, headers=headers) as resp:
+                body = await resp.json(content_type=None)
+                partial = resp.headers.get("X-Portico-Partial")
+                if resp.status != 200 or partial or body.get("errors"):
+                    problems.append(
+                        f"gateway: {aggregate.description!r}: the aggregate answered "
+                        f"{resp.status} (partial: {partial}, errors: {body.get('errors')})"
+                    )
     return problems
 
 
-def run(pact_dir: Path, examples: dict[str, list[Example]] | None = None) -> list[Path]:
-    examples = EXAMPLES if examples is None else examples
-    config = load_config()
-    router = Router(config.routes)
-    pacts = {p: Pact(CONSUMER, p).with_specification("V4") for p in examples}
-    for provider, exs in examples.items():
-        for ex in exs:
-            _define(pacts[provider], ex, router)
+def _serve(
+    pacts: dict[str, Pact],
+    examples: dict[str, list[Example]],
+    aggregate: Aggregate | None = None,
+) -> None:
+    """Serve `pacts` on mock servers and send the examples (or the aggregate) through a real
+    gateway routed onto them; ConsumerFailed naming what did not match."""
     with ExitStack() as stack:
         servers = {
             p: stack.enter_context(pact.serve(addr="127.0.0.1", raises=False, verbose=False))
             for p, pact in pacts.items()
         }
         urls = {p: str(s.url).rstrip("/") for p, s in servers.items()}
-        problems = asyncio.run(_drive(_config(urls), examples))
+        problems = asyncio.run(_drive(_config(urls), examples, aggregate))
         for p, server in servers.items():
             if not server.matched:
                 for m in server.mismatches:
                     problems.append(f"gateway -> {p}: mock server: {m}")
     if problems:
         raise ConsumerFailed("; ".join(problems))
-    written = []
+
+
+def run(
+    pact_dir: Path,
+    examples: dict[str, list[Example]] | None = None,
+    aggregates: list[Aggregate] | None = None,
+) -> list[Path]:
+    """Routes first (one mock server per upstream), then each aggregate on mock servers of its
+    own - its parts repeat requests a route example makes - merged into the same pact files."""
+    examples = EXAMPLES if examples is None else examples
+    aggregates = AGGREGATES if aggregates is None else aggregates
+    router = Router(load_config().routes)
+    pacts = {p: Pact(CONSUMER, p).with_specification("V4") for p in examples}
+    for provider, exs in examples.items():
+        for ex in exs:
+            _define(pacts[provider], ex, router)
+    _serve(pacts, examples)
+    written: dict[str, Path] = {}
     for p, pact in pacts.items():
         pact.write_file(pact_dir, overwrite=True)
-        written.append(pact_dir / f"{CONSUMER}-{p}.json")
-    return written
+        written[p] = pact_dir / f"{CONSUMER}-{p}.json"
+    for agg in aggregates:
+        parts: dict[str, Pact] = {}
+        for part in agg.parts:
+            _define_part(parts, agg, part, router)
+        _serve(parts, {}, agg)
+        for p, pact in parts.items():
+            pact.write_file(pact_dir, overwrite=p not in written)
+            written[p] = pact_dir / f"{CONSUMER}-{p}.json"
+    return list(written.values())

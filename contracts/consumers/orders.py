@@ -1,7 +1,8 @@
-"""orders as a consumer of catalog, inventory and payments: the saga's real client
+"""orders as a consumer of identity, catalog, inventory and payments: the saga's real client
 (`HttpUpstreams`) makes each call against the providers' Pact mock servers, and each call's
-domain outcome is checked (a 402 must read as Declined, a 409 as OutOfStock, ...). Each
-interaction is labelled with the `OUTBOUND` operation it exercises."""
+domain outcome is checked (a 402 must read as Declined, a 409 as OutOfStock, ...); its real
+`ServiceToken` asks identity's token endpoint for orders' own token (client_credentials).
+Each interaction is labelled with the `OUTBOUND` operation it exercises."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from pact import Pact, match
 
 from chassis.resilience import Retry
-from services.orders.adapters.upstreams import HttpUpstreams, Transient
+from services.orders.adapters.service_token import ServiceToken
+from services.orders.adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient
 from services.orders.domain import (
     Captured,
     Committed,
@@ -29,6 +32,7 @@ from services.orders.domain import (
     Reserved,
     Unavailable,
 )
+from services.orders.settings import OrdersSettings
 
 from . import ConsumerFailed, label
 
@@ -58,7 +62,45 @@ def _json(i: Any, body: Any, status: int, ctype: str = "application/json") -> No
     i.will_respond_with(status).with_body(body, content_type=ctype)
 
 
+CLIENT_ID = "orders-service"
+SECRET = "contract-secret"
+BASIC = aiohttp.encode_basic_auth(CLIENT_ID, SECRET)  # the verifier replays this example
+TOKEN_PATH = urlsplit(OrdersSettings().token_url).path  # where orders asks by default
+
+
+def _token_request(i: Any) -> None:
+    i.with_request("POST", TOKEN_PATH).with_header(
+        "Authorization", match.regex(BASIC, regex=r"^Basic \S+$")
+    ).with_body(
+        urlencode({"grant_type": "client_credentials", "scope": SERVICE_SCOPE}),
+        content_type="application/x-www-form-urlencoded",
+    )
+    _json(
+        i,
+        {
+            "access_token": match.str("eyJ.service.token"),
+            "token_type": match.regex("Bearer", regex=r"^(?i:bearer)$"),
+            "expires_in": match.int(900),
+        },
+        200,
+    )
+
+
+async def _service_token(u: HttpUpstreams) -> str:
+    return await u.token.get()
+
+
 CASES: dict[str, list[Case]] = {
+    "identity": [
+        (
+            "token",
+            "orders' own token (client_credentials)",
+            ("the orders service client exists", {"secret": SECRET}),
+            _token_request,
+            _service_token,
+            str,
+        ),
+    ],
     "catalog": [
         (
             "prices",
@@ -244,18 +286,32 @@ CASES: dict[str, list[Case]] = {
 async def _drive(urls: dict[str, str], cases: dict[str, list[Case]]) -> list[str]:
     problems: list[str] = []
     async with aiohttp.ClientSession() as session:
-        upstreams = HttpUpstreams(
-            session,
-            _Token(),  # type: ignore[arg-type]
-            catalog_url=urls.get("catalog", "http://127.0.0.1:9"),
-            inventory_url=urls.get("inventory", "http://127.0.0.1:9"),
-            payments_url=urls.get("payments", "http://127.0.0.1:9"),
-            retry=Retry(attempts=1, base_delay=0.0, max_delay=0.0, retry_on=(Transient,)),
-            failure_threshold=1000,
+
+        def upstreams(token: Any) -> HttpUpstreams:
+            return HttpUpstreams(
+                session,
+                token,
+                catalog_url=urls.get("catalog", "http://127.0.0.1:9"),
+                inventory_url=urls.get("inventory", "http://127.0.0.1:9"),
+                payments_url=urls.get("payments", "http://127.0.0.1:9"),
+                retry=Retry(attempts=1, base_delay=0.0, max_delay=0.0, retry_on=(Transient,)),
+                failure_threshold=1000,
+            )
+
+        calls = upstreams(_Token())
+        # the token request goes through a real ServiceToken; every other call's token is fixed
+        token_calls = upstreams(
+            ServiceToken(
+                session,
+                urls.get("identity", "http://127.0.0.1:9") + TOKEN_PATH,
+                SERVICE_SCOPE,
+                client_id=CLIENT_ID,
+                client_secret=SECRET,
+            )
         )
         for provider, items in cases.items():
             for _op, description, _state, _define, call, expected in items:
-                outcome = await call(upstreams)
+                outcome = await call(token_calls if provider == "identity" else calls)
                 if not isinstance(outcome, expected):
                     problems.append(
                         f"orders -> {provider}: {description!r}: the client read "

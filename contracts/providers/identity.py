@@ -18,6 +18,7 @@ from services.identity.service_layer.setup import (
     _upsert_client,
     init_storage,
     seed_dev,
+    seed_orders_client,
 )
 from services.identity.service_layer.users import find_user, register
 from services.identity.settings import IdentitySettings
@@ -50,6 +51,15 @@ def start(ctx: Context) -> Provider:
             _upsert_client(session, client_id, client_secret_hash=secret_digest(secret))
             session.commit()
 
+    def orders_client(secret: str = "contract-secret") -> None:
+        """The orders service's client as `init` seeds it, with a secret the pact knows."""
+        with ext.sessions() as session:
+            credentials, _ = seed_orders_client(session, ctx.workdir / "orders-client.json")
+            _upsert_client(
+                session, credentials["client_id"], client_secret_hash=secret_digest(secret)
+            )
+            session.commit()
+
     def user_signed_in(username: str = "alice", scope: str = "profile") -> None:
         with app.app_context():
             session = db()
@@ -70,5 +80,9 @@ def start(ctx: Context) -> Provider:
         ctx.bearer["token"] = token["access_token"]
 
     backend = serve_wsgi(app)
-    states = {"a client with a known secret": client_secret, "a user is signed in": user_signed_in}
+    states = {
+        "a client with a known secret": client_secret,
+        "the orders service client exists": orders_client,
+        "a user is signed in": user_signed_in,
+    }
     return Provider("identity", backend, states, close=ext.engine.dispose)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
+from prometheus_client import CollectorRegistry
+
 from chassis import create_db_engine, sqlite_url
 from chassis.db import sync_url
 from services.orders.__main__ import init
@@ -15,6 +17,7 @@ from services.orders.adapters.upstreams import Upstreams
 from services.orders.app import create_app
 from services.orders.domain import (
     Captured,
+    Committed,
     Line,
     OutOfStock,
     Priced,
@@ -24,6 +27,7 @@ from services.orders.domain import (
 from services.orders.domain.model import DomainEvent, Order
 from services.orders.entrypoints import DEPS
 from services.orders.service_layer.orders import PlaceOrder, place_order
+from services.orders.service_layer.saga import SagaRunner
 from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.orders.settings import OrdersSettings
 
@@ -55,6 +59,24 @@ class PricedOnly(Upstreams):
 
     async def refund(self, order_id: str, payment_id: str) -> Unavailable:
         return Unavailable("not under contract")
+
+
+class Confirming(PricedOnly):
+    """Every step succeeds, the charge captured as `payment_id`: the saga confirms."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+
+    async def reserve(self, order_id: str, lines: Sequence[Line]) -> Reserved:  # type: ignore[override]
+        return Reserved()
+
+    async def charge(  # type: ignore[override]
+        self, order_id: str, amount: Decimal, currency: str, pm: str, *, owner: str
+    ) -> Captured:
+        return Captured(self.payment_id, amount, currency)
+
+    async def commit(self, order_id: str) -> Committed:  # type: ignore[override]
+        return Committed()
 
 
 def _events(outcomes: Sequence[object]) -> list[DomainEvent]:
@@ -89,6 +111,14 @@ def start(ctx: Context) -> Provider:
         placed = ctx.loop.run(place_order(app[DEPS].uow, upstreams, cmd))
         ctx.alias(id, placed.order.id)
 
+    def confirmed_order_exists(id: str = "ord-2", payment_id: str = "pay-1") -> None:
+        """Placed, then run through the real saga with every step succeeding."""
+        cmd = PlaceOrder(CONTRACT_USER, f"contract-{id}", (("SKU-1", 1),), "pm_card_ok")
+        placed = ctx.loop.run(place_order(app[DEPS].uow, upstreams, cmd))
+        saga = SagaRunner(app[DEPS].uow, Confirming(payment_id), registry=CollectorRegistry())
+        ctx.loop.run(saga.run(placed.order.id))
+        ctx.alias(id, placed.order.id)
+
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
@@ -108,7 +138,7 @@ def start(ctx: Context) -> Provider:
     return Provider(
         "orders",
         backend,
-        {"an order exists": order_exists},
+        {"an order exists": order_exists, "a confirmed order exists": confirmed_order_exists},
         {t: producer(t) for t in _RUNS},
         close=close,
     )

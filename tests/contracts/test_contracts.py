@@ -4,6 +4,7 @@ consumer, the interaction and the field - or the file / provider - never a bare 
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -61,7 +62,17 @@ def test_every_boundary_has_a_passing_contract(full: tuple[Report, Path]) -> Non
 
 def test_boundaries_come_from_the_system() -> None:
     found = {b.key: b.items for b in derive()}
-    assert "route:products.get" in found["gateway", "catalog", "http"]
+    assert "route:products.get GET" in found["gateway", "catalog", "http"]
+    assert {"route:products.update PUT", "route:products.update DELETE"} <= set(
+        found["gateway", "catalog", "http"]
+    )
+    # each aggregate part on the upstream of the route its path resolves to
+    assert "aggregate:orders.details.payment" in found["gateway", "payments", "http"]
+    assert "aggregate:me.dashboard.profile" in found["gateway", "identity", "http"]
+    assert "call:token" in found["orders", "identity", "http"]
+    for verifier in ("gateway", "catalog", "inventory", "orders", "payments", "notifications"):
+        assert "jwks" in found[verifier, "identity", "http"], verifier
+    assert ("identity", "identity", "http") not in found
     assert "call:reserve" in found["orders", "inventory", "http"]
     assert "event:payment.refunded" in found["notifications", "payments", "message"]
     assert topic_matches("payment.*", "payment.captured")
@@ -76,6 +87,51 @@ def test_a_boundary_without_contract_is_missing(pacts: Path) -> None:
     assert not report.ok
     assert report.missing == ["orders -> catalog (http): no contract for call:stock_of"]
     assert report.cells["orders", "catalog", "http"].missing == 1
+
+
+def test_each_new_route_method_aggregate_part_and_event_binding_fails_by_name(
+    full: tuple[Report, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make contracts` derives its boundaries from gateway.yaml ($GATEWAY_CONFIG) and the
+    services; a config or binding grown one item at a time fails the coverage naming it."""
+    import yaml
+
+    from gateway.config import DEFAULT_CONFIG_PATH, load_config
+    from services.notifications import domain
+
+    pacts = [runner.read_pact(f) for f in sorted((full[1] / "pacts").glob("*.json"))]
+    raw = yaml.safe_load(Path(DEFAULT_CONFIG_PATH).read_text())
+
+    def missing() -> list[str]:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(raw), "utf-8")
+        report = Report()
+        runner.coverage(derive(load_config(path)), pacts, report)
+        return report.missing
+
+    assert missing() == []
+    raw["routes"].append(
+        {"name": "products.search", "methods": ["GET"], "path": "/api/v1/search/products"}
+        | {"upstream": "catalog", "auth": {"required": True, "scopes": ["catalog:read"]}}
+    )
+    assert missing() == ["gateway -> catalog (http): no contract for route:products.search GET"]
+    raw["routes"].pop()
+    inventory_set = next(r for r in raw["routes"] if r["name"] == "inventory.set")
+    inventory_set["methods"].append("PATCH")
+    assert missing() == ["gateway -> inventory (http): no contract for route:inventory.set PATCH"]
+    inventory_set["methods"].remove("PATCH")
+    dashboard = next(a for a in raw["aggregates"] if a["name"] == "me.dashboard")
+    dashboard["parts"].append({"name": "stock", "path": "/api/v1/inventory/SKU-1"})
+    assert missing() == [
+        "gateway -> inventory (http): no contract for aggregate:me.dashboard.stock"
+    ]
+    dashboard["parts"].pop()
+    assert missing() == []
+    model = importlib.import_module("services.notifications.domain.model")
+    for mod in (model, domain):
+        if hasattr(mod, "BINDINGS"):
+            monkeypatch.setattr(mod, "BINDINGS", (*mod.BINDINGS, "stock.*"))
+    assert missing() == ["notifications -> inventory (message): no contract for event:stock.low"]
 
 
 def test_a_renamed_response_field_fails_naming_consumer_interaction_and_field(
@@ -158,3 +214,46 @@ def test_the_matrix_is_rendered(full: tuple[Report, Path]) -> None:
     text = render(full[0])
     assert "gateway (http)" in text and "contracts: OK" in text
     assert Path("var/contracts/matrix.json") == runner.MATRIX_PATH
+
+
+def test_a_run_records_and_publishes_each_pacts_verification_per_version(
+    pacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contracts.__main__ import main
+
+    from .test_deploy import Broker
+
+    results = tmp_path / "verifications.json"
+    monkeypatch.setenv("PACT_CONSUMER_VERSION", "c1")
+    monkeypatch.setenv("PACT_PROVIDER_VERSION", "p1")
+    only(pacts, "orders-catalog", "orders-payments")
+    with Broker() as broker:
+        monkeypatch.setenv("PACT_BROKER_BASE_URL", broker.url)
+        report = verify(pacts, results=results, publish_to_broker=True)
+        assert report.ok, render(report)
+        sent = [(m, p) for m, p, _, _ in broker.requests if m == "PUT"]
+        assert sent == [
+            ("PUT", "/pacts/provider/catalog/consumer/orders/version/c1"),
+            ("PUT", "/pacts/provider/payments/consumer/orders/version/c1"),
+        ]
+        posted = [json.loads(body) for m, _, _, body in broker.requests if m == "POST"]
+        assert [(r["success"], r["providerApplicationVersion"]) for r in posted] == [
+            (True, "p1"),
+            (True, "p1"),
+        ]
+
+    def status_400(method: str, path: str, status: int, headers: CIMultiDict[str], body: bytes):
+        return (400 if status == 402 else status), headers, body
+
+    monkeypatch.delenv("PACT_BROKER_BASE_URL")
+    monkeypatch.setenv("PACT_PROVIDER_VERSION", "p2")  # payments changed: the 402 became 400
+    report = verify(
+        only(pacts, "orders-payments"), transforms={"payments": status_400}, results=results
+    )
+    assert not report.ok
+    monkeypatch.setenv("CONTRACTS_RESULTS", str(results))
+    assert main(["can-i-deploy", "payments", "--version", "p1"]) == 0
+    assert main(["can-i-deploy", "payments", "--version", "p2"]) == 1
+    assert "orders c1 -> payments p2: verification failed" in capsys.readouterr().out
+    assert main(["can-i-deploy", "orders", "--version", "c1", "--with", "payments=p1"]) == 0
+    assert main(["can-i-deploy", "orders", "--version", "c1"]) == 1  # the latest payments: p2

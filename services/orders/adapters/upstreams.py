@@ -42,9 +42,11 @@ __all__ = ["OUTBOUND", "SERVICE_SCOPE", "HttpUpstreams", "Transient", "Upstreams
 
 SERVICE_SCOPE = "catalog:read inventory:write payments:write"
 
-# Every outbound call `HttpUpstreams` makes (its method -> the provider it calls): the contracts
-# runner derives the orders -> service boundaries from this, so a new call needs a contract.
+# Every outbound call orders makes (`HttpUpstreams`' methods, and `ServiceToken`'s token
+# request -> the provider it calls): the contracts runner derives the orders -> service
+# boundaries from this, so a new call needs a contract.
 OUTBOUND = {
+    "token": "identity",
     "prices": "catalog",
     "reserve": "inventory",
     "commit": "inventory",
