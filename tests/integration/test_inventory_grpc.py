@@ -31,7 +31,7 @@ from portico_proto.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from services.inventory.__main__ import init
 from services.inventory.app import create_app
 from services.inventory.entrypoints import DEPS
-from services.inventory.entrypoints.grpc_server import SERVICE_NAME, add_grpc_server
+from services.inventory.entrypoints.grpc_server import SERVICE_NAME, GrpcServer, add_grpc_server
 from services.inventory.settings import InventorySettings
 from tests.support.migrations import migrated
 from tests.support.tokens import TestIssuer
@@ -59,7 +59,8 @@ class Inventory:
     channel: grpc.aio.Channel
     issuer: TestIssuer
     statements: list[str]
-    server: Any
+    server: GrpcServer
+    service: Any
 
     def auth(self, scopes: list[str]) -> tuple[tuple[str, str], ...]:
         return metadata(self.issuer.token(scopes))
@@ -128,6 +129,7 @@ async def _start(url: str) -> AsyncIterator[Inventory]:
             issuer=issuer,
             statements=statements,
             server=grpc_server,
+            service=app[DEPS].service,
         )
     finally:
         await channel.close()
@@ -348,6 +350,14 @@ async def test_health_and_reflection(on_sqlite: Inventory) -> None:
     stopping = asyncio.ensure_future(on_sqlite.server.stop())  # what the app's cleanup runs
     assert (await watch.read()).status == NOT_SERVING
     await stopping
+
+
+async def test_a_second_server_cannot_take_the_port(on_sqlite: Inventory) -> None:
+    """No SO_REUSEPORT: another process on the port fails to start instead of sharing calls."""
+    other = GrpcServer("127.0.0.1", on_sqlite.grpc_port)
+    with pytest.raises(RuntimeError, match=r"cannot listen on 127\.0\.0\.1"):
+        await other.start(on_sqlite.service, on_sqlite.issuer.async_verifier())
+    await other.stop()
 
 
 def _free_port() -> int:

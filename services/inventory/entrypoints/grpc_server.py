@@ -246,13 +246,19 @@ class GrpcServer:
     health: health.aio.HealthServicer | None = None
 
     async def start(self, service: services.InventoryService, verifier: AsyncTokenVerifier) -> int:
-        server = grpc.aio.server()
+        # No SO_REUSEPORT (grpc's default on Linux): a second process on the port must fail
+        # to start, not share the calls with the first (another stack, another database).
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_InventoryServicer_to_server(InventoryServicer(service, verifier), server)
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        try:
+            self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError:  # the port is taken (or the host is not ours): say which
+            await server.stop(None)
+            raise RuntimeError(f"inventory gRPC cannot listen on {self.host}:{self.port}") from None
         await server.start()
         for name in ("", SERVICE_NAME):  # "": the server as a whole
             await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
