@@ -28,6 +28,7 @@ WORKDIR /app
 COPY --chown=root:root chassis/ chassis/
 COPY --chown=root:root gateway/ gateway/
 COPY --chown=root:root services/ services/
+COPY --chown=root:root portico_proto/ portico_proto/
 COPY --chown=root:root docker/entry.py docker/entry.py
 # var/ holds each service's data (SQLite default, identity's keys, orders' client file);
 # named volumes mounted there inherit this ownership on first use.

@@ -10,7 +10,7 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 AUDIT_VENV := .venv-audit
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test test-fast lint format lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
+.PHONY: help install up down test test-fast lint format proto lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ load: $(BENCH_INSTALLED) ## the user journey under Locust through a stack on fre
 
 contracts: $(INSTALLED) ## consumer-driven contracts: pacts, provider verification, the matrix (PUBLISH=1)
 	$(BIN)/python -m contracts $(if $(PUBLISH),--publish)
+
+proto: $(INSTALLED) ## regenerate portico_proto/ from proto/ with the pinned grpcio-tools (ADR 0025)
+	$(BIN)/python -m tools.protogen
 
 rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid until their tokens expire
 	$(BIN)/python -m services.identity rotate-keys

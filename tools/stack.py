@@ -51,6 +51,7 @@ SERVICES = (
     ServiceSpec("orders", 8104, "aiohttp"),
 )
 GATEWAY_PORT = 8080
+INVENTORY_GRPC_PORT = 50061  # inventory's gRPC API beside its REST port (ADR 0025)
 DEFAULT_PORTS = {"gateway": GATEWAY_PORT, **{s.name: s.port for s in SERVICES}}
 PORT_ENV = {"gateway": "GATEWAY_PORT", **{s.name: s.port_env for s in SERVICES}}
 SHARED_REDIS = ("127.0.0.1", 6379)
@@ -133,6 +134,9 @@ class Stack:
     services: tuple[ServiceSpec, ...] = SERVICES
     processes: list[Process] = field(default_factory=list)
     broker_url: str = ""
+    # Inventory's gRPC port: INVENTORY_GRPC_PORT (environment or extra_env) when set, 50061
+    # beside the default ports, else a free one, so stacks on free ports never share it.
+    inventory_grpc_port: int = 0
 
     @property
     def var(self) -> Path:
@@ -165,6 +169,17 @@ class Stack:
         for spec in self.services:
             env[f"{spec.name.upper()}_URL"] = self.url(spec.name)
             env[spec.port_env] = str(self.ports[spec.name])
+        if not self.inventory_grpc_port:
+            chosen = self.extra_env.get("INVENTORY_GRPC_PORT") or os.environ.get(
+                "INVENTORY_GRPC_PORT"
+            )
+            if chosen is not None:
+                self.inventory_grpc_port = int(chosen) if chosen.isdigit() else 0
+            elif self.ports.get("inventory") == DEFAULT_PORTS["inventory"]:
+                self.inventory_grpc_port = INVENTORY_GRPC_PORT
+            else:
+                self.inventory_grpc_port = free_port()
+        env["INVENTORY_GRPC_PORT"] = str(self.inventory_grpc_port)
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)

@@ -1,6 +1,6 @@
 """`python -m services.inventory migrate` upgrades the database to the newest revision;
 `init [--seed-demo]` migrates and seeds demo stock; `serve` runs the app on uvloop
-(INVENTORY_HOST/PORT).
+(INVENTORY_HOST/PORT), with the gRPC API beside it on INVENTORY_GRPC_PORT (0: none; ADR 0025).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from chassis.migrations import MigrationError, SchemaNotAtHead, require_head, up
 
 from .adapters.orm import metadata, stock
 from .app import create_app
+from .entrypoints.grpc_server import add_grpc_server
 from .migrations import MIGRATIONS_DIR
 from .settings import InventorySettings
 
@@ -64,7 +65,10 @@ def init(settings: InventorySettings, *, seed: bool = False) -> dict[str, object
 
 def serve(settings: InventorySettings) -> None:
     require_head("inventory", MIGRATIONS_DIR, settings.database_url)
-    run(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    if settings.grpc_port:
+        add_grpc_server(app, settings.host, settings.grpc_port, grace=settings.grpc_grace)
+    run(app, settings.host, settings.port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     init_cmd.add_argument(
         "--seed-demo", action="store_true", help="stock the catalog's demo skus if empty"
     )
-    commands.add_parser("serve", help="serve HTTP on INVENTORY_HOST:INVENTORY_PORT")
+    commands.add_parser(
+        "serve", help="serve HTTP on INVENTORY_HOST:INVENTORY_PORT, gRPC on INVENTORY_GRPC_PORT"
+    )
     args = parser.parse_args(argv)
     try:
         settings = InventorySettings.from_env()

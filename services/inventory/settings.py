@@ -9,6 +9,7 @@ from chassis import from_env
 from chassis.http_cache import check_max_age
 from chassis.retention import RetentionSettings
 from chassis.settings import async_database_url, log_level, not_negative, port, secret
+from chassis.settings import port as port_number  # `port` below is the field once defined
 
 __all__ = ["InventorySettings"]
 
@@ -24,6 +25,10 @@ class InventorySettings(RetentionSettings):
     )
     host: str = "127.0.0.1"
     port: int = field(default=8103, metadata={"check": port})
+    # The gRPC API (ADR 0025) on INVENTORY_HOST, beside the REST API; 0 serves no gRPC.
+    grpc_port: int = field(default=50061, metadata={"check": port_number})
+    # Seconds calls in flight may take to finish when the server stops.
+    grpc_grace: float = field(default=5.0, metadata={"check": not_negative})
     log_level: str = field(default="INFO", metadata={"check": log_level})
     max_body_bytes: int = 64 * 1024
     # `Cache-Control` of stock reads: 0 (default) is `public, no-cache`: caches may keep a

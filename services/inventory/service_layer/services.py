@@ -92,6 +92,15 @@ class InventoryService:
             raise StockNotFound(sku)
         return level
 
+    async def unknown_skus(self, skus: Iterable[str]) -> list[str]:
+        """The skus (sorted, once each) with no stock record: what the gRPC Reserve refuses
+        with NOT_FOUND before reserving. Stock records are never deleted, so a sku found
+        here still exists for the reserve that follows."""
+        wanted = sorted(set(skus))
+        async with self.uow() as uow:
+            found = await uow.inventory.get_stocks(wanted)
+        return [sku for sku in wanted if sku not in found]
+
     async def set_stock(self, sku: str, on_hand: int) -> StockLevel:
         """Admin count: set on_hand (never below what is reserved); may emit `stock.low`."""
         try:

@@ -1,0 +1,1 @@
+"""Generated from proto/portico/inventory/ (see `portico_proto`)."""

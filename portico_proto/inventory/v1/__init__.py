@@ -1,0 +1,1 @@
+"""Generated from proto/portico/inventory/v1/inventory.proto (see `portico_proto`)."""
