@@ -5,7 +5,8 @@ Each row starts the service on its own database (a file under the bench's tempor
 or a throwaway PostgreSQL database created for the row and dropped after it), seeds what the
 read needs through the service's own API or `init --seed-demo`, and runs wrk against it. The
 CPU figure is the service's process tree (gunicorn master and workers, or the one aiohttp
-process) over the requests wrk completed.
+process) over the requests wrk completed. Services log at INFO, as deployed: the JSON access
+line of every request is part of the cost (written to the row's log file).
 
 `POST /api/v1/orders` runs the whole order on orders' side: the request (a new
 Idempotency-Key each time), the catalog price lookup and then the saga (reserve, charge,
@@ -239,7 +240,7 @@ Build = Callable[[str, Context], list[tuple[Target, Callable[[int], list[str]] |
 
 
 def _catalog(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[str]] | str]]:
-    env = {**ctx.tokens, "CATALOG_DATABASE_URL": url, "CATALOG_LOG_LEVEL": "WARNING"}
+    env = {**ctx.tokens, "CATALOG_DATABASE_URL": url, "CATALOG_LOG_LEVEL": "INFO"}
     env["CATALOG_RELAY"] = "false"  # no broker here: the read path does not publish
     err = _init("catalog", env, "--seed-demo")
     app = "services.catalog.app:create_app()"
@@ -255,7 +256,7 @@ def _catalog(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[
 
 
 def _inventory(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[str]] | str]]:
-    env = {**ctx.tokens, "INVENTORY_DATABASE_URL": url, "INVENTORY_LOG_LEVEL": "WARNING"}
+    env = {**ctx.tokens, "INVENTORY_DATABASE_URL": url, "INVENTORY_LOG_LEVEL": "INFO"}
     env["INVENTORY_RELAY"] = "false"
     err = _init("inventory", env, "--seed-demo")
     name = f"inventory GET /api/v1/inventory/{{sku}}, aiohttp x1 [{ctx.kind}]"
@@ -264,7 +265,7 @@ def _inventory(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], lis
 
 
 def _orders(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[str]] | str]]:
-    env = {**ctx.tokens, "ORDERS_DATABASE_URL": url, "ORDERS_LOG_LEVEL": "WARNING"}
+    env = {**ctx.tokens, "ORDERS_DATABASE_URL": url, "ORDERS_LOG_LEVEL": "INFO"}
     env |= {"ORDERS_PUBLISH_EVENTS": "false", "ORDERS_CLIENT_ID": "bench"}
     env |= {"ORDERS_CLIENT_SECRET": "bench", "ORDERS_TOKEN_URL": ctx.peer + "/oauth/token"}
     env |= {f"ORDERS_{s}_URL": ctx.peer for s in ("CATALOG", "INVENTORY", "PAYMENTS")}
@@ -291,7 +292,7 @@ def _orders(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[s
 
 
 def _payments(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[str]] | str]]:
-    env = {**ctx.tokens, "PAYMENTS_DATABASE_URL": url, "PAYMENTS_LOG_LEVEL": "WARNING"}
+    env = {**ctx.tokens, "PAYMENTS_DATABASE_URL": url, "PAYMENTS_LOG_LEVEL": "INFO"}
     env["PAYMENTS_RELAY"] = "false"
     err = _init("payments", env)
     name = f"payments GET /api/v1/payments/{{id}}, gunicorn sync x2 [{ctx.kind}]"
