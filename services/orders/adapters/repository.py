@@ -54,6 +54,48 @@ def _naive_if_sqlite(conn: AsyncConnection, value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
 
 
+def _stored(r: Row[Any], lines: list[Line], traceparent: str | None) -> StoredOrder:
+    order = Order(
+        id=r.id,
+        owner=r.owner,
+        payment_method=r.payment_method,
+        lines=lines,
+        status=Status(r.status),
+        step=Step(r.step),
+        currency=r.currency,
+        total=_money(r.total_cents),
+        reason=r.reason,
+        payment_id=r.payment_id,
+        attempts=r.attempts,
+        last_error=r.last_error,
+        created_at=_aware(r.created_at),
+        updated_at=_aware(r.updated_at),
+        version=r.version,
+        correlation_id=r.correlation_id,
+    )
+    return StoredOrder(
+        order, r.fingerprint, r.next_attempt_at, r.lease_owner, r.lease_until, traceparent
+    )
+
+
+# An order, its trace and its lines (one row each, in order), for `_load_one`.
+_ONE = (
+    select(
+        orders,
+        order_traces.c.traceparent.label("line_traceparent"),
+        order_lines.c.sku.label("line_sku"),
+        order_lines.c.quantity.label("line_quantity"),
+        order_lines.c.unit_price_cents.label("line_unit_price_cents"),
+    )
+    .select_from(
+        orders.outerjoin(order_traces, order_traces.c.order_id == orders.c.id).outerjoin(
+            order_lines, order_lines.c.order_id == orders.c.id
+        )
+    )
+    .order_by(order_lines.c.position)
+)
+
+
 class OrderRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -132,47 +174,27 @@ class OrderRepository:
                 select(order_traces).where(order_traces.c.order_id.in_(ids))
             )
         )
-        found = []
-        for r in rows:
-            order = Order(
-                id=r.id,
-                owner=r.owner,
-                payment_method=r.payment_method,
-                lines=lines[r.id],
-                status=Status(r.status),
-                step=Step(r.step),
-                currency=r.currency,
-                total=_money(r.total_cents),
-                reason=r.reason,
-                payment_id=r.payment_id,
-                attempts=r.attempts,
-                last_error=r.last_error,
-                created_at=_aware(r.created_at),
-                updated_at=_aware(r.updated_at),
-                version=r.version,
-                correlation_id=r.correlation_id,
-            )
-            found.append(
-                StoredOrder(
-                    order,
-                    r.fingerprint,
-                    r.next_attempt_at,
-                    r.lease_owner,
-                    r.lease_until,
-                    traces.get(r.id),
-                )
-            )
-        return found
+        return [_stored(r, lines[r.id], traces.get(r.id)) for r in rows]
+
+    async def _load_one(self, *where: Any) -> StoredOrder | None:
+        """One order with its lines and trace in one query (a row per line): the reads by id
+        and by key are the hot path, and each query is a round trip (or, on aiosqlite, four
+        hops to its thread)."""
+        rows = list(await self.conn.execute(_ONE.where(*where)))
+        if not rows:
+            return None
+        lines = [
+            Line(r.line_sku, r.line_quantity, _money(r.line_unit_price_cents))
+            for r in rows
+            if r.line_sku is not None
+        ]
+        return _stored(rows[0], lines, rows[0].line_traceparent)
 
     async def get(self, order_id: str) -> StoredOrder | None:
-        rows = list(await self.conn.execute(select(orders).where(orders.c.id == order_id)))
-        found = await self._load(rows)
-        return found[0] if found else None
+        return await self._load_one(orders.c.id == order_id)
 
     async def get_by_key(self, owner: str, key: str) -> StoredOrder | None:
-        stmt = select(orders).where(orders.c.owner == owner, orders.c.idempotency_key == key)
-        found = await self._load(list(await self.conn.execute(stmt)))
-        return found[0] if found else None
+        return await self._load_one(orders.c.owner == owner, orders.c.idempotency_key == key)
 
     async def list_for(
         self,
