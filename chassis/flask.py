@@ -16,6 +16,7 @@ from flask import Flask, Response, g, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from .access import record_request
 from .health import LIVE, Check, run_checks
 from .http_cache import (
     CachePolicy,
@@ -79,20 +80,17 @@ def install(
             resp.headers[REQUEST_ID_HEADER] = rid
         started = getattr(g, "request_started", None)
         if started is not None:
-            elapsed = time.perf_counter() - started
-            route = request.url_rule.rule if request.url_rule else "unmatched"
-            metrics.observe(route, request.method, resp.status_code, elapsed)
+            # the same line and metrics as the aiohttp glue and the gateway, by the same
+            # path: one dict to the JSON handler, no LogRecord (`chassis.access`)
             claims: Claims | None = g.get("claims")
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "path": request.path,
-                    "status": resp.status_code,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "client_id": claims.client_id if claims else None,
-                },
+            record_request(
+                metrics,
+                request.method,
+                request.url_rule.rule if request.url_rule else "unmatched",
+                request.path,
+                resp.status_code,
+                time.perf_counter() - started,
+                claims.client_id if claims else None,
             )
         return resp
 
