@@ -17,14 +17,33 @@ A pooled connection is pinged before use only when it sat idle for `IDLE_PING_AF
 (`pool_pre_ping` pinged on every checkout: one more round trip per request). A connection
 that dies while in use still invalidates the pool (SQLAlchemy's disconnect handling), so a
 database restart costs the requests that were in flight, as with `pool_pre_ping`.
+
+Reads outside a transaction (`reader`, `autocommit`): a read's unit of work is a function of
+a blocking `Connection`, run where it costs the fewest trips. SQLAlchemy wraps every statement
+in a transaction, which costs a single-statement read two more round trips on PostgreSQL
+(BEGIN, ROLLBACK), and aiosqlite runs every DBAPI call as a hop to the connection's thread
+(cursor, execute, fetch, close, rollback: five wake-ups for one SELECT). So:
+
+* PostgreSQL: the engine's pool, checked out in AUTOCOMMIT (no BEGIN, nothing to roll back;
+  asyncpg and psycopg switch it on the client, no round trip). Each statement sees the
+  committed data of its own moment, which is all a single-statement read needs.
+* SQLite file (async engine): the whole function runs in one hop, on a small thread pool with
+  a blocking pysqlite engine on the same file (WAL: readers do not wait for the writer). The
+  caller's context variables (trace, correlation id) go along.
+* Anything else (in-memory SQLite): the engine itself, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
@@ -33,9 +52,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from . import tracing
 
 __all__ = [
+    "Reader",
+    "autocommit",
     "create_async_db_engine",
     "create_db_engine",
     "ping",
+    "reader",
     "sqlite_url",
     "sync_url",
 ]
@@ -162,3 +184,102 @@ def create_async_db_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+T = TypeVar("T")
+
+# threads (and pooled pysqlite connections) a Reader gives an async SQLite engine's reads
+READ_THREADS = 4
+
+
+def _file_sqlite(engine: Engine | AsyncEngine) -> bool:
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    return "mode=memory" not in url.render_as_string() and not url.database.startswith("file:")
+
+
+def autocommit(engine: Engine) -> Engine:
+    """The engine for single-statement reads of a blocking service: the same pool, checked
+    out in AUTOCOMMIT on PostgreSQL (no BEGIN and ROLLBACK around the SELECT). pysqlite sends
+    no BEGIN before a SELECT anyway, and switching its isolation level back costs a PRAGMA,
+    so other databases get the engine itself."""
+    if engine.url.get_backend_name() != "postgresql":
+        return engine
+    derived: Engine | None = engine.__dict__.get("portico_autocommit")
+    if derived is None:
+        derived = engine.execution_options(isolation_level="AUTOCOMMIT")
+        engine.__dict__["portico_autocommit"] = derived
+    return derived
+
+
+class Reader:
+    """Runs a read (a function of a blocking `Connection`) for an `AsyncEngine`, outside a
+    transaction and at the fewest hops the driver allows (see the module's docstring).
+
+    `await reader(fn, *args)` returns `fn(conn, *args)`. The function must only read: on
+    PostgreSQL each statement commits on its own. Resources (threads, the pysqlite engine)
+    are made on first use and let go when the async engine is disposed.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, threads: int = READ_THREADS) -> None:
+        self.engine = engine
+        self.threads = threads
+        self._threaded = _file_sqlite(engine)
+        self._direct = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.url.get_backend_name() == "postgresql"
+            else engine
+        )
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._blocking_engine: Engine | None = None
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._threaded:
+            async with self._direct.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        executor = self._executor or self._start()
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, context.run, self._run_blocking, fn, args
+        )
+
+    def _start(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._blocking_engine = create_db_engine(sync_url(self.engine.url))
+                self._executor = ThreadPoolExecutor(self.threads, "portico-read")
+            return self._executor
+
+    def _run_blocking(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        engine = self._blocking_engine
+        assert engine is not None
+        with engine.connect() as conn:
+            return fn(conn, *args)
+
+    def dispose(self) -> None:
+        """Let go of the threads and the pysqlite connections (made again if used again)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            engine, self._blocking_engine = self._blocking_engine, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+        if engine is not None:
+            engine.dispose()
+
+
+def reader(engine: AsyncEngine) -> Reader:
+    """The engine's `Reader` (one per engine, kept on it), disposed with the engine."""
+    sync = engine.sync_engine
+    found: Reader | None = sync.__dict__.get("portico_reader")
+    if found is None:
+        found = sync.__dict__["portico_reader"] = Reader(engine)
+        event.listen(sync, "engine_disposed", _dispose_reader)
+    return found
+
+
+def _dispose_reader(engine: Engine) -> None:
+    found: Reader | None = engine.__dict__.get("portico_reader")
+    if found is not None:
+        found.dispose()
