@@ -20,10 +20,17 @@ from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chassis.db import reader
 from chassis.messaging import OutboxWriter
 
 from ..adapters.events import stock_low
-from ..adapters.repository import ConcurrentChange, DuplicateReservation, InventoryRepository
+from ..adapters.repository import (
+    ConcurrentChange,
+    DuplicateReservation,
+    InventoryRepository,
+    read_reservation,
+    read_stock,
+)
 from ..domain import (
     Line,
     Reservation,
@@ -86,10 +93,10 @@ class InventoryService:
         self.engine = engine
         self.events = events
         self.threshold = low_stock_threshold
+        self.read = reader(engine)  # reads: no transaction, one hop (chassis.db)
 
     async def get_stock(self, sku: str) -> StockLevel:
-        async with self.engine.connect() as conn:
-            level = await InventoryRepository(conn).get_stock(sku)
+        level = await self.read(read_stock, sku)
         if level is None:
             raise StockNotFound(sku)
         return level
@@ -112,8 +119,7 @@ class InventoryService:
         return level
 
     async def get_reservation(self, order_id: str) -> Reservation:
-        async with self.engine.connect() as conn:
-            found = await InventoryRepository(conn).get_reservation(order_id)
+        found = await self.read(read_reservation, order_id)
         if found is None:
             raise ReservationNotFound(order_id)
         return found
