@@ -3,6 +3,10 @@
 Claims and saves are conditional UPDATEs (`WHERE lease ... AND version = ...`), which both
 SQLite and PostgreSQL execute atomically: two orders processes never both win a claim, and
 a process whose lease ran out cannot overwrite the saga another one moved on.
+
+The reads of one order (`read_order`, `read_order_by_key`) are functions of a blocking
+`Connection`: the read endpoints run them through `chassis.db.reader` (no transaction, one
+hop), a unit of work through `AsyncConnection.run_sync`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +25,7 @@ from chassis.messaging import Event, outbox_insert
 from ..domain import DomainEvent, Line, Order, Status, Step
 from .orm import order_lines, order_traces, orders, outbox
 
-__all__ = ["DuplicateKey", "OrderRepository", "StoredOrder"]
+__all__ = ["DuplicateKey", "OrderRepository", "StoredOrder", "read_order", "read_order_by_key"]
 
 
 class DuplicateKey(Exception):
@@ -94,6 +98,31 @@ _ONE = (
     )
     .order_by(order_lines.c.position)
 )
+_BY_ID = _ONE.where(orders.c.id == bindparam("order_id"))
+_BY_KEY = _ONE.where(
+    orders.c.owner == bindparam("owner"), orders.c.idempotency_key == bindparam("key")
+)
+
+
+def _one(rows: list[Row[Any]]) -> StoredOrder | None:
+    """One order with its lines and trace from one query (a row per line): the reads by id
+    and by key are the hot path, and each query is a round trip (or a hop to a thread)."""
+    if not rows:
+        return None
+    lines = [
+        Line(r.line_sku, r.line_quantity, _money(r.line_unit_price_cents))
+        for r in rows
+        if r.line_sku is not None
+    ]
+    return _stored(rows[0], lines, rows[0].line_traceparent)
+
+
+def read_order(conn: Connection, order_id: str) -> StoredOrder | None:
+    return _one(conn.execute(_BY_ID, {"order_id": order_id}).all())
+
+
+def read_order_by_key(conn: Connection, owner: str, key: str) -> StoredOrder | None:
+    return _one(conn.execute(_BY_KEY, {"owner": owner, "key": key}).all())
 
 
 class OrderRepository:
@@ -176,25 +205,11 @@ class OrderRepository:
         )
         return [_stored(r, lines[r.id], traces.get(r.id)) for r in rows]
 
-    async def _load_one(self, *where: Any) -> StoredOrder | None:
-        """One order with its lines and trace in one query (a row per line): the reads by id
-        and by key are the hot path, and each query is a round trip (or, on aiosqlite, four
-        hops to its thread)."""
-        rows = list(await self.conn.execute(_ONE.where(*where)))
-        if not rows:
-            return None
-        lines = [
-            Line(r.line_sku, r.line_quantity, _money(r.line_unit_price_cents))
-            for r in rows
-            if r.line_sku is not None
-        ]
-        return _stored(rows[0], lines, rows[0].line_traceparent)
-
     async def get(self, order_id: str) -> StoredOrder | None:
-        return await self._load_one(orders.c.id == order_id)
+        return await self.conn.run_sync(read_order, order_id)
 
     async def get_by_key(self, owner: str, key: str) -> StoredOrder | None:
-        return await self._load_one(orders.c.owner == owner, orders.c.idempotency_key == key)
+        return await self.conn.run_sync(read_order_by_key, owner, key)
 
     async def list_for(
         self,

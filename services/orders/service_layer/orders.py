@@ -21,8 +21,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import correlation_id, tracing
+from chassis.db import reader
 
-from ..adapters.repository import DuplicateKey, StoredOrder
+from ..adapters.repository import DuplicateKey, StoredOrder, read_order, read_order_by_key
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Priced, Status, UnknownSkus
 from .unit_of_work import UnitOfWork
@@ -97,8 +98,7 @@ async def place_order(
     first step prices it later.
     """
     fingerprint = cmd.fingerprint()
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get_by_key(cmd.owner, cmd.key)
+    found = await reader(engine)(read_order_by_key, cmd.owner, cmd.key)
     if found is not None:
         return _replay(found, fingerprint)
     priced = await upstreams.prices([sku for sku, _ in cmd.items])
@@ -125,8 +125,7 @@ async def place_order(
             return Placed(order, replayed=False)
         except DuplicateKey:
             pass  # a concurrent request with the same key won; answer with its order
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get_by_key(cmd.owner, cmd.key)
+    found = await reader(engine)(read_order_by_key, cmd.owner, cmd.key)
     if found is None:  # pragma: no cover - the unique key was violated, so the row exists
         raise OrdersError("idempotency record vanished")
     return _replay(found, fingerprint)
@@ -134,8 +133,7 @@ async def place_order(
 
 async def get_order(engine: AsyncEngine, owner: str | None, order_id: str) -> Order:
     """The order if it is `owner`'s; None reads anyone's (a token with orders:read:all)."""
-    async with UnitOfWork(engine) as uow:
-        found = await uow.orders.get(order_id)
+    found = await reader(engine)(read_order, order_id)  # no transaction, one hop
     if found is None or (owner is not None and found.order.owner != owner):
         raise OrderNotFound(order_id)
     return found.order
