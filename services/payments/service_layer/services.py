@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from chassis.db import autocommit
 from chassis.messaging import OutboxWriter
 
 from ..adapters import events as outgoing
@@ -133,7 +134,7 @@ class PaymentService:
 
     def get(self, payment_id: str, owner: str | None = None) -> Payment:
         """One payment; with `owner`, another owner's payment is "not found" too (no leak)."""
-        with self.engine.connect() as conn:
+        with autocommit(self.engine).connect() as conn:  # no BEGIN/ROLLBACK on PostgreSQL
             found = PaymentRepository(conn).get(payment_id)
         if found is None or (owner is not None and found.owner != owner):
             raise PaymentNotFound(payment_id)
@@ -143,7 +144,7 @@ class PaymentService:
         self, order_id: str | None, limit: int = 100, owner: str | None = None
     ) -> list[Payment]:
         """Newest first; `owner` narrows to one owner's (None: everyone's, for staff)."""
-        with self.engine.connect() as conn:
+        with autocommit(self.engine).connect() as conn:
             return PaymentRepository(conn).by_order(order_id, limit, owner)
 
     # --- charge ------------------------------------------------------------------------------
