@@ -104,6 +104,39 @@ _BY_KEY = _ONE.where(
 )
 
 
+# The writes of an order and its saga, built once: values go in as parameters (a statement
+# with its values inlined is traversed for its cache key and compiled on every call).
+_INSERT_ORDER = insert(orders)
+_INSERT_TRACE = insert(order_traces)
+_INSERT_LINES = insert(order_lines)
+_CLAIM = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("b_id"),
+        orders.c.step != Step.DONE.value,
+        or_(
+            orders.c.lease_until.is_(None),
+            orders.c.lease_until < bindparam("b_now"),
+            orders.c.lease_owner == bindparam("b_owner"),
+        ),
+    )
+    .values(lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until"))
+)
+_SAVE = update(orders).where(
+    orders.c.id == bindparam("b_id"),
+    orders.c.version == bindparam("b_version"),
+    orders.c.lease_owner == bindparam("b_lease_owner"),
+)
+_PRICE_LINE = (
+    update(order_lines)
+    .where(
+        order_lines.c.order_id == bindparam("b_order_id"),
+        order_lines.c.position == bindparam("b_position"),
+    )
+    .values(unit_price_cents=bindparam("b_unit_price_cents"))
+)
+
+
 def _one(rows: list[Row[Any]]) -> StoredOrder | None:
     """One order with its lines and trace from one query (a row per line): the reads by id
     and by key are the hot path, and each query is a round trip (or a hop to a thread)."""
@@ -164,15 +197,15 @@ class OrderRepository:
             "next_attempt_at": now,
         }
         try:
-            await self.conn.execute(insert(orders).values(**values))
+            await self.conn.execute(_INSERT_ORDER, values)
         except IntegrityError as exc:
             raise DuplicateKey(key) from exc
         if traceparent is not None:
             await self.conn.execute(
-                insert(order_traces).values(order_id=order.id, traceparent=traceparent)
+                _INSERT_TRACE, {"order_id": order.id, "traceparent": traceparent}
             )
         await self.conn.execute(
-            insert(order_lines),
+            _INSERT_LINES,
             [
                 {
                     "order_id": order.id,
@@ -249,17 +282,9 @@ class OrderRepository:
 
     async def claim(self, order_id: str, owner: str, now: float, until: float) -> bool:
         """Take the saga for `owner` until `until` if it is unfinished and free (or ours)."""
-        c = orders.c
-        stmt = (
-            update(orders)
-            .where(
-                c.id == order_id,
-                c.step != Step.DONE.value,
-                or_(c.lease_until.is_(None), c.lease_until < now, c.lease_owner == owner),
-            )
-            .values(lease_owner=owner, lease_until=until)
-        )
-        return (await self.conn.execute(stmt)).rowcount == 1
+        params = {"b_id": order_id, "b_now": now, "b_owner": owner, "b_until": until}
+        result = await self.conn.execute(_CLAIM, params)
+        return result.rowcount == 1
 
     async def save(
         self,
@@ -273,28 +298,31 @@ class OrderRepository:
     ) -> bool:
         """Write the saga's new state if we still hold it and nobody moved it; bumps version.
         `lines_changed`: the step priced the lines, so their unit prices are written too."""
-        c = orders.c
-        stmt = (
-            update(orders)
-            .where(c.id == order.id, c.version == expected_version, c.lease_owner == lease_owner)
-            .values(
-                **self._order_values(order),
-                version=expected_version + 1,
-                next_attempt_at=next_attempt_at,
-                lease_owner=lease_owner if lease_until is not None else None,
-                lease_until=lease_until,
-            )
-        )
-        if (await self.conn.execute(stmt)).rowcount != 1:
+        params = {
+            **self._order_values(order),
+            "version": expected_version + 1,
+            "next_attempt_at": next_attempt_at,
+            "lease_owner": lease_owner if lease_until is not None else None,
+            "lease_until": lease_until,
+            "b_id": order.id,
+            "b_version": expected_version,
+            "b_lease_owner": lease_owner,
+        }
+        if (await self.conn.execute(_SAVE, params)).rowcount != 1:
             return False
         order.version = expected_version + 1
-        if lines_changed:
-            for i, ln in enumerate(order.lines):
-                await self.conn.execute(
-                    update(order_lines)
-                    .where(order_lines.c.order_id == order.id, order_lines.c.position == i)
-                    .values(unit_price_cents=_cents(ln.unit_price))
-                )
+        if lines_changed and order.lines:
+            await self.conn.execute(
+                _PRICE_LINE,
+                [
+                    {
+                        "b_order_id": order.id,
+                        "b_position": i,
+                        "b_unit_price_cents": _cents(ln.unit_price),
+                    }
+                    for i, ln in enumerate(order.lines)
+                ],
+            )
         return True
 
     async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
