@@ -18,7 +18,7 @@ A pooled connection is pinged before use only when it sat idle for `IDLE_PING_AF
 that dies while in use still invalidates the pool (SQLAlchemy's disconnect handling), so a
 database restart costs the requests that were in flight, as with `pool_pre_ping`.
 
-Reads outside a transaction (`reader`, `autocommit`): a read's unit of work is a function of
+Reads outside a transaction (`reader`, `read_connection`): a read's unit of work is a function of
 a blocking `Connection`, run where it costs the fewest trips. SQLAlchemy wraps every statement
 in a transaction, which costs a single-statement read two more round trips on PostgreSQL
 (BEGIN, ROLLBACK), and aiosqlite runs every DBAPI call as a hop to the connection's thread
@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -53,10 +53,10 @@ from . import tracing
 
 __all__ = [
     "Reader",
-    "autocommit",
     "create_async_db_engine",
     "create_db_engine",
     "ping",
+    "read_connection",
     "reader",
     "sqlite_url",
     "sync_url",
@@ -199,18 +199,17 @@ def _file_sqlite(engine: Engine | AsyncEngine) -> bool:
     return "mode=memory" not in url.render_as_string() and not url.database.startswith("file:")
 
 
-def autocommit(engine: Engine) -> Engine:
-    """The engine for single-statement reads of a blocking service: the same pool, checked
-    out in AUTOCOMMIT on PostgreSQL (no BEGIN and ROLLBACK around the SELECT). pysqlite sends
-    no BEGIN before a SELECT anyway, and switching its isolation level back costs a PRAGMA,
-    so other databases get the engine itself."""
-    if engine.url.get_backend_name() != "postgresql":
-        return engine
-    derived: Engine | None = engine.__dict__.get("portico_autocommit")
-    if derived is None:
-        derived = engine.execution_options(isolation_level="AUTOCOMMIT")
-        engine.__dict__["portico_autocommit"] = derived
-    return derived
+def read_connection(engine: Engine) -> Connection:
+    """A connection of `engine` for single-statement reads (`with read_connection(e) as c:`):
+    in AUTOCOMMIT on PostgreSQL (no BEGIN and ROLLBACK around the SELECT), set on this
+    connection only (an engine derived with `execution_options` would switch on SQLAlchemy's
+    event dispatch for every statement of it). pysqlite sends no BEGIN before a SELECT
+    anyway, and switching its isolation level back costs a PRAGMA: other databases get a
+    plain connection. The pool resets the level when the connection goes back."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
 
 
 class Reader:
@@ -226,19 +225,15 @@ class Reader:
         self.engine = engine
         self.threads = threads
         self._threaded = _file_sqlite(engine)
-        self._direct = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.url.get_backend_name() == "postgresql"
-            else engine
-        )
+        self._autocommit = engine.url.get_backend_name() == "postgresql"
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._blocking_engine: Engine | None = None
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._threaded:
-            async with self._direct.connect() as conn:
-                return await conn.run_sync(fn, *args)
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(self._run_direct, fn, args)
         executor = self._executor or self._start()
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(
@@ -251,6 +246,11 @@ class Reader:
                 self._blocking_engine = create_db_engine(sync_url(self.engine.url))
                 self._executor = ThreadPoolExecutor(self.threads, "portico-read")
             return self._executor
+
+    def _run_direct(self, conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._autocommit:  # on this connection only: no event dispatch on the engine
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        return fn(conn, *args)
 
     def _run_blocking(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         engine = self._blocking_engine

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Connection, text
 
-from chassis.db import autocommit, create_async_db_engine, create_db_engine, reader
+from chassis.db import create_async_db_engine, create_db_engine, read_connection, reader
 
 pytestmark = pytest.mark.postgres
 
@@ -37,14 +37,13 @@ def test_blocking_reads_autocommit_and_writes_stay_transactional(postgres_url: s
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE things (n integer)"))
         conn.execute(text("INSERT INTO things VALUES (1)"))
-    reads = autocommit(engine)
-    assert autocommit(engine) is reads
-    with reads.connect() as conn:
+    with read_connection(engine) as conn:
         assert state(conn) == (True, [1])
     with engine.connect() as conn:
         conn.execute(text("INSERT INTO things VALUES (2)"))
         assert state(conn) == (False, [1, 2])
         conn.rollback()
-    with reads.connect() as conn:
+    with read_connection(engine) as conn:
         assert state(conn) == (True, [1])
+    assert not engine._has_events  # nothing dispatched per statement for it
     engine.dispose()

@@ -7,7 +7,7 @@ With a product cache (ADR 0021) the SQL unit of work wraps its repository in the
 decorator: a read unit (`read_through=True`, what the read endpoints use) answers gets by id
 and sku from the cache; any unit deletes the entries its writes made stale right after the
 commit, before the relay is woken to publish the change's event. A read unit only reads: on
-PostgreSQL it checks its connection out in AUTOCOMMIT (`chassis.db.autocommit`: no BEGIN and
+PostgreSQL it checks its connection out in AUTOCOMMIT (`chassis.db.read_connection`: no BEGIN and
 ROLLBACK round trips around the SELECT) and refuses to commit.
 """
 
@@ -18,7 +18,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
-from chassis.db import autocommit
+from chassis.db import read_connection
 from chassis.messaging import OutboxWriter
 
 from ..adapters.cache import CachedProductRepository, ProductCache
@@ -83,7 +83,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> AbstractUnitOfWork:
-        self._conn = (autocommit(self.engine) if self.read_through else self.engine).connect()
+        self._conn = read_connection(self.engine) if self.read_through else self.engine.connect()
         self._tx = self._conn.begin()
         sql = SqlProductRepository(self._conn)
         if self.cache is None:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from chassis.db import autocommit
+from chassis.db import read_connection
 from chassis.messaging import OutboxWriter
 
 from ..adapters import events as outgoing
@@ -134,7 +134,7 @@ class PaymentService:
 
     def get(self, payment_id: str, owner: str | None = None) -> Payment:
         """One payment; with `owner`, another owner's payment is "not found" too (no leak)."""
-        with autocommit(self.engine).connect() as conn:  # no BEGIN/ROLLBACK on PostgreSQL
+        with read_connection(self.engine) as conn:  # no BEGIN/ROLLBACK on PostgreSQL
             found = PaymentRepository(conn).get(payment_id)
         if found is None or (owner is not None and found.owner != owner):
             raise PaymentNotFound(payment_id)
@@ -144,7 +144,7 @@ class PaymentService:
         self, order_id: str | None, limit: int = 100, owner: str | None = None
     ) -> list[Payment]:
         """Newest first; `owner` narrows to one owner's (None: everyone's, for staff)."""
-        with autocommit(self.engine).connect() as conn:
+        with read_connection(self.engine) as conn:
             return PaymentRepository(conn).by_order(order_id, limit, owner)
 
     # --- charge ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select
 
-from chassis.db import autocommit, create_async_db_engine, create_db_engine, reader
+from chassis.db import create_async_db_engine, create_db_engine, read_connection, reader
 
 meta = MetaData()
 things = Table("things", meta, Column("id", Integer, primary_key=True), Column("name", String))
@@ -61,9 +61,11 @@ async def test_an_in_memory_database_is_read_through_the_engine_itself() -> None
     await engine.dispose()
 
 
-def test_autocommit_leaves_a_sqlite_engine_as_it_is(tmp_path: Path) -> None:
+def test_a_sqlite_read_connection_is_a_plain_one(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 's.db'}")
-    assert autocommit(engine) is engine
+    with read_connection(engine) as conn:
+        assert conn.get_isolation_level() == "SERIALIZABLE"  # pysqlite's default, untouched
+        assert conn.connection.dbapi_connection.isolation_level == ""  # type: ignore[union-attr]
     engine.dispose()
 
 
