@@ -140,7 +140,7 @@ class SqlProductRepository(AbstractProductRepository):
         if after is not None:
             params["after_created_at"] = after.created_at
             params["after_id"] = after.id
-        return [_product(row) for row in self.conn.execute(stmt, params)]
+        return [_product(row) for row in self.conn.execute(stmt, params).all()]  # one fetchall
 
     def update(self, product: Product, expected_version: int) -> None:
         values = _values(product)
