@@ -228,10 +228,15 @@ def cacheable(
     if etag is None:
         etag = representation_etag(resp.get_data())
     resp.headers.update(validator_headers(policy, etag, last_modified))
+    # straight from the WSGI environ, which holds at most one value per field (the server
+    # joins repeated ones): EnvironHeaders.getlist walks the whole environ for each name
+    environ = request.environ
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
     if not is_not_modified(
         request.method,
-        if_none_match=request.headers.getlist("If-None-Match"),
-        if_modified_since=request.headers.getlist("If-Modified-Since"),
+        if_none_match=[] if if_none_match is None else [if_none_match],
+        if_modified_since=[] if if_modified_since is None else [if_modified_since],
         etag=etag,
         last_modified=last_modified,
     ):
