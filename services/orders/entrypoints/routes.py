@@ -6,7 +6,6 @@ The operation docs after `---` in each handler are the OpenAPI operations (chass
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,8 +16,8 @@ from chassis.pagination import cursor_param, encode_cursor
 from chassis.validation import idempotency_key
 
 from ..adapters.upstreams import Upstreams
-from ..domain import Order, Status
-from ..schemas import ListQuerySchema, OrderInputSchema, OrderSchema
+from ..domain import Status
+from ..schemas import ListQuerySchema, OrderInputSchema, order_document
 from ..service_layer import orders as use_cases
 from ..service_layer.saga import SagaDriver
 
@@ -41,29 +40,10 @@ RUNTIME = web.AppKey("orders.runtime", Runtime)
 
 routes = web.RouteTableDef()
 _input = OrderInputSchema()
-_order = OrderSchema()
 _query = ListQuerySchema()
 
 
-def _dump(order: Order) -> dict[str, Any]:
-    return _order.dump(
-        {
-            "id": order.id,
-            "status": order.status.value,
-            "reason": order.reason,
-            "items": [
-                {"sku": ln.sku, "quantity": ln.quantity, "unit_price": ln.unit_price}
-                for ln in order.lines
-            ],
-            "total": order.total,
-            "currency": order.currency,
-            "payment_method": order.payment_method,
-            "payment_id": order.payment_id,
-            "created_at": order.created_at,
-            "updated_at": order.updated_at,
-            "saga": {"step": order.step.value, "attempts": order.attempts},
-        }
-    )
+_dump = order_document  # OrderSchema's dump, written out (schemas.py)
 
 
 def _problem(exc: use_cases.OrdersError) -> Problem:
