@@ -6,6 +6,7 @@ The value rules come from the domain's check functions, so the API and the entit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -27,6 +28,7 @@ from .domain import (
     CURRENCY,
     PRICE_DIGITS,
     PRICE_PLACES,
+    Product,
     SortKey,
     check_category,
     check_description,
@@ -44,6 +46,7 @@ __all__ = [
     "ProblemSchema",
     "ProductInputSchema",
     "ProductSchema",
+    "product_document",
 ]
 
 DEFAULT_LIMIT = 20
@@ -100,6 +103,27 @@ class ProductSchema(Schema):
     created_at = fields.AwareDateTime(dump_only=True)
     updated_at = fields.AwareDateTime(dump_only=True)
     version = fields.Integer(dump_only=True)
+
+
+_CENT = Decimal("0.01")
+
+
+def product_document(p: Product) -> dict[str, Any]:
+    """`ProductSchema().dump(p)`, written out: a product page dumps 20 of these per request,
+    and marshmallow's field-by-field walk was a quarter of the list's CPU (issue 17). The
+    unit tests hold the two equal."""
+    return {
+        "id": p.id,
+        "sku": p.sku,
+        "name": p.name,
+        "description": p.description,
+        "category": p.category,
+        "price": None if p.price is None else format(p.price.quantize(_CENT), "f"),
+        "currency": p.currency,
+        "created_at": p.created_at.isoformat(),
+        "updated_at": p.updated_at.isoformat(),
+        "version": p.version,
+    }
 
 
 class ProductInputSchema(Schema):

@@ -25,7 +25,7 @@ from . import schemas
 from .adapters.orm import outbox, reservations, stock
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.services import InventoryService
-from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork, SqlReadUnitOfWork
 from .settings import InventorySettings
 
 __all__ = ["create_app"]
@@ -104,10 +104,13 @@ def create_app(
     )
     purger.register(metrics.registry, "inventory", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
+    reads = SqlReadUnitOfWork(engine)  # stateless: one for every read
     app[DEPS] = Deps(
         engine=engine,
         service=InventoryService(
-            lambda: SqlAlchemyUnitOfWork(engine, events), settings.low_stock_threshold
+            lambda: SqlAlchemyUnitOfWork(engine, events),
+            settings.low_stock_threshold,
+            reads=lambda: reads,
         ),
         cache_policy=CachePolicy(settings.cache_max_age, public=True),
         purger=purger,

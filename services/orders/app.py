@@ -30,7 +30,7 @@ from .adapters.service_token import ServiceToken
 from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.saga import SagaDriver, SagaRunner
-from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork, SqlReadUnitOfWork
 from .settings import OrdersSettings
 
 __all__ = ["create_app"]
@@ -167,6 +167,12 @@ def create_app(
     )
     purger.register(metrics.registry, "orders", live=False)
     app.cleanup_ctx.append(retention_ctx(purger, settings.purge_interval, dispose=True))
-    app[DEPS] = Deps(engine=engine, uow=lambda: SqlAlchemyUnitOfWork(engine), purger=purger)
+    reads = SqlReadUnitOfWork(engine)  # stateless: one for every read
+    app[DEPS] = Deps(
+        engine=engine,
+        uow=lambda: SqlAlchemyUnitOfWork(engine),
+        purger=purger,
+        reads=lambda: reads,
+    )
     tracing.setup("orders", app)  # no-op unless PORTICO_TRACING is set
     return app

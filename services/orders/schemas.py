@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -9,13 +10,14 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from chassis import BoundedInteger, FullMatch
 from chassis.pagination import CURSOR_DOC
 
-from .domain import CURRENCY, Status, Step
+from .domain import CURRENCY, Order, Status, Step
 
 __all__ = [
     "ListQuerySchema",
     "OrderInputSchema",
     "OrderPageSchema",
     "OrderSchema",
+    "order_document",
 ]
 
 MAX_ITEMS = 50
@@ -93,6 +95,35 @@ class OrderSchema(Schema):
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
     saga = fields.Nested(SagaSchema)
+
+
+_CENT = Decimal("0.01")
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.quantize(_CENT), "f")
+
+
+def order_document(order: Order) -> dict[str, Any]:
+    """`OrderSchema().dump(...)` of an order, written out (same keys, same order): the read by
+    id answers with one, and marshmallow's field-by-field walk was ~15% of its CPU (issue
+    17). The unit tests hold the two equal."""
+    return {
+        "id": order.id,
+        "status": order.status.value,
+        "reason": order.reason,
+        "items": [
+            {"sku": ln.sku, "quantity": ln.quantity, "unit_price": _money(ln.unit_price)}
+            for ln in order.lines
+        ],
+        "total": _money(order.total),
+        "currency": order.currency,
+        "payment_method": order.payment_method,
+        "payment_id": order.payment_id,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+        "saga": {"step": order.step.value, "attempts": order.attempts},
+    }
 
 
 class OrderPageSchema(Schema):

@@ -28,7 +28,7 @@ from .adapters.provider import SimulatedProvider
 from .entrypoints import Deps, payments_bp
 from .migrations import MIGRATIONS_DIR
 from .service_layer.services import PaymentService
-from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
+from .service_layer.unit_of_work import SqlAlchemyUnitOfWork, SqlReadUnitOfWork
 from .settings import PaymentsSettings
 
 __all__ = ["create_app"]
@@ -113,6 +113,7 @@ def create_app(
         lambda: SqlAlchemyUnitOfWork(engine, events),
         SimulatedProvider(settings.slow_delay),
         pending_lease=settings.pending_lease,
+        reads=lambda: SqlReadUnitOfWork(engine),
     )
     provide(app, Deps(engine=engine, service=service, purger=purger, relay=relay))
     tracing.setup("payments", app)  # no-op unless PORTICO_TRACING is set

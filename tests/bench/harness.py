@@ -599,143 +599,15 @@ class Bench:
                         row.one_conn.append(self.measure(row, 1))
 
 
-# --- service-side figures ----------------------------------------------------------------
-
-
-def service_rows(
-    procs: Processes, args: argparse.Namespace, issuer: Any, jwks_url: str, script: Path
-) -> list[dict[str, Any]]:
-    """Catalog's product list under gunicorn sync vs gthread, and inventory's read endpoint
-    (aiohttp), straight (no gateway)."""
-    token = issuer.token(scopes=["catalog:read"])
-    db = procs.workdir / "catalog.db"
-    env = {
-        "CATALOG_DATABASE_URL": f"sqlite:///{db}",
-        "CATALOG_LOG_LEVEL": "WARNING",
-        "CATALOG_RELAY": "false",  # no broker here: the read path does not publish
-        "PORTICO_ISSUER": issuer.issuer,
-        "PORTICO_AUDIENCE": issuer.audience,
-        "PORTICO_JWKS_URL": jwks_url,
-    }
-    init = subprocess.run(
-        [PY, "-m", "services.catalog", "init", "--seed-demo"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if init.returncode != 0:
-        return [{"name": "catalog", "status": f"failed: init: {init.stderr.strip()[-200:]}"}]
-    out = []
-    headers = {"Authorization": f"Bearer {token}"}
-    for label, worker_args in (
-        ("catalog GET /api/v1/products, gunicorn sync x2", ["-w", "2"]),
-        (
-            "catalog GET /api/v1/products, gunicorn gthread 2x4",
-            ["-w", "2", "-k", "gthread", "--threads", "4"],
-        ),
-    ):
-        port = free_port()
-        argv = [
-            PY,
-            "-m",
-            "gunicorn",
-            "services.catalog.app:create_app()",
-            "-b",
-            f"127.0.0.1:{port}",
-            *worker_args,
-        ]
-        proc = procs.start("catalog", argv, env)
-        url = f"http://127.0.0.1:{port}/api/v1/products"
-        try:
-            wait_http(url, proc, headers)
-            runs = [
-                wrk(
-                    url,
-                    connections=args.connections,
-                    duration=args.duration,
-                    script=script,
-                    headers=headers,
-                    cpu_pids=descendants(proc.pid),
-                )
-                for _ in range(max(1, args.rounds // 2))
-            ]
-            out.append(
-                {
-                    "name": label,
-                    "rps": statistics.median(r.rps for r in runs),
-                    "p99_ms": statistics.median(r.p99_ms for r in runs),
-                    "cpu_us_per_req": statistics.median(r.cpu_us or 0 for r in runs),
-                    "errors": sum(r.errors for r in runs),
-                }
-            )
-        except BenchError as exc:
-            out.append({"name": label, "status": f"failed: {str(exc).splitlines()[0]}"})
-        finally:
-            procs.stop(proc)
-    out.append(inventory_row(procs, args, issuer, jwks_url, script))
-    return out
-
-
-def inventory_row(
-    procs: Processes, args: argparse.Namespace, issuer: Any, jwks_url: str, script: Path
-) -> dict[str, Any]:
-    """The aiohttp service's read endpoint: one stock row by sku, on uvloop, one process."""
-    label = "inventory GET /api/v1/inventory/{sku}, aiohttp x1"
-    db = procs.workdir / "inventory.db"
-    env = {
-        "INVENTORY_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "INVENTORY_LOG_LEVEL": "WARNING",
-        "INVENTORY_RELAY": "false",  # no broker here: the read path does not publish
-        "PORTICO_ISSUER": issuer.issuer,
-        "PORTICO_AUDIENCE": issuer.audience,
-        "PORTICO_JWKS_URL": jwks_url,
-    }
-    init = subprocess.run(
-        [PY, "-m", "services.inventory", "init", "--seed-demo"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if init.returncode != 0:
-        return {"name": label, "status": f"failed: init: {init.stderr.strip()[-200:]}"}
-    from services.inventory.__main__ import demo_stock
-
-    sku = next(iter(demo_stock()))
+def start_jwks(procs: Processes, issuer: Any) -> str:
+    """The bench upstream alone, for its JWKS (the service rows without the gateway's)."""
+    jwks = procs.workdir / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
     port = free_port()
-    env["INVENTORY_PORT"] = str(port)
-    proc = procs.start("inventory", [PY, "-m", "services.inventory", "serve"], env)
-    url = f"http://127.0.0.1:{port}/api/v1/inventory/{sku}"
-    headers = {"Authorization": f"Bearer {issuer.token(scopes=['inventory:read'])}"}
-    try:
-        wait_http(url, proc, headers)
-        runs = [
-            wrk(
-                url,
-                connections=args.connections,
-                duration=args.duration,
-                script=script,
-                headers=headers,
-                cpu_pids=descendants(proc.pid),
-            )
-            for _ in range(max(1, args.rounds // 2))
-        ]
-        return {
-            "name": label,
-            "rps": statistics.median(r.rps for r in runs),
-            "p99_ms": statistics.median(r.p99_ms for r in runs),
-            "cpu_us_per_req": statistics.median(r.cpu_us or 0 for r in runs),
-            "errors": sum(r.errors for r in runs),
-        }
-    except BenchError as exc:
-        return {"name": label, "status": f"failed: {str(exc).splitlines()[0]}"}
-    finally:
-        procs.stop(proc)
+    argv = [PY, "-m", "tests.bench.servers", "upstream", str(port), str(jwks)]
+    up = procs.start("upstream", argv)
+    wait_http(f"http://127.0.0.1:{port}/bench", up)
+    return f"http://127.0.0.1:{port}/.well-known/jwks.json"
 
 
 # --- report ------------------------------------------------------------------------------
@@ -819,14 +691,14 @@ def report(
     if services:
         lines.append("")
         lines.append(
-            f"{'service (direct, no gateway)':<52} {'req/s':>9} {'p99 ms':>8} {'CPU us/req':>11}"
+            f"{'service (direct, no gateway)':<80} {'req/s':>9} {'p99 ms':>8} {'CPU us/req':>11}"
         )
         for svc in services:
             if "status" in svc:
-                lines.append(f"{svc['name']:<52} {svc['status']}")
+                lines.append(f"{svc['name']:<80} {svc['status']}")
             else:
                 lines.append(
-                    f"{svc['name']:<52} {svc['rps']:9.0f} {svc['p99_ms']:8.2f} "
+                    f"{svc['name']:<80} {svc['rps']:9.0f} {svc['p99_ms']:8.2f} "
                     f"{svc['cpu_us_per_req']:11.0f}"
                 )
     print("\n".join(lines))
@@ -879,7 +751,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--transport", choices=("http1", "aiohttp"), default="http1")
-    parser.add_argument("--no-services", action="store_true", help="skip the catalog figures")
+    parser.add_argument("--no-services", action="store_true", help="skip the service rows")
+    parser.add_argument(
+        "--services-only",
+        action="store_true",
+        help="only the service rows (no gateway, nginx or peers; --rows filters them too)",
+    )
+    parser.add_argument(
+        "--db",
+        default="sqlite,postgresql",
+        help="databases for the service rows: sqlite, postgresql (a throwaway database on "
+        "BENCH_PG_URL, default postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
     parser.add_argument(
         "--rows",
         default="",
@@ -928,17 +811,29 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(WRK_LUA)
         bench = Bench(procs, args, script)
         try:
-            print("starting upstream, nginx, peers and the gateway ...", file=sys.stderr)
-            bench.start(issuer, token)
-            if args.hold:
-                bench.hold()
-                return 0
-            bench.rounds()
             services: list[dict[str, Any]] = []
+            if args.services_only:
+                jwks_url = start_jwks(procs, issuer)
+            else:
+                print("starting upstream, nginx, peers and the gateway ...", file=sys.stderr)
+                bench.start(issuer, token)
+                if args.hold:
+                    bench.hold()
+                    return 0
+                bench.rounds()
+                jwks_url = bench.upstream + "/.well-known/jwks.json"
             if not args.no_services:
+                from .services import service_rows
+
                 print("service-side figures ...", file=sys.stderr)
+                picks = [p.strip() for p in args.rows.split(",") if p.strip()]
                 services = service_rows(
-                    procs, args, issuer, bench.upstream + "/.well-known/jwks.json", script
+                    procs,
+                    args,
+                    issuer,
+                    jwks_url,
+                    script,
+                    lambda name: not picks or any(p in name for p in picks),
                 )
             doc = report(bench, services, args)
         except KeyboardInterrupt:

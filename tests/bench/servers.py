@@ -5,6 +5,9 @@ uvloop answering a fixed ~100-byte JSON at `/bench`, serving a JWKS for the gate
 checks, and `/slow` (20 ms) for aggregation parts.
 `python -m tests.bench.servers naive PORT UPSTREAM`: the forwarder most users would write - an
 aiohttp handler relaying through one shared `ClientSession`.
+`python -m tests.bench.servers saga-peers PORT`: what the orders saga calls, answered at once
+(a service token, a catalog price, a reservation, its commit, a captured payment), so the
+`POST /api/v1/orders` row measures orders' own work and not its peers'.
 `python -m tests.bench.servers gateway-quiet`: `python -m gateway` with the access log off, to
 measure what the per-request JSON log line costs.
 """
@@ -67,6 +70,46 @@ def naive_app(upstream: str) -> web.Application:
     return app
 
 
+def saga_peers_app() -> web.Application:
+    """The catalog, inventory, payments and token endpoint as orders' saga sees them."""
+    counter = iter(range(1, 1 << 62))
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "bench", "expires_in": 3600})
+
+    async def products(request: web.Request) -> web.Response:
+        sku = request.query.get("sku", "")
+        return web.json_response({"items": [{"sku": sku, "price": "19.99"}]})
+
+    async def reserve(_request: web.Request) -> web.Response:
+        return web.json_response({}, status=201)
+
+    async def no_content(_request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def charge(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {
+                "id": f"pay-{next(counter)}",
+                "status": "CAPTURED",
+                "amount": body.get("amount"),
+                "currency": body.get("currency"),
+            },
+            status=201,
+        )
+
+    app = web.Application()
+    app.router.add_post("/oauth/token", token)
+    app.router.add_get("/api/v1/products", products)
+    app.router.add_post("/api/v1/reservations", reserve)
+    app.router.add_post("/api/v1/reservations/{order_id}/commit", no_content)
+    app.router.add_post("/api/v1/reservations/{order_id}/release", no_content)
+    app.router.add_post("/api/v1/payments", charge)
+    app.router.add_get("/health/ready", token)
+    return app
+
+
 def _serve(app: web.Application, port: int) -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -77,6 +120,8 @@ def main(argv: list[str]) -> int:
     kind = argv[0]
     if kind == "upstream":
         _serve(upstream_app(Path(argv[2]).read_bytes()), int(argv[1]))
+    elif kind == "saga-peers":
+        _serve(saga_peers_app(), int(argv[1]))
     elif kind == "naive":
         _serve(naive_app(argv[2]), int(argv[1]))
     elif kind == "gateway-quiet":

@@ -120,3 +120,18 @@ def test_http_create_list_and_paginate(client: FlaskClient, issuer: TestIssuer) 
     cheap = client.get(BASE, query_string={"max_price": "1.50", "q": "ITEM"}, headers=read)
     assert [p["sku"] for p in cheap.get_json()["items"]] == ["HTTP-0", "HTTP-1"]
     assert client.get("/health/ready").status_code == 200
+
+
+def test_a_read_unit_reads_in_autocommit_on_postgres(uow: SqlAlchemyUnitOfWork) -> None:
+    made = Product.create(sku="PG-R", name="Read", category="c", price=Decimal("2.50"))
+    with uow:
+        uow.products.add(made)
+        uow.commit()
+    reads = SqlAlchemyUnitOfWork(uow.engine, read_through=True)
+    with reads:
+        assert reads.products.list(ProductFilter(sku="PG-R"), None, 5) == [made]
+        assert reads._conn is not None
+        assert reads._conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]
+    with uow:  # the pool's connection is back in transactions for the writers
+        assert uow._conn is not None
+        assert not uow._conn.connection.dbapi_connection.autocommit  # type: ignore[union-attr]

@@ -6,12 +6,25 @@ ends the unit of work anyway (the use case starts a fresh one if it wants to loo
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from ..domain import Product, SortKey
@@ -44,19 +57,47 @@ def _values(p: Product) -> dict[str, Any]:
 
 
 def _product(row: Row[Any]) -> Product:
-    m = row._mapping
+    """A row of `select(products)` (the table's column order; positional: the list page
+    converts 20 of them per request, and mapping lookups by name were a good part of it)."""
+    id_, sku, name, description, category, price, currency, created, updated, version = row
     return Product(
-        id=m["id"],
-        sku=m["sku"],
-        name=m["name"],
-        description=m["description"],
-        category=m["category"],
-        price=m["price_cents"],
-        currency=m["currency"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        version=m["version"],
+        id=id_,
+        sku=sku,
+        name=name,
+        description=description,
+        category=category,
+        price=price,
+        currency=currency,
+        created_at=created,
+        updated_at=updated,
+        version=version,
     )
+
+
+@functools.cache
+def _list_statement(
+    category: bool, min_price: bool, max_price: bool, sku: bool, after: bool
+) -> Select[Any]:
+    """The list query for one combination of criteria, with bound parameters: built (and its
+    cache key computed) once instead of on every page."""
+    c = products.c
+    stmt = select(products).order_by(c.created_at, c.id).limit(bindparam("limit"))
+    if category:
+        stmt = stmt.where(c.category == bindparam("category"))
+    if min_price:
+        stmt = stmt.where(c.price_cents >= bindparam("min_price"))
+    if max_price:
+        stmt = stmt.where(c.price_cents <= bindparam("max_price"))
+    if sku:
+        stmt = stmt.where(c.sku == bindparam("sku"))
+    if after:
+        stmt = stmt.where(
+            or_(
+                c.created_at > bindparam("after_created_at"),
+                and_(c.created_at == bindparam("after_created_at"), c.id > bindparam("after_id")),
+            )
+        )
+    return stmt
 
 
 class SqlProductRepository(AbstractProductRepository):
@@ -78,26 +119,28 @@ class SqlProductRepository(AbstractProductRepository):
         return _product(row) if row else None
 
     def list(self, filters: ProductFilter, after: SortKey | None, limit: int) -> list[Product]:
-        c = products.c
-        stmt = select(products).order_by(c.created_at, c.id).limit(limit)
-        if filters.category is not None:
-            stmt = stmt.where(c.category == filters.category)
-        if filters.q:
-            stmt = stmt.where(func.lower(c.name).contains(filters.q.lower(), autoescape=True))
-        if filters.min_price is not None:
-            stmt = stmt.where(c.price_cents >= filters.min_price)
-        if filters.max_price is not None:
-            stmt = stmt.where(c.price_cents <= filters.max_price)
-        if filters.sku is not None:
-            stmt = stmt.where(c.sku == filters.sku)
-        if after is not None:
+        stmt = _list_statement(
+            filters.category is not None,
+            filters.min_price is not None,
+            filters.max_price is not None,
+            filters.sku is not None,
+            after is not None,
+        )
+        if filters.q:  # escaped as a literal (autoescape): not a bound parameter
             stmt = stmt.where(
-                or_(
-                    c.created_at > after.created_at,
-                    and_(c.created_at == after.created_at, c.id > after.id),
-                )
+                func.lower(products.c.name).contains(filters.q.lower(), autoescape=True)
             )
-        return [_product(row) for row in self.conn.execute(stmt)]
+        params: dict[str, Any] = {
+            "limit": limit,
+            "category": filters.category,
+            "min_price": filters.min_price,
+            "max_price": filters.max_price,
+            "sku": filters.sku,
+        }
+        if after is not None:
+            params["after_created_at"] = after.created_at
+            params["after_id"] = after.id
+        return [_product(row) for row in self.conn.execute(stmt, params).all()]  # one fetchall
 
     def update(self, product: Product, expected_version: int) -> None:
         values = _values(product)

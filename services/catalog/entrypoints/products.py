@@ -25,7 +25,7 @@ from chassis.validation import idempotency_key
 
 from ..adapters.repository import ProductFilter
 from ..domain import InvalidProduct, Product
-from ..schemas import ListQuerySchema, ProductInputSchema, ProductSchema
+from ..schemas import ListQuerySchema, ProductInputSchema, product_document
 from ..service_layer import services
 from ..service_layer.pagination import encode_cursor
 from .deps import deps
@@ -36,14 +36,13 @@ READ, WRITE = "catalog:read", "catalog:write"
 
 products_bp = Blueprint("products", __name__, url_prefix="/api/v1/products")
 
-_product = ProductSchema()
 _input = ProductInputSchema()
 _query = ListQuerySchema()
 _VERSION = re.compile(r"v([0-9]{1,18})")  # fullmatch; bounded so int() is cheap and fits
 
 
 def _one(product: Product, status: int = 200, **headers: str) -> Response:
-    resp = jsonify(_product.dump(product))
+    resp = jsonify(product_document(product))
     resp.status_code = status
     resp.headers["ETag"] = str(version_etag(product.version))
     resp.headers.update(headers)
@@ -133,7 +132,8 @@ def list_products() -> Response:
     )
     page = services.list_products(deps().read_uow(), filters, args.get("cursor"), args["limit"])
     next_cursor = encode_cursor(page.next) if page.next else None
-    resp = jsonify({"items": _product.dump(page.items, many=True), "next_cursor": next_cursor})
+    items = [product_document(p) for p in page.items]
+    resp = jsonify({"items": items, "next_cursor": next_cursor})
     if next_cursor:
         query = {k: v for k, v in request.args.to_dict().items() if k != "cursor"}
         query.update(limit=str(args["limit"]), cursor=next_cursor)

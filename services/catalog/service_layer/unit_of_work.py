@@ -6,7 +6,9 @@ A use case `record`s the product events of its change; `commit` writes them with
 With a product cache (ADR 0021) the SQL unit of work wraps its repository in the cache-aside
 decorator: a read unit (`read_through=True`, what the read endpoints use) answers gets by id
 and sku from the cache; any unit deletes the entries its writes made stale right after the
-commit, before the relay is woken to publish the change's event.
+commit, before the relay is woken to publish the change's event. A read unit only reads: on
+PostgreSQL it checks its connection out in AUTOCOMMIT (`chassis.db.read_connection`: no BEGIN and
+ROLLBACK round trips around the SELECT) and refuses to commit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from chassis.db import read_connection
 from chassis.messaging import OutboxWriter
 
 from ..adapters.cache import CachedProductRepository, ProductCache
@@ -80,7 +83,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> AbstractUnitOfWork:
-        self._conn = self.engine.connect()
+        self._conn = read_connection(self.engine) if self.read_through else self.engine.connect()
         self._tx = self._conn.begin()
         sql = SqlProductRepository(self._conn)
         if self.cache is None:
@@ -106,6 +109,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
 
     def commit(self) -> None:
         assert self._tx is not None and self._conn is not None, "commit outside a `with` block"
+        if self.read_through:
+            raise RuntimeError("a read unit (read_through=True) does not write")
         events, self.pending = self.pending, []
         if events:
             self.events.write(self._conn, map(to_event, events))

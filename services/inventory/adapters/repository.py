@@ -4,6 +4,10 @@ Overselling is prevented by the database, not by reading first: a reservation is
 conditional `UPDATE ... SET reserved = reserved + q WHERE available >= q`, which PostgreSQL
 runs under the row lock (re-checking the condition after a concurrent commit) and SQLite runs
 under its single write lock. The CHECK constraints on `stock` back this up.
+
+The reads (`read_stock`, `read_reservation`) are functions of a blocking `Connection`: the
+read endpoints run them through `chassis.db.reader` (no transaction, one hop), and a use case
+inside its transaction through `AsyncConnection.run_sync`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import abc
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +27,8 @@ __all__ = [
     "ConcurrentChange",
     "DuplicateReservation",
     "InventoryRepository",
+    "read_reservation",
+    "read_stock",
 ]
 
 
@@ -37,6 +43,38 @@ class ConcurrentChange(Exception):
 def _level(row: object) -> StockLevel:
     m = row._mapping  # type: ignore[attr-defined]
     return StockLevel(m["sku"], m["on_hand"], m["reserved"])
+
+
+# Built once: the reads are the hot path, and building a statement is a good part of one.
+_STOCK = select(stock.c.sku, stock.c.on_hand, stock.c.reserved).where(
+    stock.c.sku == bindparam("sku")
+)
+_RESERVATION = select(reservations.c.status, reservations.c.shortages).where(
+    reservations.c.order_id == bindparam("order_id")
+)
+_RESERVATION_LINES = (
+    select(reservation_lines.c.sku, reservation_lines.c.quantity)
+    .where(reservation_lines.c.order_id == bindparam("order_id"))
+    .order_by(reservation_lines.c.sku)
+)
+
+
+def read_stock(conn: Connection, sku: str) -> StockLevel | None:
+    row = conn.execute(_STOCK, {"sku": sku}).first()
+    return None if row is None else StockLevel(row[0], row[1], row[2])
+
+
+def read_reservation(conn: Connection, order_id: str) -> Reservation | None:
+    row = conn.execute(_RESERVATION, {"order_id": order_id}).first()
+    if row is None:
+        return None
+    lines = conn.execute(_RESERVATION_LINES, {"order_id": order_id})
+    return Reservation(
+        order_id=order_id,
+        status=ReservationStatus(row[0]),
+        lines=tuple(Line(sku, qty) for sku, qty in lines),
+        shortages=tuple(Shortage(**s) for s in orjson.loads(row[1])),
+    )
 
 
 class AbstractInventoryRepository(abc.ABC):
@@ -86,8 +124,7 @@ class InventoryRepository(AbstractInventoryRepository):
     # --- stock -------------------------------------------------------------------------------
 
     async def get_stock(self, sku: str) -> StockLevel | None:
-        row = (await self.conn.execute(select(stock).where(stock.c.sku == sku))).first()
-        return _level(row) if row else None
+        return await self.conn.run_sync(read_stock, sku)
 
     async def get_stocks(self, skus: list[str]) -> dict[str, StockLevel]:
         rows = await self.conn.execute(select(stock).where(stock.c.sku.in_(skus)))
@@ -189,23 +226,7 @@ class InventoryRepository(AbstractInventoryRepository):
         return result.rowcount == 1
 
     async def get_reservation(self, order_id: str) -> Reservation | None:
-        row = (
-            await self.conn.execute(select(reservations).where(reservations.c.order_id == order_id))
-        ).first()
-        if row is None:
-            return None
-        lines = await self.conn.execute(
-            select(reservation_lines.c.sku, reservation_lines.c.quantity)
-            .where(reservation_lines.c.order_id == order_id)
-            .order_by(reservation_lines.c.sku)
-        )
-        m = row._mapping
-        return Reservation(
-            order_id=order_id,
-            status=ReservationStatus(m["status"]),
-            lines=tuple(Line(sku, qty) for sku, qty in lines),
-            shortages=tuple(Shortage(**s) for s in orjson.loads(m["shortages"])),
-        )
+        return await self.conn.run_sync(read_reservation, order_id)
 
 
 def _shortages_json(shortages: tuple[Shortage, ...]) -> str:

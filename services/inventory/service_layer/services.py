@@ -81,12 +81,20 @@ class BelowReserved(InventoryError):
 class InventoryService:
     """The use cases over a unit-of-work factory (SQL in the app, in memory in unit tests)."""
 
-    def __init__(self, uow: Callable[[], AbstractUnitOfWork], low_stock_threshold: int) -> None:
+    def __init__(
+        self,
+        uow: Callable[[], AbstractUnitOfWork],
+        low_stock_threshold: int,
+        reads: Callable[[], AbstractUnitOfWork] | None = None,
+    ) -> None:
         self.uow = uow
         self.threshold = low_stock_threshold
+        # Units for the reads by key: in the app a read unit (no transaction, one hop:
+        # chassis.db.reader); `uow` itself when not given (the unit tests' fakes).
+        self.reads = reads or uow
 
     async def get_stock(self, sku: str) -> StockLevel:
-        async with self.uow() as uow:
+        async with self.reads() as uow:
             level = await uow.inventory.get_stock(sku)
         if level is None:
             raise StockNotFound(sku)
@@ -117,7 +125,7 @@ class InventoryService:
         return level
 
     async def get_reservation(self, order_id: str) -> Reservation:
-        async with self.uow() as uow:
+        async with self.reads() as uow:
             found = await uow.inventory.get_reservation(order_id)
         if found is None:
             raise ReservationNotFound(order_id)

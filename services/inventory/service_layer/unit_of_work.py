@@ -12,13 +12,25 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from chassis.db import reader
 from chassis.messaging import Event, OutboxWriter
 
 from ..adapters.memory import MemoryInventoryRepository, MemoryStore
 from ..adapters.orm import outbox
-from ..adapters.repository import AbstractInventoryRepository, InventoryRepository
+from ..adapters.repository import (
+    AbstractInventoryRepository,
+    InventoryRepository,
+    read_reservation,
+    read_stock,
+)
+from ..domain import Reservation, StockLevel
 
-__all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork"]
+__all__ = [
+    "AbstractUnitOfWork",
+    "InMemoryUnitOfWork",
+    "SqlAlchemyUnitOfWork",
+    "SqlReadUnitOfWork",
+]
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -90,6 +102,35 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.pending = []
         if self._conn is not None and self._conn.in_transaction():
             await self._conn.rollback()
+
+
+class _Reads:
+    """The reads by key of a read unit: each one statement, run by `chassis.db.reader`
+    outside a transaction and at the fewest hops the driver allows."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._read = reader(engine)
+
+    async def get_stock(self, sku: str) -> StockLevel | None:
+        return await self._read(read_stock, sku)
+
+    async def get_reservation(self, order_id: str) -> Reservation | None:
+        return await self._read(read_reservation, order_id)
+
+
+class SqlReadUnitOfWork(AbstractUnitOfWork):
+    """For use cases that only read by key: no connection held, no transaction (on SQLite
+    one hop to a thread instead of ~5, on PostgreSQL no BEGIN/ROLLBACK). It cannot commit;
+    one can serve every request (it keeps no state)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.inventory = _Reads(engine)  # type: ignore[assignment]  # the two reads only
+
+    async def commit(self) -> None:
+        raise RuntimeError("a read unit of work cannot commit")
+
+    async def rollback(self) -> None:
+        self.pending = []
 
 
 class InMemoryUnitOfWork(AbstractUnitOfWork):

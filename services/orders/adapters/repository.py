@@ -3,6 +3,10 @@
 Claims and saves are conditional UPDATEs (`WHERE lease ... AND version = ...`), which both
 SQLite and PostgreSQL execute atomically: two orders processes never both win a claim, and
 a process whose lease ran out cannot overwrite the saga another one moved on.
+
+The reads of one order (`read_order`, `read_order_by_key`) are functions of a blocking
+`Connection`: the read endpoints run them through `chassis.db.reader` (no transaction, one
+hop), a unit of work through `AsyncConnection.run_sync`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +26,14 @@ from chassis.messaging import Event, OutboxWriter
 from ..domain import DomainEvent, Line, Order, Status, Step
 from .orm import order_lines, order_traces, orders, outbox
 
-__all__ = ["AbstractOrderRepository", "DuplicateKey", "OrderRepository", "StoredOrder"]
+__all__ = [
+    "AbstractOrderRepository",
+    "DuplicateKey",
+    "OrderRepository",
+    "StoredOrder",
+    "read_order",
+    "read_order_by_key",
+]
 
 _OUTBOX = OutboxWriter(outbox)  # the relay is woken by the saga runner after each commit
 
@@ -55,6 +66,106 @@ def _aware(value: datetime) -> datetime:
 
 def _naive_if_sqlite(conn: AsyncConnection, value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+def _stored(r: Row[Any], lines: list[Line], traceparent: str | None) -> StoredOrder:
+    order = Order(
+        id=r.id,
+        owner=r.owner,
+        payment_method=r.payment_method,
+        lines=lines,
+        status=Status(r.status),
+        step=Step(r.step),
+        currency=r.currency,
+        total=_money(r.total_cents),
+        reason=r.reason,
+        payment_id=r.payment_id,
+        attempts=r.attempts,
+        last_error=r.last_error,
+        created_at=_aware(r.created_at),
+        updated_at=_aware(r.updated_at),
+        version=r.version,
+        correlation_id=r.correlation_id,
+    )
+    return StoredOrder(
+        order, r.fingerprint, r.next_attempt_at, r.lease_owner, r.lease_until, traceparent
+    )
+
+
+# An order, its trace and its lines (one row each, in order), for `_load_one`.
+_ONE = (
+    select(
+        orders,
+        order_traces.c.traceparent.label("line_traceparent"),
+        order_lines.c.sku.label("line_sku"),
+        order_lines.c.quantity.label("line_quantity"),
+        order_lines.c.unit_price_cents.label("line_unit_price_cents"),
+    )
+    .select_from(
+        orders.outerjoin(order_traces, order_traces.c.order_id == orders.c.id).outerjoin(
+            order_lines, order_lines.c.order_id == orders.c.id
+        )
+    )
+    .order_by(order_lines.c.position)
+)
+_BY_ID = _ONE.where(orders.c.id == bindparam("order_id"))
+_BY_KEY = _ONE.where(
+    orders.c.owner == bindparam("owner"), orders.c.idempotency_key == bindparam("key")
+)
+
+
+# The writes of an order and its saga, built once: values go in as parameters (a statement
+# with its values inlined is traversed for its cache key and compiled on every call).
+_INSERT_ORDER = insert(orders)
+_INSERT_TRACE = insert(order_traces)
+_INSERT_LINES = insert(order_lines)
+_CLAIM = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("b_id"),
+        orders.c.step != Step.DONE.value,
+        or_(
+            orders.c.lease_until.is_(None),
+            orders.c.lease_until < bindparam("b_now"),
+            orders.c.lease_owner == bindparam("b_owner"),
+        ),
+    )
+    .values(lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until"))
+)
+_SAVE = update(orders).where(
+    orders.c.id == bindparam("b_id"),
+    orders.c.version == bindparam("b_version"),
+    orders.c.lease_owner == bindparam("b_lease_owner"),
+)
+_PRICE_LINE = (
+    update(order_lines)
+    .where(
+        order_lines.c.order_id == bindparam("b_order_id"),
+        order_lines.c.position == bindparam("b_position"),
+    )
+    .values(unit_price_cents=bindparam("b_unit_price_cents"))
+)
+
+
+def _one(rows: list[Row[Any]]) -> StoredOrder | None:
+    """One order with its lines and trace from one query (a row per line): the reads by id
+    and by key are the hot path, and each query is a round trip (or a hop to a thread)."""
+    if not rows:
+        return None
+    lines = [
+        Line(r.line_sku, r.line_quantity, _money(r.line_unit_price_cents))
+        for r in rows
+        if r.line_sku is not None
+    ]
+    return _stored(rows[0], lines, rows[0].line_traceparent)
+
+
+def read_order(conn: Connection, order_id: str) -> StoredOrder | None:
+    return _one(conn.execute(_BY_ID, {"order_id": order_id}).all())
+
+
+def read_order_by_key(conn: Connection, owner: str, key: str) -> StoredOrder | None:
+    return _one(conn.execute(_BY_KEY, {"owner": owner, "key": key}).all())
 
 
 class AbstractOrderRepository(abc.ABC):
@@ -154,15 +265,15 @@ class OrderRepository(AbstractOrderRepository):
             "next_attempt_at": now,
         }
         try:
-            await self.conn.execute(insert(orders).values(**values))
+            await self.conn.execute(_INSERT_ORDER, values)
         except IntegrityError as exc:
             raise DuplicateKey(key) from exc
         if traceparent is not None:
             await self.conn.execute(
-                insert(order_traces).values(order_id=order.id, traceparent=traceparent)
+                _INSERT_TRACE, {"order_id": order.id, "traceparent": traceparent}
             )
         await self.conn.execute(
-            insert(order_lines),
+            _INSERT_LINES,
             [
                 {
                     "order_id": order.id,
@@ -193,47 +304,13 @@ class OrderRepository(AbstractOrderRepository):
                 select(order_traces).where(order_traces.c.order_id.in_(ids))
             )
         )
-        found = []
-        for r in rows:
-            order = Order(
-                id=r.id,
-                owner=r.owner,
-                payment_method=r.payment_method,
-                lines=lines[r.id],
-                status=Status(r.status),
-                step=Step(r.step),
-                currency=r.currency,
-                total=_money(r.total_cents),
-                reason=r.reason,
-                payment_id=r.payment_id,
-                attempts=r.attempts,
-                last_error=r.last_error,
-                created_at=_aware(r.created_at),
-                updated_at=_aware(r.updated_at),
-                version=r.version,
-                correlation_id=r.correlation_id,
-            )
-            found.append(
-                StoredOrder(
-                    order,
-                    r.fingerprint,
-                    r.next_attempt_at,
-                    r.lease_owner,
-                    r.lease_until,
-                    traces.get(r.id),
-                )
-            )
-        return found
+        return [_stored(r, lines[r.id], traces.get(r.id)) for r in rows]
 
     async def get(self, order_id: str) -> StoredOrder | None:
-        rows = list(await self.conn.execute(select(orders).where(orders.c.id == order_id)))
-        found = await self._load(rows)
-        return found[0] if found else None
+        return await self.conn.run_sync(read_order, order_id)
 
     async def get_by_key(self, owner: str, key: str) -> StoredOrder | None:
-        stmt = select(orders).where(orders.c.owner == owner, orders.c.idempotency_key == key)
-        found = await self._load(list(await self.conn.execute(stmt)))
-        return found[0] if found else None
+        return await self.conn.run_sync(read_order_by_key, owner, key)
 
     async def list_for(
         self,
@@ -273,17 +350,9 @@ class OrderRepository(AbstractOrderRepository):
 
     async def claim(self, order_id: str, owner: str, now: float, until: float) -> bool:
         """Take the saga for `owner` until `until` if it is unfinished and free (or ours)."""
-        c = orders.c
-        stmt = (
-            update(orders)
-            .where(
-                c.id == order_id,
-                c.step != Step.DONE.value,
-                or_(c.lease_until.is_(None), c.lease_until < now, c.lease_owner == owner),
-            )
-            .values(lease_owner=owner, lease_until=until)
-        )
-        return (await self.conn.execute(stmt)).rowcount == 1
+        params = {"b_id": order_id, "b_now": now, "b_owner": owner, "b_until": until}
+        result = await self.conn.execute(_CLAIM, params)
+        return result.rowcount == 1
 
     async def save(
         self,
@@ -297,28 +366,31 @@ class OrderRepository(AbstractOrderRepository):
     ) -> bool:
         """Write the saga's new state if we still hold it and nobody moved it; bumps version.
         `lines_changed`: the step priced the lines, so their unit prices are written too."""
-        c = orders.c
-        stmt = (
-            update(orders)
-            .where(c.id == order.id, c.version == expected_version, c.lease_owner == lease_owner)
-            .values(
-                **self._order_values(order),
-                version=expected_version + 1,
-                next_attempt_at=next_attempt_at,
-                lease_owner=lease_owner if lease_until is not None else None,
-                lease_until=lease_until,
-            )
-        )
-        if (await self.conn.execute(stmt)).rowcount != 1:
+        params = {
+            **self._order_values(order),
+            "version": expected_version + 1,
+            "next_attempt_at": next_attempt_at,
+            "lease_owner": lease_owner if lease_until is not None else None,
+            "lease_until": lease_until,
+            "b_id": order.id,
+            "b_version": expected_version,
+            "b_lease_owner": lease_owner,
+        }
+        if (await self.conn.execute(_SAVE, params)).rowcount != 1:
             return False
         order.version = expected_version + 1
-        if lines_changed:
-            for i, ln in enumerate(order.lines):
-                await self.conn.execute(
-                    update(order_lines)
-                    .where(order_lines.c.order_id == order.id, order_lines.c.position == i)
-                    .values(unit_price_cents=_cents(ln.unit_price))
-                )
+        if lines_changed and order.lines:
+            await self.conn.execute(
+                _PRICE_LINE,
+                [
+                    {
+                        "b_order_id": order.id,
+                        "b_position": i,
+                        "b_unit_price_cents": _cents(ln.unit_price),
+                    }
+                    for i, ln in enumerate(order.lines)
+                ],
+            )
         return True
 
     async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:

@@ -31,6 +31,7 @@ class Deps:
     uow: UnitOfWorkFactory
     purger: Purger
     started: Started = field(default_factory=Started)
+    reads: UnitOfWorkFactory | None = None  # a read unit (no transaction); None: `uow`
 
 
 DEPS = deps_key(Deps)

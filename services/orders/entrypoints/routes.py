@@ -5,8 +5,6 @@ The operation docs after `---` in each handler are the OpenAPI operations (chass
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from chassis import Problem, validation_problem
@@ -14,8 +12,8 @@ from chassis.aiohttp import CLAIMS, json_body, query_args, require_scopes
 from chassis.pagination import cursor_param, encode_cursor
 from chassis.validation import idempotency_key
 
-from ..domain import Order, Status
-from ..schemas import ListQuerySchema, OrderInputSchema, OrderSchema
+from ..domain import Status
+from ..schemas import ListQuerySchema, OrderInputSchema, order_document
 from ..service_layer import orders as use_cases
 from .deps import DEPS
 
@@ -27,29 +25,10 @@ READ_ALL = "orders:read:all"  # staff: everyone's orders, not only one's own
 
 routes = web.RouteTableDef()
 _input = OrderInputSchema()
-_order = OrderSchema()
 _query = ListQuerySchema()
 
 
-def _dump(order: Order) -> dict[str, Any]:
-    return _order.dump(
-        {
-            "id": order.id,
-            "status": order.status.value,
-            "reason": order.reason,
-            "items": [
-                {"sku": ln.sku, "quantity": ln.quantity, "unit_price": ln.unit_price}
-                for ln in order.lines
-            ],
-            "total": order.total,
-            "currency": order.currency,
-            "payment_method": order.payment_method,
-            "payment_id": order.payment_id,
-            "created_at": order.created_at,
-            "updated_at": order.updated_at,
-            "saga": {"step": order.step.value, "attempts": order.attempts},
-        }
-    )
+_dump = order_document  # OrderSchema's dump, written out (schemas.py)
 
 
 def _problem(exc: use_cases.OrdersError) -> Problem:
@@ -117,7 +96,7 @@ async def create_order(request: web.Request) -> web.Response:
         payment_method=data["payment_method"],
     )
     try:
-        placed = await use_cases.place_order(deps.uow, upstreams, cmd)
+        placed = await use_cases.place_order(deps.uow, upstreams, cmd, reads=deps.reads)
     except use_cases.OrdersError as exc:
         raise _problem(exc) from exc
     if driver is not None and not placed.order.finished:
@@ -151,8 +130,9 @@ async def get_order(request: web.Request) -> web.Response:
         404: NotFound
     """
     try:
+        deps = request.app[DEPS]
         order = await use_cases.get_order(
-            request.app[DEPS].uow,
+            deps.reads or deps.uow,
             request[CLAIMS].owner_filter(READ_ALL),
             request.match_info["order_id"],
         )

@@ -88,6 +88,7 @@ async def place_order(
     cmd: PlaceOrder,
     *,
     clock: Callable[[], float] = time.time,
+    reads: UnitOfWorkFactory | None = None,
 ) -> Placed:
     """Store a new PENDING order, or return the one this key created before.
 
@@ -96,7 +97,8 @@ async def place_order(
     first step prices it later.
     """
     fingerprint = cmd.fingerprint()
-    async with uow() as unit:
+    read = reads or uow  # a read unit in the app: the lookup needs no transaction
+    async with read() as unit:
         found = await unit.orders.get_by_key(cmd.owner, cmd.key)
     if found is not None:
         return _replay(found, fingerprint)
@@ -124,7 +126,7 @@ async def place_order(
             return Placed(order, replayed=False)
         except DuplicateKey:
             pass  # a concurrent request with the same key won; answer with its order
-    async with uow() as unit:
+    async with read() as unit:
         found = await unit.orders.get_by_key(cmd.owner, cmd.key)
     if found is None:  # pragma: no cover - the unique key was violated, so the row exists
         raise OrdersError("idempotency record vanished")
@@ -132,7 +134,8 @@ async def place_order(
 
 
 async def get_order(uow: UnitOfWorkFactory, owner: str | None, order_id: str) -> Order:
-    """The order if it is `owner`'s; None reads anyone's (a token with orders:read:all)."""
+    """The order if it is `owner`'s; None reads anyone's (a token with orders:read:all).
+    The app passes its read unit (`Deps.reads`): no transaction, one hop."""
     async with uow() as unit:
         found = await unit.orders.get(order_id)
     if found is None or (owner is not None and found.order.owner != owner):

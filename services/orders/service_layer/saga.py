@@ -230,6 +230,7 @@ class SagaDriver:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def kick(self, order_id: str) -> None:
         """Run this saga now (called after the order was committed)."""
@@ -260,13 +261,15 @@ class SagaDriver:
         return started
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("saga sweep failed")
+            if self._stopping:
+                break
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -276,15 +279,23 @@ class SagaDriver:
         self._wake.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._loop_task = asyncio.create_task(self._loop(), name="saga-driver")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop sweeping, let running steps finish for `grace` seconds, cancel the rest,
         and give back this instance's leases."""
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            # Out of its wait; a sweep under way finishes its query first: cancelling it
+            # mid-query left aiosqlite's thread to answer a loop that may be closed by then.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), grace)
+            except TimeoutError:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
         running = list(self._running.values())
         if running:
             _done, pending = await asyncio.wait(running, timeout=grace)

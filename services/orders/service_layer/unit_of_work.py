@@ -10,10 +10,24 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..adapters.memory import MemoryOrderRepository, MemoryStore
-from ..adapters.repository import AbstractOrderRepository, OrderRepository
+from chassis.db import reader
 
-__all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork", "UnitOfWorkFactory"]
+from ..adapters.memory import MemoryOrderRepository, MemoryStore
+from ..adapters.repository import (
+    AbstractOrderRepository,
+    OrderRepository,
+    StoredOrder,
+    read_order,
+    read_order_by_key,
+)
+
+__all__ = [
+    "AbstractUnitOfWork",
+    "InMemoryUnitOfWork",
+    "SqlAlchemyUnitOfWork",
+    "SqlReadUnitOfWork",
+    "UnitOfWorkFactory",
+]
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -75,6 +89,35 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     async def rollback(self) -> None:
         if self._conn is not None and self._conn.in_transaction():
             await self._conn.rollback()
+
+
+class _Reads:
+    """The reads by id and by key of a read unit: one statement each, run by
+    `chassis.db.reader` outside a transaction and at the fewest hops the driver allows."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._read = reader(engine)
+
+    async def get(self, order_id: str) -> StoredOrder | None:
+        return await self._read(read_order, order_id)
+
+    async def get_by_key(self, owner: str, key: str) -> StoredOrder | None:
+        return await self._read(read_order_by_key, owner, key)
+
+
+class SqlReadUnitOfWork(AbstractUnitOfWork):
+    """For use cases that only read by id or key: no connection held, no transaction (on
+    SQLite one hop to a thread instead of ~5, on PostgreSQL no BEGIN/ROLLBACK). It cannot
+    commit; one can serve every request (it keeps no state)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.orders = _Reads(engine)  # type: ignore[assignment]  # the two reads only
+
+    async def commit(self) -> None:
+        raise RuntimeError("a read unit of work cannot commit")
+
+    async def rollback(self) -> None:
+        pass
 
 
 class InMemoryUnitOfWork(AbstractUnitOfWork):

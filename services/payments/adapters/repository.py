@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..domain import Payment, PaymentStatus
@@ -40,6 +40,10 @@ def _payment(row: Row[Any]) -> Payment:
         refunded_at=m["refunded_at"],
         owner=m["owner"],
     )
+
+
+# Built once: the read by id is the hot path.
+_BY_ID = select(payments).where(payments.c.id == bindparam("payment_id"))
 
 
 class AbstractPaymentRepository(abc.ABC):
@@ -106,7 +110,7 @@ class PaymentRepository(AbstractPaymentRepository):
             raise DuplicateKey(p.idempotency_key) from exc
 
     def get(self, payment_id: str) -> Payment | None:
-        row = self.conn.execute(select(payments).where(payments.c.id == payment_id)).first()
+        row = self.conn.execute(_BY_ID, {"payment_id": payment_id}).first()
         return _payment(row) if row else None
 
     def by_key(self, key: str) -> Payment | None:

@@ -120,8 +120,12 @@ class PaymentService:
         *,
         pending_lease: float,
         clock: Callable[[], float] = time.time,
+        reads: Callable[[], AbstractUnitOfWork] | None = None,
     ) -> None:
         self.uow = uow
+        # Units for the reads: in the app a read unit (no transaction: on PostgreSQL no
+        # BEGIN/ROLLBACK round trips); `uow` itself when not given (the unit tests' fakes).
+        self.reads = reads or uow
         self.provider = provider
         self.lease = pending_lease
         self.clock = clock
@@ -130,7 +134,7 @@ class PaymentService:
 
     def get(self, payment_id: str, owner: str | None = None) -> Payment:
         """One payment; with `owner`, another owner's payment is "not found" too (no leak)."""
-        with self.uow() as uow:
+        with self.reads() as uow:
             found = uow.payments.get(payment_id)
         if found is None or (owner is not None and found.owner != owner):
             raise PaymentNotFound(payment_id)
@@ -140,7 +144,7 @@ class PaymentService:
         self, order_id: str | None, limit: int = 100, owner: str | None = None
     ) -> list[Payment]:
         """Newest first; `owner` narrows to one owner's (None: everyone's, for staff)."""
-        with self.uow() as uow:
+        with self.reads() as uow:
             return uow.payments.by_order(order_id, limit, owner)
 
     # --- charge ------------------------------------------------------------------------------

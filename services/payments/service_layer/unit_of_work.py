@@ -11,6 +11,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from chassis.db import read_connection
 from chassis.messaging import Event, OutboxWriter
 
 from ..adapters.memory import MemoryPaymentRepository
@@ -18,7 +19,12 @@ from ..adapters.orm import outbox
 from ..adapters.repository import AbstractPaymentRepository, PaymentRepository
 from ..domain import Payment
 
-__all__ = ["AbstractUnitOfWork", "InMemoryUnitOfWork", "SqlAlchemyUnitOfWork"]
+__all__ = [
+    "AbstractUnitOfWork",
+    "InMemoryUnitOfWork",
+    "SqlAlchemyUnitOfWork",
+    "SqlReadUnitOfWork",
+]
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -89,6 +95,37 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.pending = []
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
+
+
+class SqlReadUnitOfWork(AbstractUnitOfWork):
+    """For use cases that only read: a pooled connection outside any transaction
+    (`chassis.db.read_connection`: AUTOCOMMIT on PostgreSQL, so no BEGIN/ROLLBACK round trips
+    around a single SELECT). It cannot commit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> AbstractUnitOfWork:
+        self._conn = read_connection(self.engine)
+        self.payments = PaymentRepository(self._conn)
+        return super().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def commit(self) -> None:
+        raise RuntimeError("a read unit of work cannot commit")
+
+    def rollback(self) -> None:
+        self.pending = []
 
 
 class InMemoryUnitOfWork(AbstractUnitOfWork):

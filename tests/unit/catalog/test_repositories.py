@@ -141,3 +141,27 @@ def test_idempotency_records(uow: AbstractUnitOfWork) -> None:
     with pytest.raises(DuplicateKey) as err, uow:
         uow.idempotency.add(record)
     assert err.value.what == "idempotency_key"
+
+
+def test_a_read_unit_lists_the_same_and_refuses_to_commit(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "read.db")
+    upgrade(metadata, MIGRATIONS_DIR, url)
+    engine = create_db_engine(url)
+    made = [product(f"R-{i}", price=f"{i}.00", at=i) for i in range(6)]
+    add(SqlAlchemyUnitOfWork(engine), *made)
+    reads = SqlAlchemyUnitOfWork(engine, read_through=True)
+    criteria = [
+        (ProductFilter(), None),
+        (ProductFilter(min_price=Decimal("2"), max_price=Decimal("4.00")), None),
+        (ProductFilter(category="misc"), made[1].sort_key),
+        (ProductFilter(sku="R-3", q="thing"), None),
+    ]
+    for filters, after in criteria:  # a statement reused with other values gives their rows
+        expected = [p for p in sorted(made, key=lambda p: p.sort_key) if filters.matches(p)]
+        if after is not None:
+            expected = [p for p in expected if p.sort_key > after]
+        with reads:
+            assert reads.products.list(filters, after, 10) == expected
+    with reads, pytest.raises(RuntimeError, match="does not write"):
+        reads.commit()
+    engine.dispose()

@@ -7,7 +7,13 @@ import pytest
 from marshmallow import ValidationError
 
 from services.catalog.domain import Product, SortKey
-from services.catalog.schemas import ListQuerySchema, ProductInputSchema, ProductSchema
+from services.catalog.schemas import (
+    ListQuerySchema,
+    ProductInputSchema,
+    ProductSchema,
+    product_document,
+)
+from services.catalog.service_layer.demo import DEMO_PRODUCTS
 from services.catalog.service_layer.pagination import encode_cursor
 
 GOOD = {"sku": "EL-01", "name": "Lamp", "category": "home", "price": "19.9"}
@@ -82,3 +88,29 @@ def test_query_errors_name_the_parameter(params: dict[str, str], field: str) -> 
     with pytest.raises(ValidationError) as err:
         ListQuerySchema().load(params)
     assert field in err.value.messages
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        *(
+            Product.create(sku=p.sku, name=p.name, category=p.category, price=p.price)
+            for p in DEMO_PRODUCTS[:3]
+        ),
+        Product("id-1", "BK-1", "Ünïcode “name”", "books", Decimal("12.5"), description=""),
+        Product("id-2", "BK-2", "Whole", "books", Decimal("3"), version=7),
+        Product(
+            "id-3",
+            "BK-3",
+            "Micro",
+            "books",
+            Decimal("0.10"),
+            created_at=datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+            updated_at=datetime(2025, 2, 1, tzinfo=UTC),
+        ),
+    ],
+)
+def test_product_document_is_the_schemas_dump(product: Product) -> None:
+    # the list's hand-written dump must give what ProductSchema documents and gave before
+    assert product_document(product) == ProductSchema().dump(product)
+    assert list(product_document(product)) == list(ProductSchema().dump(product))

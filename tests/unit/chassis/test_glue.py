@@ -100,3 +100,32 @@ async def test_aiohttp_errors_are_problems(aiohttp_client) -> None:  # type: ign
     assert (await client.get("/scoped")).status == 401
     ok = await client.get("/scoped", headers=issuer.auth(["a:read"], sub="u2"))
     assert await ok.json() == {"sub": "u2"}
+
+
+def test_flask_json_responses_keep_flasks_document() -> None:
+    import datetime
+    import decimal
+    import json
+
+    from flask import jsonify
+
+    doc = {
+        "b": 1,
+        "a": "é",
+        "when": datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC),
+        "price": decimal.Decimal("1.50"),
+        "none": None,
+        "list": [1.5, True],
+    }
+    ours, plain = Flask("ours"), Flask("plain")
+    flask_glue.install(ours, "svc")
+    with ours.app_context():
+        body = jsonify(doc).get_data()
+        big = jsonify({"big": 2**70}).get_data()  # beyond orjson: Flask's encoder answers
+    with plain.app_context():
+        expected = jsonify(doc).get_data()
+    assert json.loads(body) == json.loads(expected)  # dates as HTTP dates, Decimal as str
+    assert body.endswith(b"}\n") and body.index(b'"a"') < body.index(b'"b"')  # sorted, compact
+    assert b'"when":"Wed, 01 Jan 2025 00:00:00 GMT"' in body
+    assert b", " not in body.replace(b"Wed, 01", b"")  # compact separators
+    assert json.loads(big) == {"big": 2**70}

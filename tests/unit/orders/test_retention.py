@@ -18,11 +18,17 @@ from services.orders.app import create_app
 from services.orders.entrypoints import DEPS
 from services.orders.settings import OrdersSettings
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 
 from .fakes import FakeUpstreams
-from .test_api import post, wait_for_status
+from .test_api import auth, post
 
 Client = TestClient[web.Request, web.Application]
+
+
+async def saga_done(client: Client, issuer: TestIssuer, url: str) -> bool:
+    doc = await (await client.get(url, headers=auth(issuer))).json()
+    return bool(doc["saga"]["step"] == "DONE")
 
 
 async def test_replay_after_a_purge_returns_the_first_order(
@@ -37,7 +43,12 @@ async def test_replay_after_a_purge_returns_the_first_order(
     )
     first = await post(client, issuer)
     assert first.status == 202
-    await wait_for_status(client, issuer, first.headers["Location"])
+    # The saga's last step (inventory commit) runs after the order reads CONFIRMED: wait for
+    # it, or the blocking writes below would hold the event loop while the saga holds
+    # SQLite's write lock (a 30 s busy wait) and count outbox rows it has yet to add.
+    await wait_until_async(
+        lambda: saga_done(client, issuer, first.headers["Location"]), 5, "saga not done"
+    )
     db = create_db_engine(sync_url(settings.database_url))
     try:
         with db.begin() as conn:  # as the relay would have, long ago
