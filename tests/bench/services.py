@@ -257,6 +257,7 @@ def _catalog(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[
 
 def _inventory(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[str]] | str]]:
     env = {**ctx.tokens, "INVENTORY_DATABASE_URL": url, "INVENTORY_LOG_LEVEL": "INFO"}
+    env["INVENTORY_GRPC_PORT"] = "0"  # the bench measures REST; no fixed port to collide on
     env["INVENTORY_RELAY"] = "false"
     err = _init("inventory", env, "--seed-demo")
     name = f"inventory GET /api/v1/inventory/{{sku}}, aiohttp x1 [{ctx.kind}]"
