@@ -804,6 +804,12 @@ class RateLimiter:
             return self._without_redis(exc, plan, key)
         return self._with_redis(decision)
 
+    @property
+    def quiet(self) -> bool:
+        """True while Redis is up: deciding from a good reply then logs nothing, so a caller
+        on the hot path need not set the correlation id around it."""
+        return not self._redis_down
+
     def _with_redis(self, decision: Decision) -> tuple[Decision, str]:
         if self._redis_down:
             self._redis_down = False

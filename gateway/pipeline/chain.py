@@ -52,7 +52,7 @@ def crash_answer(ex: Exchange, name: str, where: str) -> Answer:
 class Chain:
     """The policies of one route, sorted, with each phase's callables listed once."""
 
-    __slots__ = ("bodies", "heads", "logs", "names", "policies", "requests")
+    __slots__ = ("_from", "bodies", "heads", "logs", "names", "policies", "requests")
 
     def __init__(self, policies: Iterable[Policy]) -> None:
         ordered = sorted(policies, key=lambda p: p.order)  # stable: equal orders keep theirs
@@ -62,6 +62,9 @@ class Chain:
             p.on_request for p in on_request
         )
         self.names: tuple[str, ...] = tuple(p.label for p in on_request)
+        # (index, step) pairs from each index on: `_run` resumes at any step without indexing
+        numbered = tuple(enumerate(self.requests))
+        self._from = tuple(numbered[i:] for i in range(len(numbered) + 1))
         self.heads = tuple(
             (p.on_response_head, p.label)
             for p in reversed(ordered)
@@ -108,11 +111,10 @@ class Chain:
 
     def _run(self, ex: Exchange, i: int) -> tuple[int, Awaitable[Any]] | None:
         """Steps from `i` while each answers at once; (step, awaitable) at one that waits.
-        Written for few bytecodes per step: it runs every step of every request."""
-        steps = self.requests
+        Written for few bytecodes per step: it runs the rest of every resumed request."""
         try:
-            for i in range(i, len(steps)):  # noqa: B020 - `i` is the step that answered
-                verdict = steps[i](ex)
+            for i, step in self._from[i]:  # noqa: B007, B020 - `i` names the step that answered
+                verdict = step(ex)
                 if verdict is not None:
                     break
             else:
@@ -164,6 +166,15 @@ class Chain:
         if self.heads:
             self.run_heads(ex)
         ex.done(ex)  # type: ignore[misc]
+
+    def proceed(self, ex: Exchange) -> None:
+        """`resume(ex, None)` for a step whose callback decided to go on (the Redis limit's):
+        the steps after it, with no checks of a verdict that is known to be None."""
+        pending = self._run(ex, ex.step + 1)
+        if pending is not None:
+            task = asyncio.get_running_loop().create_task(self._wait(ex, *pending))
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
 
     def resume(self, ex: Exchange, verdict: Any) -> None:
         """A step that returned SUSPEND decided (from its callback): go on from there.

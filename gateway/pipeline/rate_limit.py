@@ -78,6 +78,18 @@ class RateLimit(Policy):
         chain = ex.chain
         assert chain is not None
         limiter = self.limiter
+        if error is None and limiter.quiet:  # the common case: nothing here logs
+            try:
+                decided = limiter.decided(plan, key, reply, None)
+                ex.rate = limiter.verdict(plan, *decided)
+            except Problem as problem:  # 429
+                chain.resume(ex, problem)
+                return
+            except Exception:
+                chain.crashed(ex, self.name)
+                return
+            chain.proceed(ex)
+            return
         token = correlation_id.set(ex.rid)
         try:
             try:
