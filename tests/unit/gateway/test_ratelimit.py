@@ -651,3 +651,21 @@ def test_pack_command() -> None:
 def test_redis_client_rejects_other_schemes() -> None:
     with pytest.raises(ValueError, match="scheme"):
         RedisClient("rediss://127.0.0.1")
+
+
+async def test_quiet_only_while_redis_answers() -> None:
+    """`quiet` lets the Redis reply's callback skip the correlation id: it must turn false
+    as soon as a call fails (the next decisions log), and back once Redis answers."""
+    raw = _limited()
+    raw["rate_limits"]["redis_url"] = f"redis://127.0.0.1:{_free_port()}"  # never dialled here
+    config = parse_config(raw, environ={})
+    limiter = RateLimiter(config.rate_limits, config.routes)
+    asked = limiter.begin("public", None, lambda: "192.0.2.1")
+    assert asked is not None
+    plan, key = asked
+    assert limiter.quiet
+    limiter.decided(plan, key, None, RedisUnavailable("down"))  # fail_open: the local limiter
+    assert not limiter.quiet
+    limiter._with_redis(None)  # type: ignore[arg-type]  # what `decided` does with a good reply
+    assert limiter.quiet
+    await limiter.close()
