@@ -83,29 +83,13 @@ class Chain:
     def start(self, ex: Exchange) -> None:
         """Run the chain for `ex`; `ex.done(ex)` is called once when it is answered."""
         ex.chain = self
-        # `_run(ex, 0)`, inline and without indexing: every request passes here once.
-        i = 0
-        try:
-            for i, step in enumerate(self.requests):  # noqa: B007 - `i` names the step
-                verdict = step(ex)
-                if verdict is not None:
-                    break
-            else:
-                self._respond(ex, problem_answer(Problem(404, "no route matches this path"), ex))
-                return
-        except Problem as problem:
-            self._respond(ex, problem_answer(problem, ex))
-            return
-        except Exception:
-            self._respond(ex, crash_answer(ex, self.names[i], "on_request"))
-            return
-        ex.step = i
-        if verdict is SUSPEND:
-            return
-        if verdict is RELAY or isinstance(verdict, Answer):
-            self._respond(ex, verdict)
-            return
-        task = asyncio.get_running_loop().create_task(self._wait(ex, i, verdict))
+        pending = self._run(ex, 0)
+        if pending is not None:
+            self._spawn(ex, *pending)
+
+    def _spawn(self, ex: Exchange, i: int, awaitable: Awaitable[Any]) -> None:
+        """The rest of the chain in a task, from step `i` whose awaitable is pending."""
+        task = asyncio.get_running_loop().create_task(self._wait(ex, i, awaitable))
         _tasks.add(task)
         task.add_done_callback(_tasks.discard)
 
@@ -172,9 +156,7 @@ class Chain:
         the steps after it, with no checks of a verdict that is known to be None."""
         pending = self._run(ex, ex.step + 1)
         if pending is not None:
-            task = asyncio.get_running_loop().create_task(self._wait(ex, *pending))
-            _tasks.add(task)
-            task.add_done_callback(_tasks.discard)
+            self._spawn(ex, *pending)
 
     def resume(self, ex: Exchange, verdict: Any) -> None:
         """A step that returned SUSPEND decided (from its callback): go on from there.
@@ -183,20 +165,14 @@ class Chain:
             self._respond(ex, problem_answer(verdict, ex))
             return
         if verdict is None:
-            pending = self._run(ex, ex.step + 1)
-            if pending is not None:
-                task = asyncio.get_running_loop().create_task(self._wait(ex, *pending))
-                _tasks.add(task)
-                task.add_done_callback(_tasks.discard)
+            self.proceed(ex)
             return
         if verdict is SUSPEND:
             return
         if verdict is RELAY or isinstance(verdict, Answer):
             self._respond(ex, verdict)
             return
-        task = asyncio.get_running_loop().create_task(self._wait(ex, ex.step, verdict))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        self._spawn(ex, ex.step, verdict)
 
     def crashed(self, ex: Exchange, name: str) -> None:
         """A SUSPENDed policy's callback raised: the 500 answer (see `crash_answer`)."""

@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from chassis import ConfigError, Problem
-from chassis.logging import accept_request_id
 
 from ..config import GatewayConfig, PolicyRef, RouteAuth, RouteConfig
 from ..routing import Route
+from . import request_id
 from .aggregate import Aggregate, compile_aggregate
 from .auth import Auth
 from .body_limits import BodyLimit
@@ -192,8 +192,8 @@ class Pipeline:
 
     def start(self, ex: Exchange) -> None:
         """Answer `ex`: `ex.done(ex)` is called once with its answer (see `Chain`)."""
-        if not ex.rid:  # the request id (gateway.pipeline.request_id), first of all
-            ex.rid = accept_request_id(ex.request_id)
+        if not ex.rid:  # first of all: every answer and access line carries it
+            request_id.assign(ex)
         try:
             if (
                 self._cors_on

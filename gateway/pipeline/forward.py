@@ -135,10 +135,7 @@ class Forward(Policy):
         assert chain is not None
         if response.failure() is None:  # the common case: no log line, no correlation id
             ex.response = response
-            ex.status = response.status  # Chain.relay, inline
-            if chain.heads:
-                chain.run_heads(ex)
-            ex.done(ex)  # type: ignore[misc]
+            chain.relay(ex)
             return
         token = correlation_id.set(ex.rid)
         try:

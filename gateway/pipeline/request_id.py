@@ -1,9 +1,8 @@
 """The request id: the client's `X-Request-Id` when it is acceptable, else a new one.
 
-Assigned first, before routing (`Pipeline.start` does what `assign` does, inline: it runs
-once per request), so every answer - a 404 included - and every access line carries it;
-both servers write `ex.rid` on every answer and forward it upstream
-(gateway.pipeline.forwarding).
+Assigned first, before routing (`Pipeline.start`), so every answer - a 404 included - and
+every access line carries it; both servers write `ex.rid` on every answer and forward it
+upstream (gateway.pipeline.forwarding).
 """
 
 from __future__ import annotations
