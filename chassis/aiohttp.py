@@ -20,7 +20,8 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from .access import record_request
-from .health import LIVE, run_checks_async
+from .drain import DRAIN, Drain, DrainSettings, readiness, until_stopped
+from .health import LIVE
 from .http_cache import (
     CachePolicy,
     EntityTag,
@@ -191,12 +192,13 @@ def install(
         app[VERIFIER] = verifier
     app.middlewares.append(_chassis_middleware)
     checks = dict(ready_checks or {})
+    drain = app[DRAIN] = Drain()
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)
 
     async def ready(_request: web.Request) -> web.Response:
-        status, body = await run_checks_async(checks)
+        status, body = await readiness(checks, drain)
         return web.json_response(body, status=status)
 
     async def metrics_view(_request: web.Request) -> web.Response:
@@ -252,13 +254,34 @@ def query_args(request: web.Request, schema: Schema) -> Any:
 
 
 def run(app: web.Application, host: str, port: int) -> None:
-    """Serve `app` on uvloop until SIGINT/SIGTERM; the JSON access log replaces aiohttp's."""
+    """Serve `app` on uvloop until SIGINT/SIGTERM, then drain (`chassis.drain`, ADR 0033);
+    the JSON access log replaces aiohttp's."""
     import uvloop
 
+    settings = DrainSettings.from_env()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    log.info("listening", extra={"host": host, "port": port})
-    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop)
+    try:
+        loop.run_until_complete(_serve(app, host, port, settings))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve(app: web.Application, host: str, port: int, settings: DrainSettings) -> None:
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        log.info("listening", extra={"host": host, "port": port})
+        # cleanup(): the listener closes, idle connections close, requests in flight get
+        # `shutdown_grace` seconds, then the app's on_shutdown and cleanup contexts run
+        await until_stopped(app.get(DRAIN) or Drain(), settings, runner.cleanup)
+    except BaseException:
+        await runner.cleanup()  # start-up failed or we were cancelled: still clean up
+        raise
 
 
 def cacheable(

@@ -18,7 +18,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import uvloop
 from aiohttp import web
 
 from chassis import ConfigError, configure_logging, from_env, tracing
+from chassis.drain import DRAIN, Drain, DrainSettings, until_stopped
 from chassis.memory import keep_freed_memory
 
 from . import strict
@@ -81,6 +81,7 @@ def serve() -> None:
         settings = from_env(GatewaySettings, "GATEWAY_")
         path = Path(settings.config or DEFAULT_CONFIG_PATH)
         config = load_config(path)
+        drain = DrainSettings.from_env()
         app = create_app(config, config_path=path)  # reads GATEWAY_TRANSPORT
     except ConfigError as exc:
         log.error("gateway not started: %s", exc)
@@ -93,10 +94,10 @@ def serve() -> None:
     # Tracing wraps aiohttp's server (the maintained instrumentation): no front server then.
     if settings.server == "aiohttp" or tracing.wanted():
         log.info("gateway listening", extra={"host": host, "port": port, "server": "aiohttp"})
-        loop.run_until_complete(_serve_aiohttp(app, host, port))
+        loop.run_until_complete(_serve_aiohttp(app, host, port, drain))
         return
     log.info("gateway listening", extra={"host": host, "port": port, "server": "front"})
-    loop.run_until_complete(_serve_front(app, host, port))
+    loop.run_until_complete(_serve_front(app, host, port, drain))
 
 
 def _freeze_heap() -> None:
@@ -107,18 +108,15 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-async def _serve_aiohttp(app: web.Application, host: str, port: int) -> None:
+async def _serve_aiohttp(
+    app: web.Application, host: str, port: int, settings: DrainSettings
+) -> None:
     """aiohttp's server alone (what `web.run_app` does), its connections answering what its
-    parser refuses in problem+json (`gateway.strict.handlers`); until SIGINT or SIGTERM."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    parser refuses in problem+json (`gateway.strict.handlers`); until SIGINT or SIGTERM, then
+    a drain (`chassis.drain`)."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace
+    )
     await runner.setup()
     assert runner.server is not None
     loop = asyncio.get_running_loop()
@@ -126,22 +124,29 @@ async def _serve_aiohttp(app: web.Application, host: str, port: int) -> None:
         strict.handlers(runner.server), host, port, reuse_address=True, backlog=1024
     )
     _freeze_heap()
-    try:
-        await _until_signalled()
-    finally:
+
+    async def stop() -> None:
         listener.close()
         await runner.cleanup()
 
+    try:
+        await until_stopped(app.get(DRAIN) or Drain(), settings, stop)
+    except BaseException:
+        await stop()
+        raise
 
-async def _serve_front(app: web.Application, host: str, port: int) -> None:
-    """The front server until SIGINT or SIGTERM, then a graceful stop."""
-    front = FrontServer(app, app[STATE])
+
+async def _serve_front(app: web.Application, host: str, port: int, settings: DrainSettings) -> None:
+    """The front server until SIGINT or SIGTERM, then a drain (`chassis.drain`): readiness
+    503 at once, the listener open for `PORTICO_DRAIN_DELAY`, then `FrontServer.close`."""
+    front = FrontServer(app, app[STATE], shutdown_timeout=settings.shutdown_grace)
     await front.start(host, port)
     _freeze_heap()
     try:
-        await _until_signalled()
-    finally:
+        await until_stopped(app.get(DRAIN) or Drain(), settings, front.close, front.linger)
+    except BaseException:
         await front.close()
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async, tracing
+from chassis import LIVE, AsyncTokenVerifier, from_env, tracing
 from chassis.aiohttp import install
+from chassis.drain import DRAIN, readiness
 
 from . import strict
 from .auth import jwks_fetcher, make_verifier
@@ -227,8 +228,10 @@ def create_app(
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)
 
+    drain = app[DRAIN]
+
     async def ready(_request: web.Request) -> web.Response:
-        status, body = await run_checks_async(checks)
+        status, body = await readiness(checks, drain)
         return web.json_response(body, status=status)
 
     async def openapi_view(_request: web.Request) -> web.Response:

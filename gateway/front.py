@@ -207,7 +207,8 @@ class FrontServer:
         self.head_timeout = head_timeout
         self.shutdown_timeout = shutdown_timeout
         self.connections: set[_Connection] = set()
-        self.closing = False
+        self.closing = False  # answers close their connection (draining, then stopping)
+        self.refusing = False  # stopping: a connection accepted now is closed at once
         self.runner: web.AppRunner | None = None
         self.handover: Callable[[], asyncio.Protocol] | None = None
         self.own_path: Callable[[str], bool] = lambda _path: False
@@ -251,9 +252,15 @@ class FrontServer:
         )
         self._sweeper = self.loop.create_task(self._sweep())
 
+    def linger(self) -> None:
+        """Draining (`chassis.drain`): still accepting, but every answer closes its connection
+        with `Connection: close`, so keep-alive peers (nginx) move to another replica between
+        requests instead of racing the close of an idle connection later."""
+        self.closing = True
+
     async def close(self) -> None:
         """Stop accepting, let answers in progress finish (bounded), then stop the app."""
-        self.closing = True
+        self.closing = self.refusing = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -388,7 +395,7 @@ class _Connection(asyncio.Protocol):
         assert front.loop is not None
         self.last = front.loop.time()
         front.connections.add(self)
-        if front.closing:
+        if front.refusing:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

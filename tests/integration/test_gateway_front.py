@@ -260,6 +260,29 @@ async def test_connection_close_from_the_client(wire: Wire) -> None:
     assert await wire.closed()
 
 
+async def test_while_draining_answers_close_their_connection_and_new_ones_are_taken(
+    front: tuple[FrontTestServer, TestIssuer], wire: Wire
+) -> None:
+    """`FrontServer.linger` (the drain delay, ADR 0033): a kept-alive peer is told to go
+    after its answer, and the listener still takes a new connection."""
+    await wire.send(_get("/public/before"))
+    status, headers, _body = await wire.answer()
+    assert status == 200 and "connection" not in headers
+    front[0].front.linger()
+    await wire.send(_get("/public/during"))
+    status, headers, _body = await wire.answer()
+    assert status == 200 and headers["connection"] == "close"
+    assert await wire.closed()
+    reader, writer = await asyncio.open_connection("127.0.0.1", front[0].port)
+    fresh = Wire(reader, writer)
+    try:
+        await fresh.send(_get("/public/new"))
+        status, headers, _body = await fresh.answer()
+        assert status == 200 and headers["connection"] == "close"
+    finally:
+        fresh.close()
+
+
 async def test_http10_is_answered_by_aiohttp(wire: Wire) -> None:
     await wire.send(b"GET /public/old HTTP/1.0\r\nHost: gw.test\r\n\r\n")
     async with asyncio.timeout(DEADLINE):

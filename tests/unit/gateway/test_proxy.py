@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from chassis.drain import DRAIN
 from gateway.app import create_app
 from gateway.transport import AiohttpTransport, MockResponse, MockTransport, OutboundRequest
 
@@ -257,6 +258,23 @@ async def test_own_endpoints(gateway: GatewayClient, upstreams: FakeUpstreams) -
             "upstream:svc": "ok",
             "jwks": "ok",
         }
+
+
+async def test_readiness_is_503_at_once_while_draining(
+    gateway: GatewayClient, upstreams: FakeUpstreams
+) -> None:
+    """SIGTERM begins the drain (ADR 0033): both readiness paths say so, liveness does not."""
+    upstreams.on(SVC, "/health/ready", lambda _r: MockResponse(json={"status": "ok"}))
+    upstreams.on(IDENTITY, "/health/ready", lambda _r: MockResponse(json={"status": "ok"}))
+    client = await gateway()
+    assert (await client.get("/readyz")).status == 200
+    client.app[DRAIN].begin()
+    for path in ("/readyz", "/health/ready"):
+        resp = await client.get(path)
+        assert resp.status == 503
+        assert await resp.json() == {"status": "draining"}
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/public/x")).status == 200  # requests are still served
 
 
 async def test_readiness_fails_when_jwks_is_unreachable(
