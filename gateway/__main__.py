@@ -1,5 +1,6 @@
 """`python -m gateway [serve]`: load and check the config, then serve on uvloop.
 `python -m gateway check [FILE]`: validate a config and exit 1 listing every error by key path.
+`python -m gateway status [--json]`: print the running gateway's read-only admin view.
 
 GATEWAY_CONFIG names the YAML file (default: the packaged gateway.yaml); GATEWAY_HOST and
 GATEWAY_PORT override `server.host` / `server.port`; GATEWAY_MALLOC_TRIM_MIB (default 32; 0:
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
@@ -30,7 +32,15 @@ from chassis.drain import DRAIN, Drain, DrainSettings, until_stopped
 from chassis.memory import keep_freed_memory
 
 from . import strict
-from .app import STATE, create_app
+from .admin import (
+    AdminListener,
+    AdminSettings,
+    StatusError,
+    admin_app,
+    fetch_status,
+    render_status,
+)
+from .app import RELOADER, STATE, create_app
 from .config import DEFAULT_CONFIG_PATH, check_config, load_config
 from .front import FrontServer
 
@@ -82,11 +92,13 @@ def serve() -> None:
         path = Path(settings.config or DEFAULT_CONFIG_PATH)
         config = load_config(path)
         drain = DrainSettings.from_env()
+        admin = from_env(AdminSettings, "GATEWAY_")
         app = create_app(config, config_path=path)  # reads GATEWAY_TRANSPORT
     except ConfigError as exc:
         log.error("gateway not started: %s", exc)
         sys.exit(2)
     keep_freed_memory(settings.malloc_trim_mib)
+    _add_admin(app, admin)
     host = settings.host or config.server.host
     port = config.server.port if settings.port is None else settings.port
     loop = uvloop.new_event_loop()
@@ -98,6 +110,28 @@ def serve() -> None:
         return
     log.info("gateway listening", extra={"host": host, "port": port, "server": "front"})
     loop.run_until_complete(_serve_front(app, host, port, drain))
+
+
+def _add_admin(app: web.Application, settings: AdminSettings) -> None:
+    """The read-only admin listener (`gateway.admin`), up and down with the application."""
+    if not settings.enabled:
+        log.info("admin view off: GATEWAY_ADMIN_TOKEN is not set")
+        return
+    listener = AdminListener(
+        admin_app(app[STATE], app[RELOADER], settings.admin_token),
+        settings.admin_host,
+        settings.admin_port,
+    )
+
+    async def start(_app: web.Application) -> None:
+        await listener.start()
+        log.info("admin view listening", extra={"host": listener.host, "port": listener.port})
+
+    async def close(_app: web.Application) -> None:
+        await listener.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(close)
 
 
 def _freeze_heap() -> None:
@@ -155,10 +189,27 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("serve", help="serve (the default)")
     checker = commands.add_parser("check", help="validate a config file and list every error")
     checker.add_argument("file", nargs="?", help="default: $GATEWAY_CONFIG or gateway.yaml")
+    shower = commands.add_parser(
+        "status", help="print the running gateway's admin view (GATEWAY_ADMIN_* variables)"
+    )
+    shower.add_argument("--json", action="store_true", help="the document as the view sends it")
     args = parser.parse_args(argv)
     if args.command == "check":
         sys.exit(check(args.file))
+    if args.command == "status":
+        sys.exit(status(as_json=args.json))
     serve()
+
+
+def status(*, as_json: bool = False) -> int:
+    """Print the admin view of the gateway the GATEWAY_ADMIN_* variables point at."""
+    try:
+        doc = fetch_status(from_env(AdminSettings, "GATEWAY_"))
+    except (ConfigError, StatusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2) if as_json else render_status(doc))
+    return 0
 
 
 if __name__ == "__main__":

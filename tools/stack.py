@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -51,9 +52,18 @@ SERVICES = (
     ServiceSpec("orders", 8104, "aiohttp"),
 )
 GATEWAY_PORT = 8080
+GATEWAY_ADMIN_PORT = 8081  # the gateway's read-only admin view, on 127.0.0.1 only
 INVENTORY_GRPC_PORT = 50061  # inventory's gRPC API beside its REST port (ADR 0025)
-DEFAULT_PORTS = {"gateway": GATEWAY_PORT, **{s.name: s.port for s in SERVICES}}
-PORT_ENV = {"gateway": "GATEWAY_PORT", **{s.name: s.port_env for s in SERVICES}}
+DEFAULT_PORTS = {
+    "gateway": GATEWAY_PORT,
+    "gateway_admin": GATEWAY_ADMIN_PORT,
+    **{s.name: s.port for s in SERVICES},
+}
+PORT_ENV = {
+    "gateway": "GATEWAY_PORT",
+    "gateway_admin": "GATEWAY_ADMIN_PORT",
+    **{s.name: s.port_env for s in SERVICES},
+}
 SHARED_REDIS = ("127.0.0.1", 6379)
 
 
@@ -143,6 +153,18 @@ class Stack:
         return self.workdir / "var"
 
     @property
+    def admin_token_file(self) -> Path:
+        """The gateway admin view's bearer token, generated once (`ensure_admin_token`)."""
+        return self.var / "gateway" / "admin-token"
+
+    def ensure_admin_token(self) -> None:
+        path = self.admin_token_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+
+    @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
@@ -156,6 +178,8 @@ class Stack:
                 "PORTICO_ISSUER": self.gateway_url,
                 "PORTICO_JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json",
                 "GATEWAY_PORT": str(self.ports["gateway"]),
+                "GATEWAY_ADMIN_PORT": str(self.ports.get("gateway_admin", 0)),
+                "GATEWAY_ADMIN_TOKEN_FILE": str(self.admin_token_file),
                 # the gateway appends X-Forwarded-For: identity's login throttle keys on it
                 # (behind nginx as well: tools.edge.STACK_ENV makes it 2)
                 "IDENTITY_PROXY_COUNT": "1",
@@ -243,6 +267,7 @@ class Stack:
         (self.var / "log").mkdir(parents=True, exist_ok=True)
         try:
             self._choose_broker()
+            self.ensure_admin_token()
             self.prepare()
             upstreams = [
                 Process(spec.name, _argv(spec, self.ports[spec.name]), self.ports[spec.name])
@@ -333,7 +358,8 @@ class Stack:
         """One more gateway process on `port` (after `start()`), with the stack's environment
         - the same upstreams and broker - plus `env`; it joins `processes` (`stop()` stops it).
         """
-        extra = [f"{k}={v}" for k, v in {"GATEWAY_PORT": str(port), **(env or {})}.items()]
+        ports = {"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": "0"}  # its admin view: any port
+        extra = [f"{k}={v}" for k, v in {**ports, **(env or {})}.items()]
         # /usr/bin/env execs the gateway: the PID recorded is the gateway's own
         proc = Process(name, ["env", *extra, sys.executable, "-m", "gateway"], port, "/readyz")
         self._spawn(proc)
@@ -408,6 +434,8 @@ def tour(stack: Stack) -> str:
     return f"""
 Portico is up.
   gateway       {gw}   (/healthz /readyz /metrics /openapi.json)
+  admin view    http://127.0.0.1:{stack.ports.get("gateway_admin", 0)}/admin/status   (read-only:
+                GATEWAY_ADMIN_TOKEN_FILE={stack.admin_token_file} python -m gateway status)
 {services}
   broker        {stack.broker_url}
   logs          {stack.var / "log"}/*.log

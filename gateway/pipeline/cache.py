@@ -457,6 +457,15 @@ class Cache(Policy):
         if self.runtime is not None and self.route is not None:
             await self.runtime.acquire(self)
 
+    def stats(self) -> dict[str, Any] | None:
+        store = self.runtime.store if self.runtime is not None else None
+        shown: dict[str, Any] = {"ttl": self.ttl, "shared": self.shared}
+        if isinstance(store, MemoryStore):  # the process' LRU, shared by every cached route
+            shown.update(store="memory", entries=len(store), bytes=store.used)
+        elif store is not None:
+            shown["store"] = "redis"
+        return shown
+
     async def stop(self) -> None:
         if self.runtime is not None and self.route is not None:
             await self.runtime.release(self)

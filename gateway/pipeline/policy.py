@@ -181,6 +181,11 @@ class Policy:
         """After that config is retired or the gateway stops."""
         return None
 
+    def stats(self) -> dict[str, Any] | None:
+        """What the read-only admin view shows of this policy on its route (`gateway.admin`);
+        None: nothing. Read there, never on the request path."""
+        return None
+
     @property
     def label(self) -> str:
         return self.name or f"{type(self).__module__}:{type(self).__qualname__}"
