@@ -309,6 +309,12 @@ def _cookie(header: str | None, name: str) -> str | None:
     return None
 
 
+def _cookies(ex: Exchange) -> str | None:
+    """Every `Cookie` field of the request as one (HTTP/1.1 sends one; some clients more)."""
+    values = ex.header_values("Cookie")
+    return "; ".join(values) if values else None
+
+
 def bucket(seed: str, key: str) -> int:
     """The consumer's bucket in [0, BUCKETS): the same in every process, for every release."""
     digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
@@ -406,7 +412,7 @@ class Split(Policy):
             if rule.header is not None:
                 got = ex.header(rule.header)
             else:
-                got = _cookie(ex.header("Cookie"), rule.cookie or "")
+                got = _cookie(_cookies(ex), rule.cookie or "")
             if got is not None and got.strip() == rule.value:
                 return rule.upstream
         if not settings.sticky:
@@ -426,7 +432,7 @@ class Split(Policy):
             if value:
                 return "key:" + value
         elif settings.key_cookie is not None:
-            value = _cookie(ex.header("Cookie"), settings.key_cookie)
+            value = _cookie(_cookies(ex), settings.key_cookie)
             if value:
                 return "key:" + value
         return "ip:" + client_ip(ex.remote, ex.forwarded_for, self.trusted)

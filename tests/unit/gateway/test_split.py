@@ -19,6 +19,7 @@ from chassis import ConfigError
 from gateway.__main__ import main
 from gateway.app import RELOADER, STATE, create_app
 from gateway.config import parse_config
+from gateway.pipeline import Exchange
 from gateway.pipeline.split import BUCKETS, Split, bucket
 from gateway.transport import MockResponse, OutboundRequest
 from tests.support.front import FrontTestServer
@@ -142,6 +143,33 @@ def test_the_bucket_is_stable_and_spread() -> None:
     assert bucket("", "sub:alice") != bucket("release-2", "sub:alice")
     counts = Counter(bucket("", f"sub:user{i}") * 10 // BUCKETS for i in range(10_000))
     assert all(900 < n < 1100 for n in counts.values())  # ten deciles, evenly filled
+
+
+def _bound_split(split: Any) -> Split:
+    app = create_app(_config(split, route=PUBLIC))
+    [step] = [
+        p for p in app[STATE].state.pipeline.chains["public"].policies if isinstance(p, Split)
+    ]
+    return step
+
+
+def test_many_consumers_land_on_the_weight_and_a_raise_keeps_the_canarys() -> None:
+    """10,000 consumers (by a key header): the share is the weight within a point, and
+    raising the canary's weight moves only stable consumers onto it."""
+    sides: dict[int, list[str]] = {}
+    for weight in (20, 50):
+        step = _bound_split(
+            {"weights": {"svc": 100 - weight, "canary": weight}, "key": {"header": "X-Visitor"}}
+        )
+        assert step.state is not None
+        for i in range(10_000):
+            ex = Exchange(
+                "GET", "/public/x", "/public/x", [("X-Visitor", f"v{i}")], remote="10.0.0.1"
+            )
+            sides.setdefault(i, []).append(step._side(ex, step.state))
+        share = sum(1 for s in sides.values() if s[-1] == "canary") / 100
+        assert abs(share - weight) <= 1, (weight, share)
+    assert all(s[1] == "canary" for s in sides.values() if s[0] == "canary")
 
 
 def test_a_route_without_split_has_no_split_step() -> None:
