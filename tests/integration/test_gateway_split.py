@@ -4,7 +4,8 @@ started with CATALOG_RELEASE=2, which marks its answers `X-Catalog-Release: 2`) 
 
 - 1,000 requests from 100 consumers (tokens of 100 subjects) land within 3 points of the
   weight, each consumer always on one side; a reload raising the weight under load fails no
-  request, and the consumers already on the canary stay there.
+  request, and the consumers already on the canary stay there; a reload with a bad split is
+  refused by key path and the running split stays.
 - A canary that starts failing (its database table renamed away under it: every read and its
   readiness answer 5xx) is rolled back: all traffic goes to the stable release, a JSON log line
   with the correlation id and the metrics say so, and it stays so - even once the canary is
@@ -112,6 +113,15 @@ class Stack:
                 if isinstance(doc, dict) and doc.get("msg") == msg:
                     found.append(doc)
         return found
+
+    def rejections(self) -> list[str]:
+        """The messages of the gateway's refused reloads."""
+        return [
+            str(doc.get("msg", ""))
+            for line in self.log.read_bytes().splitlines()
+            if b"config rejected" in line
+            for doc in [orjson.loads(line)]
+        ]
 
     async def reload(self, split: dict[str, Any]) -> None:
         """Write `split`, SIGHUP the gateway, wait for its "reloaded" line."""
@@ -304,6 +314,23 @@ async def test_a_split_by_weight_keeps_consumers_and_survives_a_reload(stack: St
     assert abs(share_after - 50) <= 10, share_after  # 100 consumers: the hash's spread
     # raising a canary's weight only moves stable consumers onto it
     assert all(sides_after[c] == {"2"} for c in before)
+
+    # --- a bad split is refused by key path and the running one stays
+    refused = len(stack.rejections())
+    stack.write({"weights": {"catalog": 50, "catalog-v2": 60}, "rollback": {"error_rate": 2}})
+    assert stack.gateway.popen is not None
+    os.kill(stack.gateway.popen.pid, signal.SIGHUP)
+
+    async def rejected() -> bool:
+        return len(stack.rejections()) > refused
+
+    await wait_until_async(rejected, DEADLINE, "the refused reload", interval=0.05)
+    message = stack.rejections()[-1]
+    assert "routes[0].split.weights: must add up to 100, not 110" in message, message
+    assert "routes[0].split.rollback.error_rate: must be in (0, 1]" in message, message
+    kept = await _load(stack, tokens, count=200)
+    assert all(r.status == 200 for r in kept)
+    assert all(_sides([r])[r.consumer] == sides_after[r.consumer] for r in kept)
     print(
         f"\nsplit: 20% -> {share:.1f}% of {REQUESTS} requests on the canary; during the reload "
         f"{len(during)} requests, {dict(outcomes)}; 50% -> {share_after:.1f}%"
