@@ -495,6 +495,7 @@ class RouteSchema(_Strict):
     cors = fields.String(load_default=None)
     policies = fields.List(PolicyRefField(), load_default=list)
     cache = PolicySettingsField("cache", load_default=None)  # gateway.pipeline.cache
+    split = PolicySettingsField("split", load_default=None)  # gateway.pipeline.split
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -791,13 +792,18 @@ class GatewaySchema(_Strict):
         policies = data.get("rate_limits", {}).get("policies", {})
         names: dict[str, int] = {}
         claimed: dict[tuple[str, str], str] = {}
-        errors: dict[int, dict[str, list[str]]] = {}
+        errors: dict[int, dict[str, Any]] = {}
         for i, route in enumerate(data.get("routes", [])):
             here = errors.setdefault(i, {})
             if route["upstream"] not in upstreams:
                 here["upstream"] = [f"unknown upstream {route['upstream']!r}"]
             if route.get("rate_limit") is not None and route["rate_limit"] not in policies:
                 here["rate_limit"] = [f"unknown rate-limit policy {route['rate_limit']!r}"]
+            split = route.get("split")
+            if split is not None and (
+                bad := split.cls.check(split.settings, route["upstream"], upstreams)
+            ):
+                here["split"] = bad  # upstream names: gateway.pipeline.split.Split.check
             if route["name"] in names:
                 here["name"] = [f"duplicate of routes[{names[route['name']]}].name"]
             names.setdefault(route["name"], i)
@@ -917,7 +923,9 @@ def _build(
             retry=raw["retry"],
             cors=raw["cors"],
             body_timeout=raw["body_timeout"],
-            policies=tuple(raw["policies"]) + ((raw["cache"],) if raw["cache"] else ()),
+            policies=tuple(raw["policies"])
+            + ((raw["cache"],) if raw["cache"] else ())
+            + ((raw["split"],) if raw["split"] else ()),
         )
         for raw in data["routes"]
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import atexit
 
-from flask import Flask
+from flask import Flask, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 
@@ -162,5 +162,13 @@ def create_app(
             relay=relay,
         ),
     )
+    if settings.release is not None:
+        release = settings.release
+
+        @app.after_request
+        def _release(resp: Response) -> Response:
+            resp.headers["X-Catalog-Release"] = release
+            return resp
+
     tracing.setup("catalog", app)  # no-op unless PORTICO_TRACING is set
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +18,12 @@ def _redis_url(value: str | None) -> str | None:
     if value is None or value.startswith(("redis://", "rediss://", "unix://")):
         return None
     return "must be a redis://, rediss:// or unix:// URL"
+
+
+def _release(value: str | None) -> str | None:
+    if value is None or re.fullmatch(r"[A-Za-z0-9._-]{1,32}", value):
+        return None
+    return "must be 1-32 letters, digits, '.', '_' or '-'"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class CatalogSettings(RetentionSettings):
     # after 3 failures in a row Redis is left alone for `redis_retry_after` seconds.
     redis_timeout: float = field(default=0.05, metadata={"check": positive})
     redis_retry_after: float = field(default=5.0, metadata={"check": positive})
+    # Which release this process is: when set, every answer carries `X-Catalog-Release` with
+    # it, so a gateway split's canary answers can be told from the stable side's (ADR 0031).
+    release: str | None = field(default=None, metadata={"check": _release})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:

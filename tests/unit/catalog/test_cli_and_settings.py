@@ -9,7 +9,10 @@ from sqlalchemy import func, select
 from chassis import ConfigError, create_db_engine, sqlite_url
 from services.catalog.__main__ import main
 from services.catalog.adapters.orm import products
+from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
+from tests.support.migrations import migrated
+from tests.support.tokens import TestIssuer
 
 
 def count(url: str) -> int:
@@ -54,3 +57,18 @@ def test_settings_from_env() -> None:
     assert (s.database_url, s.log_level) == ("postgresql://u@h/db", "debug")
     with pytest.raises(ConfigError, match=r"CATALOG_LOG_LEVEL.*CATALOG_MAX_BODY_BYTES"):
         CatalogSettings.from_env({"CATALOG_LOG_LEVEL": "loud", "CATALOG_MAX_BODY_BYTES": "big"})
+
+
+def test_a_release_marks_every_answer(tmp_path: Path) -> None:
+    """CATALOG_RELEASE: what tells a gateway split's canary answers from the stable side's."""
+    assert CatalogSettings.from_env({}).release is None
+    assert CatalogSettings.from_env({"CATALOG_RELEASE": "2.1-rc1"}).release == "2.1-rc1"
+    with pytest.raises(ConfigError, match="CATALOG_RELEASE"):
+        CatalogSettings.from_env({"CATALOG_RELEASE": "two\r\nX-Evil: 1"})
+    url = sqlite_url(tmp_path / "release.db")
+    migrated("catalog", url)
+    for release in (None, "2"):
+        settings = CatalogSettings(database_url=url, relay=False, purge_interval=0, release=release)
+        app = create_app(settings, verifier=TestIssuer().verifier())
+        resp = app.test_client().get("/health/live")
+        assert resp.headers.get("X-Catalog-Release") == release
