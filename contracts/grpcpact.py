@@ -38,6 +38,7 @@ __all__ = [
     "call",
     "check",
     "is_grpc_pact",
+    "pact_proto",
     "verify_interaction",
 ]
 
@@ -68,8 +69,15 @@ class Unverifiable(Exception):
     """The interaction cannot be called as written (unknown method, a bad request message)."""
 
 
-def _classes(method: str) -> tuple[type[Message], type[Message]]:
-    """The request and response classes of `/package.Service/Method`."""
+def pact_proto(doc: Mapping[str, Any]) -> str:
+    """The proto file a gRPC pact names (`metadata.portico.proto`, relative to the repo)."""
+    portico = (doc.get("metadata") or {}).get("portico") or {}
+    return str(portico.get("proto") or "")
+
+
+def _classes(method: str, proto: str = "") -> tuple[type[Message], type[Message]]:
+    """The request and response classes of `/package.Service/Method` (defined in `proto`,
+    relative to the repo, when one is named)."""
     m = re.fullmatch(r"/([\w.]+)/(\w+)", method)
     if m is None:
         raise Unverifiable(f"method {method!r} is not of the form /package.Service/Method")
@@ -80,6 +88,9 @@ def _classes(method: str) -> tuple[type[Message], type[Message]]:
     found = service.methods_by_name.get(m.group(2))
     if found is None:
         raise Unverifiable(f"unknown method {method}: {m.group(1)} has no {m.group(2)}")
+    defined_in = found.containing_service.file.name  # relative to proto/
+    if proto and proto.removeprefix("proto/") != defined_in:
+        raise Unverifiable(f"{method} is defined in proto/{defined_in}, not in the pact's {proto}")
     if found.client_streaming or found.server_streaming:
         raise Unverifiable(f"{method} is a streaming method (only unary calls are supported)")
     return (
@@ -105,9 +116,10 @@ def call(
     message: Mapping[str, Any],
     metadata: list[tuple[str, str]],
     timeout: float = 10.0,
+    proto: str = "",
 ) -> dict[str, Any]:
     """Call a unary method; the answer as the pact writes one (status, message or details)."""
-    request_cls, response_cls = _classes(method)
+    request_cls, response_cls = _classes(method, proto)
     try:
         request = json_format.ParseDict(dict(message), request_cls())
     except json_format.ParseError as exc:
@@ -251,9 +263,11 @@ def verify_interaction(
     interaction: Mapping[str, Any],
     provider: GrpcProvider,
     token: str,
+    proto: str = "",
 ) -> list[str]:
     """Set the interaction's provider states, make its call, and say what fails ([]: passed).
-    The pact's example bearer token is swapped for `token`, one the provider trusts."""
+    The pact's example bearer token is swapped for `token`, one the provider trusts; `proto`:
+    the file the pact says its methods come from."""
     problems = []
     for st in interaction.get("providerStates") or []:
         name = st.get("name") if isinstance(st, dict) else None
@@ -273,7 +287,11 @@ def verify_interaction(
         metadata.append((key.lower(), value))
     try:
         actual = call(
-            channel, str(interaction.get("method")), request.get("message") or {}, metadata
+            channel,
+            str(interaction.get("method")),
+            request.get("message") or {},
+            metadata,
+            proto=proto,
         )
         problems.extend(check(interaction.get("response") or {}, actual))
     except Unverifiable as exc:

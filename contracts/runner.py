@@ -32,7 +32,13 @@ from . import MATRIX_PATH, PACT_DIR
 from .boundaries import Boundary, derive
 from .consumers import BOUNDARY, ConsumerFailed
 from .deploy import Results, Verification, pact_sha, publish, version
-from .grpcpact import GRPC_INTERACTION, GrpcProvider, is_grpc_pact, verify_interaction
+from .grpcpact import (
+    GRPC_INTERACTION,
+    GrpcProvider,
+    is_grpc_pact,
+    pact_proto,
+    verify_interaction,
+)
 from .harness import LoopThread, ProviderFront, Transform
 from .providers import Context, Provider, UnknownProvider, load
 
@@ -83,6 +89,7 @@ class PactFile:
     provider: str
     interactions: list[dict[str, Any]]
     grpc: bool = False  # metadata.portico.kind == "grpc": verified by contracts.grpcpact
+    proto: str = ""  # a gRPC pact's metadata.portico.proto
 
 
 def read_pact(path: Path) -> PactFile:
@@ -113,7 +120,7 @@ def read_pact(path: Path) -> PactFile:
                 f"{path}: interactions[{n}] is {i['type']}: a pact holds gRPC interactions "
                 'only, and only with metadata.portico.kind "grpc"'
             )
-    return PactFile(path, consumer, provider, interactions, grpc)
+    return PactFile(path, consumer, provider, interactions, grpc, pact_proto(doc) if grpc else "")
 
 
 def _kind(interaction: Mapping[str, Any]) -> str:
@@ -300,7 +307,9 @@ def verify_grpc_provider(name: str, pacts: list[PactFile], report: Report) -> No
                     for i in p.interactions:
                         cell = report.cell(p.consumer, name, "grpc")
                         try:
-                            problems = verify_interaction(channel, i, provider, ctx.bearer["token"])
+                            problems = verify_interaction(
+                                channel, i, provider, ctx.bearer["token"], p.proto
+                            )
                         except Exception as exc:  # named, never a crash of the whole run
                             problems = [f"verifying crashed: {type(exc).__name__}: {exc}"]
                         if problems:

@@ -157,3 +157,16 @@ def test_a_grpc_interaction_outside_a_grpc_pact_is_refused(tmp_path: Path) -> No
 
     report = verify(sample(tmp_path, unmarked))
     assert any("a pact holds gRPC interactions only" in e for e in report.errors)
+
+
+def test_a_method_from_another_proto_than_the_pacts_fails(tmp_path: Path) -> None:
+    def elsewhere(doc: dict[str, Any]) -> None:
+        doc["metadata"]["portico"]["proto"] = "proto/portico/stock/v1/stock.proto"
+
+    report = verify(sample(tmp_path, elsewhere))
+    assert len(report.failures) == 5
+    assert (
+        "/portico.inventory.v1.Inventory/Reserve is defined in "
+        "proto/portico/inventory/v1/inventory.proto, not in the pact's "
+        "proto/portico/stock/v1/stock.proto"
+    ) in report.failures[0]
