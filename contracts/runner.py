@@ -6,9 +6,12 @@
 2. Every pact file is checked (readable V4 JSON naming a consumer and a known provider); then,
    per provider, one `Verifier` replays every interaction written against it - HTTP through the
    provider's app running for real, messages produced by its real event code - with provider
-   states set by its hook (contracts.providers.<name>).
-3. Each pact's verification is recorded per consumer and provider version (contracts.deploy;
-   with `publish_to_broker`, pacts and results also go to the Pact Broker).
+   states set by its hook (contracts.providers.<name>). gRPC pacts (metadata.portico.kind
+   "grpc", ADR 0028) are called on the provider's real gRPC server instead
+   (contracts.providers.<name>_grpc, checked by contracts.grpcpact).
+3. Each pair's verification (its HTTP and gRPC pacts together) is recorded per consumer and
+   provider version (contracts.deploy; with `publish_to_broker`, pacts and results also go
+   to the Pact Broker).
 4. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
    pacts; `missing` counts boundary items (routes per method, aggregate parts, outbound
    calls, JWKS fetches, events) that no interaction covers. The run fails on any error,

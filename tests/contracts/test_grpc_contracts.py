@@ -170,3 +170,27 @@ def test_a_method_from_another_proto_than_the_pacts_fails(tmp_path: Path) -> Non
         "proto/portico/inventory/v1/inventory.proto, not in the pact's "
         "proto/portico/stock/v1/stock.proto"
     ) in report.failures[0]
+
+
+def test_a_pair_with_http_and_grpc_pacts_is_published_as_one_merged_pact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_deploy import Broker
+
+    monkeypatch.setenv("PACT_CONSUMER_VERSION", "c1")
+    monkeypatch.setenv("PACT_PROVIDER_VERSION", "p1")
+    pacts = sample(tmp_path)
+    shutil.copy(HTTP_PACT, pacts)
+    http_count = len(json.loads(HTTP_PACT.read_text())["interactions"])
+    with Broker() as broker:
+        monkeypatch.setenv("PACT_BROKER_BASE_URL", broker.url)
+        report = verify(pacts, publish_to_broker=True)
+    assert report.ok, render(report)
+    [(path, body)] = [(p, b) for m, p, _, b in broker.requests if m == "PUT"]
+    assert path == "/pacts/provider/inventory/consumer/orders/version/c1"
+    doc = json.loads(body)
+    assert len(doc["interactions"]) == http_count + 5
+    assert doc["metadata"]["portico"]["kind"] == "mixed"
+    [posted] = [json.loads(b) for m, _, _, b in broker.requests if m == "POST"]
+    assert posted["success"] is True
+    assert posted["testResults"] == {"passed": http_count + 5, "failed": 0}
