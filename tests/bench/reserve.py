@@ -199,7 +199,8 @@ def measure_reserve(
     port, grpc_port = free_port(), free_port()
     env = {**env, "INVENTORY_PORT": str(port), "INVENTORY_GRPC_PORT": str(grpc_port)}
     proc = procs.start("inventory-reserve", [PY, "-m", "services.inventory", "serve"], env)
-    base, target = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+    targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{port}"}
+    base = f"http://{targets['rest']}"
     token = issuer.token(scopes=SCOPES, sub="bench-user")
     headers = {"Authorization": f"Bearer {token}"}
     names = (f"{GRPC_ROW} [{kind}]", f"{REST_ROW} [{kind}]")
@@ -207,18 +208,12 @@ def measure_reserve(
         wait_http(base + "/health/ready", proc, headers)
         _request("PUT", f"{base}/api/v1/inventory/{SKU}", headers, {"on_hand": ON_HAND})
         for transport in ("grpc", "rest"):  # warm both paths up; not counted
-            _load(transport, target if transport == "grpc" else base[7:], token, args, 0.5)
+            _load(transport, targets[transport], token, args, 0.5)
         runs: dict[str, list[dict[str, Any]]] = {"grpc": [], "rest": []}
         for _ in range(max(1, args.rounds // 2)):
             for transport in ("grpc", "rest"):
                 before = cpu_seconds([proc.pid])
-                doc = _load(
-                    transport,
-                    target if transport == "grpc" else base[7:],
-                    token,
-                    args,
-                    args.duration,
-                )
+                doc = _load(transport, targets[transport], token, args, args.duration)
                 doc["cpu_us"] = (cpu_seconds([proc.pid]) - before) / doc["calls"] * 1e6
                 runs[transport].append(doc)
         _, _, level = _request("GET", f"{base}/api/v1/inventory/{SKU}", headers)
