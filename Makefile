@@ -10,7 +10,7 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 AUDIT_VENV := .venv-audit
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test test-fast lint format proto lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
+.PHONY: help install up down test test-fast lint format proto proto-check lock rotate-keys bench load contracts edge-certs compose-secrets audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,7 @@ down: ## stop a stack started with `make up DETACH=1`
 test: $(BENCH_INSTALLED) ## lint, then unit, integration and end-to-end tests, and a 20 s load run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m tools.protocheck
 	$(BIN)/python -m pytest
 
 test-fast: $(INSTALLED) ## lint and the unit tests only, on two processes: no servers, no stack (~30 s)
@@ -67,10 +68,14 @@ load: $(BENCH_INSTALLED) ## the user journey under Locust through a stack on fre
 	$(BIN)/python -m tests.load $(LOAD_ARGS)
 
 contracts: $(INSTALLED) ## consumer-driven contracts: pacts, provider verification, the matrix (PUBLISH=1)
+	$(BIN)/python -m tools.protocheck
 	$(BIN)/python -m contracts $(if $(PUBLISH),--publish)
 
 proto: $(INSTALLED) ## regenerate portico_proto/ from proto/ with the pinned grpcio-tools (ADR 0025)
 	$(BIN)/python -m tools.protogen
+
+proto-check: $(INSTALLED) ## breaking changes of proto/ against git PROTO_BASE_REF (default HEAD; ADR 0028)
+	$(BIN)/python -m tools.protocheck
 
 rotate-keys: $(INSTALLED) ## add a new token signing key; old keys stay valid until their tokens expire
 	$(BIN)/python -m services.identity rotate-keys

@@ -6,9 +6,12 @@
 2. Every pact file is checked (readable V4 JSON naming a consumer and a known provider); then,
    per provider, one `Verifier` replays every interaction written against it - HTTP through the
    provider's app running for real, messages produced by its real event code - with provider
-   states set by its hook (contracts.providers.<name>).
-3. Each pact's verification is recorded per consumer and provider version (contracts.deploy;
-   with `publish_to_broker`, pacts and results also go to the Pact Broker).
+   states set by its hook (contracts.providers.<name>). gRPC pacts (metadata.portico.kind
+   "grpc", ADR 0028) are called on the provider's real gRPC server instead
+   (contracts.providers.<name>_grpc, checked by contracts.grpcpact).
+3. Each pair's verification (its HTTP and gRPC pacts together) is recorded per consumer and
+   provider version (contracts.deploy; with `publish_to_broker`, pacts and results also go
+   to the Pact Broker).
 4. The matrix: one cell per (consumer, provider, kind) of the derived boundaries and of the
    pacts; `missing` counts boundary items (routes per method, aggregate parts, outbound
    calls, JWKS fetches, events) that no interaction covers. The run fails on any error,
@@ -32,13 +35,20 @@ from . import MATRIX_PATH, PACT_DIR
 from .boundaries import Boundary, derive
 from .consumers import BOUNDARY, ConsumerFailed
 from .deploy import Results, Verification, pact_sha, publish, version
+from .grpcpact import (
+    GRPC_INTERACTION,
+    GrpcProvider,
+    is_grpc_pact,
+    pact_proto,
+    verify_interaction,
+)
 from .harness import LoopThread, ProviderFront, Transform
 from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
 CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
-_KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
+_KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message", GRPC_INTERACTION: "grpc"}
 
 
 @dataclass
@@ -81,6 +91,8 @@ class PactFile:
     consumer: str
     provider: str
     interactions: list[dict[str, Any]]
+    grpc: bool = False  # metadata.portico.kind == "grpc": verified by contracts.grpcpact
+    proto: str = ""  # a gRPC pact's metadata.portico.proto
 
 
 def read_pact(path: Path) -> PactFile:
@@ -102,10 +114,16 @@ def read_pact(path: Path) -> PactFile:
         raise ValueError(f"{path}: `interactions` must be a list of objects")
     if not str(version).startswith("4"):
         raise ValueError(f"{path}: pact specification {version or '?'} (expected V4)")
+    grpc = is_grpc_pact(doc)
     for n, i in enumerate(interactions):
         if i.get("type") not in _KINDS or not isinstance(i.get("description"), str):
             raise ValueError(f"{path}: interactions[{n}] has no known type or no description")
-    return PactFile(path, consumer, provider, interactions)
+        if (i["type"] == GRPC_INTERACTION) != grpc:
+            raise ValueError(
+                f"{path}: interactions[{n}] is {i['type']}: a pact holds gRPC interactions "
+                'only, and only with metadata.portico.kind "grpc"'
+            )
+    return PactFile(path, consumer, provider, interactions, grpc, pact_proto(doc) if grpc else "")
 
 
 def _kind(interaction: Mapping[str, Any]) -> str:
@@ -259,6 +277,61 @@ def _verify(
             report.failures.append(f"{pact.consumer} -> {provider_name}: {key[1]!r}: not verified")
 
 
+def verify_grpc_provider(name: str, pacts: list[PactFile], report: Report) -> None:
+    """Run provider `name`'s gRPC server for real (contracts.providers.<name>_grpc) and call
+    every interaction of `pacts` on it (contracts.grpcpact)."""
+    import grpc
+
+    from contracts.tokens import TestIssuer
+
+    files = ", ".join(str(p.path) for p in pacts)
+    try:
+        module = load(f"{name}_grpc")
+    except UnknownProvider as exc:
+        report.errors.append(f"{exc}: no gRPC provider {name}, named by {files}")
+        return
+    with tempfile.TemporaryDirectory(prefix=f"contracts-{name}-grpc-") as tmp:
+        loop = LoopThread(f"contracts-{name}-grpc")
+        issuer = TestIssuer()
+        ctx = Context(Path(tmp), loop, issuer)
+        ctx.bearer["token"] = issuer.token(_ALL_SCOPES, sub="contract-user")
+        provider: GrpcProvider | None = None
+        try:
+            try:
+                provider = module.start(ctx)
+            except Exception as exc:
+                report.errors.append(
+                    f"gRPC provider {name} did not start: {type(exc).__name__}: {exc} "
+                    f"(pacts: {files})"
+                )
+                return
+            with grpc.insecure_channel(provider.target) as channel:
+                for p in pacts:
+                    for i in p.interactions:
+                        cell = report.cell(p.consumer, name, "grpc")
+                        try:
+                            problems = verify_interaction(
+                                channel, i, provider, ctx.bearer["token"], p.proto
+                            )
+                        except Exception as exc:  # named, never a crash of the whole run
+                            problems = [f"verifying crashed: {type(exc).__name__}: {exc}"]
+                        if problems:
+                            cell.failed += 1
+                            report.failures.append(
+                                f"{p.consumer} -> {name} (grpc): {i['description']!r}: "
+                                + "; ".join(problems)
+                            )
+                        else:
+                            cell.passed += 1
+        finally:
+            if provider is not None:
+                try:
+                    provider.close()
+                except Exception as exc:
+                    report.errors.append(f"gRPC provider {name} did not stop cleanly: {exc}")
+            loop.stop()
+
+
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
     """The Pact core prints its own report on fd 1; the runner prints the failures itself."""
@@ -316,7 +389,7 @@ def render(report: Report) -> str:
     width = max([12, *(len(p) for p in providers)]) + 2
     lines = ["consumer \\ provider".ljust(26) + "".join(p.ljust(width) for p in providers)]
     for consumer in consumers:
-        for kind in ("http", "message"):
+        for kind in ("http", "message", "grpc"):
             row = [c for c in report.cells.values() if c.consumer == consumer and c.kind == kind]
             if not row:
                 continue
@@ -338,27 +411,58 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
+def by_pair(pacts: list[PactFile]) -> dict[tuple[str, str], list[PactFile]]:
+    """The pact files of each (consumer, provider): one, or an HTTP and a gRPC one."""
+    out: dict[tuple[str, str], list[PactFile]] = {}
+    for p in pacts:
+        out.setdefault((p.consumer, p.provider), []).append(p)
+    return out
+
+
 def verifications(
     pacts: list[PactFile], report: Report, consumer_version: str, provider_version: str
 ) -> list[Verification]:
-    """One result per pact: verified when every one of its interactions passed."""
+    """One result per consumer and provider (as a broker keeps one pact per pair): verified
+    when every interaction of its pact files passed. Its hash is the file's, or with an HTTP
+    and a gRPC file, a hash of both files' hashes."""
     out = []
-    for p in pacts:
-        cells = [c for k, c in report.cells.items() if k[:2] == (p.consumer, p.provider)]
+    for (consumer, provider), files in by_pair(pacts).items():
+        kinds = {_kind(i) for p in files for i in p.interactions}
+        cells = [
+            c for k, c in report.cells.items() if k[:2] == (consumer, provider) and k[2] in kinds
+        ]
         passed, failed = sum(c.passed for c in cells), sum(c.failed for c in cells)
+        shas = sorted(pact_sha(p.path.read_bytes()) for p in files)
+        sha = shas[0] if len(shas) == 1 else pact_sha(json.dumps(shas).encode())
         out.append(
             Verification(
-                p.consumer,
+                consumer,
                 consumer_version,
-                p.provider,
+                provider,
                 provider_version,
-                pact_sha(p.path.read_bytes()),
-                success=failed == 0 and passed == len(p.interactions),
+                sha,
+                success=failed == 0 and passed == sum(len(p.interactions) for p in files),
                 passed=passed,
                 failed=failed,
             )
         )
     return out
+
+
+def merged(files: list[PactFile], workdir: Path) -> Path:
+    """One pact file for a pair with several (the broker takes one per pair and version): the
+    interactions of all, the first file's metadata plus each file's `portico` part."""
+    if len(files) == 1:
+        return files[0].path
+    docs = [json.loads(p.path.read_text(encoding="utf-8")) for p in files]
+    doc = {**docs[0], "interactions": [i for d in docs for i in d["interactions"]]}
+    doc["metadata"] = {**docs[0].get("metadata", {})}
+    extra = [d["metadata"]["portico"] for d in docs if is_grpc_pact(d)]
+    if extra:
+        doc["metadata"]["portico"] = {"kind": "mixed", "grpc": extra}
+    path = workdir / f"{files[0].consumer}-{files[0].provider}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def record_and_publish(
@@ -381,9 +485,10 @@ def record_and_publish(
         if not base:
             report.errors.append("PUBLISH=1 needs PACT_BROKER_BASE_URL")
             return
-        by_path = {p.path: p for p in pacts}
-        pairs = list(zip(by_path, found, strict=True))
-        report.errors.extend(publish(base, pairs, os.environ.get("PACT_BROKER_TOKEN")))
+        with tempfile.TemporaryDirectory(prefix="contracts-publish-") as tmp:
+            paths = [merged(files, Path(tmp)) for files in by_pair(pacts).values()]
+            pairs = list(zip(paths, found, strict=True))
+            report.errors.extend(publish(base, pairs, os.environ.get("PACT_BROKER_TOKEN")))
 
 
 def run(
@@ -412,7 +517,12 @@ def run(
         for p in pacts:
             by_provider.setdefault(p.provider, []).append(p)
         for name, group in sorted(by_provider.items()):
-            verify_provider(name, group, report, (transforms or {}).get(name))
+            plain = [p for p in group if not p.grpc]
+            if plain:
+                verify_provider(name, plain, report, (transforms or {}).get(name))
+            grpc_pacts = [p for p in group if p.grpc]
+            if grpc_pacts:
+                verify_grpc_provider(name, grpc_pacts, report)
         record_and_publish(pacts, report, results, publish_to_broker)
         coverage(boundaries(), pacts, report)
     except Exception as exc:  # a bug here still ends in a named failure, with its trace

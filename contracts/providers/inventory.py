@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from aiohttp import web
+
 from chassis import sqlite_url
 from services.inventory.__main__ import init
 from services.inventory.app import create_app
@@ -13,12 +17,16 @@ from ..harness import serve_aiohttp
 from . import Context, Provider
 
 
-def start(ctx: Context) -> Provider:
+def build_app(ctx: Context) -> web.Application:
+    """Inventory's app on a fresh SQLite file, trusting the run's token issuer."""
     url = sqlite_url(ctx.workdir / "inventory.db").replace("sqlite://", "sqlite+aiosqlite://")
     settings = InventorySettings(database_url=url, relay=False)
     init(settings)
-    app = create_app(settings, verifier=ctx.issuer.async_verifier())
-    backend = ctx.loop.run(serve_aiohttp(app))
+    return create_app(settings, verifier=ctx.issuer.async_verifier())
+
+
+def states(ctx: Context, app: web.Application) -> dict[str, Callable[..., None]]:
+    """The provider states, set through the app's use cases (REST and gRPC share them)."""
     service = app[DEPS].service
 
     def stock(sku: str = "SKU-1", on_hand: int = 10) -> None:
@@ -28,5 +36,12 @@ def start(ctx: Context) -> Provider:
         ctx.loop.run(service.set_stock(sku, 10))
         ctx.loop.run(service.reserve(order_id, [Line(sku, int(quantity))]))
 
-    states = {"stock exists": stock, "stock is reserved for an order": reserved}
-    return Provider("inventory", backend, states, close=lambda: ctx.loop.run(backend.stop()))
+    return {"stock exists": stock, "stock is reserved for an order": reserved}
+
+
+def start(ctx: Context) -> Provider:
+    app = build_app(ctx)
+    backend = ctx.loop.run(serve_aiohttp(app))
+    return Provider(
+        "inventory", backend, states(ctx, app), close=lambda: ctx.loop.run(backend.stop())
+    )

@@ -701,6 +701,9 @@ def report(
                     f"{svc['name']:<80} {svc['rps']:9.0f} {svc['p99_ms']:8.2f} "
                     f"{svc['cpu_us_per_req']:11.0f}"
                 )
+        from .reserve import ratio_lines
+
+        lines.extend(ratio_lines(services))
     print("\n".join(lines))
     doc = {
         "machine": machine(),
@@ -792,9 +795,24 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _needed(tool: str, args: argparse.Namespace) -> bool:
+    """nginx serves the gateway rows only; wrk every row but the reserve pair (Python clients
+    on both transports, tests.bench.reserve)."""
+    if not args.services_only:
+        return True
+    if tool != "wrk":
+        return False
+    from .services import PLAN
+
+    picks = [p.strip() for p in args.rows.split(",") if p.strip()]
+    kinds = [k.strip() for k in args.db.split(",") if k.strip()]
+    names = [f"{n} [{k}]" for _s, _a, _b, prefixes in PLAN for n in prefixes for k in kinds]
+    return not picks or any(p in n for p in picks for n in names)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = missing_tools()
+    missing = [tool for tool in missing_tools() if _needed(tool, args)]
     if missing:
         print("make bench needs tools that are not installed:", file=sys.stderr)
         for tool in missing:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import reserve
 from .harness import (
     PY,
     ROOT,
@@ -320,6 +321,23 @@ PLAN: list[tuple[str, bool, Build, tuple[str, ...]]] = [
 ]
 
 
+def _reserve(
+    procs: Processes, args: argparse.Namespace, issuer: Any, ctx: Context
+) -> list[dict[str, Any]]:
+    """The reserve pair (tests.bench.reserve) on a database of its own."""
+    names = (f"{reserve.GRPC_ROW} [{ctx.kind}]", f"{reserve.REST_ROW} [{ctx.kind}]")
+    try:
+        with database(ctx.kind, "reserve", procs.workdir, asyncio=True) as url:
+            env = reserve.inventory_env(url, ctx.tokens)
+            err = _init("inventory", env)
+            if err:
+                return [{"name": n, "status": f"failed: init: {err}"} for n in names]
+            print(f"  {names[0]} / REST ...", file=sys.stderr, flush=True)
+            return reserve.measure_reserve(procs, args, issuer, env, ctx.kind)
+    except Exception as exc:  # a database that cannot be created fails its rows only
+        return [{"name": n, "status": f"failed: {exc!r}"[:200]} for n in names]
+
+
 def service_rows(
     procs: Processes,
     args: argparse.Namespace,
@@ -359,5 +377,7 @@ def service_rows(
                         out.append(measure(procs, args, issuer, script, target, start))
             except Exception as exc:  # a database that cannot be created fails its rows only
                 out.append({"name": f"{service} [{kind}]", "status": f"failed: {exc!r}"[:200]})
+        if reserve.wanted_kinds([kind], wanted):
+            out.extend(_reserve(procs, args, issuer, ctx))
     procs.stop(peers)
     return out
