@@ -393,6 +393,20 @@ class Split(Policy):
         if self.state.users <= 0 and self.book.states.get(self.state.route) is self.state:
             del self.book.states[self.state.route]
 
+    def stats(self) -> dict[str, Any] | None:
+        """The admin view's line for this split (ADR 0034): weights, requests per side, and
+        whether (and why) it was rolled back."""
+        state = self.state
+        if state is None:
+            return None
+        return {
+            "stable": state.stable,
+            "weights": dict(state.settings.weights),
+            "requests": dict(state.requests),
+            "rolled_back": state.rolled_back,
+            "rollbacks": {f"{u}:{r}": n for (u, r), n in state.rollbacks.items()},
+        }
+
     # --- per request -------------------------------------------------------------------------
 
     def on_request(self, ex: Exchange) -> Verdict:

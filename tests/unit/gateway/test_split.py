@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from chassis import ConfigError
 from gateway.__main__ import main
+from gateway.admin import snapshot
 from gateway.app import RELOADER, STATE, create_app
 from gateway.config import parse_config
 from gateway.pipeline import Exchange
@@ -296,6 +297,10 @@ async def test_a_failing_canary_is_rolled_back_logged_and_counted(
         " 1.0" in metrics
     )
     assert 'gateway_split_requests_total{route="items.list",upstream="svc"} 35.0' in metrics
+    app = client.server.app  # the admin view shows the same (ADR 0034)
+    shown = snapshot(app[STATE], app[RELOADER])["policy_stats"]["items.list"]["split"]
+    assert shown["rolled_back"] is True and shown["rollbacks"] == {"canary:error_rate": 1}
+    assert shown["requests"]["svc"] == 35
 
 
 async def test_a_slow_canary_is_rolled_back_by_its_p99(
