@@ -64,6 +64,11 @@ def read_stock(conn: Connection, sku: str) -> StockLevel | None:
     return None if row is None else StockLevel(row[0], row[1], row[2])
 
 
+def read_stocks(conn: Connection, skus: list[str]) -> dict[str, StockLevel]:
+    rows = conn.execute(select(stock).where(stock.c.sku.in_(skus)))
+    return {level.sku: level for level in map(_level, rows)}
+
+
 def read_reservation(conn: Connection, order_id: str) -> Reservation | None:
     row = conn.execute(_RESERVATION, {"order_id": order_id}).first()
     if row is None:
@@ -127,8 +132,7 @@ class InventoryRepository(AbstractInventoryRepository):
         return await self.conn.run_sync(read_stock, sku)
 
     async def get_stocks(self, skus: list[str]) -> dict[str, StockLevel]:
-        rows = await self.conn.execute(select(stock).where(stock.c.sku.in_(skus)))
-        return {level.sku: level for level in map(_level, rows)}
+        return await self.conn.run_sync(read_stocks, skus)
 
     async def try_reserve(self, sku: str, quantity: int) -> int | None:
         """Hold `quantity` if available; the available quantity afterwards, or None."""

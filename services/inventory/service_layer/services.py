@@ -105,7 +105,7 @@ class InventoryService:
         with NOT_FOUND before reserving. Stock records are never deleted, so a sku found
         here still exists for the reserve that follows."""
         wanted = sorted(set(skus))
-        async with self.uow() as uow:
+        async with self.reads() as uow:  # one statement outside a transaction (ADR 0026)
             found = await uow.inventory.get_stocks(wanted)
         return [sku for sku in wanted if sku not in found]
 

@@ -22,6 +22,7 @@ from ..adapters.repository import (
     InventoryRepository,
     read_reservation,
     read_stock,
+    read_stocks,
 )
 from ..domain import Reservation, StockLevel
 
@@ -114,6 +115,9 @@ class _Reads:
     async def get_stock(self, sku: str) -> StockLevel | None:
         return await self._read(read_stock, sku)
 
+    async def get_stocks(self, skus: list[str]) -> dict[str, StockLevel]:
+        return await self._read(read_stocks, skus)
+
     async def get_reservation(self, order_id: str) -> Reservation | None:
         return await self._read(read_reservation, order_id)
 
@@ -124,7 +128,7 @@ class SqlReadUnitOfWork(AbstractUnitOfWork):
     one can serve every request (it keeps no state)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self.inventory = _Reads(engine)  # type: ignore[assignment]  # the two reads only
+        self.inventory = _Reads(engine)  # type: ignore[assignment]  # the reads by key only
 
     async def commit(self) -> None:
         raise RuntimeError("a read unit of work cannot commit")
