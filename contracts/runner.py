@@ -37,8 +37,13 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
-_KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
+# jwks merges into the first two; orders_grpc: orders' gRPC client (orders-inventory-grpc.json)
+CONSUMERS = ("gateway", "orders", "notifications", "jwks", "orders_grpc")
+_KINDS = {
+    "Synchronous/HTTP": "http",
+    "Asynchronous/Messages": "message",
+    "Synchronous/gRPC": "grpc",
+}
 
 
 @dataclass
@@ -316,7 +321,7 @@ def render(report: Report) -> str:
     width = max([12, *(len(p) for p in providers)]) + 2
     lines = ["consumer \\ provider".ljust(26) + "".join(p.ljust(width) for p in providers)]
     for consumer in consumers:
-        for kind in ("http", "message"):
+        for kind in ("http", "grpc", "message"):
             row = [c for c in report.cells.values() if c.consumer == consumer and c.kind == kind]
             if not row:
                 continue
@@ -410,6 +415,8 @@ def run(
                 report.errors.append(str(exc))
         by_provider: dict[str, list[PactFile]] = {}
         for p in pacts:
+            if any(_kind(i) == "grpc" for i in p.interactions):
+                continue  # not for the Pact verifier (HTTP and messages only): ADR 0027
             by_provider.setdefault(p.provider, []).append(p)
         for name, group in sorted(by_provider.items()):
             verify_provider(name, group, report, (transforms or {}).get(name))
