@@ -180,6 +180,11 @@ class Stack:
             else:
                 self.inventory_grpc_port = free_port()
         env["INVENTORY_GRPC_PORT"] = str(self.inventory_grpc_port)
+        # orders' saga steps go to this stack's inventory over gRPC (ADR 0027); REST when
+        # inventory serves no gRPC (port 0)
+        env["ORDERS_INVENTORY_GRPC_TARGETS"] = f"127.0.0.1:{self.inventory_grpc_port}"
+        if not self.inventory_grpc_port:
+            env["ORDERS_INVENTORY_TRANSPORT"] = "rest"
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
