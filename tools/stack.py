@@ -345,6 +345,18 @@ class Stack:
         self._wait_ready(proc)
         return proc
 
+    def add_instance(
+        self, service: str, port: int, name: str, env: Mapping[str, str] | None = None
+    ) -> Process:
+        """One more process of `service` on `port` (after `start()`), with the stack's
+        environment plus `env` (say, its own gRPC port); it joins `processes` as `name`."""
+        spec = next(s for s in self.services if s.name == service)
+        extra = [f"{k}={v}" for k, v in {spec.port_env: str(port), **(env or {})}.items()]
+        proc = Process(name, ["env", *extra, *_argv(spec, port)], port)
+        self._spawn(proc)
+        self._wait_ready(proc)
+        return proc
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM in reverse start order, SIGKILL what has not exited by the deadline."""
         self.stop_processes(list(self.processes), timeout)
