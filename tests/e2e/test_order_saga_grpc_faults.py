@@ -52,7 +52,7 @@ def grpc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "ORDERS_INVENTORY_GRPC_TARGETS": f"127.0.0.1:{first},127.0.0.1:{second}",
             "ORDERS_INVENTORY_GRPC_DEADLINE": "3",
             "ORDERS_RETRY_ATTEMPTS": "3",
-            "ORDERS_SAGA_LEASE": "15",
+            "ORDERS_SAGA_LEASE": "20",
             "ORDERS_SAGA_RETRY_MAX": "2",
             "ORDERS_SAGA_POLL_INTERVAL": "0.5",
             "ORDERS_BREAKER_RECOVERY_TIMEOUT": "1",
