@@ -47,6 +47,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inventory"].full_name
 OUTBOUND_GRPC = {"Reserve": "inventory", "Commit": "inventory", "Release": "inventory"}
 MAX_ATTEMPTS = 5  # gRPC's own cap on retryPolicy.maxAttempts
 MAX_BACKOFF = 1.0  # seconds, as HttpUpstreams' retries
+# grpcio 1.85 sometimes never makes a retry whose initialBackoff is 1 ms (the call then waits
+# out its deadline; seen in tests, not at 2 ms and above): the backoff starts at 10 ms at least.
+MIN_BACKOFF = 0.01
 # A restarted instance is reconnected to within this (gRPC's default grows to 120 s).
 MAX_RECONNECT_BACKOFF_MS = 2000
 _DETAILS_KEY = "grpc-status-details-bin"
@@ -143,7 +146,7 @@ def service_config(attempts: int, base_delay: float) -> dict[str, Any]:
     if attempts >= 2:
         method["retryPolicy"] = {
             "maxAttempts": attempts,
-            "initialBackoff": _seconds(max(base_delay, 0.001)),
+            "initialBackoff": _seconds(max(base_delay, MIN_BACKOFF)),
             "maxBackoff": _seconds(max(MAX_BACKOFF, base_delay)),
             "backoffMultiplier": 2,
             "retryableStatusCodes": ["UNAVAILABLE"],

@@ -27,6 +27,7 @@ from chassis import ConfigError, correlation_id
 from chassis.resilience import CircuitBreaker, Retry
 from contracts.grpc_stub import Canned, StubServer
 from portico_proto.inventory.v1 import inventory_pb2 as pb
+from services.orders.__main__ import init
 from services.orders.adapters.inventory_grpc import (
     SERVICE_NAME,
     GrpcInventory,
@@ -36,6 +37,7 @@ from services.orders.adapters.inventory_grpc import (
 )
 from services.orders.adapters.inventory_transport import WithInventory
 from services.orders.adapters.upstreams import HttpUpstreams, Transient
+from services.orders.app import create_app
 from services.orders.domain import (
     Committed,
     Line,
@@ -45,7 +47,9 @@ from services.orders.domain import (
     Reserved,
     Unavailable,
 )
+from services.orders.entrypoints import DEPS
 from services.orders.settings import OrdersSettings
+from tests.support.tokens import TestIssuer
 from tests.support.waiting import wait_until_async
 
 RESERVE, COMMIT, RELEASE = (f"/{SERVICE_NAME}/{m}" for m in ("Reserve", "Commit", "Release"))
@@ -266,6 +270,8 @@ async def test_both_transports_read_an_answer_the_same(
     over_grpc = await _step(inventory, case.step)
     if isinstance(case.expected, type):
         assert isinstance(over_rest, case.expected) and isinstance(over_grpc, case.expected)
+        # the channel's retries end with the answer, never by waiting out the deadline
+        assert "DEADLINE_EXCEEDED" not in getattr(over_grpc, "error", ""), over_grpc
     else:
         assert over_rest == over_grpc == case.expected
 
@@ -413,6 +419,7 @@ def test_service_config_and_targets() -> None:
     policy = config["methodConfig"][0]["retryPolicy"]
     assert policy["maxAttempts"] == 3 and policy["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert service_config(9, 0.05)["methodConfig"][0]["retryPolicy"]["maxAttempts"] == 5
+    assert service_config(3, 0.001)["methodConfig"][0]["retryPolicy"]["initialBackoff"] == "0.010s"
     assert "retryPolicy" not in service_config(1, 0.05)["methodConfig"][0]
     options = dict(channel_options(3, 0.05, 20.0, 10.0))
     assert json.loads(options["grpc.service_config"]) == config
@@ -447,3 +454,25 @@ def test_settings_defaults() -> None:
         {"ORDERS_INVENTORY_GRPC_TARGETS": "127.0.0.1:50061, 127.0.0.1:50062"}
     )
     assert two.inventory_grpc_targets == ("127.0.0.1:50061", "127.0.0.1:50062")
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+async def test_the_app_wires_the_chosen_transport(
+    transport: str,
+    settings: OrdersSettings,
+    issuer: TestIssuer,
+    aiohttp_client: Callable[..., Awaitable[Any]],
+) -> None:
+    settings = settings.replace(inventory_transport=transport, client_id="o", client_secret="s")
+    init(settings)
+    app = create_app(settings, verifier=issuer.async_verifier())
+    await aiohttp_client(app)
+    upstreams = app[DEPS].started.upstreams
+    if transport == "rest":
+        assert isinstance(upstreams, HttpUpstreams)
+        return
+    assert isinstance(upstreams, WithInventory)
+    assert isinstance(upstreams.base, HttpUpstreams)
+    assert isinstance(upstreams.inventory, GrpcInventory)
+    assert upstreams.inventory.breaker is upstreams.base.inventory.breaker  # one per dependency
+    assert upstreams.inventory.deadline == settings.inventory_grpc_deadline
