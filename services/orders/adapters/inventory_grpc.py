@@ -13,6 +13,7 @@ breaker (shared with the REST client, one per dependency) sees every logical cal
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ MIN_BACKOFF = 0.01
 # A restarted instance is reconnected to within this (gRPC's default grows to 120 s).
 MAX_RECONNECT_BACKOFF_MS = 2000
 _DETAILS_KEY = "grpc-status-details-bin"
+MAX_SKUS, MAX_SKU_LENGTH = 100, 64  # inventory's own bounds on a reservation's lines
 _OUT_OF_STOCK = "OUT_OF_STOCK"
 # Codes worth trying again later, as HttpUpstreams' 5xx/403/408/425/429 (a 401 too, after a
 # fresh token): the saga sees Unavailable. Every other code is the answer (REST's 4xx).
@@ -180,7 +182,8 @@ class _TokenRefused(Transient):
 
 @dataclass(frozen=True)
 class Answer:
-    """A call's final answer: OK (with the reply) or a non-transient status and its details."""
+    """A call's final answer: OK, or a non-transient status with its text and details (the
+    saga reads nothing of an OK reply, as it reads nothing of REST's 2xx body)."""
 
     code: grpc.StatusCode
     message: str = ""
@@ -188,14 +191,16 @@ class Answer:
 
     @property
     def out_of_stock(self) -> tuple[str, ...]:
-        """The skus short, from PreconditionFailure violations of type OUT_OF_STOCK."""
-        return tuple(
+        """The skus short, from PreconditionFailure violations of type OUT_OF_STOCK (bounded:
+        an order has at most MAX_SKUS lines, a sku at most 64 characters)."""
+        skus = (
             v.subject
             for d in self.details
             if isinstance(d, error_details_pb2.PreconditionFailure)
             for v in d.violations
-            if v.type == _OUT_OF_STOCK and v.subject
+            if v.type == _OUT_OF_STOCK and 0 < len(v.subject) <= MAX_SKU_LENGTH
         )
+        return tuple(itertools.islice(skus, MAX_SKUS))
 
 
 _KNOWN_DETAILS: tuple[type[Message], ...] = (
