@@ -6,7 +6,9 @@ shows up as `missing` in the matrix and fails the run.
   (`route:products.update PUT`), and every part of every aggregate, counted on the upstream
   of the GET route the part's path resolves to (`aggregate:orders.details.payment`).
 - orders -> service: `services.orders.adapters.upstreams.OUTBOUND` (operation -> provider),
-  its token request to identity included (`call:token`).
+  its token request to identity included (`call:token`); and over gRPC (kind `grpc`),
+  `services.orders.adapters.inventory_grpc.OUTBOUND_GRPC` (method -> provider,
+  `grpc:Reserve`).
 - verifier -> identity: the gateway and every service that verifies tokens against the
   JWKS it fetches over HTTP (`jwks`).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
@@ -32,7 +34,7 @@ __all__ = ["Boundary", "derive", "topic_matches"]
 class Boundary:
     consumer: str
     provider: str
-    kind: str  # "http" | "message"
+    kind: str  # "http" | "message" | "grpc"
     items: list[str] = field(default_factory=list)  # labels an interaction must carry
 
     @property
@@ -82,12 +84,14 @@ def gateway_boundaries(config: Any = None) -> list[Boundary]:
 
 
 def orders_boundaries() -> list[Boundary]:
+    from services.orders.adapters.inventory_grpc import OUTBOUND_GRPC
     from services.orders.adapters.upstreams import OUTBOUND
 
-    by_provider: dict[str, Boundary] = {}
-    for operation, provider in OUTBOUND.items():
-        b = by_provider.setdefault(provider, Boundary("orders", provider, "http"))
-        b.items.append(f"call:{operation}")
+    by_provider: dict[tuple[str, str], Boundary] = {}
+    for kind, prefix, calls in (("http", "call", OUTBOUND), ("grpc", "grpc", OUTBOUND_GRPC)):
+        for operation, provider in calls.items():
+            b = by_provider.setdefault((provider, kind), Boundary("orders", provider, kind))
+            b.items.append(f"{prefix}:{operation}")
     return list(by_provider.values())
 
 

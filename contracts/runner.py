@@ -47,7 +47,8 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
+# jwks merges into the first two; orders_grpc: orders' gRPC client (orders-inventory-grpc.json)
+CONSUMERS = ("gateway", "orders", "notifications", "jwks", "orders_grpc")
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message", GRPC_INTERACTION: "grpc"}
 
 

@@ -204,6 +204,11 @@ class Stack:
             else:
                 self.inventory_grpc_port = free_port()
         env["INVENTORY_GRPC_PORT"] = str(self.inventory_grpc_port)
+        # orders' saga steps go to this stack's inventory over gRPC (ADR 0027); REST when
+        # inventory serves no gRPC (port 0)
+        env["ORDERS_INVENTORY_GRPC_TARGETS"] = f"127.0.0.1:{self.inventory_grpc_port}"
+        if not self.inventory_grpc_port:
+            env["ORDERS_INVENTORY_TRANSPORT"] = "rest"
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
@@ -362,6 +367,18 @@ class Stack:
         extra = [f"{k}={v}" for k, v in {**ports, **(env or {})}.items()]
         # /usr/bin/env execs the gateway: the PID recorded is the gateway's own
         proc = Process(name, ["env", *extra, sys.executable, "-m", "gateway"], port, "/readyz")
+        self._spawn(proc)
+        self._wait_ready(proc)
+        return proc
+
+    def add_instance(
+        self, service: str, port: int, name: str, env: Mapping[str, str] | None = None
+    ) -> Process:
+        """One more process of `service` on `port` (after `start()`), with the stack's
+        environment plus `env` (say, its own gRPC port); it joins `processes` as `name`."""
+        spec = next(s for s in self.services if s.name == service)
+        extra = [f"{k}={v}" for k, v in {spec.port_env: str(port), **(env or {})}.items()]
+        proc = Process(name, ["env", *extra, *_argv(spec, port)], port)
         self._spawn(proc)
         self._wait_ready(proc)
         return proc

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import grpc
 from aiohttp import web
 from sqlalchemy import select
 
@@ -25,6 +26,8 @@ from chassis.resilience import Retry
 from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
+from .adapters.inventory_grpc import GrpcInventory, channel_options, channel_target
+from .adapters.inventory_transport import WithInventory
 from .adapters.orm import orders, outbox
 from .adapters.service_token import ServiceToken
 from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
@@ -94,6 +97,7 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         started = app[DEPS].started
         session: aiohttp.ClientSession | None = None
+        channel: grpc.aio.Channel | None = None
         relay: RelayHandle | None = None
         if upstreams is None:
             session = aiohttp.ClientSession(raise_for_status=False)
@@ -105,7 +109,7 @@ def create_app(
                 client_secret=settings.client_secret,
                 client_file=settings.client_file,
             )
-            started.upstreams = HttpUpstreams(
+            http = HttpUpstreams(
                 session,
                 token,
                 catalog_url=settings.catalog_url,
@@ -124,6 +128,24 @@ def create_app(
                 recovery_timeout=settings.breaker_recovery_timeout,
                 registry=metrics.registry,
             )
+            started.upstreams = http
+            if settings.inventory_transport == "grpc":
+                channel = grpc.aio.insecure_channel(
+                    channel_target(settings.inventory_grpc_targets),
+                    options=channel_options(
+                        settings.retry_attempts,
+                        settings.retry_base_delay,
+                        settings.inventory_grpc_keepalive,
+                        settings.inventory_grpc_keepalive_timeout,
+                    ),
+                )
+                grpc_inventory = GrpcInventory(
+                    channel,
+                    token,
+                    deadline=settings.inventory_grpc_deadline,
+                    breaker=http.inventory.breaker,  # one breaker per dependency
+                )
+                started.upstreams = WithInventory(http, grpc_inventory)
         else:
             started.upstreams = upstreams
         wake: Callable[[], None] = lambda: None  # noqa: E731
@@ -150,6 +172,8 @@ def create_app(
         await driver.stop()
         if relay is not None:
             await asyncio.to_thread(relay.stop)  # joins the thread, then disposes its engine
+        if channel is not None:
+            await channel.close()
         if session is not None:
             await session.close()
         with contextlib.suppress(Exception):

@@ -10,6 +10,9 @@ from chassis import ConfigError, from_env
 from chassis.retention import RetentionSettings
 from chassis.settings import async_database_url, http_url, log_level, port, positive, secret
 
+from .adapters.inventory_grpc import check_targets
+from .adapters.inventory_transport import check_transport
+
 __all__ = ["OrdersSettings"]
 
 
@@ -37,6 +40,20 @@ class OrdersSettings(RetentionSettings):
     catalog_timeout: float = field(default=2.0, metadata={"check": positive})
     inventory_timeout: float = field(default=3.0, metadata={"check": positive})
     payments_timeout: float = field(default=5.0, metadata={"check": positive})
+    # Inventory's saga steps over gRPC (default) or REST (ADR 0027). The gRPC targets are
+    # host:port, comma-separated: several IP addresses (one per instance) or one DNS name
+    # (every address it resolves to); calls are balanced round_robin over the instances whose
+    # health check says SERVING. A deadline per call; keepalive pings every
+    # ORDERS_INVENTORY_GRPC_KEEPALIVE s, a peer silent for _KEEPALIVE_TIMEOUT s is dropped.
+    # UNAVAILABLE is retried by the channel (ORDERS_RETRY_ATTEMPTS in all, at most 5, backoff
+    # from ORDERS_RETRY_BASE_DELAY).
+    inventory_transport: str = field(default="grpc", metadata={"check": check_transport})
+    inventory_grpc_targets: tuple[str, ...] = field(
+        default=("127.0.0.1:50061",), metadata={"check": check_targets}
+    )
+    inventory_grpc_deadline: float = field(default=3.0, metadata={"check": positive})
+    inventory_grpc_keepalive: float = field(default=20.0, metadata={"check": positive})
+    inventory_grpc_keepalive_timeout: float = field(default=10.0, metadata={"check": positive})
     retry_attempts: int = 3
     retry_base_delay: float = 0.05
     breaker_failure_threshold: int = 5
@@ -55,7 +72,10 @@ class OrdersSettings(RetentionSettings):
 
     def __post_init__(self) -> None:
         worst_step = self.retry_attempts * max(
-            self.catalog_timeout, self.inventory_timeout, self.payments_timeout
+            self.catalog_timeout,
+            self.inventory_timeout,
+            self.payments_timeout,
+            self.inventory_grpc_deadline,
         )
         if self.saga_lease <= worst_step:
             raise ConfigError(

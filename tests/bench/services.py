@@ -271,6 +271,7 @@ def _orders(url: str, ctx: Context) -> list[tuple[Target, Callable[[int], list[s
     env |= {"ORDERS_PUBLISH_EVENTS": "false", "ORDERS_CLIENT_ID": "bench"}
     env |= {"ORDERS_CLIENT_SECRET": "bench", "ORDERS_TOKEN_URL": ctx.peer + "/oauth/token"}
     env |= {f"ORDERS_{s}_URL": ctx.peer for s in ("CATALOG", "INVENTORY", "PAYMENTS")}
+    env["ORDERS_INVENTORY_TRANSPORT"] = "rest"  # the peer plays inventory over REST (ADR 0027)
     err = _init("orders", env)
     scopes = ["orders:read", "orders:write"]
     serve = err or (lambda _p: [PY, "-m", "services.orders", "serve"])

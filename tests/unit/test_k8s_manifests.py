@@ -43,6 +43,11 @@ GUNICORN = {"identity", "catalog", "payments"}
 AUTOSCALED = {"gateway", "orders", "catalog"}
 STORES = {"postgres": 5432, "rabbitmq": 5672, "redis": 6379}
 PORTS = {**SERVICES, "gateway": 8080, **STORES}
+# inventory's gRPC port (ADR 0025), called by orders only (ADR 0027), behind a headless
+# Service of its own so orders' channel balances over the pods
+GRPC_PORTS = {"inventory": 50061}
+GRPC_CALLS = {("orders", "inventory")}
+HEADLESS = {"inventory-grpc": "inventory"}
 INGRESS_CONTROLLER = "ingress-controller"
 SERVICE_HEALTH = ("/health/live", "/health/ready")
 
@@ -310,7 +315,7 @@ def test_every_object_matches_the_kubernetes_schema(rendered: list[Doc]) -> None
 def test_one_deployment_and_service_per_process(rendered: list[Doc]) -> None:
     deployments = _by_kind(rendered, "Deployment")
     assert set(deployments) == {*SERVICES, "gateway"}
-    assert set(_by_kind(rendered, "Service")) == {*SERVICES, "gateway"}
+    assert set(_by_kind(rendered, "Service")) == {*SERVICES, "gateway", *HEADLESS}
     assert set(_by_kind(rendered, "PodDisruptionBudget")) == {*SERVICES, "gateway"}
     for name, doc in deployments.items():
         (main,) = _containers(doc, init=False)
@@ -323,7 +328,10 @@ def test_one_deployment_and_service_per_process(rendered: list[Doc]) -> None:
             assert f"0.0.0.0:{PORTS[name]}" in command, name
         else:
             assert command == ["python", "-m", f"services.{name}", "serve"], name
-        assert main["ports"] == [{"name": "http", "containerPort": PORTS[name], "protocol": "TCP"}]
+        ports = [{"name": "http", "containerPort": PORTS[name], "protocol": "TCP"}]
+        if name in GRPC_PORTS:
+            ports.append({"name": "grpc", "containerPort": GRPC_PORTS[name], "protocol": "TCP"})
+        assert main["ports"] == ports, name
 
 
 def test_every_deployment_has_probes_resources_and_runs_as_non_root(rendered: list[Doc]) -> None:
@@ -365,10 +373,14 @@ def test_selectors_services_autoscalers_and_budgets_target_deployments(
             for d in deployments.values()
             if _matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
         ]
-        assert [t["metadata"]["name"] for t in targets] == [name], name
+        owner = HEADLESS.get(name, name)
+        assert [t["metadata"]["name"] for t in targets] == [owner], name
         port_names = {p["name"] for p in next(_containers(targets[0]))["ports"]}
         for port in service["spec"]["ports"]:
-            assert port["targetPort"] in port_names and port["port"] == PORTS[name], name
+            expected = GRPC_PORTS[owner] if name in HEADLESS else PORTS[name]
+            assert port["targetPort"] in port_names and port["port"] == expected, name
+        if name in HEADLESS:
+            assert service["spec"]["clusterIP"] == "None", name
     for name, pdb in _by_kind(rendered, "PodDisruptionBudget").items():
         selector = pdb["spec"]["selector"]["matchLabels"]
         hits = [
@@ -436,13 +448,30 @@ def test_network_policies_allow_exactly_the_architecture_calls(rendered: list[Do
             continue
         owner = spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
         for rule in spec.get("ingress", []):
-            assert [p["port"] for p in rule["ports"]] == [PORTS[owner]], policy["metadata"]
-            ingress.update((_peer(p), owner) for p in rule["from"])
+            ports = [p["port"] for p in rule["ports"]]
+            callers = {_peer(p) for p in rule["from"]}
+            if owner in GRPC_PORTS and ports == [GRPC_PORTS[owner]]:  # gRPC: its callers only
+                assert {(c, owner) for c in callers} <= GRPC_CALLS, policy["metadata"]
+            else:
+                assert ports == [PORTS[owner]], policy["metadata"]
+            ingress.update((c, owner) for c in callers)
         for rule in spec.get("egress", []):
             for peer in rule["to"]:
                 callee = _peer(peer)
-                assert [p["port"] for p in rule["ports"]] == [PORTS[callee]], policy["metadata"]
+                ports = [p["port"] for p in rule["ports"]]
+                if (owner, callee) in GRPC_CALLS and ports == [GRPC_PORTS[callee]]:
+                    continue  # the gRPC twin of an allowed call, checked above
+                assert ports == [PORTS[callee]], policy["metadata"]
                 egress.add((owner, callee))
+    grpc_ingress = {
+        (_peer(p), policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+        for policy in policies
+        if policy["spec"]["podSelector"]
+        for rule in policy["spec"].get("ingress", [])
+        if [q["port"] for q in rule["ports"]] == [50061]
+        for p in rule["from"]
+    }
+    assert grpc_ingress == GRPC_CALLS
     assert ingress == ALLOWED_CALLS
     assert egress == {(a, b) for a, b in ALLOWED_CALLS if a != INGRESS_CONTROLLER}
 

@@ -30,3 +30,16 @@ def test_the_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )
     monkeypatch.setenv("INVENTORY_GRPC_PORT", "50999")
     assert Stack(tmp_path).env()["INVENTORY_GRPC_PORT"] == "50999"
+
+
+def test_orders_calls_the_stacks_own_inventory_over_grpc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ORDERS_INVENTORY_TRANSPORT", raising=False)
+    env = Stack(tmp_path, ports={**DEFAULT_PORTS, "inventory": 18103}).env()
+    assert env["ORDERS_INVENTORY_GRPC_TARGETS"] == f"127.0.0.1:{env['INVENTORY_GRPC_PORT']}"
+    assert "ORDERS_INVENTORY_TRANSPORT" not in env  # the default: grpc
+    assert Stack(tmp_path).env()["ORDERS_INVENTORY_GRPC_TARGETS"] == "127.0.0.1:50061"
+    # inventory without gRPC: orders keeps to REST
+    without = Stack(tmp_path, extra_env={"INVENTORY_GRPC_PORT": "0"}).env()
+    assert without["ORDERS_INVENTORY_TRANSPORT"] == "rest"

@@ -248,7 +248,15 @@ class GrpcServer:
     async def start(self, service: services.InventoryService, verifier: AsyncTokenVerifier) -> int:
         # No SO_REUSEPORT (grpc's default on Linux): a second process on the port must fail
         # to start, not share the calls with the first (another stack, another database).
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # Clients' keepalive pings (orders pings every 20 s, idle or not: ADR 0027) are
+        # welcome down to every 5 s; grpc's default would answer them with GOAWAY.
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ]
+        )
         pb_grpc.add_InventoryServicer_to_server(InventoryServicer(service, verifier), server)
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)

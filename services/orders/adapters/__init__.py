@@ -1,1 +1,2 @@
-"""Adapters: tables and repository (SQLAlchemy asyncio), upstream HTTP clients, tokens."""
+"""Adapters: tables and repository (SQLAlchemy asyncio), upstream HTTP clients, inventory's
+gRPC client and the transport choice for it, tokens."""
