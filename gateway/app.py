@@ -30,6 +30,7 @@ from .config import GatewayConfig
 from .http1 import Http1Transport
 from .openapi import OpenApiMerger, add_docs_routes
 from .pipeline.compile import Pipeline, describe
+from .pipeline.deprecation import usage as deprecation_usage
 from .pipeline.policy import PolicyContext
 from .ratelimit import RateLimiter
 from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
@@ -223,6 +224,8 @@ def create_app(
     app.middlewares.append(strict.middleware(lambda: holder.state.router))  # inside the chassis'
     limiter.register_metrics(metrics.registry)
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
+    # deprecated routes' use per consumer: one collector, kept across reloads
+    metrics.registry.register(deprecation_usage(state.pipeline.context.resources))
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)

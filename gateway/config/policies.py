@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "noop": "gateway.pipeline.noop:NoOp",
     "cache": "gateway.pipeline.cache:Cache",
     "transforms": "gateway.pipeline.transforms:Transforms",
+    "deprecation": "gateway.pipeline.deprecation:Deprecation",
 }
 _KEYS = frozenset({"use", "settings", "order"})
 
