@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_FLAGS_FILE",
     "DEFAULT_RELOAD_INTERVAL",
     "Flag",
+    "FlagCollector",
     "FlagStore",
     "check_flags_file",
     "default_store",
@@ -231,18 +232,24 @@ def check_flags_file(path: str | os.PathLike[str]) -> list[str]:
 # --- the store -----------------------------------------------------------------------------
 
 
-class _Collector(Collector):
-    def __init__(self, store: FlagStore) -> None:
-        self._store = store
+class FlagCollector(Collector):
+    """`portico_flags_reload_errors_total` and `portico_flags_loaded` of the store `get`
+    returns at scrape time (None: no store yet, nothing to report)."""
+
+    def __init__(self, get: Callable[[], FlagStore | None]) -> None:
+        self._get = get
 
     def collect(self) -> Iterator[Metric]:
+        store = self._get()
+        if store is None:
+            return
         errors = CounterMetricFamily(
             "portico_flags_reload_errors",
             "Flag files that could not be loaded (the last good flags stayed)",
         )
-        errors.add_metric([], self._store.errors)
+        errors.add_metric([], store.errors)
         loaded = GaugeMetricFamily("portico_flags_loaded", "Flags currently loaded")
-        loaded.add_metric([], len(self._store.flags))
+        loaded.add_metric([], len(store.flags))
         yield errors
         yield loaded
 
@@ -341,7 +348,7 @@ class FlagStore:
         return evaluate(self.flags.get(name), user, client)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
-        registry.register(_Collector(self))
+        registry.register(FlagCollector(lambda: self))
 
 
 _default: FlagStore | None = None

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from chassis import LIVE, AsyncTokenVerifier, from_env, run_checks_async, tracing
 from chassis.aiohttp import install
+from chassis.flags import FlagCollector
 
 from . import strict
 from .auth import jwks_fetcher, make_verifier
@@ -31,6 +32,7 @@ from .http1 import Http1Transport
 from .openapi import OpenApiMerger, add_docs_routes
 from .pipeline.compile import Pipeline, describe
 from .pipeline.deprecation import usage as deprecation_usage
+from .pipeline.feature_flag import FLAG_STORE
 from .pipeline.policy import PolicyContext
 from .ratelimit import RateLimiter
 from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
@@ -226,6 +228,8 @@ def create_app(
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
     # deprecated routes' use per consumer: one collector, kept across reloads
     metrics.registry.register(deprecation_usage(state.pipeline.context.resources))
+    resources = state.pipeline.context.resources  # one dict for this gateway's life
+    metrics.registry.register(FlagCollector(lambda: (resources or {}).get(FLAG_STORE)))
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)
