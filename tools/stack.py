@@ -183,6 +183,8 @@ class Stack:
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
+        # the repo's feature flags, wherever the work directory is (chassis.flags)
+        env.setdefault("PORTICO_FLAGS_FILE", str(ROOT / "flags.yaml"))
         if self.broker_url and self.broker_url.startswith("redis://"):
             # catalog's product cache, shared by its gunicorn workers (ADR 0021), under the
             # broker's key prefix (a test's isolated broker deletes its keys with its own)
