@@ -1007,9 +1007,13 @@ def check_config(
     """Every problem in a config file as `key.path: message` lines; empty when it is valid.
 
     Unlike `load_config` it goes on past unset variables, so one run lists all that is wrong
-    (`python -m gateway check`, like `krakend check`).
+    (`python -m gateway check`, like `krakend check`); the flags file's problems follow.
     """
     env = os.environ if environ is None else environ
+    return _check_gateway(path, env) + check_flags(env)
+
+
+def _check_gateway(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> list[str]:
     file = Path(path or env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -1035,7 +1039,7 @@ def check_config(
         _build(data, TokenSettings.from_env(env), env)
     except ConfigError as exc:
         return [str(exc)]
-    return check_flags(env)
+    return []
 
 
 def check_flags(environ: Mapping[str, str]) -> list[str]:
