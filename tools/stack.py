@@ -92,6 +92,9 @@ def _gunicorn(app: str, port: int) -> list[str]:
         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread",
         "--threads", "4", "--graceful-timeout", "10", "--timeout", "30",
         "--error-logfile", "-", "--no-control-socket",
+        # gunicorn's largest (default 4094): a target the gateway lets through (up to 8190
+        # bytes) must not meet gunicorn's text/html 414
+        "--limit-request-line", "8190",
     ]  # fmt: skip
 
 
