@@ -61,7 +61,9 @@ MAX_CONSUMERS = 100
 OTHER, ANONYMOUS = "other", "anonymous"
 _RESOURCE = "deprecation.usage"
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_URL = re.compile(r"^(?:https?://[^/?#\s<>\"'{}]+)?/[^\s<>\"'\\]*\Z", re.IGNORECASE)
+_URL = re.compile(
+    r"^(?:https?://[^/?#\s<>\"'{}\\]+(?:[/?#][^\s<>\"'\\]*)?|/[^\s<>\"'\\]*)\Z", re.IGNORECASE
+)
 # what a path parameter may carry into a Link target: unreserved, sub-delims but , and ;
 _PARAM_SAFE = "%-._~!$&'()*+=:@"
 
