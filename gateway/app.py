@@ -226,9 +226,9 @@ def create_app(
     app.middlewares.append(strict.middleware(lambda: holder.state.router))  # inside the chassis'
     limiter.register_metrics(metrics.registry)
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
-    # deprecated routes' use per consumer: one collector, kept across reloads
-    metrics.registry.register(deprecation_usage(state.pipeline.context.resources))
     resources = state.pipeline.context.resources  # one dict for this gateway's life
+    # deprecated routes' use per consumer and the flags file's errors, across reloads
+    metrics.registry.register(deprecation_usage(resources))
     metrics.registry.register(FlagCollector(lambda: (resources or {}).get(FLAG_STORE)))
 
     async def live(_request: web.Request) -> web.Response:
