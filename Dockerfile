@@ -30,6 +30,8 @@ COPY --chown=root:root gateway/ gateway/
 COPY --chown=root:root services/ services/
 COPY --chown=root:root portico_proto/ portico_proto/
 COPY --chown=root:root docker/entry.py docker/entry.py
+# the default feature flags (chassis.flags); mount another file and set PORTICO_FLAGS_FILE
+COPY --chown=root:root flags.yaml flags.yaml
 # var/ holds each service's data (SQLite default, identity's keys, orders' client file);
 # named volumes mounted there inherit this ownership on first use.
 RUN mkdir -p var/identity var/catalog var/inventory var/payments var/orders var/notifications \

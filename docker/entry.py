@@ -52,7 +52,7 @@ def default_command(name: str) -> list[str]:
             "gunicorn", f"services.{name}.app:create_app()", "--bind", f"0.0.0.0:{port(name)}",
             "--workers", "2", "--worker-class", "gthread", "--threads", "4",
             "--graceful-timeout", "10", "--timeout", "30", "--error-logfile", "-",
-            "--no-control-socket",
+            "--no-control-socket", "--limit-request-line", "8190",  # as tools/stack.py
         ]  # fmt: skip
     return ["python", "-m", f"services.{name}", "serve"]
 

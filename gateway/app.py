@@ -24,6 +24,7 @@ from aiohttp import web
 from chassis import LIVE, AsyncTokenVerifier, from_env, tracing
 from chassis.aiohttp import install
 from chassis.drain import DRAIN, readiness
+from chassis.flags import FlagCollector
 
 from . import strict
 from .auth import jwks_fetcher, make_verifier
@@ -31,6 +32,8 @@ from .config import GatewayConfig
 from .http1 import Http1Transport
 from .openapi import OpenApiMerger, add_docs_routes
 from .pipeline.compile import Pipeline, describe
+from .pipeline.deprecation import usage as deprecation_usage
+from .pipeline.feature_flag import FLAG_STORE
 from .pipeline.policy import PolicyContext
 from .ratelimit import RateLimiter
 from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
@@ -224,6 +227,10 @@ def create_app(
     app.middlewares.append(strict.middleware(lambda: holder.state.router))  # inside the chassis'
     limiter.register_metrics(metrics.registry)
     upstreams.register_metrics(metrics.registry)  # breaker states on /metrics
+    resources = state.pipeline.context.resources  # one dict for this gateway's life
+    # deprecated routes' use per consumer and the flags file's errors, across reloads
+    metrics.registry.register(deprecation_usage(resources))
+    metrics.registry.register(FlagCollector(lambda: (resources or {}).get(FLAG_STORE)))
 
     async def live(_request: web.Request) -> web.Response:
         return web.json_response(LIVE)

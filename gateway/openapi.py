@@ -294,10 +294,16 @@ class OpenApiMerger:
             responses.setdefault("408", _ref("RequestTimeout"))
         for status, name in _ON_EVERY_ROUTE:
             responses.setdefault(status, _ref(name))
+        edits = []
         for policy in self._policies(route.name) if self._policies is not None else ():
             for status, documented in policy.responses.items():
                 responses.setdefault(str(status), copy.deepcopy(dict(documented)))
+            edit = getattr(policy, "document_operation", None)  # e.g. deprecation's
+            if edit is not None:
+                edits.append(edit)
         op["responses"] = dict(sorted(responses.items()))
+        for edit in edits:
+            edit(op)
         return op
 
     def _security_scheme(self) -> dict[str, Any]:

@@ -102,6 +102,9 @@ def _gunicorn(app: str, port: int) -> list[str]:
         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread",
         "--threads", "4", "--graceful-timeout", "10", "--timeout", "30",
         "--error-logfile", "-", "--no-control-socket",
+        # gunicorn's largest (default 4094): a target the gateway lets through (up to 8190
+        # bytes) must not meet gunicorn's text/html 414
+        "--limit-request-line", "8190",
     ]  # fmt: skip
 
 
@@ -212,6 +215,8 @@ class Stack:
         if self.broker_url:
             env["PORTICO_BROKER_URL"] = self.broker_url
         env.update(self.extra_env)
+        # the repo's feature flags, wherever the work directory is (chassis.flags)
+        env.setdefault("PORTICO_FLAGS_FILE", str(ROOT / "flags.yaml"))
         if self.broker_url and self.broker_url.startswith("redis://"):
             # catalog's product cache, shared by its gunicorn workers (ADR 0021), under the
             # broker's key prefix (a test's isolated broker deletes its keys with its own)

@@ -381,6 +381,45 @@ EXAMPLES: dict[str, list[Example]] = {
     ],
 }
 
+# --- API v2 of products (docs/migrations/v1-to-v2.md): price as {amount, currency}, behind
+# the catalog.v2_products flag; the provider state's `v2` says whether it is on for the caller.
+PRODUCT_V2 = {
+    **{k: v for k, v in PRODUCT.items() if k != "price"},
+    "price": {
+        "amount": match.regex("9.99", regex=r"^\d+\.\d{2}$"),
+        "currency": match.regex("EUR", regex=r"^[A-Z]{3}$"),
+    },
+}
+EXAMPLES["catalog"] += [
+    Example(
+        "a page of products in API v2",
+        "GET",
+        "/api/v2/products",
+        200,
+        {"items": match.each_like(PRODUCT_V2)},
+        state=("a product exists", {"id": "prod-1", "sku": "SKU-1", "v2": "on"}),
+        query={"limit": "10"},
+    ),
+    Example(
+        "a product in API v2",
+        "GET",
+        "/api/v2/products/prod-1",
+        200,
+        PRODUCT_V2,
+        state=("a product exists", {"id": "prod-1", "sku": "SKU-1", "v2": "on"}),
+        response_headers={"ETag": match.regex('"v1"', regex=r'^"v\d+"$')},
+    ),
+    Example(
+        "a product in API v2 for a client the flag is off for",
+        "GET",
+        "/api/v2/products/prod-2",  # another request than the one answered 200
+        404,
+        problem(404),
+        content_type=PROBLEM,
+        state=("a product exists", {"id": "prod-2", "sku": "SKU-2", "v2": "off"}),
+    ),
+]
+
 
 @dataclass
 class Part:

@@ -33,6 +33,7 @@ from marshmallow import (
 )
 
 from chassis import ConfigError, TokenSettings
+from chassis.flags import DEFAULT_FLAGS_FILE, check_flags_file
 from chassis.settings import secret_environ
 from chassis.validation import key_paths
 
@@ -63,6 +64,7 @@ __all__ = [
     "ServerConfig",
     "UpstreamConfig",
     "check_config",
+    "check_flags",
     "load_config",
     "parse_config",
     "path_params",
@@ -76,6 +78,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_PARAM_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ON_REDIS_ERROR = ("fail_open", "fail_closed")
@@ -496,10 +499,12 @@ class RouteSchema(_Strict):
     policies = fields.List(PolicyRefField(), load_default=list)
     cache = PolicySettingsField("cache", load_default=None)  # gateway.pipeline.cache
     split = PolicySettingsField("split", load_default=None)  # gateway.pipeline.split
+    # gateway.pipeline.deprecation: Deprecation, Sunset and successor Link on every answer
+    deprecation = PolicySettingsField("deprecation", load_default=None)
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, Any] = {}
         if data.get("retry") is not None and not IDEMPOTENT_METHODS & set(data.get("methods", ())):
             errors["retry"] = ["only GET, HEAD, OPTIONS, PUT and DELETE are retried; none is here"]
         path: str = data.get("path", "")
@@ -518,6 +523,12 @@ class RouteSchema(_Strict):
                         rewrite_problem = f"uses parameters not in path: {sorted(unknown)}"
             if rewrite_problem:
                 errors["rewrite"] = [rewrite_problem]
+        deprecation = data.get("deprecation")
+        if deprecation is not None and not problem:
+            successor = deprecation.settings.successor
+            unknown = sorted(set(_PARAM_REF.findall(successor or "")) - set(path_params(path)))
+            if unknown:
+                errors["deprecation"] = {"successor": [f"uses parameters not in path: {unknown}"]}
         if errors:
             raise ValidationError(errors)
 
@@ -924,8 +935,7 @@ def _build(
             cors=raw["cors"],
             body_timeout=raw["body_timeout"],
             policies=tuple(raw["policies"])
-            + ((raw["cache"],) if raw["cache"] else ())
-            + ((raw["split"],) if raw["split"] else ()),
+            + tuple(raw[key] for key in ("cache", "split", "deprecation") if raw[key]),
         )
         for raw in data["routes"]
     )
@@ -1003,9 +1013,13 @@ def check_config(
     """Every problem in a config file as `key.path: message` lines; empty when it is valid.
 
     Unlike `load_config` it goes on past unset variables, so one run lists all that is wrong
-    (`python -m gateway check`, like `krakend check`).
+    (`python -m gateway check`, like `krakend check`); the flags file's problems follow.
     """
     env = os.environ if environ is None else environ
+    return _check_gateway(path, env) + check_flags(env)
+
+
+def _check_gateway(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> list[str]:
     file = Path(path or env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -1032,3 +1046,13 @@ def check_config(
     except ConfigError as exc:
         return [str(exc)]
     return []
+
+
+def check_flags(environ: Mapping[str, str]) -> list[str]:
+    """The flags file's problems (PORTICO_FLAGS_FILE, else `flags.yaml` when present), each
+    as `PORTICO_FLAGS_FILE=<path>: key.path: message` (chassis.flags)."""
+    named = environ.get("PORTICO_FLAGS_FILE") or None
+    path = Path(named or DEFAULT_FLAGS_FILE)
+    if named is None and not path.exists():
+        return []
+    return [f"PORTICO_FLAGS_FILE={path}: {line}" for line in check_flags_file(path)]

@@ -30,6 +30,8 @@ BUILTIN: dict[str, str] = {
     "cache": "gateway.pipeline.cache:Cache",
     "transforms": "gateway.pipeline.transforms:Transforms",
     "split": "gateway.pipeline.split:Split",
+    "deprecation": "gateway.pipeline.deprecation:Deprecation",
+    "flag": "gateway.pipeline.feature_flag:FeatureFlag",
 }
 _KEYS = frozenset({"use", "settings", "order"})
 

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select
 
 from chassis import TokenSettings, TokenVerifier, configure_logging, create_db_engine, tracing
 from chassis.deps import provide
+from chassis.flags import FlagStore
 from chassis.flask import install
 from chassis.http_cache import CachePolicy
 from chassis.messaging import OutboxWriter, RelayHandle, broker_ready, start_relay
@@ -35,7 +36,7 @@ from chassis.retention import Purger, PurgeTarget
 from . import schemas
 from .adapters.cache import CacheStore, LruStore, ProductCache, RedisStore
 from .adapters.orm import idempotency_keys, outbox, products
-from .entrypoints import Deps, products_bp
+from .entrypoints import Deps, products_bp, products_v2_bp
 from .migrations import MIGRATIONS_DIR
 from .service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from .settings import CatalogSettings
@@ -45,7 +46,7 @@ _ERRORS = {
     "`https://portico.dev/problems/idempotency-key-missing`), or the body is not JSON",
     "Unauthorized": "The bearer token is missing or invalid (see WWW-Authenticate)",
     "Forbidden": "The token lacks the required scope",
-    "NotFound": "No such product",
+    "NotFound": "No such product (on /api/v2 also: v2 is not enabled for this client yet)",
     "Conflict": "The sku is taken, or the product changed concurrently",
     "PreconditionFailed": "If-Match does not match the product's version",
     "UnsupportedMediaType": "The body is not application/json",
@@ -103,9 +104,10 @@ def create_app(
     *,
     verifier: TokenVerifier | None = None,
     cache_store: CacheStore | None = None,
+    flags: FlagStore | None = None,
 ) -> Flask:
-    """Build the app; `verifier` and `cache_store` are injected by tests, otherwise they follow
-    PORTICO_* and CATALOG_* settings."""
+    """Build the app; `verifier`, `cache_store` and `flags` are injected by tests, otherwise
+    they follow PORTICO_* and CATALOG_* settings (flags: PORTICO_FLAGS_FILE, chassis.flags)."""
     if settings is None:  # the serving path (gunicorn): never serve a stale schema
         settings = CatalogSettings.from_env()
         require_head("catalog", MIGRATIONS_DIR, settings.database_url)
@@ -124,7 +126,10 @@ def create_app(
         verifier=verifier or TokenSettings.from_env().sync_verifier(),
     )
     cache = product_cache(settings, metrics.registry, cache_store)
+    flags = flags if flags is not None else FlagStore.from_env()  # a bad file stops start-up
+    flags.register_metrics(metrics.registry)
     app.register_blueprint(products_bp)
+    app.register_blueprint(products_v2_bp)  # behind the catalog.v2_products flag
     install_flask(  # built now, from the registered rules: a broken operation doc stops start-up
         app,
         title="Portico catalog",
@@ -136,6 +141,9 @@ def create_app(
             "Product": schemas.ProductSchema,
             "ProductInput": schemas.ProductInputSchema,
             "ProductPage": schemas.PageSchema,
+            "Price": schemas.PriceSchema,  # before ProductV2, which nests it
+            "ProductV2": schemas.ProductV2Schema,
+            "ProductV2Page": schemas.PageV2Schema,
         },
         errors=_ERRORS,
         http_caching=True,
@@ -160,6 +168,7 @@ def create_app(
             cache=cache,
             purger=purge,
             relay=relay,
+            flags=flags,
         ),
     )
     if settings.release is not None:

@@ -43,10 +43,14 @@ __all__ = [
     "MAX_LIMIT",
     "ListQuerySchema",
     "PageSchema",
+    "PageV2Schema",
+    "PriceSchema",
     "ProblemSchema",
     "ProductInputSchema",
     "ProductSchema",
+    "ProductV2Schema",
     "product_document",
+    "product_v2_document",
 ]
 
 DEFAULT_LIMIT = 20
@@ -126,6 +130,30 @@ def product_document(p: Product) -> dict[str, Any]:
     }
 
 
+class PriceSchema(Schema):
+    """A price in API v2: the amount as a decimal string with 2 places, and its currency."""
+
+    amount = fields.Decimal(as_string=True, places=2, required=True, metadata=_PRICE_DOC)
+    currency = fields.String(required=True, metadata={"enum": [CURRENCY], "example": CURRENCY})
+
+
+class ProductV2Schema(ProductSchema):
+    """A product in API v2: `price` is a `{amount, currency}` object (no top-level currency)."""
+
+    class Meta:
+        exclude = ("currency",)
+
+    price = fields.Nested(PriceSchema, required=True)
+
+
+def product_v2_document(p: Product) -> dict[str, Any]:
+    """The v2 representation: v1's fields, with price and currency as one object."""
+    doc = product_document(p)
+    amount, currency = doc.pop("price"), doc.pop("currency")
+    doc["price"] = None if amount is None else {"amount": amount, "currency": currency}
+    return doc
+
+
 class ProductInputSchema(Schema):
     """A product as a client sends it (POST, PUT; PATCH loads it with partial=True)."""
 
@@ -185,6 +213,13 @@ class ListQuerySchema(Schema):
 
 class PageSchema(Schema):
     items = fields.List(fields.Nested(ProductSchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True, required=True, metadata={"description": "null on the last page"}
+    )
+
+
+class PageV2Schema(Schema):
+    items = fields.List(fields.Nested(ProductV2Schema), required=True)
     next_cursor = fields.String(
         allow_none=True, required=True, metadata={"description": "null on the last page"}
     )

@@ -490,6 +490,7 @@ def test_dockerfile_follows_the_one_pattern() -> None:
         "services",
         "portico_proto",  # inventory's generated gRPC code (ADR 0025)
         "docker/entry.py",
+        "flags.yaml",  # the default feature flags (chassis.flags, ADR 0032)
     }
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask
 from sqlalchemy import Engine
 
 from chassis.deps import dependencies
+from chassis.flags import FlagStore
 from chassis.http_cache import CachePolicy
 from chassis.messaging import RelayHandle
 from chassis.retention import Purger
@@ -28,6 +29,7 @@ class Deps:
     cache: ProductCache | None
     purger: Purger
     relay: RelayHandle | None = None
+    flags: FlagStore = field(default_factory=lambda: FlagStore(None))  # no file: all off
 
 
 def deps(app: Flask | None = None) -> Deps:

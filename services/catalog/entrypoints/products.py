@@ -6,6 +6,7 @@ The operation docs after `---` in each view are the OpenAPI operations (see open
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,7 +31,7 @@ from ..service_layer import services
 from ..service_layer.pagination import encode_cursor
 from .deps import deps
 
-__all__ = ["products_bp"]
+__all__ = ["page_response", "products_bp"]
 
 READ, WRITE = "catalog:read", "catalog:write"
 
@@ -122,6 +123,12 @@ def list_products() -> Response:
         403: Forbidden
         422: UnprocessableContent
     """
+    return cacheable(page_response(product_document), deps().cache_policy)  # ETag: the bytes
+
+
+def page_response(document: Callable[[Product], dict[str, Any]]) -> Response:
+    """A page of products per the query, each in `document`'s representation (v1 or v2),
+    with `Link rel="next"` when there is another page."""
     args = query_args(_query)
     filters = ProductFilter(
         category=args.get("category"),
@@ -132,13 +139,13 @@ def list_products() -> Response:
     )
     page = services.list_products(deps().read_uow(), filters, args.get("cursor"), args["limit"])
     next_cursor = encode_cursor(page.next) if page.next else None
-    items = [product_document(p) for p in page.items]
+    items = [document(p) for p in page.items]
     resp = jsonify({"items": items, "next_cursor": next_cursor})
     if next_cursor:
         query = {k: v for k, v in request.args.to_dict().items() if k != "cursor"}
         query.update(limit=str(args["limit"]), cursor=next_cursor)
         resp.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
-    return cacheable(resp, deps().cache_policy)  # ETag from the page's bytes
+    return resp
 
 
 @products_bp.get("/<product_id>")

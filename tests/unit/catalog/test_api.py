@@ -322,7 +322,8 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert resp.status_code == 200
     doc = resp.get_json()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {BASE, BASE + "/{product_id}"}
+    v2 = "/api/v2/products"
+    assert set(doc["paths"]) == {BASE, BASE + "/{product_id}", v2, v2 + "/{product_id}"}
     assert set(doc["paths"][BASE]) == {"get", "post"}
     assert set(doc["paths"][BASE + "/{product_id}"]) >= {"get", "patch", "put", "delete"}
     scheme = doc["components"]["securitySchemes"]["bearerAuth"]
