@@ -79,19 +79,20 @@ class Confirming(PricedOnly):
         return Committed()
 
 
-def _events(outcomes: Sequence[object]) -> list[DomainEvent]:
+def _events(outcomes: Sequence[object]) -> tuple[Order, list[DomainEvent]]:
+    """A whole stream (the event store appends from version 1), ending in the event wanted."""
     order, events = Order.place(
         CONTRACT_USER, [("SKU-1", 2)], "pm_card_ok", prices={"SKU-1": PRICE}
     )
     for outcome in outcomes:
         events += order.apply(outcome)  # type: ignore[arg-type]
-    return events
+    return order, events
 
 
-_RUNS: dict[str, Callable[[], list[DomainEvent]]] = {
-    "order.created": lambda: _events([])[:1],
-    "order.confirmed": lambda: _events([Reserved(), Captured("pay-1", PRICE * 2)])[-1:],
-    "order.rejected": lambda: _events([OutOfStock(("SKU-1",))])[-1:],
+_RUNS: dict[str, Callable[[], tuple[Order, list[DomainEvent]]]] = {
+    "order.created": lambda: _events([]),
+    "order.confirmed": lambda: _events([Reserved(), Captured("pay-1", PRICE * 2)]),
+    "order.rejected": lambda: _events([OutOfStock(("SKU-1",))]),
 }
 
 
@@ -122,12 +123,14 @@ def start(ctx: Context) -> Provider:
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
+                order, events = _RUNS[event_type]()
                 async with SqlAlchemyUnitOfWork(engine) as uow:
-                    await uow.orders.add_events(_RUNS[event_type](), None)
+                    await uow.orders.add_events(order, events)
                     await uow.commit()
 
             ctx.loop.run(write())
-            return relay_capture(sync_engine, outbox)[-1]
+            sent = relay_capture(sync_engine, outbox)
+            return [m for m in sent if m[1]["routing_key"] == event_type][-1]
 
         return produce
 

@@ -139,6 +139,7 @@ def create_app(
             retry_max=settings.saga_retry_max,
             on_events=wake,
             registry=metrics.registry,
+            step_timeout=settings.saga_step_timeout,
         )
         driver = SagaDriver(
             runner, poll_interval=settings.saga_poll_interval, concurrency=settings.saga_concurrency
