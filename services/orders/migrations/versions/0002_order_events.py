@@ -183,9 +183,10 @@ def _synthesize(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.drop_column("step_since")
-        batch_op.drop_column("stream_version")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35): a batch copy of `orders` would trip
+    # the foreign keys of order_lines and order_traces.
+    op.drop_column("orders", "step_since")
+    op.drop_column("orders", "stream_version")
     with op.batch_alter_table("order_events", schema=None) as batch_op:
         batch_op.drop_index("ix_order_events_stream")
     op.drop_table("order_events")
