@@ -28,7 +28,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Index,
     Integer,
     MetaData,
     String,
@@ -79,8 +78,8 @@ def event_log_table(metadata: MetaData, name: str) -> Table:
         Column("data", JSON, nullable=False),
         Column("occurred_at", String(40), nullable=False),
         Column("cause", String(200)),
+        # Also the index that loads a stream in version order.
         UniqueConstraint("stream_id", "version", name=f"uq_{name}_stream_version"),
-        Index(f"ix_{name}_stream", "stream_id", "version"),
         sqlite_autoincrement=True,  # never reuse a position
     )
 

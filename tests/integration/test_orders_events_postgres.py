@@ -67,6 +67,7 @@ async def test_a_saga_stuck_on_a_product_without_a_price_is_rejected(postgres_ur
             ).order
             for i in range(3)
         ]
+        assert await runner.refresh_pending() == {("PRICE", "lt_1m"): 3}
         driver.start()
 
         async def all_rejected() -> list[Order] | None:

@@ -139,8 +139,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("stream_id", "version", name="uq_order_events_stream_version"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("order_events", schema=None) as batch_op:
-        batch_op.create_index("ix_order_events_stream", ["stream_id", "version"], unique=False)
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("stream_version", sa.Integer(), nullable=False, server_default="0")
@@ -187,6 +185,4 @@ def downgrade() -> None:
     # the foreign keys of order_lines and order_traces.
     op.drop_column("orders", "step_since")
     op.drop_column("orders", "stream_version")
-    with op.batch_alter_table("order_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_order_events_stream")
     op.drop_table("order_events")
