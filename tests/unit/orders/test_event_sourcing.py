@@ -316,3 +316,33 @@ async def test_the_migration_gives_existing_orders_streams_that_fold_to_their_ro
     for placed in made:
         finished = await Checked(engine, up).run(placed.id)
         assert finished is None or finished.finished
+
+
+async def test_a_v1_order_created_is_read_through_its_upcaster(engine: AsyncEngine) -> None:
+    """An `order.created` stored before payment_method was recorded (schema v1) still folds."""
+    v1 = {
+        "order_id": "o-old",
+        "owner": "alice",
+        "items": [{"sku": "BK-0001", "quantity": 1, "unit_price": "39.90"}],
+        "total": "39.90",
+        "currency": "EUR",
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            order_events.insert().values(
+                event_id="e-old",
+                stream_id="o-old",
+                version=1,
+                type="order.created",
+                schema_version=1,
+                data=v1,
+                occurred_at="2026-01-01T00:00:00.000000Z",
+                cause="before ADR 0029",
+            )
+        )
+    async with SqlAlchemyUnitOfWork(engine) as unit:
+        (event,) = await unit.orders.history("o-old")
+    assert event.schema_version == 2 and event.data["payment_method"] == "unknown"
+    order = Order.from_events([event])
+    assert order.payment_method == "unknown" and order.total == Decimal("39.90")
+    assert order.step is Step.RESERVE and order.created_at == datetime(2026, 1, 1, tzinfo=UTC)
