@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .messaging.events import Event
-from .messaging.outbox import outbox_insert
+from .messaging.outbox import outbox_row
 
 __all__ = [
     "ConcurrencyConflict",
@@ -178,7 +178,9 @@ class EventStore:
         self.outbox = outbox
         self.upcasters = upcasters or Upcasters()
         self._lock_key = zlib.crc32(f"portico.eventlog.{log.fullname}".encode()) - 2**31
-        self._insert = log.insert().returning(log.c.position)
+        # Positions back in the order of the rows (SQLAlchemy's "insertmanyvalues").
+        self._insert = log.insert().returning(log.c.position, sort_by_parameter_order=True)
+        self._outbox_insert = outbox.insert()
 
     async def append(
         self,
@@ -196,38 +198,41 @@ class EventStore:
             return []
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
-        recorded: list[RecordedEvent] = []
         cause = cause[:200] if cause else None
-        for i, new in enumerate(events, start=expected_version + 1):
-            row = {
+        rows = [
+            {
                 "event_id": new.id,
                 "stream_id": stream,
-                "version": i,
+                "version": version,
                 "type": new.type,
                 "schema_version": self.upcasters.current(new.type),
                 "data": new.data,
                 "occurred_at": format_time(new.occurred_at),
                 "cause": cause,
             }
-            try:
-                position = (await conn.execute(self._insert, row)).scalar_one()
-            except IntegrityError as exc:
-                raise ConcurrencyConflict(stream, expected_version) from exc
-            recorded.append(
-                RecordedEvent(
-                    position=position,
-                    stream=stream,
-                    version=i,
-                    type=new.type,
-                    schema_version=row["schema_version"],
-                    data=new.data,
-                    occurred_at=row["occurred_at"],
-                    cause=cause,
-                    id=new.id,
-                )
+            for version, new in enumerate(events, start=expected_version + 1)
+        ]
+        try:  # one statement for every event (and one for their outbox rows)
+            positions = (await conn.execute(self._insert, rows)).scalars().all()
+        except IntegrityError as exc:
+            raise ConcurrencyConflict(stream, expected_version) from exc
+        recorded = [
+            RecordedEvent(
+                position=position,
+                stream=stream,
+                version=row["version"],
+                type=row["type"],
+                schema_version=row["schema_version"],
+                data=row["data"],
+                occurred_at=row["occurred_at"],
+                cause=cause,
+                id=row["event_id"],
             )
-        for event in recorded:
-            await conn.execute(outbox_insert(self.outbox, event.message(correlation_id)))
+            for position, row in zip(positions, rows, strict=True)
+        ]
+        await conn.execute(
+            self._outbox_insert, [outbox_row(e.message(correlation_id)) for e in recorded]
+        )
         return recorded
 
     def _recorded(self, r: Any) -> RecordedEvent:

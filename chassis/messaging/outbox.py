@@ -56,6 +56,7 @@ __all__ = [
     "RelayHandle",
     "broker_ready",
     "outbox_insert",
+    "outbox_row",
     "outbox_table",
     "start_relay",
 ]
@@ -91,11 +92,13 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-def outbox_insert(table: Table, event: Event) -> Insert:
-    """The INSERT to execute in the same transaction as the state change.
+def outbox_row(event: Event) -> dict[str, Any]:
+    """The outbox row's values for `event`: for a prepared `table.insert()` executed with
+    parameters (one statement for many rows, compiled once).
 
     With tracing on, the current `traceparent` rides in the stored data under a reserved key
-    (no schema change) and the relay moves it into the message headers.
+    (no schema change) and the relay moves it into the message headers; an event-sourced
+    event's stream/version/position ride under another (ADR 0029).
     """
     data = event.data
     if event.stream is not None or event.version is not None or event.position is not None:
@@ -105,13 +108,18 @@ def outbox_insert(table: Table, event: Event) -> Insert:
         traceparent = tracing.current_traceparent()
         if traceparent:
             data = {**data, _TRACEPARENT_KEY: traceparent}
-    return table.insert().values(
-        id=event.id,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        correlation_id=event.correlation_id,
-        data=data,
-    )
+    return {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "correlation_id": event.correlation_id,
+        "data": data,
+    }
+
+
+def outbox_insert(table: Table, event: Event) -> Insert:
+    """The INSERT to execute in the same transaction as the state change (`outbox_row`)."""
+    return table.insert().values(**outbox_row(event))
 
 
 class OutboxWriter:
