@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis import migrations
 from chassis.db import create_async_db_engine
 from services.orders.__main__ import init
+from services.orders.adapters.eventlog import STORE
 from services.orders.adapters.orm import metadata
 from services.orders.domain import Order, Status
 from services.orders.migrations import MIGRATIONS_DIR
@@ -44,6 +45,16 @@ async def test_two_writers_never_both_append_version_n(postgres_url: str) -> Non
             async with engine.begin() as conn:
                 await conn.execute(LOG.delete())
             assert await race_two_writers(engine) == ["appended", "conflict"]
+    finally:
+        await engine.dispose()
+
+
+async def test_two_writers_of_one_order_stream_on_postgres(postgres_url: str) -> None:
+    url = asyncpg_url(postgres_url)
+    init(OrdersSettings(database_url=url, publish_events=False))
+    engine = create_async_db_engine(url)
+    try:
+        assert await race_two_writers(engine, STORE) == ["appended", "conflict"]
     finally:
         await engine.dispose()
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis import migrations
 from chassis.messaging.events import Event
+from services.orders.adapters.eventlog import STORE
 from services.orders.adapters.orm import metadata, order_events, outbox
 from services.orders.domain import (
     Line,
@@ -30,6 +31,7 @@ from services.orders.service_layer.orders import PlaceOrder, place_order
 from services.orders.service_layer.saga import SagaRunner, _Then
 from services.orders.service_layer.unit_of_work import SqlAlchemyUnitOfWork, UnitOfWorkFactory
 from services.orders.settings import OrdersSettings
+from tests.support.eventstore import race_two_writers
 from tests.support.relay import captured_messages
 
 from .fakes import FakeUpstreams
@@ -346,3 +348,14 @@ async def test_a_v1_order_created_is_read_through_its_upcaster(engine: AsyncEngi
     order = Order.from_events([event])
     assert order.payment_method == "unknown" and order.total == Decimal("39.90")
     assert order.step is Step.RESERVE and order.created_at == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_two_writers_of_one_order_stream_never_both_append_version_n(
+    engine: AsyncEngine,
+) -> None:
+    """Orders' own store and `order_events` table: the loser's transaction appends nothing."""
+    assert await race_two_writers(engine, STORE) == ["appended", "conflict"]
+    async with engine.connect() as conn:
+        versions = (await conn.execute(select(order_events.c.version))).scalars().all()
+        published = (await conn.execute(select(outbox.c.id))).scalars().all()
+    assert sorted(versions) == [1, 2] and len(published) == 2  # and one outbox row each
