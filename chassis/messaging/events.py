@@ -1,8 +1,10 @@
 """The event envelope, broker settings and the kombu plumbing both ends share.
 
 An event travels as a JSON body `{"id", "type", "occurred_at", "data"}` on one durable topic
-exchange with the event type as routing key; the correlation id rides in the message headers
-so that a consumer logs under the id of the request that caused the event.
+exchange with the event type as routing key; an event-sourced service's events also carry
+`"stream"`, `"version"` and `"position"` (its place in the stream and in the log, ADR 0029),
+serialized only when set so that every other message is unchanged. The correlation id rides
+in the message headers so that a consumer logs under the id of the request that caused it.
 """
 
 from __future__ import annotations
@@ -57,14 +59,26 @@ class Event:
     id: str = field(default_factory=_new_id)
     occurred_at: str = field(default_factory=_now)
     correlation_id: str | None = field(default_factory=_correlation_id.get)
+    # Event-sourced streams only (ADR 0029): the aggregate id, the 1-based version in its
+    # stream, the global position in the service's event log.
+    stream: str | None = None
+    version: int | None = None
+    position: int | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "occurred_at": self.occurred_at,
             "data": self.data,
         }
+        if self.stream is not None:
+            doc["stream"] = self.stream
+        if self.version is not None:
+            doc["version"] = self.version
+        if self.position is not None:
+            doc["position"] = self.position
+        return doc
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.body())
@@ -84,6 +98,12 @@ class Event:
         bad = [k for k, kind in kinds.items() if not isinstance(doc.get(k), kind)]
         if bad:
             raise ValueError(f"event body lacks or mistypes {', '.join(bad)}")
+        stream, version, position = doc.get("stream"), doc.get("version"), doc.get("position")
+        if stream is not None and not isinstance(stream, str):
+            raise ValueError("event stream is not a string")
+        for name, value in (("version", version), ("position", position)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"event {name} is not an integer")
         cid = headers.get(CORRELATION_HEADER)
         return cls(
             type=doc["type"],
@@ -91,6 +111,9 @@ class Event:
             id=doc["id"],
             occurred_at=doc["occurred_at"],
             correlation_id=str(cid) if cid else None,
+            stream=stream,
+            version=version,
+            position=position,
         )
 
 

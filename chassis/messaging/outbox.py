@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Producer
 from sqlalchemy import (
@@ -56,6 +56,7 @@ __all__ = [
     "RelayHandle",
     "broker_ready",
     "outbox_insert",
+    "outbox_row",
     "outbox_table",
     "start_relay",
 ]
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _TRACEPARENT_KEY = "_traceparent"  # reserved key in outbox `data`, never published
+# Reserved key in outbox `data` for an event-sourced event's stream/version/position: the
+# relay moves them into the envelope (no outbox schema change for any service, ADR 0029).
+_ENVELOPE_KEY = "_envelope"
 _RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1}
 
 
@@ -88,24 +92,34 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-def outbox_insert(table: Table, event: Event) -> Insert:
-    """The INSERT to execute in the same transaction as the state change.
+def outbox_row(event: Event) -> dict[str, Any]:
+    """The outbox row's values for `event`: for a prepared `table.insert()` executed with
+    parameters (one statement for many rows, compiled once).
 
     With tracing on, the current `traceparent` rides in the stored data under a reserved key
-    (no schema change) and the relay moves it into the message headers.
+    (no schema change) and the relay moves it into the message headers; an event-sourced
+    event's stream/version/position ride under another (ADR 0029).
     """
     data = event.data
+    if event.stream is not None or event.version is not None or event.position is not None:
+        envelope = {"stream": event.stream, "version": event.version, "position": event.position}
+        data = {**data, _ENVELOPE_KEY: envelope}
     if tracing.ENABLED:
         traceparent = tracing.current_traceparent()
         if traceparent:
             data = {**data, _TRACEPARENT_KEY: traceparent}
-    return table.insert().values(
-        id=event.id,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        correlation_id=event.correlation_id,
-        data=data,
-    )
+    return {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": event.occurred_at,
+        "correlation_id": event.correlation_id,
+        "data": data,
+    }
+
+
+def outbox_insert(table: Table, event: Event) -> Insert:
+    """The INSERT to execute in the same transaction as the state change (`outbox_row`)."""
+    return table.insert().values(**outbox_row(event))
 
 
 class OutboxWriter:
@@ -179,15 +193,20 @@ class OutboxRelay:
                 for row in rows:
                     data = row.data
                     traceparent = None
-                    if _TRACEPARENT_KEY in data:
+                    envelope: dict[str, Any] = {}
+                    if _TRACEPARENT_KEY in data or _ENVELOPE_KEY in data:
                         data = dict(data)
-                        traceparent = data.pop(_TRACEPARENT_KEY)
+                        traceparent = data.pop(_TRACEPARENT_KEY, None)
+                        envelope = data.pop(_ENVELOPE_KEY, None) or {}
                     event = Event(
                         type=row.type,
                         data=data,
                         id=row.id,
                         occurred_at=row.occurred_at,
                         correlation_id=row.correlation_id,
+                        stream=envelope.get("stream"),
+                        version=envelope.get("version"),
+                        position=envelope.get("position"),
                     )
                     if tracing.ENABLED:
                         headers = event.headers()

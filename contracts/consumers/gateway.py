@@ -318,6 +318,34 @@ EXAMPLES: dict[str, list[Example]] = {
             content_type=PROBLEM,
         ),
         Example(
+            "an order as it was at a time that is not RFC 3339",
+            "GET",
+            "/api/v1/orders/ord-1",
+            422,
+            problem(422, errors={"as_of": match.each_like(match.str("not an RFC 3339"))}),
+            content_type=PROBLEM,
+            state=("an order exists", {"id": "ord-1"}),
+            query={"as_of": "yesterday"},
+        ),
+        Example(
+            "an order's history",
+            "GET",
+            "/api/v1/orders/ord-1/history",
+            200,
+            {
+                "order_id": match.str("7d5e2c1a-0000-4000-8000-000000000001"),
+                "events": match.each_like(
+                    {
+                        "version": match.int(1),
+                        "type": match.regex("order.created", regex=r"^order\.[a-z_]+$"),
+                        "occurred_at": match.str("2026-01-01T12:00:00.000000Z"),
+                        "data": {"order_id": match.str("7d5e2c1a"), "owner": match.str("u")},
+                    }
+                ),
+            },
+            state=("an order exists", {"id": "ord-1"}),
+        ),
+        Example(
             "the caller's orders",
             "GET",
             "/api/v1/orders",

@@ -18,13 +18,17 @@ from services.orders.app import create_app
 from services.orders.domain import (
     Captured,
     Committed,
+    Declined,
     Line,
     OutOfStock,
     Priced,
+    Refunded,
+    Refused,
+    Released,
     Reserved,
     Unavailable,
 )
-from services.orders.domain.model import DomainEvent, Order
+from services.orders.domain.model import PUBLISHES, DomainEvent, Order
 from services.orders.entrypoints import DEPS
 from services.orders.service_layer.orders import PlaceOrder, place_order
 from services.orders.service_layer.saga import SagaRunner
@@ -79,20 +83,35 @@ class Confirming(PricedOnly):
         return Committed()
 
 
-def _events(outcomes: Sequence[object]) -> list[DomainEvent]:
+def _events(outcomes: Sequence[object], priced: bool = True) -> tuple[Order, list[DomainEvent]]:
+    """A whole stream (the event store appends from version 1), ending in the event wanted."""
     order, events = Order.place(
-        CONTRACT_USER, [("SKU-1", 2)], "pm_card_ok", prices={"SKU-1": PRICE}
+        CONTRACT_USER,
+        [("SKU-1", 2)],
+        "pm_card_ok",
+        prices={"SKU-1": PRICE} if priced else None,
     )
     for outcome in outcomes:
         events += order.apply(outcome)  # type: ignore[arg-type]
-    return events
+    return order, events
 
 
-_RUNS: dict[str, Callable[[], list[DomainEvent]]] = {
-    "order.created": lambda: _events([])[:1],
-    "order.confirmed": lambda: _events([Reserved(), Captured("pay-1", PRICE * 2)])[-1:],
-    "order.rejected": lambda: _events([OutOfStock(("SKU-1",))])[-1:],
+_CAPTURED = Captured("pay-1", PRICE * 2)
+# Every event type orders publishes (PUBLISHES), each at the end of a saga that emits it.
+_RUNS: dict[str, Callable[[], tuple[Order, list[DomainEvent]]]] = {
+    "order.created": lambda: _events([]),
+    "order.priced": lambda: _events([Priced({"SKU-1": PRICE})], priced=False),
+    "order.stock_reserved": lambda: _events([Reserved()]),
+    "order.payment_captured": lambda: _events([Reserved(), _CAPTURED]),
+    "order.payment_declined": lambda: _events([Reserved(), Declined("card declined")]),
+    "order.confirmed": lambda: _events([Reserved(), _CAPTURED]),
+    "order.stock_committed": lambda: _events([Reserved(), _CAPTURED, Committed()]),
+    "order.payment_refunded": lambda: _events([Reserved(), Captured("pay-1", PRICE), Refunded()]),
+    "order.stock_released": lambda: _events([Reserved(), Declined("card declined"), Released()]),
+    "order.compensating": lambda: _events([Refused("reservation is RELEASED")]),
+    "order.rejected": lambda: _events([OutOfStock(("SKU-1",))]),
 }
+assert set(_RUNS) == set(PUBLISHES), "a producer for every event orders publishes"
 
 
 def start(ctx: Context) -> Provider:
@@ -122,12 +141,14 @@ def start(ctx: Context) -> Provider:
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
+                order, events = _RUNS[event_type]()
                 async with SqlAlchemyUnitOfWork(engine) as uow:
-                    await uow.orders.add_events(_RUNS[event_type](), None)
+                    await uow.orders.add_events(order, events)
                     await uow.commit()
 
             ctx.loop.run(write())
-            return relay_capture(sync_engine, outbox)[-1]
+            sent = relay_capture(sync_engine, outbox)
+            return [m for m in sent if m[1]["routing_key"] == event_type][-1]
 
         return produce
 

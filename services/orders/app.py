@@ -46,8 +46,8 @@ _ERRORS = {
     "NotFound": "No such order (or not yours)",
     "ContentTooLarge": "The body is larger than the service accepts",
     "UnsupportedMediaType": "The body is not application/json",
-    "UnprocessableContent": "Invalid fields, unknown skus or a reused Idempotency-Key; "
-    "named in `errors`",
+    "UnprocessableContent": "Invalid fields or query parameters (`as_of`, `after`, `limit`), "
+    "unknown skus or a reused Idempotency-Key; named in `errors`",
 }
 
 
@@ -85,11 +85,14 @@ def create_app(
         title="Portico orders",
         description="Orders and the saga that reserves stock, charges and confirms them.",
         security="RFC 9068 access token. Scopes: orders:read (reads of one's own orders), "
-        "orders:read:all (staff: everyone's), orders:write (place).",
+        "orders:read:all (staff: everyone's), orders:write (place), orders:events (the event "
+        "feed, for read-side services).",
         schemas={
             "Order": schemas.OrderSchema,
             "OrderInput": schemas.OrderInputSchema,
             "OrderPage": schemas.OrderPageSchema,
+            "OrderHistory": schemas.OrderHistorySchema,
+            "EventFeed": schemas.FeedSchema,
         },
         errors=_ERRORS,
     )
@@ -161,6 +164,7 @@ def create_app(
             retry_max=settings.saga_retry_max,
             on_events=wake,
             registry=metrics.registry,
+            step_timeout=settings.saga_step_timeout,
         )
         driver = SagaDriver(
             runner, poll_interval=settings.saga_poll_interval, concurrency=settings.saga_concurrency

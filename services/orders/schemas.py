@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,11 +15,16 @@ from chassis.pagination import CURSOR_DOC
 from .domain import CURRENCY, Order, Status, Step
 
 __all__ = [
+    "FeedQuerySchema",
+    "FeedSchema",
     "ListQuerySchema",
+    "OrderHistorySchema",
     "OrderInputSchema",
     "OrderPageSchema",
+    "OrderQuerySchema",
     "OrderSchema",
     "order_document",
+    "parse_rfc3339",
 ]
 
 MAX_ITEMS = 50
@@ -144,3 +151,99 @@ class ListQuerySchema(Schema):
     )
     cursor = fields.String(metadata=CURSOR_DOC)
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))
+
+
+# RFC 3339 date-time (section 5.6): a full date, `T`, a time with optional fraction, and `Z`
+# or a numeric offset. Anything else (a date alone, no offset, epoch seconds) is refused.
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An aware UTC datetime; ValueError for anything but an RFC 3339 date-time."""
+    found = _RFC3339.fullmatch(value) if len(value) <= 40 else None
+    if found is None:
+        raise ValueError("must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
+    day, clock, fraction, offset = found.groups()
+    micros = (fraction or "").ljust(6, "0")[:6]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    return datetime.fromisoformat(f"{day}T{clock}.{micros}{offset}").astimezone(UTC)
+
+
+class RFC3339(fields.Field):
+    """A query parameter holding an RFC 3339 date-time, loaded as an aware UTC datetime."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValidationError("must be a string")
+        try:
+            return parse_rfc3339(value)
+        except ValueError as exc:  # the format's message, or fromisoformat's (month 13...)
+            raise ValidationError(f"not an RFC 3339 date-time: {exc}"[:200]) from exc
+
+
+class OrderQuerySchema(Schema):
+    """GET /orders/{id} query parameters; unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    as_of = RFC3339(
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "the order as it was at this RFC 3339 time (folded from its events)",
+        }
+    )
+
+
+class HistoryEventSchema(Schema):
+    version = fields.Integer(metadata={"description": "1-based, no gaps"})
+    type = fields.String(metadata={"example": "order.stock_reserved"})
+    occurred_at = fields.String(metadata={"format": "date-time"})
+    cause = fields.String(
+        allow_none=True,
+        metadata={"nullable": True, "description": "the request or saga step that caused it"},
+    )
+    data = fields.Dict()
+
+
+class OrderHistorySchema(Schema):
+    order_id = fields.String(metadata={"format": "uuid"})
+    events = fields.List(fields.Nested(HistoryEventSchema))
+
+
+MAX_FEED_LIMIT = 1000
+DEFAULT_FEED_LIMIT = 500
+
+
+class FeedQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = BoundedInteger(
+        load_default=0, validate=validate.Range(0, 2**63 - 1), metadata={"default": 0}
+    )
+    limit = BoundedInteger(
+        load_default=DEFAULT_FEED_LIMIT,
+        validate=validate.Range(1, MAX_FEED_LIMIT),
+        metadata={"default": DEFAULT_FEED_LIMIT},
+    )
+
+
+class FeedEventSchema(Schema):
+    """The published envelope (`chassis.messaging.Event.body`) with its place in the log."""
+
+    id = fields.String()
+    type = fields.String()
+    occurred_at = fields.String(metadata={"format": "date-time"})
+    data = fields.Dict()
+    stream = fields.String(metadata={"description": "the order id"})
+    version = fields.Integer()
+    position = fields.Integer()
+
+
+class FeedSchema(Schema):
+    events = fields.List(fields.Nested(FeedEventSchema))
+    last_position = fields.Integer(metadata={"description": "the highest position in the log"})

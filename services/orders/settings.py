@@ -65,6 +65,9 @@ class OrdersSettings(RetentionSettings):
     saga_retry_base: float = field(default=0.5, metadata={"check": positive})
     saga_retry_max: float = field(default=10.0, metadata={"check": positive})
     saga_concurrency: int = 32
+    # A forward saga step (PRICE, RESERVE, CHARGE) still failing this many seconds after it
+    # began is given up: compensated, the order REJECTED with the reason (issue 18, must 6).
+    saga_step_timeout: float = field(default=300.0, metadata={"check": positive})
     # A stable id lets a restarted process take back its own leases at once; default: random.
     instance_id: str | None = None
     # Relay outbox events to the broker (PORTICO_BROKER_URL); off only in tests.
@@ -82,6 +85,12 @@ class OrdersSettings(RetentionSettings):
                 f"invalid configuration: ORDERS_SAGA_LEASE={self.saga_lease} must exceed "
                 f"ORDERS_RETRY_ATTEMPTS x the longest timeout ({worst_step:g} s), or two "
                 "processes could run the same saga step"
+            )
+        if self.saga_step_timeout <= max(worst_step, self.saga_retry_max):
+            raise ConfigError(
+                f"invalid configuration: ORDERS_SAGA_STEP_TIMEOUT={self.saga_step_timeout} "
+                f"must exceed one step's worst call ({worst_step:g} s) and ORDERS_SAGA_RETRY_MAX "
+                f"({self.saga_retry_max:g} s), or a step could time out before a second try"
             )
 
     @classmethod

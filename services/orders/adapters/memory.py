@@ -8,13 +8,22 @@ a version that moved, makes them change nothing and answer False. Orders are cop
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from chassis.eventstore import ConcurrencyConflict, RecordedEvent, format_time
 from chassis.messaging import Event
 
 from ..domain import DomainEvent, Order, Status, Step
-from .repository import AbstractOrderRepository, DuplicateKey, StoredOrder
+from .eventlog import UPCASTERS
+from .repository import (
+    AGE_BUCKETS,
+    OLDEST_BUCKET,
+    AbstractOrderRepository,
+    DuplicateKey,
+    StoredOrder,
+)
 
 __all__ = ["MemoryOrderRepository", "MemoryStore"]
 
@@ -32,10 +41,11 @@ class _Row:
 
 @dataclass
 class MemoryStore:
-    """The "database": orders with their saga state, and the outbox (events, in order)."""
+    """The "database": orders with their saga state, the event log and the outbox."""
 
     rows: dict[str, _Row] = field(default_factory=dict)
     outbox: list[Event] = field(default_factory=list)
+    events: list[RecordedEvent] = field(default_factory=list)
 
     def copy(self) -> MemoryStore:
         return copy.deepcopy(self)
@@ -149,11 +159,51 @@ class MemoryOrderRepository(AbstractOrderRepository):
         self.touched.add(order.id)
         return True
 
-    async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
-        self.store.outbox.extend(
-            Event(type=e.type, data=dict(e.data), correlation_id=correlation_id) for e in events
-        )
+    async def add_events(
+        self, order: Order, events: list[DomainEvent], *, cause: str | None = None
+    ) -> int:
+        log = self.store.events
+        start = order.stream_version - len(events)
+        if any(e.stream == order.id and e.version > start for e in log):
+            raise ConcurrencyConflict(order.id, start)
+        for version, e in enumerate(events, start=start + 1):
+            recorded = RecordedEvent(
+                position=len(log) + 1,
+                stream=order.id,
+                version=version,
+                type=e.type,
+                schema_version=UPCASTERS.current(e.type),
+                data=dict(e.data),
+                occurred_at=format_time(order.updated_at),
+                cause=cause,
+                id=uuid.uuid4().hex,
+            )
+            log.append(recorded)
+            self.store.outbox.append(recorded.message(order.correlation_id))
         return len(events)
+
+    async def history(self, order_id: str) -> list[RecordedEvent]:
+        return [e for e in self.store.events if e.stream == order_id]
+
+    async def feed(self, after: int, limit: int) -> tuple[list[RecordedEvent], int]:
+        return self.store.events[after : after + limit], len(self.store.events)
+
+    async def pending(self, now: datetime) -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        for row in self.store.rows.values():
+            if row.order.step is Step.DONE:
+                continue
+            name = next(
+                (
+                    n
+                    for n, age in AGE_BUCKETS
+                    if row.order.step_since > now - timedelta(seconds=age)
+                ),
+                OLDEST_BUCKET,
+            )
+            key = (row.order.step.value, name)
+            found[key] = found.get(key, 0) + 1
+        return found
 
     async def release_leases(self, owner: str) -> int:
         held = [r for r in self.store.rows.values() if r.lease_owner == owner]

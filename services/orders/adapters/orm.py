@@ -1,4 +1,5 @@
-"""The orders tables (SQLAlchemy Core): orders with their saga state, lines, and the outbox.
+"""The orders tables (SQLAlchemy Core): the order event log (the source of truth, ADR 0029),
+orders with their saga state (a cache of the fold of each order's events), lines, the outbox.
 
 Money is stored as integer cents (exact, and SQLite has no DECIMAL); the saga's timing fields
 (`next_attempt_at`, `lease_until`) are epoch seconds so that claims compare plain numbers.
@@ -21,9 +22,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from chassis.eventstore import event_log_table
 from chassis.messaging import outbox_table
 
-__all__ = ["metadata", "order_lines", "order_traces", "orders", "outbox"]
+__all__ = ["metadata", "order_events", "order_lines", "order_traces", "orders", "outbox"]
 
 metadata = MetaData()
 
@@ -51,6 +53,10 @@ orders = Table(
     Column("next_attempt_at", Float, nullable=False),
     Column("lease_owner", String(64)),
     Column("lease_until", Float),
+    # The event-sourced part of the cache: the stream's last version and when the current
+    # saga step began (ORDERS_SAGA_STEP_TIMEOUT counts from it).
+    Column("stream_version", Integer, nullable=False, default=0),
+    Column("step_since", DateTime(timezone=True)),
     UniqueConstraint("owner", "idempotency_key", name="uq_orders_owner_key"),
     Index("ix_orders_owner_created", "owner", "created_at", "id"),
     Index("ix_orders_due", "step", "next_attempt_at"),
@@ -78,3 +84,6 @@ order_lines = Table(
 )
 
 outbox = outbox_table(metadata)
+
+# Every change of every order, appended in the transaction that writes its outbox row.
+order_events = event_log_table(metadata, "order_events")

@@ -13,20 +13,35 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chassis.messaging import Event, OutboxWriter
+from chassis.eventstore import NewEvent, RecordedEvent
 
 from ..domain import DomainEvent, Line, Order, Status, Step
-from .orm import order_lines, order_traces, orders, outbox
+from .eventlog import STORE
+from .orm import order_lines, order_traces, orders
 
 __all__ = [
+    "AGE_BUCKETS",
+    "OLDEST_BUCKET",
     "AbstractOrderRepository",
     "DuplicateKey",
     "OrderRepository",
@@ -35,7 +50,14 @@ __all__ = [
     "read_order_by_key",
 ]
 
-_OUTBOX = OutboxWriter(outbox)  # the relay is woken by the saga runner after each commit
+# Pending sagas are counted by how long their current step has lasted: (label, seconds).
+AGE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("lt_1m", 60.0),
+    ("1m_5m", 300.0),
+    ("5m_15m", 900.0),
+    ("15m_1h", 3600.0),
+)
+OLDEST_BUCKET = "ge_1h"
 
 
 class DuplicateKey(Exception):
@@ -86,6 +108,8 @@ def _stored(r: Row[Any], lines: list[Line], traceparent: str | None) -> StoredOr
         updated_at=_aware(r.updated_at),
         version=r.version,
         correlation_id=r.correlation_id,
+        stream_version=r.stream_version,
+        step_since=_aware(r.step_since if r.step_since is not None else r.created_at),
     )
     return StoredOrder(
         order, r.fingerprint, r.next_attempt_at, r.lease_owner, r.lease_until, traceparent
@@ -219,7 +243,24 @@ class AbstractOrderRepository(abc.ABC):
     ) -> bool: ...
 
     @abc.abstractmethod
-    async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int: ...
+    async def add_events(
+        self, order: Order, events: list[DomainEvent], *, cause: str | None = None
+    ) -> int:
+        """Append `events` (just emitted by `order`, which counts them in `stream_version`)
+        to its stream and the outbox; `chassis.eventstore.ConcurrencyConflict` when another
+        writer appended those versions first."""
+
+    @abc.abstractmethod
+    async def history(self, order_id: str) -> list[RecordedEvent]:
+        """The order's events in version order (upcast); empty for an unknown order."""
+
+    @abc.abstractmethod
+    async def feed(self, after: int, limit: int) -> tuple[list[RecordedEvent], int]:
+        """Events after a log position, in order, and the log's last position now."""
+
+    @abc.abstractmethod
+    async def pending(self, now: datetime) -> dict[tuple[str, str], int]:
+        """Unfinished sagas by (step, age bucket of the step)."""
 
     @abc.abstractmethod
     async def release_leases(self, owner: str) -> int:
@@ -241,6 +282,8 @@ class OrderRepository(AbstractOrderRepository):
             "step": order.step.value,
             "attempts": order.attempts,
             "last_error": order.last_error,
+            "stream_version": order.stream_version,
+            "step_since": _naive_if_sqlite(self.conn, order.step_since),
         }
 
     async def add(
@@ -393,13 +436,43 @@ class OrderRepository(AbstractOrderRepository):
             )
         return True
 
-    async def add_events(self, events: list[DomainEvent], correlation_id: str | None) -> int:
-        """Write the events to the outbox, in this transaction (the chassis' one writer)."""
-        await _OUTBOX.write_async(
+    async def add_events(
+        self, order: Order, events: list[DomainEvent], *, cause: str | None = None
+    ) -> int:
+        """Append to the order's stream and the outbox, in this transaction."""
+        await STORE.append(
             self.conn,
-            (Event(type=e.type, data=dict(e.data), correlation_id=correlation_id) for e in events),
+            order.id,
+            order.stream_version - len(events),
+            [NewEvent(e.type, dict(e.data), order.updated_at) for e in events],
+            cause=cause,
+            correlation_id=order.correlation_id,
         )
         return len(events)
+
+    async def history(self, order_id: str) -> list[RecordedEvent]:
+        return await STORE.load(self.conn, order_id)
+
+    async def feed(self, after: int, limit: int) -> tuple[list[RecordedEvent], int]:
+        return await STORE.read_after(self.conn, after, limit)
+
+    async def pending(self, now: datetime) -> dict[tuple[str, str], int]:
+        """One GROUP BY over the unfinished orders (the `ix_orders_due` index's `step`)."""
+        c = orders.c
+        since = func.coalesce(c.step_since, c.created_at)
+        bucket = case(
+            *(
+                (since > _naive_if_sqlite(self.conn, now - timedelta(seconds=age)), literal(name))
+                for name, age in AGE_BUCKETS
+            ),
+            else_=literal(OLDEST_BUCKET),
+        ).label("bucket")
+        stmt = (
+            select(c.step, bucket, func.count())
+            .where(c.step != Step.DONE.value)
+            .group_by(c.step, bucket)
+        )
+        return {(r[0], r[1]): int(r[2]) for r in await self.conn.execute(stmt)}
 
     async def release_leases(self, owner: str) -> int:
         result = await self.conn.execute(

@@ -2,6 +2,7 @@
 
 from .model import (
     CURRENCY,
+    FORWARD_STEPS,
     Captured,
     Committed,
     Declined,
@@ -12,6 +13,7 @@ from .model import (
     Outcome,
     OutOfStock,
     Priced,
+    Recorded,
     Refunded,
     Refused,
     Released,
@@ -26,6 +28,7 @@ from .model import (
 
 __all__ = [
     "CURRENCY",
+    "FORWARD_STEPS",
     "Captured",
     "Committed",
     "Declined",
@@ -36,6 +39,7 @@ __all__ = [
     "OutOfStock",
     "Outcome",
     "Priced",
+    "Recorded",
     "Refunded",
     "Refused",
     "Released",

@@ -13,7 +13,14 @@ from chassis.pagination import cursor_param, encode_cursor
 from chassis.validation import idempotency_key
 
 from ..domain import Status
-from ..schemas import ListQuerySchema, OrderInputSchema, order_document
+from ..schemas import (
+    FeedQuerySchema,
+    ListQuerySchema,
+    OrderInputSchema,
+    OrderQuerySchema,
+    order_document,
+)
+from ..service_layer import history
 from ..service_layer import orders as use_cases
 from .deps import DEPS
 
@@ -21,11 +28,14 @@ __all__ = ["routes"]
 
 READ, WRITE = "orders:read", "orders:write"
 READ_ALL = "orders:read:all"  # staff: everyone's orders, not only one's own
+EVENTS = "orders:events"  # the event feed: read-side services only (ADR 0029)
 
 
 routes = web.RouteTableDef()
 _input = OrderInputSchema()
 _query = ListQuerySchema()
+_order_query = OrderQuerySchema()
+_feed_query = FeedQuerySchema()
 
 
 _dump = order_document  # OrderSchema's dump, written out (schemas.py)
@@ -116,9 +126,13 @@ async def get_order(request: web.Request) -> web.Response:
       operationId: getOrder
       summary: Get an order
       description: Another user's order answers 404, as one that does not exist (its
-        existence is not revealed); a token with `orders:read:all` (staff) reads any.
+        existence is not revealed); a token with `orders:read:all` (staff) reads any. With
+        `as_of`, the order as it was then, folded from its events (404 before it existed).
       tags: [orders]
       security: [{bearerAuth: ["orders:read"]}]
+      parameters:
+        - in: query
+          schema: OrderQuerySchema
       responses:
         200:
           description: The order
@@ -128,17 +142,100 @@ async def get_order(request: web.Request) -> web.Response:
         401: Unauthorized
         403: Forbidden
         404: NotFound
+        422: UnprocessableContent
     """
+    deps = request.app[DEPS]
+    owner = request[CLAIMS].owner_filter(READ_ALL)
+    order_id = request.match_info["order_id"]
     try:
-        deps = request.app[DEPS]
-        order = await use_cases.get_order(
-            deps.reads or deps.uow,
-            request[CLAIMS].owner_filter(READ_ALL),
-            request.match_info["order_id"],
-        )
+        if request.rel_url.raw_query_string:  # the hot path has none: no parsing there
+            as_of = query_args(request, _order_query).get("as_of")
+            if as_of is not None:
+                past = await history.order_as_of(deps.uow, owner, order_id, as_of)
+                return web.json_response(_dump(past))
+        order = await use_cases.get_order(deps.reads or deps.uow, owner, order_id)
     except use_cases.OrdersError as exc:
         raise _problem(exc) from exc
     return web.json_response(_dump(order))
+
+
+@routes.get("/api/v1/orders/{order_id}/history")
+@require_scopes(READ)
+async def get_order_history(request: web.Request) -> web.Response:
+    """Every event of one of the caller's orders (anyone's with orders:read:all), in order.
+    ---
+    get:
+      operationId: getOrderHistory
+      summary: An order's history
+      description: The order's events as recorded (placed, priced, stock reserved, payment
+        captured or declined, compensations, confirmed or rejected), each with its version,
+        time and cause. Another user's order answers 404, as one that does not exist.
+      tags: [orders]
+      security: [{bearerAuth: ["orders:read"]}]
+      responses:
+        200:
+          description: The events, oldest first
+          content:
+            application/json:
+              schema: OrderHistorySchema
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+    """
+    order_id = request.match_info["order_id"]
+    try:
+        events = await history.order_history(
+            request.app[DEPS].uow, request[CLAIMS].owner_filter(READ_ALL), order_id
+        )
+    except use_cases.OrdersError as exc:
+        raise _problem(exc) from exc
+    return web.json_response(
+        {
+            "order_id": order_id,
+            "events": [
+                {
+                    "version": e.version,
+                    "type": e.type,
+                    "occurred_at": e.occurred_at,
+                    "cause": e.cause,
+                    "data": e.data,
+                }
+                for e in events
+            ],
+        }
+    )
+
+
+@routes.get("/internal/v1/events")
+@require_scopes(EVENTS)
+async def event_feed(request: web.Request) -> web.Response:
+    """The order event log after a position: how a read side catches up (not routed by the
+    gateway).
+    ---
+    get:
+      operationId: getEventFeed
+      summary: The order event feed
+      description: Events with a position above `after`, by position, at most `limit`, each
+        the envelope the broker carries plus `stream`, `version` and `position`; and the
+        highest position in the log now. For read-side services (scope `orders:events`).
+      tags: [internal]
+      security: [{bearerAuth: ["orders:events"]}]
+      parameters:
+        - in: query
+          schema: FeedQuerySchema
+      responses:
+        200:
+          description: A page of the log
+          content:
+            application/json:
+              schema: FeedSchema
+        401: Unauthorized
+        403: Forbidden
+        422: UnprocessableContent
+    """
+    args = query_args(request, _feed_query)
+    events, last = await history.event_feed(request.app[DEPS].uow, args["after"], args["limit"])
+    return web.json_response({"events": [e.envelope() for e in events], "last_position": last})
 
 
 @routes.get("/api/v1/orders")

@@ -121,7 +121,8 @@ async def place_order(
                 now=clock(),
                 traceparent=tracing.current_traceparent(),  # the saga's steps continue it
             )
-            await unit.orders.add_events(events, order.correlation_id)
+            cause = f"placed (request {order.correlation_id})" if order.correlation_id else "placed"
+            await unit.orders.add_events(order, events, cause=cause)
             await unit.commit()
             return Placed(order, replayed=False)
         except DuplicateKey:

@@ -7,7 +7,11 @@ order (pure) -> store the new state and its events in one transaction, condition
 lease and the version read. So two processes never run one saga step at the same time, and
 if a process dies anywhere, the step is performed again after the lease runs out - which is
 harmless, because every step is keyed by the order id upstream. A step whose service is
-unavailable ends the run; the order is due again after a growing delay.
+unavailable ends the run; the order is due again after a growing delay - until the step has
+lasted `step_timeout` seconds (ORDERS_SAGA_STEP_TIMEOUT): then a forward step is given up,
+compensated and the order rejected, all as events (`Order.time_out`). The events of each
+transition are appended to the order's stream (and the outbox) in the transaction that saves
+its cached row.
 
 With tracing on, each step is a span whose parent is the request that placed the order (its
 `traceparent` is stored with the order), so the step's calls and the events it writes stay in
@@ -23,13 +27,16 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from chassis import correlation_id, tracing
+from chassis.eventstore import ConcurrencyConflict
 
+from ..adapters.repository import AGE_BUCKETS, OLDEST_BUCKET
 from ..adapters.upstreams import Upstreams
 from ..domain import Order, Outcome, Refused, Step, Unavailable, retry_delay, utcnow
 from .unit_of_work import UnitOfWorkFactory
@@ -38,6 +45,8 @@ __all__ = ["SagaDriver", "SagaRunner"]
 
 log = logging.getLogger("portico.orders.saga")
 _OUTCOMES = frozenset({"order.confirmed", "order.rejected"})
+_STEPS = [s.value for s in Step if s is not Step.DONE]
+_AGES = [name for name, _ in AGE_BUCKETS] + [OLDEST_BUCKET]
 
 
 class _Then(Enum):
@@ -62,6 +71,8 @@ class SagaRunner:
         clock: Callable[[], float] = time.time,
         on_events: Callable[[], None] = lambda: None,
         registry: CollectorRegistry | None = None,
+        step_timeout: float = 300.0,
+        wall: Callable[[], datetime] = utcnow,
     ) -> None:
         self.uow = uow
         self.upstreams = upstreams
@@ -71,6 +82,14 @@ class SagaRunner:
         self.retry_max = retry_max
         self.clock = clock
         self.on_events = on_events
+        self.step_timeout = step_timeout
+        self.wall = wall
+        self._pending = Gauge(
+            "orders_saga_pending",
+            "Unfinished sagas by current step and how long that step has lasted (age bucket)",
+            ["step", "age"],
+            registry=registry,
+        )
         self._steps = Counter(
             "orders_saga_steps_total",
             "Saga steps performed, by step and outcome",
@@ -153,13 +172,21 @@ class SagaRunner:
         """Perform the current step, store its outcome and events; say what comes next."""
         step, read_version = order.step, order.version
         outcome = await self.perform(order)
-        events = order.apply(outcome, utcnow())
-        self._steps.labels(step.value, type(outcome).__name__).inc()
-        if span is not None:
-            span.set_attribute("portico.saga.outcome", type(outcome).__name__)
+        at = self.wall()
+        events = order.apply(outcome, at)
+        label = type(outcome).__name__
         stuck = isinstance(outcome, Unavailable) or (
             isinstance(outcome, Refused) and order.step is Step.COMMIT
         )
+        if isinstance(outcome, Unavailable) and order.timed_out(at, self.step_timeout):
+            log.warning(
+                "saga step timed out",
+                extra={"order_id": order.id, "step": step.value, "error": order.last_error},
+            )
+            events, label, stuck = order.time_out(at), "TimedOut", False
+        self._steps.labels(step.value, label).inc()
+        if span is not None:
+            span.set_attribute("portico.saga.outcome", label)
         now = self.clock()
         if order.finished or stuck:
             next_at = now + (self._backoff(order.attempts) if stuck else 0.0)
@@ -178,7 +205,11 @@ class SagaRunner:
             if not saved:
                 log.warning("saga lease lost", extra={"order_id": order.id})
                 return _Then.LOST
-            await unit.orders.add_events(events, order.correlation_id)
+            try:
+                await unit.orders.add_events(order, events, cause=f"saga {step.value}: {label}")
+            except ConcurrencyConflict:
+                log.warning("order stream moved on", extra={"order_id": order.id})
+                return _Then.LOST
             await unit.commit()
         if events:
             self.on_events()
@@ -212,6 +243,15 @@ class SagaRunner:
             await unit.commit()
         return released
 
+    async def refresh_pending(self) -> dict[tuple[str, str], int]:
+        """Set the pending-sagas gauge from the database (every step x age, zeros too)."""
+        async with self.uow() as unit:
+            counts = await unit.orders.pending(self.wall())
+        for step in _STEPS:
+            for age in _AGES:
+                self._pending.labels(step, age).set(counts.get((step, age), 0))
+        return counts
+
     async def due(self, limit: int) -> list[str]:
         async with self.uow() as unit:
             return await unit.orders.due(self.clock(), limit)
@@ -221,9 +261,16 @@ class SagaDriver:
     """The background part: `kick` runs a new saga now; a loop sweeps for due ones."""
 
     def __init__(
-        self, runner: SagaRunner, *, poll_interval: float = 1.0, concurrency: int = 32
+        self,
+        runner: SagaRunner,
+        *,
+        poll_interval: float = 1.0,
+        concurrency: int = 32,
+        gauge_interval: float = 15.0,
     ) -> None:
         self.runner = runner
+        self.gauge_interval = gauge_interval
+        self._gauge_at = float("-inf")
         self.poll_interval = poll_interval
         self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -264,6 +311,9 @@ class SagaDriver:
         while not self._stopping:
             try:
                 await self.sweep()
+                if time.monotonic() - self._gauge_at >= self.gauge_interval:
+                    self._gauge_at = time.monotonic()
+                    await self.runner.refresh_pending()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -131,6 +131,7 @@ class InMemoryUnitOfWork(AbstractUnitOfWork):
     def _begin(self) -> None:
         self._work = self.store.copy()
         self._outbox_at = len(self._work.outbox)
+        self._events_at = len(self._work.events)
         self._repo = self.orders = MemoryOrderRepository(self._work)
 
     async def __aenter__(self) -> AbstractUnitOfWork:
@@ -141,6 +142,7 @@ class InMemoryUnitOfWork(AbstractUnitOfWork):
         for order_id in self._repo.touched:
             self.store.rows[order_id] = self._work.rows[order_id]
         self.store.outbox.extend(self._work.outbox[self._outbox_at :])
+        self.store.events.extend(self._work.events[self._events_at :])
         self._begin()
 
     async def rollback(self) -> None:

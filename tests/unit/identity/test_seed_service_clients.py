@@ -37,6 +37,7 @@ ALL_SCOPES = {
     "payments:read:all",
     "notifications:read:all",
     "users:read:all",
+    "orders:events",
 }
 
 

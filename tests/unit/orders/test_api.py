@@ -208,7 +208,12 @@ async def test_health_metrics_and_openapi(client: Client) -> None:
     assert ready.status == 200 and (await ready.json())["checks"] == {"database": "ok"}
     assert "orders_saga_outcomes_total" in await (await client.get("/metrics")).text()
     spec = await (await client.get("/openapi.json")).json()
-    assert set(spec["paths"]) == {"/api/v1/orders", "/api/v1/orders/{order_id}"}
+    assert set(spec["paths"]) == {
+        "/api/v1/orders",
+        "/api/v1/orders/{order_id}",
+        "/api/v1/orders/{order_id}/history",
+        "/internal/v1/events",
+    }
     assert set(spec["paths"]["/api/v1/orders"]) >= {"get", "post"}
     assert "Order" in spec["components"]["schemas"]
 

@@ -58,23 +58,28 @@ def test_placing_prices_and_totals() -> None:
 def test_happy_path_confirms_before_committing_and_emits_once() -> None:
     order = new_order(priced=False)
     assert order.step is Step.PRICE and order.total is None
-    assert run(order, Priced(PRICES), Reserved()) == []
+    assert run(order, Priced(PRICES), Reserved()) == ["order.priced", "order.stock_reserved"]
     assert order.step is Step.CHARGE
-    assert run(order, Captured("pay-1", Decimal("30.00"))) == ["order.confirmed"]
+    assert run(order, Captured("pay-1", Decimal("30.00"))) == [
+        "order.payment_captured",
+        "order.confirmed",
+    ]
     assert order.status is Status.CONFIRMED and order.step is Step.COMMIT
     assert order.payment_id == "pay-1"
-    assert run(order, Committed()) == []
+    assert run(order, Committed()) == ["order.stock_committed"]
     assert order.finished and order.status is Status.CONFIRMED
 
 
 def test_confirmed_event_data() -> None:
     order = new_order()
-    (event,) = order.apply(Reserved()) + order.apply(Captured("p", Decimal("30.00")))
+    *_, event = order.apply(Reserved()) + order.apply(Captured("p", Decimal("30.00")))
+    assert event.type == "order.confirmed"
     assert event.data == {
         "order_id": order.id,
         "owner": "alice",
         "total": "30.00",
         "currency": "EUR",
+        "payment_id": "p",
     }
 
 
@@ -101,24 +106,30 @@ def test_out_of_stock_rejects_with_reason_and_nothing_to_release() -> None:
 
 def test_refused_reservation_is_released_then_rejected() -> None:
     order = new_order()
-    assert run(order, Refused("reservation is RELEASED")) == []
+    assert run(order, Refused("reservation is RELEASED")) == ["order.compensating"]
     assert order.step is Step.RELEASE and order.status is Status.PENDING
-    assert run(order, Released()) == ["order.rejected"]
+    assert run(order, Released()) == ["order.stock_released", "order.rejected"]
     assert order.reason == "reservation refused: reservation is RELEASED"
 
 
 def test_declined_payment_releases_stock_then_rejects() -> None:
     order = new_order()
-    assert run(order, Reserved(), Declined("card declined")) == []
+    assert run(order, Reserved(), Declined("card declined")) == [
+        "order.stock_reserved",
+        "order.payment_declined",
+    ]
     assert order.step is Step.RELEASE and order.status is Status.PENDING
-    assert run(order, Released()) == ["order.rejected"]
+    assert run(order, Released()) == ["order.stock_released", "order.rejected"]
     assert order.status is Status.REJECTED and order.reason == "payment declined: card declined"
 
 
 def test_refused_charge_releases_stock_then_rejects() -> None:
     order = new_order()
     assert run(order, Reserved(), Refused("invalid payment method"), Released()) == [
-        "order.rejected"
+        "order.stock_reserved",
+        "order.payment_declined",
+        "order.stock_released",
+        "order.rejected",
     ]
     assert order.reason == "payment refused: invalid payment method"
 
@@ -131,12 +142,12 @@ def test_capture_that_does_not_match_is_refunded_released_and_rejected(
     capture: Captured,
 ) -> None:
     order = new_order()
-    assert run(order, Reserved(), capture) == []
+    assert run(order, Reserved(), capture) == ["order.stock_reserved", "order.payment_captured"]
     assert order.step is Step.REFUND and order.payment_id == "pay-9"
     assert order.status is Status.PENDING
-    assert run(order, Refunded()) == []
+    assert run(order, Refunded()) == ["order.payment_refunded"]
     assert order.step is Step.RELEASE
-    assert run(order, Released()) == ["order.rejected"]
+    assert run(order, Released()) == ["order.stock_released", "order.rejected"]
     assert order.reason == "the payment did not match the order"
 
 
@@ -177,7 +188,7 @@ def test_commit_refused_after_confirmation_never_unconfirms() -> None:
     assert run(order, Refused("reservation is RELEASED")) == []
     assert order.status is Status.CONFIRMED and order.step is Step.COMMIT
     assert order.attempts == 1 and "commit refused" in (order.last_error or "")
-    assert run(order, Committed()) == [] and order.finished
+    assert run(order, Committed()) == ["order.stock_committed"] and order.finished
 
 
 @pytest.mark.parametrize(
