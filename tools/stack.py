@@ -48,6 +48,7 @@ SERVICES = (
     ServiceSpec("inventory", 8103, "aiohttp", ("init", "--seed-demo")),
     ServiceSpec("payments", 8105, "gunicorn"),
     ServiceSpec("notifications", 8106, "aiohttp"),
+    ServiceSpec("views", 8107, "aiohttp"),  # catches up from orders' feed once orders is up
     ServiceSpec("orders", 8104, "aiohttp"),
 )
 GATEWAY_PORT = 8080
@@ -163,6 +164,8 @@ class Stack:
                 "ORDERS_CATALOG_URL": self.url("catalog"),
                 "ORDERS_INVENTORY_URL": self.url("inventory"),
                 "ORDERS_PAYMENTS_URL": self.url("payments"),
+                "VIEWS_TOKEN_URL": f"{self.url('identity')}/oauth/token",
+                "VIEWS_ORDERS_URL": self.url("orders"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
