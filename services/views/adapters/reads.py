@@ -37,7 +37,9 @@ def my_orders(
     count = func.coalesce(order_notifications.c.count, 0).label("notifications")
     stmt = (
         select(order_views, count)
-        .select_from(order_views.outerjoin(order_notifications))
+        .select_from(
+            order_views.outerjoin(order_notifications, order_notifications.c.order_id == c.order_id)
+        )
         .where(c.owner == owner)
         .order_by(c.created_at.desc(), c.order_id.desc())
         .limit(limit)
