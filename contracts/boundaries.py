@@ -6,7 +6,8 @@ shows up as `missing` in the matrix and fails the run.
   (`route:products.update PUT`), and every part of every aggregate, counted on the upstream
   of the GET route the part's path resolves to (`aggregate:orders.details.payment`).
 - orders -> service: `services.orders.adapters.upstreams.OUTBOUND` (operation -> provider),
-  its token request to identity included (`call:token`).
+  its token request to identity included (`call:token`); views -> service the same from
+  `services.views.adapters.feed.OUTBOUND` (orders' history feed, views' token).
 - verifier -> identity: the gateway and every service that verifies tokens against the
   JWKS it fetches over HTTP (`jwks`).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
@@ -84,9 +85,19 @@ def gateway_boundaries(config: Any = None) -> list[Boundary]:
 def orders_boundaries() -> list[Boundary]:
     from services.orders.adapters.upstreams import OUTBOUND
 
+    return _outbound("orders", OUTBOUND)
+
+
+def views_boundaries() -> list[Boundary]:
+    from services.views.adapters.feed import OUTBOUND
+
+    return _outbound("views", OUTBOUND)
+
+
+def _outbound(consumer: str, outbound: dict[str, str]) -> list[Boundary]:
     by_provider: dict[str, Boundary] = {}
-    for operation, provider in OUTBOUND.items():
-        b = by_provider.setdefault(provider, Boundary("orders", provider, "http"))
+    for operation, provider in outbound.items():
+        b = by_provider.setdefault(provider, Boundary(consumer, provider, "http"))
         b.items.append(f"call:{operation}")
     return list(by_provider.values())
 
@@ -154,6 +165,7 @@ def derive(gateway_config: Any = None) -> list[Boundary]:
     for b in (
         *gateway_boundaries(gateway_config),
         *orders_boundaries(),
+        *views_boundaries(),
         *jwks_boundaries(),
         *message_boundaries(),
     ):

@@ -37,7 +37,8 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
+# jwks merges into the pacts gateway, orders and views wrote with identity
+CONSUMERS = ("gateway", "orders", "notifications", "views", "jwks")
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message"}
 
 
@@ -287,6 +288,8 @@ _ALL_SCOPES = [
     "payments:read",
     "payments:write",
     "notifications:read",
+    "reports:read",
+    "orders:events",
 ]
 
 

@@ -42,6 +42,7 @@ ALL_SCOPES = [
     "orders:write",
     "payments:read",
     "notifications:read",
+    "reports:read",
 ]
 
 

@@ -8,7 +8,8 @@ variable; `received_envelope` prefers the Event's own attributes when it has the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -19,23 +20,31 @@ from chassis.messaging import Event, EventConsumer
 
 from ..domain import Envelope, parse_envelope
 
-__all__ = ["ProjectionConsumer", "received_envelope"]
+__all__ = ["ProjectionConsumer", "message_body", "received_envelope"]
 
 _BODY: ContextVar[Mapping[str, Any] | None] = ContextVar("views_event_body", default=None)
 _ENVELOPE_FIELDS = ("stream", "version", "position")
 
 
+@contextmanager
+def message_body(raw: bytes | str) -> Iterator[None]:
+    """While handling the message whose body is `raw` (what the consumer does per message;
+    the contract tests do the same around the handler)."""
+    try:
+        doc = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        doc = None  # the chassis dead-letters it as malformed
+    token = _BODY.set(doc if isinstance(doc, Mapping) else None)
+    try:
+        yield
+    finally:
+        _BODY.reset(token)
+
+
 class ProjectionConsumer(EventConsumer):
     def _on_message(self, message: Message) -> None:
-        try:
-            doc = orjson.loads(message.body)
-        except (orjson.JSONDecodeError, TypeError):
-            doc = None  # the chassis dead-letters it as malformed
-        token = _BODY.set(doc if isinstance(doc, Mapping) else None)
-        try:
+        with message_body(message.body):
             super()._on_message(message)
-        finally:
-            _BODY.reset(token)
 
 
 def received_envelope(event: Event) -> Envelope:

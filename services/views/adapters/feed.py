@@ -18,10 +18,20 @@ import requests
 
 from ..domain import Envelope, parse_envelope
 
-__all__ = ["FEED_PATH", "FeedClient", "FeedPage", "FeedUnavailable", "ServiceToken"]
+__all__ = [
+    "FEED_PATH",
+    "OUTBOUND",
+    "SCOPE",
+    "FeedClient",
+    "FeedPage",
+    "FeedUnavailable",
+    "ServiceToken",
+]
 
 FEED_PATH = "/internal/v1/events"
 SCOPE = "orders:events"
+# What views calls over HTTP (operation -> provider), for the contracts' boundaries.
+OUTBOUND = {"feed": "orders", "token": "identity"}
 
 
 class FeedUnavailable(Exception):

@@ -167,7 +167,7 @@ def evolve(view: OrderView | None, env: Envelope) -> tuple[OrderView, Sale | Non
     d = env.data
     if view is None:
         view = OrderView(
-            order_id=str(d.get("order_id") or env.stream),
+            order_id=str(env.stream or d.get("order_id")),
             owner=str(d.get("owner") or ""),
             status="PENDING",
             payment_state="pending",
