@@ -38,7 +38,7 @@ def start(ctx: Context) -> Provider:
         ctx.alias(id, services.create_product(uow, new).product.id)
 
     def new_product() -> str:
-        sku = f"SKU-{uuid.uuid4().hex[:8]}"
+        sku = f"SKU-{uuid.uuid4().hex[:8].upper()}"
         new = services.NewProduct(sku=sku, name="Widget", category="tools", price=Decimal("9.99"))
         return services.create_product(SqlAlchemyUnitOfWork(engine), new).product.id
 
