@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,14 +278,17 @@ class Stack:
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
 
-    def restart(self, name: str) -> None:
-        """Kill one process (SIGKILL, by PID) and start it again: for fault tests."""
+    def restart(self, name: str, between: Callable[[], None] | None = None) -> None:
+        """Kill one process (SIGKILL, by PID) and start it again: for fault tests. `between`
+        runs while it is down (say, a command that needs it stopped)."""
         proc = self.process(name)
         assert proc.popen is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.popen.pid, signal.SIGKILL)
         proc.popen.wait()
         self.processes.remove(proc)
+        if between is not None:
+            between()
         fresh = Process(proc.name, proc.argv, proc.port, proc.ready_path)
         self._spawn(fresh)
         self._wait_ready(fresh)
