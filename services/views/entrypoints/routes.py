@@ -131,8 +131,8 @@ async def sales_report(request: web.Request) -> web.Response:
       operationId: salesReport
       summary: Sales per day and sku
       description: Confirmed orders' units and revenue per UTC day (the day of confirmation),
-        currency and sku, from the sales read model; `totals` sum the whole range. At most
-        366 days per request.
+        currency and sku, from the sales read model; `totals` sum the whole range. `to` must
+        not be before `from`, and the range spans at most 366 days (else 422).
       tags: [views]
       security: [{bearerAuth: ["reports:read"]}]
       parameters:
