@@ -19,7 +19,7 @@ from chassis.db import sync_url
 from chassis.messaging import BrokerSettings
 from services.views.__main__ import migrate, rebuild
 from services.views.adapters.reads import everything
-from services.views.app import QUEUE, create_app
+from services.views.app import LAG, QUEUE, create_app
 from services.views.settings import ViewsSettings
 from tests.support.brokers import cleanup, isolated_settings, rabbitmq_reachable
 from tests.support.external import throwaway_postgres
@@ -111,6 +111,13 @@ async def test_catch_up_follow_restart_and_rebuild(
     assert orders["o-1"]["status"] == "CONFIRMED" and orders["o-1"]["payment_state"] == "captured"
     assert orders["o-1"]["total"] == "25.50"
     assert list(orders) == ["o-3", "o-1"]  # newest first
+    # complete: the catch-up reached the head, then the consumer keeps finding its queue empty
+    lag = views.app[LAG]
+    assert lag.caught_up and lag.complete_at is not None
+    since = lag.complete_at
+    await wait_until_async(
+        lambda: (lag.complete_at or 0) > since, 30, "an empty queue (on_idle)", interval=0.05
+    )
 
     # Live: a whole order published; each event also in the log (as orders' outbox does).
     live = order_events(log, "o-4", "alice", [("BK-2", 1, "5.50"), ("BK-3", 1, "1.00")])
