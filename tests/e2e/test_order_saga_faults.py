@@ -196,7 +196,8 @@ def read_model_answers(api: Api) -> tuple[list[dict[str, Any]], list[dict[str, A
 def check_read_models(
     api: Api, orders: dict[str, dict[str, Any]], captured: Decimal
 ) -> dict[str, Any]:
-    """Every order exactly once with its outcome; sales revenue == captured money."""
+    """Every order exactly once with its outcome and its notifications counted; sales revenue
+    == captured money."""
     confirmed = {o["id"] for o in orders.values() if o["status"] == "CONFIRMED"}
     units = sum(
         ln["quantity"] for o in orders.values() if o["id"] in confirmed for ln in o["items"]
@@ -205,7 +206,10 @@ def check_read_models(
 
     def caught_up() -> bool:
         seen[:] = [o for o in api.pages("/api/v1/me/orders") if o["id"] in orders]
-        return {o["id"]: o["status"] for o in seen} == {i: o["status"] for i, o in orders.items()}
+        outcomes = {o["id"]: o["status"] for o in seen}
+        # notifications' notification.sent counted too: at least the outcome's
+        told = all(o["notifications"] >= 1 for o in seen)
+        return told and outcomes == {i: o["status"] for i, o in orders.items()}
 
     wait_until(
         caught_up, 120, "the read models to hold every outcome", interval=0.1, max_interval=1

@@ -113,8 +113,8 @@ async def test_catch_up_follow_restart_and_rebuild(
     assert list(orders) == ["o-3", "o-1"]  # newest first
     # complete: the catch-up reached the head, then the consumer keeps finding its queue empty
     lag = views.app[LAG]
-    assert lag.caught_up and lag.complete_at is not None
-    since = lag.complete_at
+    await wait_until_async(lambda: lag.caught_up, 30, "the catch-up's end", interval=0.05)
+    since = lag.complete_at or 0.0
     await wait_until_async(
         lambda: (lag.complete_at or 0) > since, 30, "an empty queue (on_idle)", interval=0.05
     )
@@ -172,12 +172,15 @@ async def test_catch_up_follow_restart_and_rebuild(
     assert sales["totals"] == [{"currency": "EUR", "units": 10, "revenue": "55.00"}]
 
     # Stopped; events happen meanwhile (some published to its durable queue, one feed-only).
+    stored = views.app[LAG].position
     await views.close()
+    log.reads.clear()
     down = order_events(log, "o-6", "alice", [("BK-2", 2, "5.50")])
     publish(broker, *down[:3])
     order_events(log, "o-7", "alice", [("BK-3", 1, "1.00")], outcome="rejected")
     views = await start()
     await wait_until_async(lambda: has({"o-6", "o-7"}), 30, "after the restart", interval=0.05)
+    assert stored > 0 and log.reads[0] == stored  # resumed from its stored position
 
     async def finished() -> bool:
         now = await mine(views)

@@ -36,6 +36,7 @@ class FeedLog:
         self._position = 0
         self._lock = threading.Lock()
         self.unavailable = False  # answer 503, as orders down would (connection refused aside)
+        self.reads: list[int] = []  # the `after` of every page asked for
 
     def append(
         self, type_: str, data: dict[str, Any], when: datetime | None = None
@@ -58,6 +59,7 @@ class FeedLog:
 
     def page(self, after: int, limit: int) -> dict[str, Any]:
         with self._lock:
+            self.reads.append(after)
             chosen = [e for e in self.events if e["position"] > after][:limit]
             return {"events": chosen, "last_position": self._position}
 
