@@ -34,7 +34,7 @@ COPY --chown=root:root docker/entry.py docker/entry.py
 COPY --chown=root:root flags.yaml flags.yaml
 # var/ holds each service's data (SQLite default, identity's keys, orders' client file);
 # named volumes mounted there inherit this ownership on first use.
-RUN mkdir -p var/identity var/catalog var/inventory var/payments var/orders var/notifications \
+RUN mkdir -p var/identity var/catalog var/inventory var/payments var/orders var/notifications var/views \
     && chown -R portico:portico var
 USER 10001:10001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

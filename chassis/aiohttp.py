@@ -185,7 +185,10 @@ def install(
     ready_checks: Mapping[str, Callable[[], Any]] | None = None,
     verifier: AsyncTokenVerifier | None = None,
     health_prefix: str = "/health",
+    ready_info: Callable[[], Mapping[str, Any]] | None = None,
 ) -> RequestMetrics:
+    """Chassis middleware, health routes and metrics. `ready_info`: extra members of the
+    readiness answer (say, a read side's projection lag), never a reason to be unready."""
     metrics = RequestMetrics(service)
     app[METRICS] = metrics
     if verifier is not None:
@@ -199,6 +202,8 @@ def install(
 
     async def ready(_request: web.Request) -> web.Response:
         status, body = await readiness(checks, drain)
+        if ready_info is not None:
+            body.update(ready_info())
         return web.json_response(body, status=status)
 
     async def metrics_view(_request: web.Request) -> web.Response:

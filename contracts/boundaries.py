@@ -8,7 +8,8 @@ shows up as `missing` in the matrix and fails the run.
 - orders -> service: `services.orders.adapters.upstreams.OUTBOUND` (operation -> provider),
   its token request to identity included (`call:token`); and over gRPC (kind `grpc`),
   `services.orders.adapters.inventory_grpc.OUTBOUND_GRPC` (method -> provider,
-  `grpc:Reserve`).
+  `grpc:Reserve`); views -> service the same from `services.views.adapters.feed.OUTBOUND`
+  (orders' history feed, views' token).
 - verifier -> identity: the gateway and every service that verifies tokens against the
   JWKS it fetches over HTTP (`jwks`).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
@@ -87,11 +88,25 @@ def orders_boundaries() -> list[Boundary]:
     from services.orders.adapters.inventory_grpc import OUTBOUND_GRPC
     from services.orders.adapters.upstreams import OUTBOUND
 
+    return _outbound("orders", {"http": OUTBOUND, "grpc": OUTBOUND_GRPC})
+
+
+def views_boundaries() -> list[Boundary]:
+    from services.views.adapters.feed import OUTBOUND
+
+    return _outbound("views", {"http": OUTBOUND})
+
+
+_PREFIX = {"http": "call", "grpc": "grpc"}
+
+
+def _outbound(consumer: str, calls: dict[str, dict[str, str]]) -> list[Boundary]:
+    """One boundary per provider and kind: `call:<operation>` (HTTP), `grpc:<Method>`."""
     by_provider: dict[tuple[str, str], Boundary] = {}
-    for kind, prefix, calls in (("http", "call", OUTBOUND), ("grpc", "grpc", OUTBOUND_GRPC)):
-        for operation, provider in calls.items():
-            b = by_provider.setdefault((provider, kind), Boundary("orders", provider, kind))
-            b.items.append(f"{prefix}:{operation}")
+    for kind, outbound in calls.items():
+        for operation, provider in outbound.items():
+            b = by_provider.setdefault((provider, kind), Boundary(consumer, provider, kind))
+            b.items.append(f"{_PREFIX[kind]}:{operation}")
     return list(by_provider.values())
 
 
@@ -158,6 +173,7 @@ def derive(gateway_config: Any = None) -> list[Boundary]:
     for b in (
         *gateway_boundaries(gateway_config),
         *orders_boundaries(),
+        *views_boundaries(),
         *jwks_boundaries(),
         *message_boundaries(),
     ):

@@ -28,6 +28,7 @@ PORTS = {
     "orders": 8104,
     "payments": 8105,
     "notifications": 8106,
+    "views": 8107,
 }
 FLASK = frozenset({"identity", "catalog", "payments"})
 

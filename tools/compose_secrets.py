@@ -21,8 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "compose" / "secrets"
-SERVICES = ("identity", "catalog", "inventory", "orders", "payments", "notifications")
-ASYNC = frozenset({"inventory", "orders", "notifications"})  # asyncpg; the others psycopg
+SERVICES = ("identity", "catalog", "inventory", "orders", "payments", "notifications", "views")
+ASYNC = frozenset({"inventory", "orders", "notifications", "views"})  # asyncpg; others psycopg
 
 
 def _password() -> str:
@@ -61,6 +61,7 @@ RANDOM: dict[str, Callable[[], str]] = {
     "grafana_admin_password": _password,
     "identity_secret_key": lambda: secrets.token_urlsafe(48),
     "orders_client_secret": _client_secret,
+    "views_client_secret": _client_secret,
     "dev_client_secret": _client_secret,
 }
 NAMES = (*RANDOM, *_derived())

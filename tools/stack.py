@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ SERVICES = (
     ServiceSpec("inventory", 8103, "aiohttp", ("init", "--seed-demo")),
     ServiceSpec("payments", 8105, "gunicorn"),
     ServiceSpec("notifications", 8106, "aiohttp"),
+    ServiceSpec("views", 8107, "aiohttp"),  # catches up from orders' feed once orders is up
     ServiceSpec("orders", 8104, "aiohttp"),
 )
 GATEWAY_PORT = 8080
@@ -190,6 +191,8 @@ class Stack:
                 "ORDERS_CATALOG_URL": self.url("catalog"),
                 "ORDERS_INVENTORY_URL": self.url("inventory"),
                 "ORDERS_PAYMENTS_URL": self.url("payments"),
+                "VIEWS_TOKEN_URL": f"{self.url('identity')}/oauth/token",
+                "VIEWS_ORDERS_URL": self.url("orders"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -310,14 +313,17 @@ class Stack:
     def process(self, name: str) -> Process:
         return next(p for p in self.processes if p.name == name)
 
-    def restart(self, name: str) -> None:
-        """Kill one process (SIGKILL, by PID) and start it again: for fault tests."""
+    def restart(self, name: str, between: Callable[[], None] | None = None) -> None:
+        """Kill one process (SIGKILL, by PID) and start it again: for fault tests. `between`
+        runs while it is down (say, a command that needs it stopped)."""
         proc = self.process(name)
         assert proc.popen is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.popen.pid, signal.SIGKILL)
         proc.popen.wait()
         self.processes.remove(proc)
+        if between is not None:
+            between()
         fresh = Process(proc.name, proc.argv, proc.port, proc.ready_path)
         self._spawn(fresh)
         self._wait_ready(fresh)

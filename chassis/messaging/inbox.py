@@ -74,8 +74,12 @@ class EventConsumer:
         broker: BrokerSettings,
         *,
         retry_delay: float = 0.05,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        # Called on the consumer's thread whenever the queue had nothing for a moment: every
+        # message published before then has been handled (the read side's staleness).
+        self.on_idle = on_idle
         self.handler = handler
         self.engine = engine
         self.inbox = inbox
@@ -173,7 +177,8 @@ class EventConsumer:
             try:
                 conn.drain_events(timeout=0.25)
             except TimeoutError:
-                continue
+                if self.on_idle is not None:
+                    self.on_idle()
 
     # -- one message ----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 # `make compose-secrets`), else from <SERVICE>_DB_PASSWORD; nothing secret lives in this file.
 set -euo pipefail
 
-for service in identity catalog inventory orders payments notifications; do
+for service in identity catalog inventory orders payments notifications views; do
     var="${service^^}_DB_PASSWORD"
     file_var="${var}_FILE"
     if [[ -n "${!file_var:-}" ]]; then

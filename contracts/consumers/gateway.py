@@ -42,6 +42,7 @@ ALL_SCOPES = [
     "orders:write",
     "payments:read",
     "notifications:read",
+    "reports:read",
 ]
 
 
@@ -95,6 +96,21 @@ NOTE = {
     "subject": match.str("Your order ord-1 is confirmed"),
     "event_type": match.str("order.confirmed"),
     "read": match.bool(False),
+}
+
+MY_ORDER = {
+    "id": match.str("ord-1"),
+    "status": match.regex("CONFIRMED", regex=r"^(PENDING|CONFIRMED|REJECTED)$"),
+    "total": match.regex("19.98", regex=r"^\d+\.\d{2}$"),
+    "currency": match.str("EUR"),
+    "payment_state": match.regex("captured", regex=r"^(pending|captured|declined|refunded)$"),
+    "notifications": match.int(0),
+}
+SALE = {
+    "day": match.regex("2026-06-01", regex=r"^\d{4}-\d\d-\d\d$"),
+    "sku": match.str("SKU-1"),
+    "units": match.int(2),
+    "revenue": match.regex("19.98", regex=r"^\d+\.\d{2}$"),
 }
 
 EXAMPLES: dict[str, list[Example]] = {
@@ -402,6 +418,54 @@ EXAMPLES: dict[str, list[Example]] = {
             "marking an unknown notification read",
             "POST",
             "/api/v1/notifications/note-missing/read",
+            404,
+            problem(404),
+            content_type=PROBLEM,
+        ),
+    ],
+    "views": [
+        Example(
+            "the caller's orders from the read model",
+            "GET",
+            "/api/v1/me/orders",
+            200,
+            {"items": match.each_like(MY_ORDER)},
+            state=("a confirmed order is in the read models", {"id": "ord-1", "sku": "SKU-1"}),
+            response_headers={"X-Read-Model-Lag": match.regex("0.0", regex=r"^\d+\.\d$")},
+        ),
+        Example(
+            "a sales report",
+            "GET",
+            "/api/v1/reports/sales",
+            200,
+            {"items": match.each_like(SALE), "totals": match.each_like({"units": match.int(2)})},
+            state=("a confirmed order is in the read models", {"id": "ord-1", "sku": "SKU-1"}),
+            query={"from": "2026-06-01", "to": "2026-06-30"},
+        ),
+        Example(
+            "a sales report for a range that ends before it starts",
+            "GET",
+            "/api/v1/reports/sales",
+            422,
+            problem(422),
+            content_type=PROBLEM,
+            query={"from": "2026-06-30", "to": "2026-06-01"},
+        ),
+        Example(
+            "products bought together",
+            "GET",
+            "/api/v1/products/prod-1/recommendations",
+            200,
+            {
+                "sku": match.str("SKU-1"),
+                "items": match.each_like({"sku": match.str("SKU-2"), "orders": match.int(1)}),
+            },
+            state=("a product was bought with another", {"id": "prod-1", "sku": "SKU-1"}),
+        ),
+        Example(
+            "recommendations for an unknown product",
+            "GET",
+            "/api/v1/products/prod-missing/recommendations",
             404,
             problem(404),
             content_type=PROBLEM,

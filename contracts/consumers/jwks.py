@@ -4,7 +4,7 @@ verifier over its own HTTP/1.1 transport) and each service that builds its verif
 app does) fetch the key set from a Pact mock server and must then accept a token signed
 with the example key - so the contract names every field the verifier needs.
 
-Labelled `jwks`; the gateway's and orders' interactions are merged into the pact files their
+Labelled `jwks`; the gateway's, orders' and views' interactions are merged into the pact files their
 own consumer tests wrote earlier in the run (`contracts.runner.CONSUMERS` order).
 """
 
@@ -29,7 +29,8 @@ from . import ConsumerFailed, label
 __all__ = ["JWKS_PATH", "run"]
 
 JWKS_PATH = "/.well-known/jwks.json"
-MERGED = ("gateway", "orders")  # their pact with identity is written by their own module
+# their pact with identity is written by their own module
+MERGED = ("gateway", "orders", "views")
 _B64URL = r"^[A-Za-z0-9_-]+$"
 
 

@@ -1,12 +1,17 @@
-"""catalog as a provider: products created through the catalog's own use case."""
+"""catalog as a provider: products created through the catalog's own use case, and its
+product events written by those use cases into its outbox and read back by the chassis relay
+- the message exactly as it would be published."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from chassis import sqlite_url
 from chassis.flags import FlagStore
 from services.catalog.__main__ import init
+from services.catalog.adapters.orm import outbox
 from services.catalog.adapters.repository import ProductFilter
 from services.catalog.app import create_app
 from services.catalog.entrypoints import deps
@@ -15,7 +20,7 @@ from services.catalog.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from services.catalog.settings import CatalogSettings
 
 from ..harness import serve_wsgi
-from . import Context, Provider
+from . import Context, Message, Provider, relay_capture
 
 
 def start(ctx: Context) -> Provider:
@@ -46,9 +51,32 @@ def start(ctx: Context) -> Provider:
         new = services.NewProduct(sku=sku, name="Widget", category="tools", price=Decimal(price))
         ctx.alias(id, services.create_product(uow, new).product.id)
 
+    def new_product() -> str:
+        sku = f"SKU-{uuid.uuid4().hex[:8].upper()}"
+        new = services.NewProduct(sku=sku, name="Widget", category="tools", price=Decimal("9.99"))
+        return services.create_product(SqlAlchemyUnitOfWork(engine), new).product.id
+
+    def event(change: Callable[[str], object]) -> Callable[[], Message]:
+        def produce() -> Message:
+            change(new_product())
+            return relay_capture(engine, outbox)[-1]
+
+        return produce
+
+    events = {
+        "product.created": event(lambda _id: None),
+        "product.updated": event(
+            lambda pid: services.update_product(
+                SqlAlchemyUnitOfWork(engine), pid, {"name": "Widget 2"}
+            )
+        ),
+        "product.deleted": event(
+            lambda pid: services.delete_product(SqlAlchemyUnitOfWork(engine), pid)
+        ),
+    }
     backend = serve_wsgi(app)
 
     def close() -> None:
         engine.dispose()
 
-    return Provider("catalog", backend, {"a product exists": product_exists}, close=close)
+    return Provider("catalog", backend, {"a product exists": product_exists}, events, close=close)

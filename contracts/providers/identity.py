@@ -19,6 +19,7 @@ from services.identity.service_layer.setup import (
     init_storage,
     seed_dev,
     seed_orders_client,
+    seed_views_client,
 )
 from services.identity.service_layer.users import find_user, register
 from services.identity.settings import IdentitySettings
@@ -60,6 +61,15 @@ def start(ctx: Context) -> Provider:
             )
             session.commit()
 
+    def views_client(secret: str = "contract-secret") -> None:
+        """The read side's client as `init` seeds it, with a secret the pact knows."""
+        with ext.sessions() as session:
+            credentials, _ = seed_views_client(session, ctx.workdir / "views-client.json")
+            _upsert_client(
+                session, credentials["client_id"], client_secret_hash=secret_digest(secret)
+            )
+            session.commit()
+
     def user_signed_in(username: str = "alice", scope: str = "profile") -> None:
         with app.app_context():
             session = db()
@@ -83,6 +93,7 @@ def start(ctx: Context) -> Provider:
     states = {
         "a client with a known secret": client_secret,
         "the orders service client exists": orders_client,
+        "the views service client exists": views_client,
         "a user is signed in": user_signed_in,
     }
     return Provider("identity", backend, states, close=ext.engine.dispose)

@@ -4,6 +4,7 @@ and read back by the chassis relay - the message exactly as it would be publishe
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
@@ -138,6 +139,12 @@ def start(ctx: Context) -> Provider:
         ctx.loop.run(saga.run(placed.order.id))
         ctx.alias(id, placed.order.id)
 
+    def orders_with_events() -> None:
+        """Orders whose events are in orders' log: one confirmed through the real saga, one
+        only placed. The feed (GET /internal/v1/events) serves them (ADR 0030)."""
+        confirmed_order_exists(f"feed-{uuid.uuid4().hex[:8]}")
+        order_exists(f"feed-{uuid.uuid4().hex[:8]}")
+
     def producer(event_type: str) -> Callable[[], Message]:
         def produce() -> Message:
             async def write() -> None:
@@ -159,7 +166,11 @@ def start(ctx: Context) -> Provider:
     return Provider(
         "orders",
         backend,
-        {"an order exists": order_exists, "a confirmed order exists": confirmed_order_exists},
+        {
+            "an order exists": order_exists,
+            "a confirmed order exists": confirmed_order_exists,
+            "orders with events exist": orders_with_events,
+        },
         {t: producer(t) for t in _RUNS},
         close=close,
     )

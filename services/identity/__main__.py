@@ -37,11 +37,13 @@ from .service_layer import clients
 from .service_layer.setup import (
     DEFAULT_CREDENTIALS_FILE,
     ORDERS_CLIENT_FILE,
+    VIEWS_CLIENT_FILE,
     init_storage,
     keystore_for,
     migrate,
     seed_dev,
     seed_orders_client,
+    seed_views_client,
     write_credentials,
 )
 from .service_layer.users import UsernameTaken, find_user, register
@@ -71,16 +73,21 @@ def _init(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, obj
                     session, Passwords(), settings, args.credentials_file
                 )
                 orders_client, orders_changed = seed_orders_client(session, args.orders_client_file)
+                views_client, views_changed = seed_views_client(session, args.views_client_file)
                 session.commit()
             if changed:
                 write_credentials(args.credentials_file, credentials)
             if orders_changed:
                 write_credentials(args.orders_client_file, orders_client)
+            if views_changed:
+                write_credentials(args.views_client_file, views_client)
             result.update(
                 credentials_file=args.credentials_file,
                 credentials_written=changed,
                 orders_client_file=args.orders_client_file,
                 orders_client_written=orders_changed,
+                views_client_file=args.views_client_file,
+                views_client_written=views_changed,
             )
         if specs:  # after the seed: the file has the last word on the clients it lists
             with Session(engine) as session:
@@ -259,6 +266,11 @@ def _parser() -> argparse.ArgumentParser:
         "--orders-client-file",
         default=ORDERS_CLIENT_FILE,
         help="where --seed-dev writes the orders-service client's id and secret",
+    )
+    init.add_argument(
+        "--views-client-file",
+        default=VIEWS_CLIENT_FILE,
+        help="where --seed-dev writes the views-service client's id and secret",
     )
     init.add_argument(
         "--clients-file",

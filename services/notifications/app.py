@@ -1,8 +1,8 @@
-"""The notifications service's composition root: settings, engine, event consumer (a thread
-started and stopped with the app), chassis and routes.
+"""The notifications service's composition root: settings, engine, event consumer and outbox
+relay (threads started and stopped with the app), chassis and routes.
 
-A retention task (`chassis.retention`, started and stopped with the app) purges inbox rows
-older than NOTIFICATIONS_RETENTION_DAYS.
+A retention task (`chassis.retention`, started and stopped with the app) purges inbox rows and
+published outbox rows older than NOTIFICATIONS_RETENTION_DAYS.
 
 `python -m services.notifications serve` runs it on uvloop; tests pass `consume=False`
 settings (no broker) or their own `broker=` settings.
@@ -21,12 +21,12 @@ from sqlalchemy import select
 from chassis import AsyncTokenVerifier, TokenSettings, configure_logging, create_db_engine, tracing
 from chassis.aiohttp import install
 from chassis.db import create_async_db_engine, sync_url
-from chassis.messaging import BrokerSettings, EventConsumer, check_broker
+from chassis.messaging import BrokerSettings, EventConsumer, RelayHandle, check_broker, start_relay
 from chassis.openapi import install_aiohttp
 from chassis.retention import Purger, PurgeTarget, retention_ctx
 
 from . import schemas
-from .adapters.orm import inbox, notifications
+from .adapters.orm import inbox, notifications, outbox
 from .domain import BINDINGS
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.handlers import handle_event
@@ -90,7 +90,10 @@ def create_app(
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         consumer: EventConsumer | None = None
+        relay: RelayHandle | None = None
         if settings.consume and broker is not None:
+            # notification.sent leaves through the outbox the handler writes into
+            relay = await asyncio.to_thread(start_relay, settings.database_url, outbox, broker)
             sync_engine = create_db_engine(sync_url(settings.database_url))
             consumer = EventConsumer(QUEUE, BINDINGS, handle_event, sync_engine, inbox, broker)
             try:  # bind the queue now, so events published from here on wait for us
@@ -102,14 +105,16 @@ def create_app(
         if consumer is not None:
             await asyncio.to_thread(consumer.stop)
             consumer.engine.dispose()
+        if relay is not None:
+            await asyncio.to_thread(relay.stop)
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
     purger = Purger.from_settings(
         create_db_engine(sync_url(settings.database_url)),
-        [PurgeTarget(inbox, inbox.c.processed_at)],
+        [PurgeTarget(inbox, inbox.c.processed_at), PurgeTarget(outbox, outbox.c.published_at)],
         settings,
-        counted=[notifications, inbox],
+        counted=[notifications, inbox, outbox],
         name="notifications",
     )
     purger.register(metrics.registry, "notifications", live=False)

@@ -74,7 +74,8 @@ def test_boundaries_come_from_the_system() -> None:
     assert "aggregate:orders.details.payment" in found["gateway", "payments", "http"]
     assert "aggregate:me.dashboard.profile" in found["gateway", "identity", "http"]
     assert "call:token" in found["orders", "identity", "http"]
-    for verifier in ("gateway", "catalog", "inventory", "orders", "payments", "notifications"):
+    verifiers = ("gateway", "catalog", "inventory", "orders", "payments", "notifications", "views")
+    for verifier in verifiers:
         assert "jwks" in found[verifier, "identity", "http"], verifier
     assert ("identity", "identity", "http") not in found
     assert "call:reserve" in found["orders", "inventory", "http"]
@@ -84,6 +85,13 @@ def test_boundaries_come_from_the_system() -> None:
         "grpc:Release",
     }
     assert "event:payment.refunded" in found["notifications", "payments", "message"]
+    # the read side: orders' feed and events, catalog's product ids, notifications' counts
+    assert {"call:feed"} == set(found["views", "orders", "http"])
+    assert "call:token" in found["views", "identity", "http"]
+    assert "event:order.confirmed" in found["views", "orders", "message"]
+    assert "event:product.deleted" in found["views", "catalog", "message"]
+    assert found["views", "notifications", "message"] == ["event:notification.sent"]
+    assert "route:views.sales_report GET" in found["gateway", "views", "http"]
     assert topic_matches("payment.*", "payment.captured")
     assert not topic_matches("payment.*", "payment.a.b")
     assert topic_matches("order.#", "order.x.y")

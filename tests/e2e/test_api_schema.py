@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,10 @@ def _fuzz(
             # max_price >= min_price: stated in words, beyond what JSON Schema can say.
             low, high = sorted((query["min_price"], query["max_price"]), key=Decimal)
             query["min_price"], query["max_price"] = low, high
+        if mode == GenerationMode.POSITIVE and {"from", "to"} <= set(query):
+            # The sales report: to >= from, at most 366 days (stated in words, as above).
+            first, last = sorted(date.fromisoformat(str(query[k])) for k in ("from", "to"))
+            query["from"], query["to"] = str(first), str(min(last, first + timedelta(days=365)))
         headers = {"Authorization": f"Bearer {token}"}
         if case.headers and "Authorization" in case.headers:  # the document's own scheme
             headers = {}

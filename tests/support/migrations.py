@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
-SERVICES = ("identity", "catalog", "payments", "inventory", "orders", "notifications")
+SERVICES = ("identity", "catalog", "payments", "inventory", "orders", "notifications", "views")
 
 
 def service_schema(name: str) -> tuple[MetaData, Path]:

@@ -43,10 +43,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 FLASK = ("identity", "catalog", "payments")
-AIOHTTP = ("inventory", "orders", "notifications")
+AIOHTTP = ("inventory", "orders", "notifications", "views")
 SERVICES = (*FLASK, *AIOHTTP)
 PORTS = {"identity": 8101, "catalog": 8102, "inventory": 8103, "orders": 8104}
-PORTS |= {"payments": 8105, "notifications": 8106}
+PORTS |= {"payments": 8105, "notifications": 8106, "views": 8107}
 GATEWAYS = ("gateway-1", "gateway-2")
 OBSERVABILITY = ("prometheus", "grafana", "otel-collector", "jaeger")
 # FROM-scratch images: no shell or HTTP client to run a check in, so nothing may wait on them.
@@ -317,7 +317,9 @@ def test_gateway_environment_is_what_the_gateway_reads(
         assert env[f"{name.upper()}_URL"] == f"http://{name}:{PORTS[name]}"
 
 
-@pytest.mark.parametrize("name", ["catalog", "inventory", "orders", "payments", "notifications"])
+@pytest.mark.parametrize(
+    "name", ["catalog", "inventory", "orders", "payments", "notifications", "views"]
+)
 def test_every_process_on_the_events_exchange_gets_the_broker(
     services: dict[str, dict[str, Any]], name: str, generated: Path
 ) -> None:

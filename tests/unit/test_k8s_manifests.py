@@ -38,6 +38,7 @@ SERVICES = {
     "orders": 8104,
     "payments": 8105,
     "notifications": 8106,
+    "views": 8107,
 }
 GUNICORN = {"identity", "catalog", "payments"}
 AUTOSCALED = {"gateway", "orders", "catalog"}
@@ -58,9 +59,13 @@ ALLOWED_CALLS = {
     ("gateway", "redis"),
     ("catalog", "redis"),  # the product read cache (ADR 0021)
     *(("orders", s) for s in ("catalog", "inventory", "payments")),
+    ("views", "orders"),  # orders' history feed (ADR 0030)
     *((s, "identity") for s in SERVICES if s != "identity"),  # JWKS; orders also gets tokens
     *((s, "postgres") for s in SERVICES),
-    *((s, "rabbitmq") for s in ("catalog", "inventory", "orders", "payments", "notifications")),
+    *(
+        (s, "rabbitmq")
+        for s in ("catalog", "inventory", "orders", "payments", "notifications", "views")
+    ),
     ("gateway", "rabbitmq"),  # catalog's product events purge the response cache
 }
 
@@ -526,7 +531,7 @@ def test_secrets_are_mounted_files_read_through_file_variables(
                 module = importlib.import_module(f"services.{name}.settings")
                 cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Settings"))
                 wanted = secret_names(cls, f"{name.upper()}_")
-                if name in {"catalog", "inventory", "orders", "payments", "notifications"}:
+                if name in {"catalog", "inventory", "orders", "payments", "notifications", "views"}:
                     wanted |= secret_names(BrokerSettings, "PORTICO_")
             for var in wanted:
                 assert var not in environ, f"{where}: {var} in the environment"

@@ -23,6 +23,7 @@ DESCRIPTIONS: dict[str, str] = {
     "payments:read:all": "See every user's payments (staff)",
     "notifications:read:all": "Read every user's notifications (staff)",
     "users:read:all": "See every user's profile (staff)",
+    "reports:read": "See sales reports (staff)",
     "orders:events": "Read the order event log (read-side services)",
 }
 SUPPORTED: tuple[str, ...] = tuple(DESCRIPTIONS)

@@ -1,5 +1,6 @@
 """`init`: tables, the first signing key and the secret key; `--seed-dev`: dev clients and user,
-and the `orders-service` client the orders saga calls catalog, inventory and payments with.
+the `orders-service` client the orders saga calls catalog, inventory and payments with, and the
+`views-service` client the read side reads orders' history feed with.
 
 Everything here is idempotent. Seeding keeps credentials that still work (the file's secret
 matches the stored digest, the file's password verifies) and resets only what does not, so a
@@ -38,12 +39,16 @@ __all__ = [
     "ORDERS_CLIENT_ID",
     "ORDERS_SCOPE",
     "PUBLIC_CLIENT_ID",
+    "VIEWS_CLIENT_FILE",
+    "VIEWS_CLIENT_ID",
+    "VIEWS_SCOPE",
     "InitReport",
     "init_storage",
     "keystore_for",
     "migrate",
     "seed_dev",
     "seed_orders_client",
+    "seed_views_client",
     "write_credentials",
 ]
 
@@ -59,6 +64,10 @@ DEFAULT_CREDENTIALS_FILE = "var/dev-credentials.json"
 ORDERS_CLIENT_ID = "orders-service"
 ORDERS_SCOPE = "catalog:read inventory:write payments:write"
 ORDERS_CLIENT_FILE = "var/orders/client.json"
+# The read side reads orders' history feed with its own client (ADR 0030).
+VIEWS_CLIENT_ID = "views-service"
+VIEWS_SCOPE = "orders:events"
+VIEWS_CLIENT_FILE = "var/views/client.json"
 
 
 @dataclass(frozen=True)
@@ -187,24 +196,41 @@ def seed_orders_client(
     (client_credentials only). Like `seed_dev`, a secret in `client_file` that still matches is
     kept; the caller commits, then writes the file with `write_credentials` when told to.
     """
+    return _seed_service_client(
+        session, ORDERS_CLIENT_ID, "Portico orders service", ORDERS_SCOPE, client_file
+    )
+
+
+def seed_views_client(
+    session: Session, client_file: str | Path = VIEWS_CLIENT_FILE
+) -> tuple[dict[str, str], bool]:
+    """The same for the read side's client: it reads orders' history feed (`orders:events`)."""
+    return _seed_service_client(
+        session, VIEWS_CLIENT_ID, "Portico views (read side)", VIEWS_SCOPE, client_file
+    )
+
+
+def _seed_service_client(
+    session: Session, client_id: str, name: str, scope: str, client_file: str | Path
+) -> tuple[dict[str, str], bool]:
     known = _read_credentials(Path(client_file))
-    client = session.get(Client, ORDERS_CLIENT_ID)
+    client = session.get(Client, client_id)
     secret = known.get("client_secret")
     if client is None or not (isinstance(secret, str) and client.check_client_secret(secret)):
         secret = secrets.token_urlsafe(32)
     _upsert_client(
         session,
-        ORDERS_CLIENT_ID,
-        client_name="Portico orders service",
+        client_id,
+        client_name=name,
         client_secret_hash=secret_digest(secret),
         token_endpoint_auth_method="client_secret_basic",
         grant_types="client_credentials",
         response_types="",
         redirect_uris="",
-        scope=ORDERS_SCOPE,
+        scope=scope,
     )
     session.flush()
-    credentials = {"client_id": ORDERS_CLIENT_ID, "client_secret": secret}
+    credentials = {"client_id": client_id, "client_secret": secret}
     return credentials, known != credentials
 
 

@@ -1,13 +1,14 @@
-"""The notifications tables (SQLAlchemy Core), the inbox of processed events, and the order
-owners learnt from order events (payment events name no owner)."""
+"""The notifications tables (SQLAlchemy Core), the inbox of processed events, the order
+owners learnt from order events (payment events name no owner), and the outbox of the
+`notification.sent` events written with each notification."""
 
 from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
 
-from chassis.messaging import inbox_table
+from chassis.messaging import inbox_table, outbox_table
 
-__all__ = ["inbox", "metadata", "notifications", "order_owners"]
+__all__ = ["inbox", "metadata", "notifications", "order_owners", "outbox"]
 
 metadata = MetaData()
 
@@ -36,3 +37,4 @@ order_owners = Table(
 )
 
 inbox = inbox_table(metadata)
+outbox = outbox_table(metadata)

@@ -1,5 +1,5 @@
 """The notifications domain: what a user is told about each event (no I/O)."""
 
-from .model import BINDINGS, Message, Notification, compose
+from .model import BINDINGS, NOTIFICATION_SENT, PUBLISHES, Message, Notification, compose
 
-__all__ = ["BINDINGS", "Message", "Notification", "compose"]
+__all__ = ["BINDINGS", "NOTIFICATION_SENT", "PUBLISHES", "Message", "Notification", "compose"]

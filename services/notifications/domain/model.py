@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["BINDINGS", "Message", "Notification", "compose"]
+__all__ = ["BINDINGS", "NOTIFICATION_SENT", "PUBLISHES", "Message", "Notification", "compose"]
 
 BINDINGS = ("order.created", "order.confirmed", "order.rejected", "payment.*")
+# Published through the outbox with each stored notification (the read side counts them).
+NOTIFICATION_SENT = "notification.sent"
+PUBLISHES = (NOTIFICATION_SENT,)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 (already in the inbox) never makes a second notification.
 
 `handle_event(event, conn)` is what the chassis consumer calls; `apply_event` is the use case
-over any writer (SQL on that connection, or in memory in unit tests)."""
+over any writer (SQL on that connection, or in memory in unit tests). A stored notification
+also writes `notification.sent` into the outbox, in the same transaction."""
 
 from __future__ import annotations
 
@@ -11,18 +12,32 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
-from chassis.messaging import Event
+from chassis.messaging import Event, OutboxWriter
 
+from ..adapters.orm import outbox
 from ..adapters.repository import AbstractNotificationWriter, SqlNotificationWriter
-from ..domain import Notification, compose
+from ..domain import NOTIFICATION_SENT, Notification, compose
 
-__all__ = ["apply_event", "handle_event"]
+__all__ = ["apply_event", "handle_event", "sent_event"]
+
+_outbox = OutboxWriter(outbox)  # the relay polls it (no wake-up: the commit is the consumer's)
 
 email = logging.getLogger("portico.notifications.email")
 
 
 def handle_event(event: Event, conn: Connection) -> None:
-    apply_event(event, SqlNotificationWriter(conn))
+    note = apply_event(event, SqlNotificationWriter(conn))
+    if note is not None:
+        _outbox.write(conn, [sent_event(note)])
+
+
+def sent_event(note: Notification) -> Event:
+    """`notification.sent`: which notification, about which order, for whom (None: not yet
+    known, as for a payment event before its order's)."""
+    return Event(
+        NOTIFICATION_SENT,
+        {"notification_id": note.id, "order_id": note.order_id, "user": note.owner},
+    )
 
 
 def apply_event(event: Event, writer: AbstractNotificationWriter) -> Notification | None:

@@ -12,7 +12,7 @@ from flask import Flask
 from chassis.deps import EXTENSION, dependencies, deps_key, provide
 
 FLASK = ("catalog", "payments", "identity")
-AIOHTTP = ("inventory", "orders", "notifications")
+AIOHTTP = ("inventory", "orders", "notifications", "views")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def test_the_inbox_index_revision_keeps_the_rows_it_finds(tmp_path: Path) -> Non
     with engine.begin() as conn:
         conn.execute(insert(inbox), rows)
 
-    assert migrations.upgrade(metadata, folder, url) == ["0002"]
+    assert migrations.upgrade(metadata, folder, url, "0002") == ["0002"]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(inbox)).scalar_one() == 5
     assert "ix_inbox_processed_at" in {i["name"] for i in inspect(engine).get_indexes("inbox")}

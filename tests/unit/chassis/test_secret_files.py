@@ -19,7 +19,7 @@ from chassis import ConfigError, from_env
 from chassis.messaging.events import BrokerSettings
 from chassis.settings import env_name, is_secret, secret, secret_environ
 
-SERVICES = ("identity", "catalog", "inventory", "orders", "payments", "notifications")
+SERVICES = ("identity", "catalog", "inventory", "orders", "payments", "notifications", "views")
 
 
 def _ok(value: str) -> str | None:

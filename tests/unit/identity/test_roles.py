@@ -37,6 +37,7 @@ STAFF_ONLY = {
     "payments:read:all",
     "notifications:read:all",
     "users:read:all",
+    "reports:read",
     "orders:events",
 }
 

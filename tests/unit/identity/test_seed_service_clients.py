@@ -1,5 +1,5 @@
 """`init --seed-dev`: the dev client gets every scope (the staff-only `:read:all` ones too), and
-orders gets its service client.
+orders and views get their service clients.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.identity.__main__ import main
 from services.identity.adapters.orm import Client
 from services.identity.app import create_app
 from services.identity.entrypoints.deps import deps
-from services.identity.service_layer.setup import DEV_SCOPE, ORDERS_SCOPE
+from services.identity.service_layer.setup import DEV_SCOPE, ORDERS_SCOPE, VIEWS_SCOPE
 from services.identity.settings import IdentitySettings
 
 from .helpers import cc_token
@@ -37,6 +37,7 @@ ALL_SCOPES = {
     "payments:read:all",
     "notifications:read:all",
     "users:read:all",
+    "reports:read",
     "orders:events",
 }
 
@@ -121,3 +122,18 @@ def test_orders_client_file_option(workdir: Path, capsys: pytest.CaptureFixture[
     assert json.loads((workdir / "elsewhere/orders.json").read_text())["client_id"] == (
         "orders-service"
     )
+
+
+def test_views_service_client_is_seeded_and_kept(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = run(capsys, "init", "--seed-dev")
+    path = workdir / "var/views/client.json"
+    assert first["views_client_written"] is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    creds = json.loads(path.read_text())
+    assert creds["client_id"] == "views-service"
+    assert granted(creds) == {"orders:events"} == set(VIEWS_SCOPE.split())
+    assert granted(creds, "orders:events orders:read:all") == {"orders:events"}
+    assert run(capsys, "init", "--seed-dev")["views_client_written"] is False
+    assert json.loads(path.read_text()) == creds

@@ -44,7 +44,7 @@ async def test_old_inbox_rows_purged_and_counts_on_metrics(
     assert 'db_table_rows{service="notifications",table="notifications"} 0.0' in text
 
     purger = client.app[DEPS].purger
-    assert purger.purge(now) == {"inbox": 1}
+    assert purger.purge(now) == {"inbox": 1, "outbox": 0}
     with db.connect() as conn:
         assert list(conn.execute(select(inbox.c.message_id)).scalars()) == ["new"]
     purger.refresh_counts()  # what each periodic pass does after purging

@@ -8,17 +8,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis import create_db_engine
+from chassis import create_db_engine, sqlite_url
 from chassis.db import create_async_db_engine
 from chassis.messaging import Event
+from services.notifications.__main__ import migrate
 from services.notifications.adapters.memory import (
     MemoryNotificationReader,
     MemoryNotificationWriter,
     MemoryStore,
 )
+from services.notifications.adapters.orm import notifications, outbox
 from services.notifications.adapters.repository import (
     AbstractNotificationReader,
     AbstractNotificationWriter,
@@ -27,8 +29,9 @@ from services.notifications.adapters.repository import (
 )
 from services.notifications.domain import Message
 from services.notifications.service_layer import queries
-from services.notifications.service_layer.handlers import apply_event
+from services.notifications.service_layer.handlers import apply_event, handle_event
 from services.notifications.service_layer.unit_of_work import InMemoryUnitOfWork
+from services.notifications.settings import NotificationsSettings
 from tests.support.migrations import migrated
 
 
@@ -160,3 +163,33 @@ async def test_both_adapters_behave_alike(
         ids = _write(SqlNotificationWriter(conn))
     async with aengine.begin() as aconn:
         await _read(NotificationReader(aconn), ids)
+
+
+def test_a_stored_notification_publishes_notification_sent_in_its_transaction(
+    tmp_path: Path,
+) -> None:
+    """notification.sent {notification_id, order_id, user} is an outbox row of the same
+    transaction as the notification; an event making no notification writes none."""
+    url = sqlite_url(tmp_path / "n.db")
+    migrate(NotificationsSettings(database_url=url.replace("sqlite://", "sqlite+aiosqlite://")))
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as conn:
+            handle_event(Event("order.created", {"order_id": "o-1", "owner": "alice"}), conn)
+            handle_event(Event("order.confirmed", {"order_id": "o-1", "owner": "alice"}), conn)
+        with engine.connect() as conn:
+            note_id = conn.execute(select(notifications.c.id)).scalar_one()
+            rows = conn.execute(select(outbox.c.type, outbox.c.data)).all()
+        assert [(r.type, r.data) for r in rows] == [
+            ("notification.sent", {"notification_id": note_id, "order_id": "o-1", "user": "alice"})
+        ]
+        try:
+            with engine.begin() as conn:
+                handle_event(Event("order.rejected", {"order_id": "o-2", "owner": "bob"}), conn)
+                raise RuntimeError("the inbox transaction fails")
+        except RuntimeError:
+            pass
+        with engine.connect() as conn:
+            assert len(conn.execute(select(outbox.c.id)).all()) == 1  # rolled back together
+    finally:
+        engine.dispose()

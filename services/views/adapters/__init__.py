@@ -1,0 +1,1 @@
+"""Tables, the SQL behind the read models, and the client of orders' history feed."""
