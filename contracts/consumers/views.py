@@ -73,6 +73,7 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "order.stock_committed": _ORDER,
     "order.payment_refunded": _ORDER,
     "order.stock_released": _ORDER,
+    "order.compensating": _ORDER,
     "order.rejected": _ORDER,
     "notification.sent": {"notification_id": match.str("note-1"), "order_id": ORDER_ID},
     "product.created": {

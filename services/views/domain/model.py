@@ -41,6 +41,7 @@ ORDER_EVENTS = (
     "order.stock_committed",
     "order.payment_refunded",
     "order.stock_released",
+    "order.compensating",  # a step given up (ORDERS_SAGA_STEP_TIMEOUT): no column changes
     "order.rejected",
 )
 _MAX_ID = 64
