@@ -66,6 +66,7 @@ from .pipeline.forwarding import (
     response_headers,
 )
 from .pipeline.policy import Answer
+from .pipeline.stream import stream_routes
 from .proxy import read_whole
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .transport import TransportError, UpstreamResponse
@@ -223,6 +224,8 @@ class FrontServer:
         async def close_handed_over(_request: web.Request, response: web.StreamResponse) -> None:
             # Every request aiohttp sees came through a hand-over: its connection goes back to
             # the client afterwards, whose next request then starts on the fast path.
+            if response.status == 101:
+                return  # a WebSocket (ADR 0035): the connection is the socket's until it ends
             response.force_close()
             response.headers["Connection"] = "close"
 
@@ -241,7 +244,7 @@ class FrontServer:
         server = self.runner.server
         assert server is not None
         self.handover = strict.handlers(server)  # its parser's refusals in problem+json too
-        self.own_path = _own_paths(self.app)
+        self.own_path = _own_paths(self.app, self.holder)
         self._server = await self.loop.create_server(
             lambda: _Connection(self),
             host,
@@ -311,9 +314,11 @@ class FrontServer:
                     conn.close()
 
 
-def _own_paths(app: web.Application) -> Callable[[str], bool]:
+def _own_paths(app: web.Application, holder: StateHolder) -> Callable[[str], bool]:
     """True for paths the application itself answers (health, metrics, OpenAPI, docs,
-    aggregates): every resource but the catch-alls."""
+    aggregates): every resource but the catch-alls; and the current config's streaming
+    routes (SSE, WebSocket: ADR 0035), relayed by aiohttp. A path's answer is cached until
+    a reload swaps the state."""
     exact: set[str] = set()
     prefixes: list[str] = []
     patterns: list[Any] = []
@@ -328,14 +333,20 @@ def _own_paths(app: web.Application) -> Callable[[str], bool]:
                 continue  # the proxy's (and CORS') catch-all: the fast path's own
             patterns.append(info["pattern"])
     cache: dict[str, bool] = {}
+    seen: list[Any] = [holder.state, stream_routes(holder.state.pipeline)]
 
     def own(path: str) -> bool:
+        state = holder.state
+        if state is not seen[0]:  # a reload: its streaming routes may differ
+            cache.clear()
+            seen[:] = [state, stream_routes(state.pipeline)]
         hit = cache.get(path)
         if hit is None:
             hit = (
                 path in exact
                 or any(path.startswith(p) for p in prefixes)
                 or any(p.fullmatch(path) for p in patterns)
+                or _streams_at(state, seen[1], path)
             )
             if len(cache) >= 4096:
                 cache.clear()
@@ -343,6 +354,14 @@ def _own_paths(app: web.Application) -> Callable[[str], bool]:
         return hit
 
     return own
+
+
+def _streams_at(state: Any, names: frozenset[str], path: str) -> bool:
+    """Whether a streaming route is at `path` (any of its methods)."""
+    if not names:
+        return False
+    found = state.router.match(path)
+    return found is not None and any(r.name in names for r in found[0].routes.values())
 
 
 class _Connection(asyncio.Protocol):

@@ -496,6 +496,7 @@ class RouteSchema(_Strict):
     policies = fields.List(PolicyRefField(), load_default=list)
     cache = PolicySettingsField("cache", load_default=None)  # gateway.pipeline.cache
     split = PolicySettingsField("split", load_default=None)  # gateway.pipeline.split
+    stream = PolicySettingsField("stream", load_default=None)  # gateway.pipeline.stream
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -925,7 +926,12 @@ def _build(
             body_timeout=raw["body_timeout"],
             policies=tuple(raw["policies"])
             + ((raw["cache"],) if raw["cache"] else ())
-            + ((raw["split"],) if raw["split"] else ()),
+            + ((raw["split"],) if raw["split"] else ())
+            + (
+                (raw["stream"], *raw["stream"].cls.companions(raw["stream"]))
+                if raw["stream"]
+                else ()
+            ),
         )
         for raw in data["routes"]
     )

@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "cache": "gateway.pipeline.cache:Cache",
     "transforms": "gateway.pipeline.transforms:Transforms",
     "split": "gateway.pipeline.split:Split",
+    "stream": "gateway.pipeline.stream:Stream",
 }
 _KEYS = frozenset({"use", "settings", "order"})
 

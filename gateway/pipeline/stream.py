@@ -1,0 +1,467 @@
+"""Streaming routes: Server-Sent Events and WebSocket upgrades, proxied live (ADR 0035).
+
+A route with `stream:` in gateway.yaml gets this step instead of the forward step:
+
+    stream: {kind: sse}            # or websocket
+    # idle: 60                     # seconds; see below (must exceed the upstream's heartbeat)
+    # per_consumer: 5              # open streams per consumer in this gateway process
+    # query_token: false           # websocket only: accept ?access_token= (browsers)
+
+The route's chain runs as for any route - auth and scopes on connect, rate limit, forwarding
+headers - then `Stream` counts the consumer's open streams (over the limit: 429 before any
+upstream connection) and connects upstream with its own aiohttp client, never the pooled one
+(whose body stall timeout would cut a quiet stream). An upstream refusal (401, 403, 429...) is
+relayed as its answer. Accepted, the answer is a `StreamAnswer` that the aiohttp adapter runs
+(`gateway.proxy`): the event stream is relayed chunk by chunk without buffering, ended when the
+upstream is silent for `idle` seconds (its heartbeats keep a healthy stream alive); a WebSocket
+is relayed message by message both ways, the gateway pinging both peers every `idle / 2`
+seconds (a peer that misses its pong is dead). The front server hands such routes' requests
+to aiohttp (`stream_routes`); a route without `stream:` runs none of this.
+
+When the gateway drains, `close_all` ends every stream at once (SSE: the body ends; WS: close
+code 1001), so clients reconnect to another gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as SchemaError
+
+from chassis import Problem
+
+from ..config.policies import PolicyRef
+from ..upstreams import NoReadyInstance
+from .exchange import Exchange
+from .forwarding import HOP_BY_HOP
+from .policy import Answer, Policy, Verdict
+
+__all__ = ["Stream", "StreamAnswer", "StreamToken", "close_all", "shutdown", "stream_routes"]
+
+log = logging.getLogger("portico.gateway.stream")
+
+_KEY = "streams"  # in context.resources: one registry per gateway process
+_REFUSAL_BODY = 64 * 1024  # an upstream's refusal is read whole up to this size
+# Fields the client library writes itself on the upstream handshake, or that are framing.
+_WS_DROP = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+}
+_SSE_DROP = HOP_BY_HOP | {"host", "content-length"}
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-request-id"}
+
+
+class _Settings(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(["sse", "websocket"]))
+    idle = fields.Float(load_default=60.0, validate=validate.Range(min=1, max=3600))
+    per_consumer = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
+    query_token = fields.Boolean(load_default=False)
+    max_message_bytes = fields.Integer(
+        load_default=64 * 1024, validate=validate.Range(min=1024, max=16 * 1024 * 1024)
+    )
+
+    @validates_schema
+    def token_for_sockets(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("query_token") and data.get("kind") != "websocket":
+            raise SchemaError("only a websocket route may take ?access_token=", "query_token")
+
+
+class Streams:
+    """This process's open streams: counts per consumer, and a way to end them all."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+        self.live: set[StreamAnswer] = set()
+        self.closing = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # no pool limit: each stream holds its connection for its life; no total timeout
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+            )
+        return self._session
+
+    def take(self, consumer: str, limit: int) -> bool:
+        count = self.open.get(consumer, 0)
+        if count >= limit:
+            return False
+        self.open[consumer] = count + 1
+        return True
+
+    def give_back(self, consumer: str) -> None:
+        left = self.open.get(consumer, 0) - 1
+        if left > 0:
+            self.open[consumer] = left
+        else:
+            self.open.pop(consumer, None)
+
+
+def _streams(resources: dict[str, Any] | None) -> Streams:
+    assert resources is not None
+    found = resources.get(_KEY)
+    if found is None:
+        found = resources[_KEY] = Streams()
+    return found
+
+
+def close_all(resources: dict[str, Any]) -> None:
+    """The gateway drains: every open stream ends now, new ones are refused (503)."""
+    found = resources.get(_KEY)
+    if found is not None:
+        found.closing.set()
+
+
+async def shutdown(resources: dict[str, Any]) -> None:
+    """The gateway stops: end the streams and close the streams' client."""
+    found = resources.get(_KEY)
+    if found is None:
+        return
+    found.closing.set()
+    for answer in list(found.live):
+        await answer.finished.wait()
+    if found._session is not None:
+        await found._session.close()
+
+
+def stream_routes(pipeline: Any) -> frozenset[str]:
+    """Names of the routes whose chain streams (the front server hands them to aiohttp)."""
+    return frozenset(
+        name
+        for name, chain in pipeline.chains.items()
+        if any(isinstance(p, Stream) for p in chain.policies)
+    )
+
+
+def _consumer(ex: Exchange) -> str:
+    """Who the per-consumer limit counts: the token's subject, else the client address."""
+    claims = ex.claims
+    if claims is not None:
+        return f"sub:{claims.subject}"
+    return f"ip:{ex.remote}"
+
+
+def _pairs(headers: Any, drop: frozenset[str]) -> list[tuple[str, str]]:
+    items = headers.items() if hasattr(headers, "items") else headers
+    return [
+        (k, v) for k, v in items if k.lower() not in drop and not k.lower().startswith("proxy-")
+    ]
+
+
+class StreamAnswer(Answer):
+    """An accepted stream: the adapter calls `run` to relay it (see the module)."""
+
+    __slots__ = ("consumer", "finished", "policy", "released", "upstream", "upstream_headers")
+
+    def __init__(self, policy: Stream, consumer: str, upstream: Any, status: int) -> None:
+        headers = _pairs(upstream.headers, _RESPONSE_DROP) if policy.kind == "sse" else []
+        super().__init__(status, headers)
+        self.policy = policy
+        self.consumer = consumer
+        self.upstream = upstream  # aiohttp ClientResponse (sse) or ClientWebSocketResponse
+        self.upstream_headers = headers
+        self.released = False
+        self.finished = asyncio.Event()
+        policy.registry.live.add(self)
+
+    def release(self) -> None:
+        """Give the consumer's slot back and drop the upstream (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        registry = self.policy.registry
+        registry.give_back(self.consumer)
+        registry.live.discard(self)
+        self.finished.set()
+        if self.policy.kind == "sse":
+            self.upstream.close()
+        elif not self.upstream.closed:
+            task = asyncio.get_running_loop().create_task(self.upstream.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    async def run(
+        self, request: web.Request, ex: Exchange, own: Callable[[Exchange, Any], None]
+    ) -> web.StreamResponse:
+        try:
+            if self.policy.kind == "sse":
+                return await self._sse(request, ex, own)
+            return await self._socket(request, ex, own)
+        finally:
+            self.release()
+
+    async def _sse(
+        self, request: web.Request, ex: Exchange, own: Callable[[Exchange, Any], None]
+    ) -> web.StreamResponse:
+        upstream = self.upstream
+        idle = self.policy.idle
+        response = web.StreamResponse(status=self.status, reason=upstream.reason or None)
+        for name, value in self.headers:
+            response.headers.add(name, value)
+        own(ex, response.headers)
+        await response.prepare(request)
+        closing = self.policy.registry.closing
+        ended = asyncio.ensure_future(closing.wait())
+        try:
+            while not closing.is_set():
+                read = asyncio.ensure_future(upstream.content.readany())
+                done, _ = await asyncio.wait(
+                    {read, ended}, timeout=idle, return_when="FIRST_COMPLETED"
+                )
+                if read not in done:
+                    read.cancel()
+                    if not done:
+                        log.info(
+                            "stream idle past its limit",
+                            extra={"route": ex.route.name if ex.route else ""},
+                        )
+                    break
+                chunk = read.result()
+                if not chunk:
+                    break  # the upstream ended the stream (it drains, say)
+                async with asyncio.timeout(idle):  # a client that takes nothing is gone
+                    await response.write(chunk)
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            log.info("stream ended", extra={"error": str(exc) or type(exc).__name__})
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            ended.cancel()
+        return response
+
+    async def _socket(
+        self, request: web.Request, ex: Exchange, own: Callable[[Exchange, Any], None]
+    ) -> web.StreamResponse:
+        upstream: aiohttp.ClientWebSocketResponse = self.upstream
+        policy = self.policy
+        protocols = (upstream.protocol,) if upstream.protocol else ()
+        client = web.WebSocketResponse(
+            protocols=protocols,
+            heartbeat=policy.idle / 2,
+            autoping=True,
+            max_msg_size=policy.max_message,
+        )
+        own(ex, client.headers)
+        await client.prepare(request)
+        closing = policy.registry.closing
+        up = asyncio.ensure_future(_pump(upstream, client))
+        down = asyncio.ensure_future(_pump(client, upstream))
+        ended = asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait({up, down, ended}, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (up, down, ended):
+                task.cancel()
+        if closing.is_set():
+            code, message = WSCloseCode.GOING_AWAY, b"gateway draining"
+        elif up.done() and upstream.close_code is not None:
+            code, message = upstream.close_code, b""
+        else:
+            code, message = WSCloseCode.OK, b""
+        with contextlib.suppress(Exception):
+            await client.close(code=code, message=message)
+        with contextlib.suppress(Exception):
+            await upstream.close(
+                code=WSCloseCode.GOING_AWAY if closing.is_set() else WSCloseCode.OK
+            )
+        return client
+
+
+_closing: set[asyncio.Task[Any]] = set()
+
+
+async def _pump(source: Any, sink: Any) -> None:
+    """Relay `source`'s messages to `sink` until `source` closes (pings stay per hop)."""
+    while True:
+        msg = await source.receive()
+        if msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return
+
+
+class Stream(Policy):
+    """The connect step of a streaming route (see the module)."""
+
+    name = "stream"
+    order = 990  # after auth (300), the rate limit (400) and forwarding headers (800)
+    Settings = _Settings
+    responses = {
+        "426": {"description": "a WebSocket route asked without an upgrade"},
+        "429": {"description": "too many open streams for this consumer"},
+    }
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        super().__init__(settings, context)
+        cfg = settings or {}
+        self.kind: str = cfg.get("kind", "sse")
+        self.idle: float = cfg.get("idle", 60.0)
+        self.limit: int = cfg.get("per_consumer", 5)
+        self.max_message: int = cfg.get("max_message_bytes", 64 * 1024)
+        self.route: Any = None
+        self.upstream: Any = None
+        self.registry = _streams(context.resources if context is not None else {})
+
+    @classmethod
+    def companions(cls, ref: PolicyRef) -> tuple[PolicyRef, ...]:
+        """The policies a `stream:` key brings besides this one: the query-token step."""
+        if not ref.settings.get("query_token"):
+            return ()
+        return (
+            PolicyRef(use="stream-token", cls=StreamToken, settings=None, order=StreamToken.order),
+        )
+
+    def bind(self, route: Any) -> Policy | None:
+        if route.config.methods != ("GET",) and set(route.config.methods) - {"GET", "HEAD"}:
+            raise ValueError("a stream route answers GET only")
+        bound = Stream(self.settings, self.context)
+        bound.route = route
+        bound.upstream = self.context.upstreams[route.upstream] if self.context else None
+        return bound
+
+    def on_request(self, ex: Exchange) -> Verdict:
+        registry = self.registry
+        if registry.closing.is_set():
+            raise Problem(503, "the gateway is draining", headers={"Retry-After": "1"})
+        if not isinstance(ex.server, web.BaseRequest):
+            raise Problem(500, "a stream route was not handed to the stream server")
+        if self.kind == "websocket" and not web.WebSocketResponse().can_prepare(ex.server).ok:
+            raise Problem(426, "this route speaks WebSocket only", headers={"Upgrade": "websocket"})
+        consumer = _consumer(ex)
+        if not registry.take(consumer, self.limit):
+            raise Problem(
+                429,
+                f"at most {self.limit} open streams per consumer",
+                headers={"Retry-After": "1"},
+            )
+        return self._connect(ex, consumer)
+
+    async def _connect(self, ex: Exchange, consumer: str) -> Answer:
+        try:
+            return await self._open(ex, consumer)
+        except BaseException:
+            self.registry.give_back(consumer)
+            raise
+
+    async def _open(self, ex: Exchange, consumer: str) -> Answer:
+        route, upstream = self.route, self.upstream
+        try:
+            instance = upstream.pick()
+        except NoReadyInstance as exc:
+            raise Problem(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        if instance is None:
+            raise Problem(
+                503, f"{upstream.name} has no ready instance", headers={"Retry-After": "1"}
+            )
+        url = instance.origin + route.target(ex.target, ex.params)
+        headers = ex.headers if ex.upstream_headers is None else ex.upstream_headers
+        session = self.registry.session()
+        try:
+            async with asyncio.timeout(route.timeout):
+                if self.kind == "sse":
+                    return await self._open_sse(session, url, headers, consumer)
+                return await self._open_socket(ex, session, url, headers, consumer)
+        except TimeoutError:
+            raise Problem(504, f"{upstream.name} did not answer in time") from None
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _refused(exc) from None
+        except aiohttp.ClientError as exc:
+            log.warning(
+                "stream upstream failed", extra={"upstream": upstream.name, "error": str(exc)}
+            )
+            raise Problem(502, f"{upstream.name} is unavailable") from None
+
+    async def _open_sse(
+        self, session: aiohttp.ClientSession, url: str, headers: Any, consumer: str
+    ) -> Answer:
+        response = await session.get(url, headers=_pairs(headers, _SSE_DROP), allow_redirects=False)
+        ctype = response.headers.get("Content-Type", "")
+        if response.status == 200 and ctype.startswith("text/event-stream"):
+            return StreamAnswer(self, consumer, response, 200)
+        try:  # a refusal (401, 403, 429...) or not a stream: answered as the upstream's
+            body = await response.content.read(_REFUSAL_BODY)
+        finally:
+            response.close()
+        self.registry.give_back(consumer)
+        return Answer(response.status, _pairs(response.headers, _RESPONSE_DROP), body)
+
+    async def _open_socket(
+        self, ex: Exchange, session: aiohttp.ClientSession, url: str, headers: Any, consumer: str
+    ) -> Answer:
+        offered = ex.header("Sec-WebSocket-Protocol")
+        protocols = tuple(p.strip() for p in offered.split(",") if p.strip()) if offered else ()
+        socket = await session.ws_connect(
+            url,
+            headers=_pairs(headers, _WS_DROP),
+            protocols=protocols,
+            autoping=True,
+            heartbeat=self.idle / 2,
+            max_msg_size=self.max_message,
+        )
+        return StreamAnswer(self, consumer, socket, 101)
+
+    def on_log(self, ex: Exchange) -> None:
+        answer = ex.answer
+        if isinstance(answer, StreamAnswer):
+            answer.release()  # normally done already; a head policy that failed leaves it
+
+    def stats(self) -> dict[str, Any] | None:
+        return {"kind": self.kind, "open": sum(self.registry.open.values())}
+
+
+def _refused(exc: aiohttp.WSServerHandshakeError) -> Problem:
+    """The upstream refused the WebSocket handshake: its status, if one a client can act on."""
+    headers = {}
+    for name in ("Retry-After", "WWW-Authenticate"):
+        value = exc.headers.get(name) if exc.headers else None
+        if value:
+            headers[name] = value
+    if exc.status in (400, 401, 403, 404, 426, 429, 503):
+        return Problem(
+            exc.status, f"the upstream refused the WebSocket: {exc.message}", headers=headers
+        )
+    return Problem(502, "the upstream did not accept the WebSocket")
+
+
+class StreamToken(Policy):
+    """`?access_token=` as the bearer token, on a websocket route with `query_token: true`
+    only (browsers cannot set `Authorization` on a WebSocket). Runs before auth; the parameter
+    is removed from the target, so it is neither forwarded nor logged."""
+
+    name = "stream-token"
+    order = 250  # before auth (300)
+
+    def on_request(self, ex: Exchange) -> Verdict:
+        path, sep, query = ex.target.partition("?")
+        if not sep or "access_token=" not in query:
+            return None
+        pairs = parse_qsl(query, keep_blank_values=True)
+        tokens = [v for k, v in pairs if k == "access_token"]
+        if len(tokens) != 1 or not tokens[0]:
+            raise Problem(400, "give access_token once, or an Authorization field")
+        if ex.authorization is not None:
+            raise Problem(400, "give access_token or an Authorization field, not both")
+        rest = urlencode([(k, v) for k, v in pairs if k != "access_token"])
+        ex.target = path + ("?" + rest if rest else "")
+        ex.authorization = f"Bearer {tokens[0]}"
+        ex.set_header("Authorization", ex.authorization)
+        return None
