@@ -186,9 +186,9 @@ async def notifications_socket(request: web.Request) -> web.StreamResponse:
       operationId: notificationsSocket
       summary: Follow my notifications (WebSocket)
       description: "A WebSocket upgrade (426 without one). The server sends one JSON text
-        message per notification, `{\"type\": \"notification\", \"id\": ..., \"notification\":
-        {...}}`; `?last_event_id=` resumes after an id. Pings keep it alive; it closes with
-        1001 when the service drains (reconnect). Scope notifications:read."
+        message per notification, with `type` (notification), `id` (its event id) and
+        `notification` (as listed); `?last_event_id=` resumes after an id. Pings keep it alive;
+        it closes with 1001 when the service drains (reconnect). Scope notifications:read."
       tags: [notifications]
       security: [{bearerAuth: ["notifications:read"]}]
       parameters:
