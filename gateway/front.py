@@ -66,7 +66,7 @@ from .pipeline.forwarding import (
     response_headers,
 )
 from .pipeline.policy import Answer
-from .pipeline.stream import stream_routes
+from .pipeline.stream import Streams, streams_of
 from .proxy import read_whole
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .transport import TransportError, UpstreamResponse
@@ -244,7 +244,9 @@ class FrontServer:
         server = self.runner.server
         assert server is not None
         self.handover = strict.handlers(server)  # its parser's refusals in problem+json too
-        self.own_path = _own_paths(self.app, self.holder)
+        self.own_path = _own_paths(
+            self.app, streams_of(self.holder.state.pipeline.context.resources)
+        )
         self._server = await self.loop.create_server(
             lambda: _Connection(self),
             host,
@@ -314,11 +316,11 @@ class FrontServer:
                     conn.close()
 
 
-def _own_paths(app: web.Application, holder: StateHolder) -> Callable[[str], bool]:
+def _own_paths(app: web.Application, streams: Streams) -> Callable[[str], bool]:
     """True for paths the application itself answers (health, metrics, OpenAPI, docs,
-    aggregates): every resource but the catch-alls; and the current config's streaming
-    routes (SSE, WebSocket: ADR 0035), relayed by aiohttp. A path's answer is cached until
-    a reload swaps the state."""
+    aggregates): every resource but the catch-alls; and the paths of streaming routes (SSE,
+    WebSocket: ADR 0035), which aiohttp relays - a reload that changes those clears the
+    cache, so other requests pay nothing for them."""
     exact: set[str] = set()
     prefixes: list[str] = []
     patterns: list[Any] = []
@@ -333,20 +335,16 @@ def _own_paths(app: web.Application, holder: StateHolder) -> Callable[[str], boo
                 continue  # the proxy's (and CORS') catch-all: the fast path's own
             patterns.append(info["pattern"])
     cache: dict[str, bool] = {}
-    seen: list[Any] = [holder.state, stream_routes(holder.state.pipeline)]
+    streams.listeners.append(cache.clear)
 
     def own(path: str) -> bool:
-        state = holder.state
-        if state is not seen[0]:  # a reload: its streaming routes may differ
-            cache.clear()
-            seen[:] = [state, stream_routes(state.pipeline)]
         hit = cache.get(path)
         if hit is None:
             hit = (
                 path in exact
                 or any(path.startswith(p) for p in prefixes)
                 or any(p.fullmatch(path) for p in patterns)
-                or _streams_at(state, seen[1], path)
+                or streams.streams_at(path)
             )
             if len(cache) >= 4096:
                 cache.clear()
@@ -354,14 +352,6 @@ def _own_paths(app: web.Application, holder: StateHolder) -> Callable[[str], boo
         return hit
 
     return own
-
-
-def _streams_at(state: Any, names: frozenset[str], path: str) -> bool:
-    """Whether a streaming route is at `path` (any of its methods)."""
-    if not names:
-        return False
-    found = state.router.match(path)
-    return found is not None and any(r.name in names for r in found[0].routes.values())
 
 
 class _Connection(asyncio.Protocol):

@@ -16,7 +16,9 @@ relayed as its answer. Accepted, the answer is a `StreamAnswer` that the aiohttp
 upstream is silent for `idle` seconds (its heartbeats keep a healthy stream alive); a WebSocket
 is relayed message by message both ways, the gateway pinging both peers every `idle / 2`
 seconds (a peer that misses its pong is dead). The front server hands such routes' requests
-to aiohttp (`stream_routes`); a route without `stream:` runs none of this.
+to aiohttp: their paths are registered while their config serves (`start` / `stop`) and the
+front asks `Streams.streams_at` once per path it has not seen; a route without `stream:` runs
+none of this.
 
 When the gateway drains, `close_all` ends every stream at once (SSE: the body ends; WS: close
 code 1001), so clients reconnect to another gateway.
@@ -39,12 +41,21 @@ from marshmallow import ValidationError as SchemaError
 from chassis import Problem
 
 from ..config.policies import PolicyRef
+from ..routing import Router
 from ..upstreams import NoReadyInstance
 from .exchange import Exchange
 from .forwarding import HOP_BY_HOP
 from .policy import Answer, Policy, Verdict
 
-__all__ = ["Stream", "StreamAnswer", "StreamToken", "close_all", "shutdown", "stream_routes"]
+__all__ = [
+    "Stream",
+    "StreamAnswer",
+    "StreamToken",
+    "Streams",
+    "close_all",
+    "shutdown",
+    "streams_of",
+]
 
 log = logging.getLogger("portico.gateway.stream")
 
@@ -86,6 +97,29 @@ class Streams:
         self.live: set[StreamAnswer] = set()
         self.closing = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        # The streaming routes of the configs being served (their `Stream.start` to `stop`),
+        # as a router of their own: the front server hands requests on their paths to aiohttp.
+        self._routes: dict[int, Any] = {}
+        self._router: Router | None = None
+        self.listeners: list[Callable[[], None]] = []  # told when those paths change
+
+    def register(self, key: int, route: Any) -> None:
+        self._routes[key] = route
+        self._changed()
+
+    def unregister(self, key: int) -> None:
+        if self._routes.pop(key, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        self._router = Router(self._routes.values()) if self._routes else None
+        for listener in self.listeners:
+            listener()
+
+    def streams_at(self, path: str) -> bool:
+        """Whether a streaming route is at `path` (the front server asks once per path)."""
+        router = self._router
+        return router is not None and router.match(path) is not None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -112,7 +146,8 @@ class Streams:
             self.open.pop(consumer, None)
 
 
-def _streams(resources: dict[str, Any] | None) -> Streams:
+def streams_of(resources: dict[str, Any] | None) -> Streams:
+    """This gateway's registry of streams, kept across reloads in `context.resources`."""
     assert resources is not None
     found = resources.get(_KEY)
     if found is None:
@@ -137,15 +172,6 @@ async def shutdown(resources: dict[str, Any]) -> None:
         await answer.finished.wait()
     if found._session is not None:
         await found._session.close()
-
-
-def stream_routes(pipeline: Any) -> frozenset[str]:
-    """Names of the routes whose chain streams (the front server hands them to aiohttp)."""
-    return frozenset(
-        name
-        for name, chain in pipeline.chains.items()
-        if any(isinstance(p, Stream) for p in chain.policies)
-    )
 
 
 def _consumer(ex: Exchange) -> str:
@@ -319,7 +345,7 @@ class Stream(Policy):
         self.max_message: int = cfg.get("max_message_bytes", 64 * 1024)
         self.route: Any = None
         self.upstream: Any = None
-        self.registry = _streams(context.resources if context is not None else {})
+        self.registry = streams_of(context.resources if context is not None else {})
 
     @classmethod
     def companions(cls, ref: PolicyRef) -> tuple[PolicyRef, ...]:
@@ -418,6 +444,12 @@ class Stream(Policy):
             max_msg_size=self.max_message,
         )
         return StreamAnswer(self, consumer, socket, 101)
+
+    async def start(self) -> None:
+        self.registry.register(id(self), self.route.config)
+
+    async def stop(self) -> None:
+        self.registry.unregister(id(self))
 
     def on_log(self, ex: Exchange) -> None:
         answer = ex.answer
