@@ -332,8 +332,8 @@ class Stream(Policy):
     order = 990  # after auth (300), the rate limit (400) and forwarding headers (800)
     Settings = _Settings
     responses = {
-        "426": {"description": "a WebSocket route asked without an upgrade"},
         "429": {"description": "too many open streams for this consumer"},
+        "503": {"description": "the gateway is draining: reconnect (to another one)"},
     }
 
     def __init__(self, settings: Any = None, context: Any = None) -> None:
@@ -370,8 +370,9 @@ class Stream(Policy):
             raise Problem(503, "the gateway is draining", headers={"Retry-After": "1"})
         if not isinstance(ex.server, web.BaseRequest):
             raise Problem(500, "a stream route was not handed to the stream server")
-        if self.kind == "websocket" and not web.WebSocketResponse().can_prepare(ex.server).ok:
-            raise Problem(426, "this route speaks WebSocket only", headers={"Upgrade": "websocket"})
+        # A plain GET on a websocket route is sent on as one: the upstream says what it says
+        # (426, say), as for any route, so its contract can be checked like theirs.
+        upgrade = self.kind == "websocket" and web.WebSocketResponse().can_prepare(ex.server).ok
         consumer = _consumer(ex)
         if not registry.take(consumer, self.limit):
             raise Problem(
@@ -379,16 +380,16 @@ class Stream(Policy):
                 f"at most {self.limit} open streams per consumer",
                 headers={"Retry-After": "1"},
             )
-        return self._connect(ex, consumer)
+        return self._connect(ex, consumer, upgrade)
 
-    async def _connect(self, ex: Exchange, consumer: str) -> Answer:
+    async def _connect(self, ex: Exchange, consumer: str, upgrade: bool) -> Answer:
         try:
-            return await self._open(ex, consumer)
+            return await self._open(ex, consumer, upgrade)
         except BaseException:
             self.registry.give_back(consumer)
             raise
 
-    async def _open(self, ex: Exchange, consumer: str) -> Answer:
+    async def _open(self, ex: Exchange, consumer: str, upgrade: bool) -> Answer:
         route, upstream = self.route, self.upstream
         try:
             instance = upstream.pick()
@@ -403,9 +404,9 @@ class Stream(Policy):
         session = self.registry.session()
         try:
             async with asyncio.timeout(route.timeout):
-                if self.kind == "sse":
-                    return await self._open_sse(session, url, headers, consumer)
-                return await self._open_socket(ex, session, url, headers, consumer)
+                if upgrade:
+                    return await self._open_socket(ex, session, url, headers, consumer)
+                return await self._open_http(session, url, headers, consumer)
         except TimeoutError:
             raise Problem(504, f"{upstream.name} did not answer in time") from None
         except aiohttp.WSServerHandshakeError as exc:
@@ -416,19 +417,21 @@ class Stream(Policy):
             )
             raise Problem(502, f"{upstream.name} is unavailable") from None
 
-    async def _open_sse(
+    async def _open_http(
         self, session: aiohttp.ClientSession, url: str, headers: Any, consumer: str
     ) -> Answer:
+        """An event stream (an `sse` route), else the upstream's answer read whole."""
         response = await session.get(url, headers=_pairs(headers, _SSE_DROP), allow_redirects=False)
         ctype = response.headers.get("Content-Type", "")
-        if response.status == 200 and ctype.startswith("text/event-stream"):
+        if self.kind == "sse" and response.status == 200 and ctype.startswith("text/event-stream"):
             return StreamAnswer(self, consumer, response, 200)
-        try:  # a refusal (401, 403, 429...) or not a stream: answered as the upstream's
+        try:  # a refusal (401, 403, 429, 426...) or not a stream: answered as the upstream's
             body = await response.content.read(_REFUSAL_BODY)
         finally:
             response.close()
         self.registry.give_back(consumer)
-        return Answer(response.status, _pairs(response.headers, _RESPONSE_DROP), body)
+        drop = _RESPONSE_DROP - {"upgrade"} if response.status == 426 else _RESPONSE_DROP
+        return Answer(response.status, _pairs(response.headers, drop), body)
 
     async def _open_socket(
         self, ex: Exchange, session: aiohttp.ClientSession, url: str, headers: Any, consumer: str
