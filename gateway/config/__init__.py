@@ -805,6 +805,8 @@ class GatewaySchema(_Strict):
                 bad := split.cls.check(split.settings, route["upstream"], upstreams)
             ):
                 here["split"] = bad  # upstream names: gateway.pipeline.split.Split.check
+            if route.get("stream") is not None and set(route["methods"]) - {"GET", "HEAD"}:
+                here["stream"] = ["a stream route takes GET only (gateway.pipeline.stream)"]
             if route["name"] in names:
                 here["name"] = [f"duplicate of routes[{names[route['name']]}].name"]
             names.setdefault(route["name"], i)

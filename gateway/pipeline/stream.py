@@ -357,8 +357,6 @@ class Stream(Policy):
         )
 
     def bind(self, route: Any) -> Policy | None:
-        if route.config.methods != ("GET",) and set(route.config.methods) - {"GET", "HEAD"}:
-            raise ValueError("a stream route answers GET only")
         bound = Stream(self.settings, self.context)
         bound.route = route
         bound.upstream = self.context.upstreams[route.upstream] if self.context else None

@@ -50,6 +50,7 @@ _ERRORS = {
     "UnprocessableContent": "Invalid parameters, named in `errors`",
     "BadRequest": "A resume id this stream never sent",
     "TooManyRequests": "Too many open streams for this consumer (see Retry-After)",
+    "Draining": "The instance is draining: reconnect (to another instance)",
 }
 
 

@@ -53,6 +53,8 @@ async def _open(request: web.Request, resume: str | None, where: str) -> tuple[F
     hub = deps.live
     after = _position(resume, where)
     owner = claims.owner_filter(READ_ALL)
+    if hub.closing:  # draining: a new stream would end at once
+        raise Problem(503, "the service is draining", headers={"Retry-After": "1"})
     try:
         follower = hub.open(owner, claims.subject)
     except TooManyStreams:
@@ -139,6 +141,7 @@ async def stream_notifications(request: web.Request) -> web.StreamResponse:
         401: Unauthorized
         403: Forbidden
         429: TooManyRequests
+        503: Draining
     """
     hub = request.app[DEPS].live
     follower, after = await _open(request, request.headers.get("Last-Event-ID"), "Last-Event-ID")
@@ -202,6 +205,7 @@ async def notifications_socket(request: web.Request) -> web.StreamResponse:
         426:
           description: Not a WebSocket upgrade
         429: TooManyRequests
+        503: Draining
     """
     hub = request.app[DEPS].live
     socket = web.WebSocketResponse(heartbeat=hub.heartbeat, autoping=True, max_msg_size=4096)
