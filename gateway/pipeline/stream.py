@@ -60,6 +60,7 @@ __all__ = [
 log = logging.getLogger("portico.gateway.stream")
 
 _KEY = "streams"  # in context.resources: one registry per gateway process
+_SHUTDOWN_WAIT = 10.0  # seconds the gateway's shutdown waits for its streams to end
 _REFUSAL_BODY = 64 * 1024  # an upstream's refusal is read whole up to this size
 # Fields the client library writes itself on the upstream handshake, or that are framing.
 _WS_DROP = HOP_BY_HOP | {
@@ -168,8 +169,10 @@ async def shutdown(resources: dict[str, Any]) -> None:
     if found is None:
         return
     found.closing.set()
-    for answer in list(found.live):
-        await answer.finished.wait()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_SHUTDOWN_WAIT):  # each ends at once; never hang a stop
+            for answer in list(found.live):
+                await answer.finished.wait()
     if found._session is not None:
         await found._session.close()
 
@@ -192,7 +195,7 @@ def _pairs(headers: Any, drop: frozenset[str]) -> list[tuple[str, str]]:
 class StreamAnswer(Answer):
     """An accepted stream: the adapter calls `run` to relay it (see the module)."""
 
-    __slots__ = ("consumer", "finished", "policy", "released", "upstream", "upstream_headers")
+    __slots__ = ("consumer", "finished", "policy", "released", "upstream")
 
     def __init__(self, policy: Stream, consumer: str, upstream: Any, status: int) -> None:
         headers = _pairs(upstream.headers, _RESPONSE_DROP) if policy.kind == "sse" else []
@@ -200,7 +203,6 @@ class StreamAnswer(Answer):
         self.policy = policy
         self.consumer = consumer
         self.upstream = upstream  # aiohttp ClientResponse (sse) or ClientWebSocketResponse
-        self.upstream_headers = headers
         self.released = False
         self.finished = asyncio.Event()
         policy.registry.live.add(self)
@@ -293,11 +295,14 @@ class StreamAnswer(Answer):
         try:
             await asyncio.wait({up, down, ended}, return_when="FIRST_COMPLETED")
         finally:
+            upstream_ended = up.done()
             for task in (up, down, ended):
                 task.cancel()
+            # no receive() left waiting on either socket before they are closed
+            await asyncio.gather(up, down, ended, return_exceptions=True)
         if closing.is_set():
             code, message = WSCloseCode.GOING_AWAY, b"gateway draining"
-        elif up.done() and upstream.close_code is not None:
+        elif upstream_ended and upstream.close_code is not None:
             code, message = upstream.close_code, b""
         else:
             code, message = WSCloseCode.OK, b""
