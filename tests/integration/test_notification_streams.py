@@ -1,6 +1,7 @@
 """Live notifications through the gateway (ADR 0035), with real clients: aiohttp's WebSocket
-client and an SSE reader (aiohttp streaming reads), through the gateway's front server to a
-real notifications app on PostgreSQL that consumes real events from RabbitMQ.
+client and an SSE reader (aiohttp streaming reads), through the gateway (its front server, and
+its aiohttp server alone) to a real notifications app on PostgreSQL that consumes real events
+from RabbitMQ.
 
 Small settings: the service heartbeats every 0.2 s, the gateway's idle limit is 1 s and the
 notifications upstream's timeout (the pooled client's body stall timeout, which would cut a
@@ -33,7 +34,7 @@ from services.notifications.entrypoints import DEPS
 from services.notifications.settings import NotificationsSettings
 from tests.support.brokers import cleanup, isolated_settings, rabbitmq_reachable
 from tests.support.external import throwaway_postgres
-from tests.support.front import FrontTestServer
+from tests.support.front import AiohttpTestServer, FrontTestServer
 from tests.support.tokens import TestIssuer
 from tests.support.waiting import wait_until_async
 
@@ -52,7 +53,7 @@ SERVICE_LIMIT = 4  # and on the service
 @dataclass
 class Stack:
     issuer: TestIssuer
-    gateway: FrontTestServer
+    gateway: FrontTestServer | AiohttpTestServer
     gateway_app: web.Application
     notes: TestServer
     notes_app: web.Application
@@ -142,8 +143,12 @@ def broker() -> Iterator[BrokerSettings]:
     cleanup(settings, [f"{settings.queue_prefix}{QUEUE}", f"{settings.queue_prefix}{QUEUE}.dlq"])
 
 
-@pytest.fixture
-async def stack(aiohttp_server: Any, broker: BrokerSettings) -> AsyncIterator[Stack]:
+@pytest.fixture(params=["front", "aiohttp"])
+async def stack(
+    aiohttp_server: Any, broker: BrokerSettings, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """The service on a real port, the gateway in front of it on either of its servers (the
+    front server hands streams to aiohttp; GATEWAY_SERVER=aiohttp serves them itself)."""
     issuer = TestIssuer()
     with throwaway_postgres("streams") as url:
         settings = NotificationsSettings(
@@ -160,7 +165,9 @@ async def stack(aiohttp_server: Any, broker: BrokerSettings) -> AsyncIterator[St
             _gateway_config(upstream, issuer, per_consumer=GATEWAY_LIMIT),
             verifier=issuer.async_verifier(),
         )
-        gateway = FrontTestServer(app)
+        gateway: FrontTestServer | AiohttpTestServer = (
+            FrontTestServer(app) if request.param == "front" else AiohttpTestServer(app)
+        )
         await gateway.start_server()
         try:
             async with ClientSession() as probe:  # the consumer's queue is bound
