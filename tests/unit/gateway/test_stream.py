@@ -15,11 +15,14 @@ import yaml
 from chassis import ConfigError, Problem
 from chassis.drain import Drain
 from gateway.__main__ import main
+from gateway.app import RELOADER, create_app
 from gateway.config import parse_config
 from gateway.pipeline import Exchange
 from gateway.pipeline.stream import Stream, Streams, StreamToken, streams_of
+from tests.support.front import FrontTestServer
+from tests.support.waiting import wait_until_async
 
-from .conftest import BASE
+from .conftest import BASE, FakeUpstreams
 
 ITEMS = 1  # routes[1] is items.list (GET /items)
 
@@ -149,3 +152,28 @@ def test_the_drain_tells_its_listeners_once_at_its_beginning() -> None:
     drain.begin()
     drain.on_begin(lambda: calls.append("late"))  # already draining: at once
     assert calls == ["first", "late"]
+
+
+async def test_a_reload_adding_or_dropping_a_stream_route_moves_its_path(
+    upstreams: FakeUpstreams,
+) -> None:
+    """The front server hands a streaming path to aiohttp from the reload that adds it, and
+    keeps it on the fast path again once the config that had it is retired."""
+    app = create_app(parse_config(copy.deepcopy(BASE), environ={}), transport=upstreams.transport)
+    server = FrontTestServer(app)
+    await server.start_server()
+    try:
+        front = server.front
+        assert not front.own_path("/items")  # cached: a plain route
+        reloader = app[RELOADER]
+        assert await reloader.reload(parse_config(_raw({"kind": "sse"}), environ={}))
+        assert front.own_path("/items") and not front.own_path("/items/1")
+        assert await reloader.reload(parse_config(copy.deepcopy(BASE), environ={}))
+
+        async def back_on_the_fast_path() -> bool:
+            return not front.own_path("/items")
+
+        # the retired config's policies stop once its requests are drained (none here)
+        await wait_until_async(back_on_the_fast_path, 10, "the path handed back", interval=0.02)
+    finally:
+        await server.close()
