@@ -371,6 +371,8 @@ class Stream(Policy):
         registry = self.registry
         if registry.closing.is_set():
             raise Problem(503, "the gateway is draining", headers={"Retry-After": "1"})
+        if ex.method != "GET":  # HEAD (routed with GET): no stream to describe without one
+            raise Problem(405, f"{ex.method} is not allowed here", headers={"Allow": "GET"})
         if not isinstance(ex.server, web.BaseRequest):
             raise Problem(500, "a stream route was not handed to the stream server")
         # A plain GET on a websocket route is sent on as one: the upstream says what it says

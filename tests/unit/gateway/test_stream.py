@@ -177,3 +177,11 @@ async def test_a_reload_adding_or_dropping_a_stream_route_moves_its_path(
         await wait_until_async(back_on_the_fast_path, 10, "the path handed back", interval=0.02)
     finally:
         await server.close()
+
+
+def test_only_get_opens_a_stream() -> None:
+    head = _exchange("/items")
+    head.method = "HEAD"  # routed with GET
+    with pytest.raises(Problem) as refused:
+        Stream({"kind": "sse"}).on_request(head)
+    assert refused.value.status == 405 and refused.value.headers["Allow"] == "GET"
