@@ -11,13 +11,19 @@ quiet stream on a plain route) is 1 s. Every wait is for an event, bounded by DE
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import yaml
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from kombu import Producer
@@ -32,11 +38,13 @@ from services.notifications.app import QUEUE
 from services.notifications.app import create_app as notifications_app
 from services.notifications.entrypoints import DEPS
 from services.notifications.settings import NotificationsSettings
+from tests.integration.test_gateway_failover import Proc, running
 from tests.support.brokers import cleanup, isolated_settings, rabbitmq_reachable
 from tests.support.external import throwaway_postgres
 from tests.support.front import AiohttpTestServer, FrontTestServer
 from tests.support.tokens import TestIssuer
 from tests.support.waiting import wait_until_async
+from tools.stack import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -46,6 +54,7 @@ STALL = 1.0  # the upstream's timeout: a plain route's body stall limit
 SSE = "/api/v1/notifications/stream"
 WS = "/api/v1/notifications/ws"
 READ = ("notifications:read",)
+JWKS = "/.well-known/jwks.json"
 GATEWAY_LIMIT = 3  # open streams per consumer, on the gateway
 SERVICE_LIMIT = 4  # and on the service
 
@@ -85,55 +94,57 @@ def _publish(broker: BrokerSettings, event: Event) -> None:
         )
 
 
-def _gateway_config(upstream: str, issuer: TestIssuer, per_consumer: int) -> Any:
+def _gateway_raw(upstream: str, issuer: TestIssuer, per_consumer: int, jwks: str) -> Any:
     auth = {"required": True, "scopes": list(READ)}
-    return parse_config(
-        {
-            "auth": {
-                "issuer": issuer.issuer,
-                "audience": issuer.audience,
-                "jwks_url": f"{upstream}/.well-known/jwks.json",
-            },
-            "upstreams": {
-                "notifications": {
-                    "instances": [upstream],
-                    "timeout": STALL,
-                    "health": {"interval": 60},
-                }
-            },
-            "routes": [
-                {
-                    "name": "notifications.list",
-                    "methods": ["GET"],
-                    "path": "/api/v1/notifications",
-                    "upstream": "notifications",
-                    "auth": auth,
-                },
-                {
-                    "name": "notifications.stream",
-                    "methods": ["GET"],
-                    "path": SSE,
-                    "upstream": "notifications",
-                    "auth": auth,
-                    "stream": {"kind": "sse", "idle": 1.0, "per_consumer": per_consumer},
-                },
-                {
-                    "name": "notifications.ws",
-                    "methods": ["GET"],
-                    "path": WS,
-                    "upstream": "notifications",
-                    "auth": auth,
-                    "stream": {
-                        "kind": "websocket",
-                        "idle": 1.0,
-                        "per_consumer": per_consumer,
-                        "query_token": True,
-                    },
-                },
-            ],
+    return {
+        "auth": {
+            "issuer": issuer.issuer,
+            "audience": issuer.audience,
+            "jwks_url": jwks,
         },
-        environ={},
-    )
+        "upstreams": {
+            "notifications": {
+                "instances": [upstream],
+                "timeout": STALL,
+                "health": {"interval": 60},
+            }
+        },
+        "routes": [
+            {
+                "name": "notifications.list",
+                "methods": ["GET"],
+                "path": "/api/v1/notifications",
+                "upstream": "notifications",
+                "auth": auth,
+            },
+            {
+                "name": "notifications.stream",
+                "methods": ["GET"],
+                "path": SSE,
+                "upstream": "notifications",
+                "auth": auth,
+                "stream": {"kind": "sse", "idle": 1.0, "per_consumer": per_consumer},
+            },
+            {
+                "name": "notifications.ws",
+                "methods": ["GET"],
+                "path": WS,
+                "upstream": "notifications",
+                "auth": auth,
+                "stream": {
+                    "kind": "websocket",
+                    "idle": 1.0,
+                    "per_consumer": per_consumer,
+                    "query_token": True,
+                },
+            },
+        ],
+    }
+
+
+def _gateway_config(upstream: str, issuer: TestIssuer, per_consumer: int) -> Any:
+    jwks = f"{upstream}/.well-known/jwks.json"  # never fetched: the tests pass a verifier
+    return parse_config(_gateway_raw(upstream, issuer, per_consumer, jwks), environ={})
 
 
 @pytest.fixture
@@ -408,3 +419,58 @@ async def test_service_drain_closes_streams(stack: Stack, client: ClientSession)
         msg = await ws.receive()
     assert msg.type == WSMsgType.CLOSE
     assert ws.close_code == 1001  # the service's close, relayed by the gateway
+
+
+async def test_sigterm_on_a_gateway_process_ends_its_streams(
+    stack: Stack, client: ClientSession, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A `python -m gateway` process (the stack's server kind) told to stop by SIGTERM: its
+    streams end at once (SSE: the body ends; WS: 1001) and it exits 0 without waiting out
+    its shutdown grace for them."""
+
+    async def keys(_request: web.Request) -> web.Response:
+        return web.json_response(stack.issuer.jwks())
+
+    jwks_app = web.Application()
+    jwks_app.router.add_get("/.well-known/jwks.json", keys)
+    jwks: TestServer = await aiohttp_server(jwks_app, host="127.0.0.1")
+    upstream = f"http://127.0.0.1:{stack.notes.port}"
+    config = tmp_path / "gateway.yaml"
+    raw = _gateway_raw(upstream, stack.issuer, GATEWAY_LIMIT, str(jwks.make_url(JWKS)))
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    port = free_port()
+    kind = "aiohttp" if isinstance(stack.gateway, AiohttpTestServer) else "front"
+    env = {
+        **os.environ,
+        "GATEWAY_CONFIG": str(config),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_SERVER": kind,
+        "PORTICO_SHUTDOWN_GRACE": "60",  # the streams must not hold the process this long
+    }
+    gateway = Proc("gateway", [sys.executable, "-m", "gateway"], env, tmp_path / "gateway.log")
+    base = f"http://127.0.0.1:{port}"
+    with running(gateway):
+        gateway.start()
+
+        async def ready() -> bool:
+            assert gateway.alive(), gateway.tail()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with client.get(f"{base}/readyz") as resp:
+                    return resp.status == 200
+            return False
+
+        await wait_until_async(ready, DEADLINE, "the gateway process", interval=0.05)
+        sse = await client.get(f"{base}{SSE}", headers=stack.auth())
+        assert sse.status == 200, await sse.text()
+        reader = SseReader(sse)
+        assert (await reader.next()) == {"retry": "2000"}  # the stream is open end to end
+        ws = await client.ws_connect(f"{base}{WS}", headers=stack.auth())
+        assert gateway.popen is not None
+        os.killpg(gateway.popen.pid, signal.SIGTERM)  # our child's own process group
+        while (await reader.next()) is not None:
+            pass
+        async with asyncio.timeout(DEADLINE):
+            msg = await ws.receive()
+        assert msg.type == WSMsgType.CLOSE and ws.close_code == 1001
+        code = await asyncio.to_thread(gateway.popen.wait, DEADLINE)
+        assert code == 0, gateway.tail()
