@@ -15,8 +15,10 @@ import contextlib
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,18 @@ from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 from kombu import Producer
 
+from chassis import create_db_engine
+from chassis.db import sync_url
 from chassis.drain import DRAIN
 from chassis.messaging import BrokerSettings, Event
 from chassis.messaging.events import CONTENT_TYPE, connect, events_exchange
 from gateway.app import create_app as gateway_app
 from gateway.config import parse_config
 from services.notifications.__main__ import init as init_notifications
+from services.notifications.adapters.repository import record_notification
 from services.notifications.app import QUEUE
 from services.notifications.app import create_app as notifications_app
+from services.notifications.domain import compose
 from services.notifications.entrypoints import DEPS
 from services.notifications.settings import NotificationsSettings
 from tests.integration.test_gateway_failover import Proc, running
@@ -67,6 +73,7 @@ class Stack:
     notes: TestServer
     notes_app: web.Application
     broker: BrokerSettings
+    database_url: str
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.gateway.port}{path}"
@@ -184,7 +191,7 @@ async def stack(
             async with ClientSession() as probe:  # the consumer's queue is bound
                 resp = await probe.get(f"{upstream}/health/ready")
                 assert resp.status == 200, await resp.text()
-            yield Stack(issuer, gateway, app, notes, notes_app, broker)
+            yield Stack(issuer, gateway, app, notes, notes_app, broker, url)
         finally:
             await gateway.close()
             await notes.close()
@@ -474,3 +481,31 @@ async def test_sigterm_on_a_gateway_process_ends_its_streams(
         assert msg.type == WSMsgType.CLOSE and ws.close_code == 1001
         code = await asyncio.to_thread(gateway.popen.wait, DEADLINE)
         assert code == 0, gateway.tail()
+
+
+async def test_a_notification_another_process_stored_arrives_by_the_poll(
+    stack: Stack, client: ClientSession
+) -> None:
+    """Stored behind this process's back (another notifications process's consumer): no wake
+    reaches this process, its streams' own read of the store brings it."""
+    stack.notes_app[DEPS].live.poll = 0.2  # read by each stream on every wait
+    ws = await _ws(client, stack)
+    message = compose("order.rejected", {"order_id": "o-elsewhere", "reason": "x"})
+    assert message is not None
+    engine = create_db_engine(sync_url(stack.database_url))
+    try:
+        with engine.begin() as conn:
+            record_notification(
+                conn,
+                owner="alice",
+                message=message,
+                event_type="order.rejected",
+                event_id=uuid.uuid4().hex,
+                order_id="o-elsewhere",
+                now=datetime.now(UTC),
+            )
+    finally:
+        engine.dispose()
+    doc = await _ws_note(ws)
+    assert doc["notification"]["order_id"] == "o-elsewhere"
+    await ws.close()
