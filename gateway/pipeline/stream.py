@@ -465,7 +465,14 @@ class Stream(Policy):
             answer.release()  # normally done already; a head policy that failed leaves it
 
     def stats(self) -> dict[str, Any] | None:
-        return {"kind": self.kind, "open": sum(self.registry.open.values())}
+        name = self.route.name if self.route is not None else None
+        live = [a for a in self.registry.live if a.policy.route is not None]
+        return {
+            "kind": self.kind,
+            "open": sum(1 for a in live if a.policy.route.name == name),  # this route's
+            "per_consumer": self.limit,
+            "idle": self.idle,
+        }
 
 
 def _refused(exc: aiohttp.WSServerHandshakeError) -> Problem:

@@ -185,3 +185,11 @@ def test_only_get_opens_a_stream() -> None:
     with pytest.raises(Problem) as refused:
         Stream({"kind": "sse"}).on_request(head)
     assert refused.value.status == 405 and refused.value.headers["Allow"] == "GET"
+
+
+def test_stats_show_the_route_s_settings_and_open_streams() -> None:
+    config = parse_config(_raw({"kind": "sse", "per_consumer": 3}), environ={})
+    route = next(r for r in config.routes if r.name == "items.list")
+    policy = Stream(route.policies[0].settings)
+    policy.route = route
+    assert policy.stats() == {"kind": "sse", "open": 0, "per_consumer": 3, "idle": 60.0}
