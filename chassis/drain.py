@@ -58,10 +58,19 @@ class DrainSettings:
 class Drain:
     """Whether this process has been told to stop; readiness reads it on every probe."""
 
-    __slots__ = ("since",)
+    __slots__ = ("_listeners", "since")
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_begin(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when the drain begins (at once if it has): what must not wait for
+        the listener to close, such as live streams, ends there (ADR 0035)."""
+        if self.since is not None:
+            listener()
+        else:
+            self._listeners.append(listener)
 
     @property
     def draining(self) -> bool:
@@ -71,6 +80,11 @@ class Drain:
         if self.since is None:
             self.since = time.monotonic()
             log.info("draining: readiness now answers 503")
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("drain listener failed")
 
 
 DRAIN = web.AppKey("portico_drain", Drain)

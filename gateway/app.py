@@ -35,6 +35,8 @@ from .pipeline.compile import Pipeline, describe
 from .pipeline.deprecation import usage as deprecation_usage
 from .pipeline.feature_flag import FLAG_STORE
 from .pipeline.policy import PolicyContext
+from .pipeline.stream import close_all
+from .pipeline.stream import shutdown as shutdown_streams
 from .ratelimit import RateLimiter
 from .reload import PARSER_LIMITS, GatewayState, Reloader, StateHolder, reused_upstreams
 from .routing import Router
@@ -236,6 +238,13 @@ def create_app(
         return web.json_response(LIVE)
 
     drain = app[DRAIN]
+    # Live streams end when the drain begins, so clients reconnect elsewhere (ADR 0035).
+    drain.on_begin(lambda: close_all(holder.state.pipeline.context.resources))
+
+    async def end_streams(_app: web.Application) -> None:
+        await shutdown_streams(holder.state.pipeline.context.resources)
+
+    app.on_shutdown.append(end_streams)
 
     async def ready(_request: web.Request) -> web.Response:
         status, body = await readiness(checks, drain)

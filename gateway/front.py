@@ -66,6 +66,7 @@ from .pipeline.forwarding import (
     response_headers,
 )
 from .pipeline.policy import Answer
+from .pipeline.stream import Streams, streams_of
 from .proxy import read_whole
 from .reload import MAX_FIELD_SIZE, MAX_HEADER_BYTES, Inflight, StateHolder
 from .transport import TransportError, UpstreamResponse
@@ -223,6 +224,8 @@ class FrontServer:
         async def close_handed_over(_request: web.Request, response: web.StreamResponse) -> None:
             # Every request aiohttp sees came through a hand-over: its connection goes back to
             # the client afterwards, whose next request then starts on the fast path.
+            if response.status == 101:
+                return  # a WebSocket (ADR 0035): the connection is the socket's until it ends
             response.force_close()
             response.headers["Connection"] = "close"
 
@@ -241,7 +244,9 @@ class FrontServer:
         server = self.runner.server
         assert server is not None
         self.handover = strict.handlers(server)  # its parser's refusals in problem+json too
-        self.own_path = _own_paths(self.app)
+        self.own_path = _own_paths(
+            self.app, streams_of(self.holder.state.pipeline.context.resources)
+        )
         self._server = await self.loop.create_server(
             lambda: _Connection(self),
             host,
@@ -311,9 +316,11 @@ class FrontServer:
                     conn.close()
 
 
-def _own_paths(app: web.Application) -> Callable[[str], bool]:
+def _own_paths(app: web.Application, streams: Streams) -> Callable[[str], bool]:
     """True for paths the application itself answers (health, metrics, OpenAPI, docs,
-    aggregates): every resource but the catch-alls."""
+    aggregates): every resource but the catch-alls; and the paths of streaming routes (SSE,
+    WebSocket: ADR 0035), which aiohttp relays - a reload that changes those clears the
+    cache, so other requests pay nothing for them."""
     exact: set[str] = set()
     prefixes: list[str] = []
     patterns: list[Any] = []
@@ -328,6 +335,7 @@ def _own_paths(app: web.Application) -> Callable[[str], bool]:
                 continue  # the proxy's (and CORS') catch-all: the fast path's own
             patterns.append(info["pattern"])
     cache: dict[str, bool] = {}
+    streams.listeners.append(cache.clear)
 
     def own(path: str) -> bool:
         hit = cache.get(path)
@@ -336,6 +344,7 @@ def _own_paths(app: web.Application) -> Callable[[str], bool]:
                 path in exact
                 or any(path.startswith(p) for p in prefixes)
                 or any(p.fullmatch(path) for p in patterns)
+                or streams.streams_at(path)
             )
             if len(cache) >= 4096:
                 cache.clear()

@@ -26,6 +26,7 @@ from .pipeline.chain import Chain
 from .pipeline.compile import Pipeline
 from .pipeline.exchange import Exchange
 from .pipeline.forwarding import response_headers
+from .pipeline.stream import StreamAnswer
 from .transport import TransportError, UpstreamResponse
 
 __all__ = ["exchange_of", "handle", "read_whole"]
@@ -118,6 +119,8 @@ def _own(ex: Exchange, headers: Any) -> None:
 async def _respond(request: web.Request, ex: Exchange, chain: Chain) -> web.StreamResponse:
     answer = ex.answer
     if answer is not None:
+        if isinstance(answer, StreamAnswer):
+            return await answer.run(request, ex, _own)  # SSE / WebSocket (ADR 0035)
         if answer.status == 408 and answer.problem is not None:
             raise answer.problem  # gateway.strict answers it and closes the connection
         response = web.Response(status=answer.status, body=answer.body or None)

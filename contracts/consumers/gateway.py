@@ -422,6 +422,26 @@ EXAMPLES: dict[str, list[Example]] = {
             problem(404),
             content_type=PROBLEM,
         ),
+        # The live streams (ADR 0035): an open stream never ends, so what a contract can pin
+        # down is how they refuse - relayed by the gateway as any route's answer.
+        Example(
+            "a notification stream resumed from an id it never sent",
+            "GET",
+            "/api/v1/notifications/stream",
+            400,
+            problem(400),
+            content_type=PROBLEM,
+            request_headers={"Last-Event-ID": "not-an-id!"},
+        ),
+        Example(
+            "the notifications WebSocket asked without an upgrade",
+            "GET",
+            "/api/v1/notifications/ws",
+            426,
+            problem(426),
+            content_type=PROBLEM,
+            response_headers={"Upgrade": "websocket"},
+        ),
     ],
     "views": [
         Example(

@@ -501,6 +501,7 @@ class RouteSchema(_Strict):
     split = PolicySettingsField("split", load_default=None)  # gateway.pipeline.split
     # gateway.pipeline.deprecation: Deprecation, Sunset and successor Link on every answer
     deprecation = PolicySettingsField("deprecation", load_default=None)
+    stream = PolicySettingsField("stream", load_default=None)  # gateway.pipeline.stream
 
     @validates_schema
     def check_paths(self, data: dict[str, Any], **_: Any) -> None:
@@ -815,6 +816,8 @@ class GatewaySchema(_Strict):
                 bad := split.cls.check(split.settings, route["upstream"], upstreams)
             ):
                 here["split"] = bad  # upstream names: gateway.pipeline.split.Split.check
+            if route.get("stream") is not None and set(route["methods"]) - {"GET", "HEAD"}:
+                here["stream"] = ["a stream route takes GET only (gateway.pipeline.stream)"]
             if route["name"] in names:
                 here["name"] = [f"duplicate of routes[{names[route['name']]}].name"]
             names.setdefault(route["name"], i)
@@ -935,7 +938,12 @@ def _build(
             cors=raw["cors"],
             body_timeout=raw["body_timeout"],
             policies=tuple(raw["policies"])
-            + tuple(raw[key] for key in ("cache", "split", "deprecation") if raw[key]),
+            + tuple(raw[key] for key in ("cache", "split", "deprecation") if raw[key])
+            + (
+                (raw["stream"], *raw["stream"].cls.companions(raw["stream"]))
+                if raw["stream"]
+                else ()
+            ),
         )
         for raw in data["routes"]
     )

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "split": "gateway.pipeline.split:Split",
     "deprecation": "gateway.pipeline.deprecation:Deprecation",
     "flag": "gateway.pipeline.feature_flag:FeatureFlag",
+    "stream": "gateway.pipeline.stream:Stream",
 }
 _KEYS = frozenset({"use", "settings", "order"})
 

@@ -84,6 +84,18 @@ class MemoryNotificationReader(AbstractNotificationReader):
         rows.sort(key=lambda n: (n.created_at, n.id), reverse=True)
         return rows[:limit]
 
+    async def list_after(
+        self, owner: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Notification]:
+        rows = [
+            n
+            for n in self.store.notifications.values()
+            if (owner is None or n.owner == owner)
+            and (after is None or (n.created_at, n.id) > after)
+        ]
+        rows.sort(key=lambda n: (n.created_at, n.id))
+        return rows[:limit]
+
     async def get(self, notification_id: str) -> Notification | None:
         return self.store.notifications.get(notification_id)
 

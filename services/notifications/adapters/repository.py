@@ -177,6 +177,13 @@ class AbstractNotificationReader(abc.ABC):
         """The owner's notifications (everyone's for None), newest first."""
 
     @abc.abstractmethod
+    async def list_after(
+        self, owner: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Notification]:
+        """The owner's notifications (everyone's for None) after `after`, oldest first: what
+        a live stream sends next (ADR 0035)."""
+
+    @abc.abstractmethod
     async def get(self, notification_id: str) -> Notification | None: ...
 
     @abc.abstractmethod
@@ -208,6 +215,18 @@ class NotificationReader(AbstractNotificationReader):
         if before is not None:
             at = _db_time(self.conn.dialect.name, before[0])
             stmt = stmt.where(or_(c.created_at < at, and_(c.created_at == at, c.id < before[1])))
+        return [_notification(r) for r in await self.conn.execute(stmt)]
+
+    async def list_after(
+        self, owner: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Notification]:
+        c = notifications.c
+        stmt = select(notifications).order_by(c.created_at, c.id).limit(limit)
+        if owner is not None:
+            stmt = stmt.where(c.owner == owner)
+        if after is not None:
+            at = _db_time(self.conn.dialect.name, after[0])
+            stmt = stmt.where(or_(c.created_at > at, and_(c.created_at == at, c.id > after[1])))
         return [_notification(r) for r in await self.conn.execute(stmt)]
 
     async def get(self, notification_id: str) -> Notification | None:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chassis.deps import deps_key
 from chassis.retention import Purger
 
+from ..service_layer.live import LiveHub
 from ..service_layer.unit_of_work import AbstractUnitOfWork
 
 __all__ = ["DEPS", "Deps"]
@@ -20,6 +21,7 @@ class Deps:
     engine: AsyncEngine
     uow: Callable[[], AbstractUnitOfWork]
     purger: Purger
+    live: LiveHub  # open streams, woken by the event consumer (ADR 0035)
 
 
 DEPS = deps_key(Deps)

@@ -25,10 +25,12 @@ _outbox = OutboxWriter(outbox)  # the relay polls it (no wake-up: the commit is 
 email = logging.getLogger("portico.notifications.email")
 
 
-def handle_event(event: Event, conn: Connection) -> None:
+def handle_event(event: Event, conn: Connection) -> Notification | None:
+    """What the consumer runs: the notification stored (and its `notification.sent`)."""
     note = apply_event(event, SqlNotificationWriter(conn))
     if note is not None:
         _outbox.write(conn, [sent_event(note)])
+    return note
 
 
 def sent_event(note: Notification) -> Event:

@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from ..domain import Notification
 from .unit_of_work import AbstractUnitOfWork
 
-__all__ = ["NotificationNotFound", "list_notifications", "mark_read"]
+__all__ = [
+    "NotificationNotFound",
+    "latest_position",
+    "list_notifications",
+    "mark_read",
+    "notifications_after",
+]
 
 
 class NotificationNotFound(Exception):
@@ -50,3 +56,23 @@ async def mark_read(
         await unit.commit()
     assert updated is not None
     return updated
+
+
+async def notifications_after(
+    uow: Callable[[], AbstractUnitOfWork],
+    owner: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Notification]:
+    """What a live stream sends next: the owner's notifications after its position."""
+    async with uow() as unit:
+        return await unit.notifications.list_after(owner, after, limit)
+
+
+async def latest_position(
+    uow: Callable[[], AbstractUnitOfWork], owner: str | None
+) -> tuple[datetime, str] | None:
+    """Where a new stream (no Last-Event-ID) starts: after the newest existing notification."""
+    async with uow() as unit:
+        rows = await unit.notifications.list_for(owner, unread=None, before=None, limit=1)
+    return (rows[0].created_at, rows[0].id) if rows else None

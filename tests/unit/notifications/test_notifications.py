@@ -200,6 +200,8 @@ async def test_health_and_openapi(client: Client) -> None:
     assert set(spec["paths"]) == {
         "/api/v1/notifications",
         "/api/v1/notifications/{notification_id}/read",
+        "/api/v1/notifications/stream",
+        "/api/v1/notifications/ws",
     }
 
 
