@@ -182,3 +182,15 @@ def test_rotate_and_revoke(cli: Any, web: FlaskClient) -> None:
     assert code == 1 and "revoked" in err
     code, _, err = cli.status("api-keys", "revoke", "0" * 16)
     assert code == 1 and "no API key" in err
+
+
+def test_the_keys_token_reads_the_owners_profile_until_the_key_is_revoked(
+    cli: Any, web: FlaskClient
+) -> None:
+    key = cli("api-keys", "create", "--owner", "user:alice", "--scopes", "profile")
+    token = _exchange(web, key["api_key"]).get_json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    me = web.get("/api/v1/users/me", headers=bearer)
+    assert me.status_code == 200 and me.get_json()["username"] == "alice"
+    cli("api-keys", "revoke", key["id"])
+    assert web.get("/api/v1/users/me", headers=bearer).status_code == 401
