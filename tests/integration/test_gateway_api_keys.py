@@ -121,7 +121,8 @@ def test_a_key_works_through_the_gateway_until_it_is_revoked(
         try:
             resp = wait_until(answered, DEADLINE, "the key reads alice's profile via the gateway")
         except Exception as exc:
-            raise AssertionError(f"last answer {seen}\n{gateway.tail()}\n{identity.tail()}") from exc
+            logs = f"{gateway.tail()}\n{identity.tail()}"
+            raise AssertionError(f"last answer {seen}\n{logs}") from exc
         assert resp.json()["id"] == alice["id"] and resp.json()["username"] == "alice"
 
         wrong = {"X-API-Key": key["api_key"][:-4] + "AAAA"}
