@@ -9,6 +9,8 @@ shows up as `missing` in the matrix and fails the run.
   its token request to identity included (`call:token`).
 - verifier -> identity: the gateway and every service that verifies tokens against the
   JWKS it fetches over HTTP (`jwks`).
+- gateway -> identity: the API-key feed and the key-for-token exchange
+  (`gateway.apikeys.IDENTITY_CALLS`: `api-keys`, `api-keys:token`; ADR 0036).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
   matched, with topic-exchange rules, against each service's `PUBLISHES`.
 
@@ -147,6 +149,16 @@ def jwks_boundaries() -> list[Boundary]:
     return [Boundary(c, ISSUER, "http", [JWKS]) for c in jwks_consumers()]
 
 
+API_KEYS, API_KEYS_TOKEN = "api-keys", "api-keys:token"
+
+
+def api_key_boundaries() -> list[Boundary]:
+    """The gateway's own calls to identity for API keys."""
+    from gateway.apikeys import IDENTITY_CALLS
+
+    return [Boundary("gateway", ISSUER, "http", list(IDENTITY_CALLS))]
+
+
 def derive(gateway_config: Any = None) -> list[Boundary]:
     """Every boundary, merged per (consumer, provider, kind); `gateway_config` defaults to
     `gateway.config.load_config()`."""
@@ -155,6 +167,7 @@ def derive(gateway_config: Any = None) -> list[Boundary]:
         *gateway_boundaries(gateway_config),
         *orders_boundaries(),
         *jwks_boundaries(),
+        *api_key_boundaries(),
         *message_boundaries(),
     ):
         have = merged.setdefault(b.key, Boundary(*b.key))

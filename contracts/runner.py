@@ -47,7 +47,8 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-CONSUMERS = ("gateway", "orders", "notifications", "jwks")  # jwks merges into the first two
+# jwks merges into the first two, apikeys into the gateway's
+CONSUMERS = ("gateway", "orders", "notifications", "jwks", "apikeys")
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message", GRPC_INTERACTION: "grpc"}
 
 

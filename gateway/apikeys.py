@@ -50,6 +50,8 @@ __all__ = [
 log = logging.getLogger("portico.gateway.apikeys")
 
 API_KEY_HEADER = "X-API-Key"
+# The gateway's calls to identity for keys, each a boundary with a contract (contracts/).
+IDENTITY_CALLS = ("api-keys", "api-keys:token")
 INTERNAL_HEADER = "X-Internal-Token"
 POOL = "_control"  # the gateway's own calls (as JWKS and health probes)
 MAX_KEY_LENGTH = 128  # a key is 63 characters
