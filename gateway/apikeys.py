@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -125,7 +126,12 @@ def _entry(doc: dict[str, Any]) -> KeyEntry:
     scopes = frozenset(str(s) for s in doc["scopes"])
     key_id = str(doc["id"])
     claims = KeyClaims(
-        raw={"sub": doc["subject"], "client_id": doc["client_id"], "api_key": key_id},
+        raw={
+            "sub": doc["subject"],
+            "client_id": doc["client_id"],
+            "scope": " ".join(scopes),
+            "api_key": key_id,
+        },
         subject=str(doc["subject"]),
         client_id=str(doc["client_id"]),
         scopes=scopes,
@@ -167,7 +173,7 @@ class ApiKeyCache:
         self.entries: dict[str, KeyEntry] = {}
         self.loaded_at: float | None = None  # clock() of the last good refresh
         self.tokens: dict[str, tuple[str, int, float]] = {}  # id -> token, version, renew at
-        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._pending: dict[str, asyncio.Task[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._users = 0
 
@@ -193,25 +199,28 @@ class ApiKeyCache:
         return held[0]
 
     async def exchange(self, entry: KeyEntry, value: str) -> str:
-        """A token for the key from identity; concurrent requests of one key share one call."""
-        pending = self._pending.get(entry.key_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[entry.key_id] = future
-        try:
-            token, ttl = await self._exchange(value)
-            renew_at = self.clock() + max(ttl - TOKEN_MARGIN, ttl / 2)
-            if self.entries.get(entry.key_id) is entry:  # not rotated or revoked meanwhile
-                self.tokens[entry.key_id] = (token, entry.version, renew_at)
-            future.set_result(token)
-            return token
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            del self._pending[entry.key_id]
+        """A token for the key from identity. One call per key at a time, in a task of its
+        own: concurrent requests of the key share it, and a caller that goes away (its
+        request cancelled) does not cancel it for the others."""
+        task = self._pending.get(entry.key_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._exchange_once(entry, value))
+            self._pending[entry.key_id] = task
+            task.add_done_callback(partial(self._exchanged, entry.key_id))
+        return await asyncio.shield(task)
+
+    async def _exchange_once(self, entry: KeyEntry, value: str) -> str:
+        token, ttl = await self._exchange(value)
+        renew_at = self.clock() + max(ttl - TOKEN_MARGIN, ttl / 2)
+        if self.entries.get(entry.key_id) is entry:  # not rotated or revoked meanwhile
+            self.tokens[entry.key_id] = (token, entry.version, renew_at)
+        return token
+
+    def _exchanged(self, key_id: str, task: asyncio.Task[str]) -> None:
+        if self._pending.get(key_id) is task:
+            del self._pending[key_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter re-raises it, or none is left
 
     # --- the refresher --------------------------------------------------------------------
 

@@ -251,3 +251,43 @@ def test_settings_are_validated() -> None:
 def test_key_claims_are_claims() -> None:
     claims = KeyClaims({}, "u", "apikey:1", frozenset({"a"}), 0.0, rate_class="gold")
     assert claims.rate_class == "gold" and issubclass(KeyAuth, Auth)
+
+
+async def test_concurrent_requests_of_a_key_share_one_exchange() -> None:
+    settings = ApiKeySettings(url="http://x/f", secret=SECRET)
+    key_id, secret = "0123456789abcdef", secrets.token_urlsafe(32)
+    doc = {
+        "id": key_id,
+        "hash": hashlib.sha256(secret.encode()).hexdigest(),
+        "scopes": ["a"],
+        "class": "authenticated",
+        "subject": "u",
+        "client_id": f"apikey:{key_id}",
+        "version": 1,
+        "revoked": False,
+    }
+    calls = []
+    release = asyncio.Event()
+
+    async def fetch() -> list[dict[str, Any]]:
+        return [doc]
+
+    async def exchange(value: str) -> tuple[str, float]:
+        calls.append(value)
+        await release.wait()
+        return "a.b.c", 300.0
+
+    cache = ApiKeyCache(settings, fetch_keys=fetch, exchange=exchange)
+    await cache.refresh()
+    key = f"pk_{key_id}_{secret}"
+    entry = cache.check(key)
+    waiters = [asyncio.ensure_future(cache.exchange(entry, key)) for _ in range(5)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()  # one caller goes away: the others still get the token
+    release.set()
+    results = await asyncio.gather(*waiters[1:])
+    assert results == ["a.b.c"] * 4 and len(calls) == 1
+    assert cache.token_for(entry) == "a.b.c"
+    doc["version"] = 2  # rotated: the token held for version 1 is dropped
+    await cache.refresh()
+    assert cache.token_for(cache.check(key)) is None
