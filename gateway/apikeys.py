@@ -81,6 +81,8 @@ class ApiKeySettings:
         found = []
         if self.url and len(self.secret) < 32:
             found.append("GATEWAY_API_KEYS_SECRET must be at least 32 characters")
+        if self.timeout >= self.refresh:
+            found.append("GATEWAY_API_KEYS_TIMEOUT must be less than GATEWAY_API_KEYS_REFRESH")
         if self.max_stale <= self.refresh + self.timeout:
             found.append(
                 "GATEWAY_API_KEYS_MAX_STALE must exceed GATEWAY_API_KEYS_REFRESH + "
@@ -240,11 +242,17 @@ class ApiKeyCache:
         self.loaded_at = self.clock()
         return len(entries)
 
-    async def _run(self) -> None:
+    async def _run(self, started: float) -> None:
+        """A refresh starts every `refresh` seconds and takes at most `timeout`: a key revoked
+        at T is gone by T + refresh + timeout, whatever the fetch in flight at T read.
+        `started`: when the first one (`start`'s) began."""
         failing = False
+        loop = asyncio.get_running_loop()
         while True:
+            await asyncio.sleep(max(0.0, started + self.settings.refresh - loop.time()))
+            started = loop.time()
             try:
-                await self.refresh()
+                await asyncio.wait_for(self.refresh(), self.settings.timeout)
                 if failing:
                     log.info("API keys refreshed again", extra={"keys": len(self.entries)})
                 failing = False
@@ -254,7 +262,6 @@ class ApiKeyCache:
                 if not failing:
                     log.warning("API keys could not be refreshed", extra={"error": str(exc)})
                 failing = True
-            await asyncio.sleep(self.settings.refresh)
 
     async def start(self) -> None:
         """Load once (bounded by the timeout), then refresh in the background. Counted: the
@@ -262,9 +269,11 @@ class ApiKeyCache:
         self._users += 1
         if self._task is not None:
             return
-        with contextlib.suppress(Exception):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._task = loop.create_task(self._run(started), name="api-keys")
+        with contextlib.suppress(Exception):  # logged by the next refresh if it fails too
             await asyncio.wait_for(self.refresh(), self.settings.timeout)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="api-keys")
 
     async def stop(self) -> None:
         self._users -= 1

@@ -28,7 +28,7 @@ DEADLINE = 60.0  # for a process to start
 ISSUER = "https://issuer.apikeys.test"
 INTERNAL = "internal-" + "k" * 40
 PASSWORD = "a sturdy passphrase 7391"
-REFRESH, TIMEOUT = 1.0, 2.0
+REFRESH, TIMEOUT = 2.0, 1.0
 BOUND = REFRESH + TIMEOUT  # the documented bound for these settings
 
 

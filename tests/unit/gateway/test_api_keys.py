@@ -21,7 +21,7 @@ from .conftest import IDENTITY, SVC, FakeUpstreams, GatewayClient
 
 FEED = "/internal/v1/api-keys"
 SECRET = "s" * 40
-REFRESH, TIMEOUT = 0.3, 0.3
+REFRESH, TIMEOUT = 0.3, 0.2
 BOUND = REFRESH + TIMEOUT  # the documented revocation bound for these settings
 
 
