@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.apikeys import ApiKeyCache, ApiKeySettings, KeyClaims
+from gateway.app import STATE
 from gateway.pipeline.auth import Auth, KeyAuth
 from gateway.transport import MockResponse, OutboundRequest
 from tests.support.tokens import TestIssuer
@@ -188,6 +189,19 @@ async def test_without_the_setting_routes_bind_the_plain_auth_policy(
     resp = await client.get("/items", headers={"X-API-Key": "pk_0123456789abcdef_x"})
     await _problem(resp, 401)  # no token: the key means nothing here
     assert not any(r.origin == IDENTITY and FEED in r.target for r in upstreams.transport.requests)
+    assert _auth_policies(client) == {Auth}
+
+
+def _auth_policies(client: Any) -> set[type]:
+    chains = client.app[STATE].state.pipeline.chains.values()
+    return {type(p) for chain in chains for p in chain.policies if isinstance(p, Auth)}
+
+
+async def test_with_the_setting_routes_that_require_auth_bind_key_auth(
+    identity: Identity, gateway: GatewayClient
+) -> None:
+    client = await gateway()
+    assert _auth_policies(client) == {KeyAuth}
 
 
 def _limited(**classes: Any) -> dict[str, Any]:
