@@ -12,6 +12,8 @@ shows up as `missing` in the matrix and fails the run.
   (orders' history feed, views' token).
 - verifier -> identity: the gateway and every service that verifies tokens against the
   JWKS it fetches over HTTP (`jwks`).
+- gateway -> identity: the API-key feed and the key-for-token exchange
+  (`gateway.apikeys.IDENTITY_CALLS`: `api-keys`, `api-keys:token`; ADR 0036).
 - consumer <- publisher (messages): each service's `BINDINGS` (in its `domain` package)
   matched, with topic-exchange rules, against each service's `PUBLISHES`.
 
@@ -166,6 +168,16 @@ def jwks_boundaries() -> list[Boundary]:
     return [Boundary(c, ISSUER, "http", [JWKS]) for c in jwks_consumers()]
 
 
+API_KEYS, API_KEYS_TOKEN = "api-keys", "api-keys:token"
+
+
+def api_key_boundaries() -> list[Boundary]:
+    """The gateway's own calls to identity for API keys."""
+    from gateway.apikeys import IDENTITY_CALLS
+
+    return [Boundary("gateway", ISSUER, "http", list(IDENTITY_CALLS))]
+
+
 def derive(gateway_config: Any = None) -> list[Boundary]:
     """Every boundary, merged per (consumer, provider, kind); `gateway_config` defaults to
     `gateway.config.load_config()`."""
@@ -175,6 +187,7 @@ def derive(gateway_config: Any = None) -> list[Boundary]:
         *orders_boundaries(),
         *views_boundaries(),
         *jwks_boundaries(),
+        *api_key_boundaries(),
         *message_boundaries(),
     ):
         have = merged.setdefault(b.key, Boundary(*b.key))

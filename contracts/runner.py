@@ -47,9 +47,9 @@ from .providers import Context, Provider, UnknownProvider, load
 
 __all__ = ["CONSUMERS", "Cell", "Report", "run"]
 
-# jwks merges into the pacts gateway, orders and views wrote with identity; orders_grpc:
-# orders' gRPC client (orders-inventory-grpc.json)
-CONSUMERS = ("gateway", "orders", "notifications", "views", "jwks", "orders_grpc")
+# jwks merges into the pacts gateway, orders and views wrote with identity, apikeys into the
+# gateway's; orders_grpc: orders' gRPC client (orders-inventory-grpc.json)
+CONSUMERS = ("gateway", "orders", "notifications", "views", "jwks", "apikeys", "orders_grpc")
 _KINDS = {"Synchronous/HTTP": "http", "Asynchronous/Messages": "message", GRPC_INTERACTION: "grpc"}
 
 

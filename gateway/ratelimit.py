@@ -52,6 +52,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from chassis import Claims, Problem, tracing
 
+from .apikeys import KeyClaims
 from .config import (
     AggregateConfig,
     ConsumerClass,
@@ -662,9 +663,10 @@ def rate_header(name: str, decision: Decision) -> str:
 
 
 class _CompiledPolicy:
-    """A policy's plans: per named consumer class, for tokens, for anonymous callers."""
+    """A policy's plans: per named consumer class, for tokens, for anonymous callers; an API
+    key's own class (ADR 0036) by name, `authenticated` when the policy has no such class."""
 
-    __slots__ = ("anonymous", "authenticated", "named")
+    __slots__ = ("anonymous", "authenticated", "by_class", "named")
 
     def __init__(
         self,
@@ -682,10 +684,13 @@ class _CompiledPolicy:
         self.anonymous = plan("anonymous")
         self.authenticated = plan("authenticated")
         self.named = tuple((c, plan(c.name)) for c in classes if c.name in policy.classes)
+        self.by_class = {name: plan(name) for name in policy.classes}
 
     def plan_for(self, claims: Claims | None) -> _Plan:
         if claims is None:
             return self.anonymous
+        if type(claims) is KeyClaims:
+            return self.by_class.get(claims.rate_class, self.authenticated)
         for consumer_class, plan in self.named:
             if claims.client_id in consumer_class.client_ids or (
                 consumer_class.scopes & claims.scopes

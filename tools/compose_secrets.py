@@ -63,6 +63,7 @@ RANDOM: dict[str, Callable[[], str]] = {
     "orders_client_secret": _client_secret,
     "views_client_secret": _client_secret,
     "dev_client_secret": _client_secret,
+    "internal_secret": _client_secret,  # identity's API-key feed, read by the gateway (ADR 0036)
 }
 NAMES = (*RANDOM, *_derived())
 

@@ -162,11 +162,16 @@ class Stack:
         return self.var / "gateway" / "admin-token"
 
     def ensure_admin_token(self) -> None:
-        path = self.admin_token_file
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32) + "\n")
+        for path in (self.admin_token_file, self.internal_secret_file):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(mode=0o600)
+                path.write_text(secrets.token_urlsafe(32) + "\n")
+
+    @property
+    def internal_secret_file(self) -> Path:
+        """The secret the gateway reads identity's API-key feed with (ADR 0036), made once."""
+        return self.var / "identity" / "internal-secret"
 
     @property
     def gateway_url(self) -> str:
@@ -184,6 +189,10 @@ class Stack:
                 "GATEWAY_PORT": str(self.ports["gateway"]),
                 "GATEWAY_ADMIN_PORT": str(self.ports.get("gateway_admin", 0)),
                 "GATEWAY_ADMIN_TOKEN_FILE": str(self.admin_token_file),
+                # API keys (ADR 0036): the gateway reads identity's key feed with this secret
+                "IDENTITY_INTERNAL_SECRET_FILE": str(self.internal_secret_file),
+                "GATEWAY_API_KEYS_SECRET_FILE": str(self.internal_secret_file),
+                "GATEWAY_API_KEYS_URL": f"{self.url('identity')}/internal/v1/api-keys",
                 # the gateway appends X-Forwarded-For: identity's login throttle keys on it
                 # (behind nginx as well: tools.edge.STACK_ENV makes it 2)
                 "IDENTITY_PROXY_COUNT": "1",

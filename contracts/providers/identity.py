@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from sqlalchemy.orm import Session
 
 from chassis import TokenSettings, create_db_engine, sqlite_url
-from services.identity.adapters.orm import Client
+from services.identity.adapters.orm import ApiKey, Client
 from services.identity.adapters.repository import SqlUserRepository
 from services.identity.app import create_app
 from services.identity.domain.passwords import Passwords, secret_digest
@@ -24,6 +24,7 @@ from services.identity.service_layer.setup import (
 from services.identity.service_layer.users import find_user, register
 from services.identity.settings import IdentitySettings
 
+from ..consumers.apikeys import INTERNAL_SECRET, KEY_ID, KEY_SECRET
 from ..harness import serve_wsgi
 from . import Context, Provider
 
@@ -34,6 +35,7 @@ def start(ctx: Context) -> Provider:
         keys_file=str(ctx.workdir / "signing-keys.json"),
         secret_key_file=str(ctx.workdir / "secret-key"),
         key_activation_delay=0.0,
+        internal_secret=INTERNAL_SECRET,
         tokens=TokenSettings(
             issuer="http://gateway.contract", audience="portico-api", jwks_url="http://unused/"
         ),
@@ -89,11 +91,40 @@ def start(ctx: Context) -> Provider:
             session.commit()
         ctx.bearer["token"] = token["access_token"]
 
+    def api_key(username: str = "alice") -> None:
+        """The contract's key (`contracts.consumers.apikeys`), for a user who holds `profile`."""
+        with app.app_context():
+            session = db()
+            users = SqlUserRepository(session)
+            user = find_user(users, username) or register(
+                users,
+                ext.passwords,
+                username=username,
+                email=f"{username}@example.com",
+                password="correct horse battery",
+            )
+            row = ApiKey(
+                id=KEY_ID,
+                name="contract",
+                owner_kind="user",
+                subject=user.id,
+                owner_name=username,
+                secret_hash=secret_digest(KEY_SECRET),
+                scope="profile",
+                rate_class="authenticated",
+                version=1,
+                revoked=False,
+                created_at=0.0,
+            )
+            session.merge(row)
+            session.commit()
+
     backend = serve_wsgi(app)
     states = {
         "a client with a known secret": client_secret,
         "the orders service client exists": orders_client,
         "the views service client exists": views_client,
         "a user is signed in": user_signed_in,
+        "an API key exists": api_key,
     }
     return Provider("identity", backend, states, close=ext.engine.dispose)

@@ -6,6 +6,7 @@
     python -m services.identity clients add|list|rotate-secret|remove ...
     python -m services.identity users add USERNAME [--role R] [--email E] [--password-file F]
     python -m services.identity users set-role USERNAME ROLE
+    python -m services.identity api-keys create|list|rotate|revoke ...
 
 Every command prints one JSON document on stdout. Exit status: 0 done, 1 the command could not
 be done as asked (the reason on stderr), 2 bad configuration (settings or the clients file).
@@ -33,7 +34,7 @@ from .adapters.repository import SqlUserRepository
 from .domain.passwords import Passwords
 from .domain.roles import Role
 from .schemas import RegisterSchema
-from .service_layer import clients
+from .service_layer import api_keys, clients
 from .service_layer.setup import (
     DEFAULT_CREDENTIALS_FILE,
     ORDERS_CLIENT_FILE,
@@ -128,7 +129,7 @@ def _in_session(
             result = work(session)
             session.commit()
         return result
-    except clients.ClientError as exc:
+    except (clients.ClientError, api_keys.ApiKeyError) as exc:
         raise CommandError(str(exc)) from None
     finally:
         engine.dispose()
@@ -251,6 +252,58 @@ def _users_set_role(settings: IdentitySettings, args: argparse.Namespace) -> dic
     return _in_session(settings, set_role)
 
 
+def _issued(issued: api_keys.IssuedKey) -> dict[str, Any]:
+    """The key's description and the key itself: shown this once, only its digest is kept."""
+    return {**api_keys.describe_key(issued.row), "api_key": issued.key}
+
+
+def _keys_create(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, Any]:
+    return _in_session(
+        settings,
+        lambda session: _issued(
+            api_keys.create_key(session, args.owner, args.scopes, args.rate_class, args.name)
+        ),
+    )
+
+
+def _keys_list(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, Any]:
+    return _in_session(settings, lambda session: {"api_keys": api_keys.list_keys(session)})
+
+
+def _keys_rotate(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, Any]:
+    return _in_session(settings, lambda s: _issued(api_keys.rotate_key(s, args.key_id)))
+
+
+def _keys_revoke(settings: IdentitySettings, args: argparse.Namespace) -> dict[str, Any]:
+    return _in_session(
+        settings, lambda s: api_keys.describe_key(api_keys.revoke_key(s, args.key_id))
+    )
+
+
+def _api_key_commands(commands: Any) -> None:
+    key_cmds = commands.add_parser("api-keys", help="API keys (ADR 0036)").add_subparsers(
+        dest="action", required=True
+    )
+    create = key_cmds.add_parser("create", help="a new key (printed once: pk_<id>_<secret>)")
+    create.set_defaults(run=_keys_create)
+    create.add_argument("--owner", required=True, help="user:<username> or client:<client_id>")
+    create.add_argument("--scopes", required=True, help="space-separated; capped by the owner")
+    create.add_argument(
+        "--class",
+        dest="rate_class",
+        default="authenticated",
+        help="the gateway's rate-limit consumer class for this key (default: authenticated)",
+    )
+    create.add_argument("--name", default="", help="what the key is for")
+    key_cmds.add_parser("list", help="every key (never its secret)").set_defaults(run=_keys_list)
+    rotate = key_cmds.add_parser("rotate", help="a new secret; the old one stops working")
+    rotate.set_defaults(run=_keys_rotate)
+    rotate.add_argument("key_id")
+    revoke = key_cmds.add_parser("revoke", help="the key stops working")
+    revoke.set_defaults(run=_keys_revoke)
+    revoke.add_argument("key_id")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services.identity")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     set_role.set_defaults(run=_users_set_role)
     set_role.add_argument("username")
     set_role.add_argument("role", choices=roles)
+    _api_key_commands(commands)
     return parser
 
 

@@ -22,7 +22,7 @@ from .adapters.files import COMMON_PASSWORDS_FILE, read_lines, read_or_create_se
 from .adapters.oauth2 import build_server
 from .domain.passwords import PasswordPolicy, Passwords
 from .domain.throttle import Throttle
-from .entrypoints import oauth, users
+from .entrypoints import internal, oauth, users
 from .entrypoints.deps import Deps, db
 from .migrations import MIGRATIONS_DIR
 from .service_layer.setup import keystore_for
@@ -96,6 +96,7 @@ def create_app(settings: IdentitySettings | None = None) -> Flask:
 
     app.register_blueprint(oauth.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(internal.bp)
     install_flask(
         app,
         title="Portico identity",

@@ -44,6 +44,11 @@ class IdentitySettings:
     cookie_secure: bool = False
     # The declarative clients file `init` applies (services/identity/README.md); "" = none.
     clients_file: str = ""
+    # The shared secret the gateway sends (`X-Internal-Token`) to read API keys and exchange
+    # one for a short-lived token (ADR 0036); "" turns `/internal/v1/api-keys` off (404).
+    internal_secret: str = secret("")
+    # Lifetime of the access token minted for an API key (the gateway caches it that long).
+    api_key_token_ttl: int = field(default=300, metadata={"check": positive})
     tokens: TokenSettings = field(default_factory=TokenSettings)
 
     @classmethod
@@ -57,5 +62,15 @@ class IdentitySettings:
                 f"{settings.key_activation_delay:g} must exceed PORTICO_JWKS_REFETCH_INTERVAL="
                 f"{tokens.jwks_refetch_interval:g}, or a rotated key could sign tokens that "
                 "verifiers reject"
+            )
+        if settings.internal_secret and len(settings.internal_secret) < 32:
+            raise ConfigError(
+                "invalid configuration: IDENTITY_INTERNAL_SECRET must be at least 32 characters"
+            )
+        if settings.api_key_token_ttl > settings.access_token_ttl:
+            # the signing key ring keeps retired keys published for access_token_ttl only
+            raise ConfigError(
+                "invalid configuration: IDENTITY_API_KEY_TOKEN_TTL must not exceed "
+                "IDENTITY_ACCESS_TOKEN_TTL"
             )
         return dataclasses.replace(settings, tokens=tokens)

@@ -98,6 +98,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="time by the thread's CPU time, not the wall clock: steadier on a busy machine",
     )
     parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="the `jwt` route with a bearer token (verified once, then the verifier's cache)",
+    )
+    parser.add_argument(
+        "--api-keys",
+        action="store_true",
+        help="with API keys on (GATEWAY_API_KEYS_URL set; its feed never answers): what a "
+        "request without X-API-Key pays for them (ADR 0036)",
+    )
+    parser.add_argument(
         "--opcodes",
         type=int,
         metavar="N",
@@ -117,7 +128,20 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
     from tests.bench.harness import gateway_yaml
     from tests.support.tokens import TestIssuer
 
-    app = create_app(load_config(gateway_yaml(workdir, ORIGIN, TestIssuer(), None)))
+    issuer = TestIssuer(lifetime=3600)
+    verifier = issuer.async_verifier()
+    request = REQUEST
+    if args.jwt:
+        token = issuer.token(["bench"])
+        await verifier.verify(token)  # in the verifier's cache: requests take the inline path
+        bearer = b"Authorization: Bearer " + token.encode()
+        request = b"GET /jwt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n" + bearer + b"\r\n\r\n"
+    if args.api_keys:
+        os.environ["GATEWAY_API_KEYS_URL"] = ORIGIN + "/internal/v1/api-keys"
+        os.environ["GATEWAY_API_KEYS_SECRET"] = "b" * 40
+        os.environ["GATEWAY_API_KEYS_TIMEOUT"] = "0.2"
+    config = load_config(gateway_yaml(workdir, ORIGIN, issuer, None))
+    app = create_app(config, verifier=verifier)
     server = front_module.FrontServer(app, app[STATE])
     await server.start("127.0.0.1", 0)
     start_now = http1.Http1Transport.start
@@ -139,7 +163,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[float]:
             http1.Http1Transport.start = lambda *_: None  # type: ignore[method-assign,assignment]
 
         async def one() -> None:
-            client.data_received(REQUEST)
+            client.data_received(request)
             if args.task:
                 await asyncio.sleep(0)  # the task writes the upstream request
             upstream.data_received(ANSWER)
@@ -235,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     clock = ", thread CPU time" if args.cpu else ""
     log = "no access log" if args.no_access_log else "access log on"
     print(
-        f"gateway plain, {path} path, {log}{clock}: {statistics.median(runs):.2f} us per request "
+        f"gateway {'jwt' if args.jwt else 'plain'}{' (API keys on)' if args.api_keys else ''}, "
+        f"{path} path, {log}{clock}: {statistics.median(runs):.2f} us per request "
         f"(median of {len(runs)} runs x {args.requests}; {min(runs):.2f}-{max(runs):.2f})"
     )
     return 0

@@ -302,14 +302,22 @@ def test_gateway_environment_is_what_the_gateway_reads(
 ) -> None:
     from chassis import from_env
     from gateway.__main__ import GatewaySettings
+    from gateway.apikeys import ApiKeySettings
     from gateway.config import DEFAULT_CONFIG_PATH, SECRET_VARIABLES, check_config, load_config
 
     env = _with_secrets(services["gateway-1"], generated)
     referenced = set(_REF.findall(Path(DEFAULT_CONFIG_PATH).read_text()))
     known = SHARED | _names(GatewaySettings, "GATEWAY_") | referenced | {"GATEWAY_REDIS_URL"}
     known |= {f"{name}_FILE" for name in SECRET_VARIABLES}
+    known |= _names(ApiKeySettings, "GATEWAY_API_KEYS_")
     assert not set(env) - known, sorted(set(env) - known)
     from_env(GatewaySettings, "GATEWAY_", env)
+    api_keys = from_env(ApiKeySettings, "GATEWAY_API_KEYS_", env)  # ADR 0036: identity's feed
+    assert api_keys.url == "http://identity:8101/internal/v1/api-keys"
+    assert (
+        api_keys.problems() == []
+        and api_keys.secret == (generated / "internal_secret").read_text().strip()
+    )
     assert check_config(DEFAULT_CONFIG_PATH, environ=env) == []
     redis_url = (generated / "redis_url").read_text().strip()
     assert load_config(DEFAULT_CONFIG_PATH, environ=env).rate_limits.redis_url == redis_url

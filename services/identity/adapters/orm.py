@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..domain.passwords import secret_matches
 
 __all__ = [
+    "ApiKey",
     "AuthorizationCode",
     "Base",
     "Client",
@@ -215,3 +216,26 @@ class RegistrationAttempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key (ADR 0036): `pk_<id>_<secret>` is shown once; only the secret's SHA-256
+    digest is kept. `version` grows with every rotation and revocation, so the gateway's cache
+    can tell a changed key from the one it holds."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    owner_kind: Mapped[str] = mapped_column(String(8))  # "user" or "client"
+    # The token subject: a user's id, or a client's client_id
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    owner_name: Mapped[str] = mapped_column(String(64))  # the username or client id given
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(Text)  # space-separated, capped at creation
+    rate_class: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    rotated_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)

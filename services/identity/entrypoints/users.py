@@ -20,7 +20,7 @@ from sqlalchemy import select
 from chassis import Problem, TokenError, token_problem, validation_problem
 from chassis.flask import current_claims, json_body, require_scopes
 
-from ..adapters.orm import Token, User
+from ..adapters.orm import ApiKey, Token, User
 from ..adapters.repository import SqlUserRepository
 from ..schemas import RegisterSchema
 from ..service_layer.users import (
@@ -95,24 +95,33 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
     return jsonify(_public(user)), 201, {"Location": location}
 
 
-def _live_token() -> Token:
-    """The token's record; a revoked or unknown token is refused (401)."""
-    record = db().scalars(select(Token).where(Token.jti == current_claims().raw.get("jti"))).first()
+def _live_token() -> str | None:
+    """The user id the token speaks for (None: a client's); a revoked or unknown token is
+    refused (401). A token the gateway got for an API key (ADR 0036) lives as long as its key:
+    it has no record of its own, its `api_key` claim names the key."""
+    claims = current_claims()
+    key_id = claims.raw.get("api_key")
+    if key_id is not None:
+        key = db().get(ApiKey, str(key_id))
+        if key is None or key.revoked or key.subject != claims.subject:
+            raise token_problem(TokenError("the token has been revoked or is unknown"))
+        return key.subject if key.owner_kind == "user" else None
+    record = db().scalars(select(Token).where(Token.jti == claims.raw.get("jti"))).first()
     if record is None or record.access_revoked:
         raise token_problem(TokenError("the token has been revoked or is unknown"))
-    return record
+    return record.user_id
 
 
 def _token_user() -> User:
     claims = current_claims()
-    record = _live_token()
-    if record.user_id is None:
+    user_id = _live_token()
+    if user_id is None:
         raise Problem(
             403,
             "this resource needs a token issued to a user; a client_credentials token has none",
             type_="https://portico.dev/problems/user-token-required",
         )
-    user = db().get(User, record.user_id)
+    user = db().get(User, user_id)
     if user is None or user.id != claims.subject:
         raise Problem(404, "the token's user does not exist")
     return user

@@ -180,6 +180,7 @@ def test_gateway_redis_url_from_a_file(tmp_path: Path) -> None:
 
 
 def test_the_readme_lists_every_secret_setting_in_one_table() -> None:
+    from gateway.apikeys import ApiKeySettings
     from gateway.config import SECRET_VARIABLES
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -190,6 +191,7 @@ def test_the_readme_lists_every_secret_setting_in_one_table() -> None:
         for cls, prefix in [
             *((_settings(s), f"{s.upper()}_") for s in SERVICES),
             (BrokerSettings, "PORTICO_"),
+            (ApiKeySettings, "GATEWAY_API_KEYS_"),
         ]
         for f in dataclasses.fields(cls)
         if is_secret(f)
