@@ -810,6 +810,14 @@ def _needed(tool: str, args: argparse.Namespace) -> bool:
     return not picks or any(p in n for p in picks for n in names)
 
 
+def picks_of(args: argparse.Namespace) -> list[str]:
+    return [p.strip() for p in args.rows.split(",") if p.strip()]
+
+
+def _picked(name: str, args: argparse.Namespace) -> bool:
+    return any(p in name for p in picks_of(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [tool for tool in missing_tools() if _needed(tool, args)]
@@ -854,6 +862,13 @@ def main(argv: list[str] | None = None) -> int:
                     lambda name: not picks or any(p in name for p in picks),
                 )
             doc = report(bench, services, args)
+            if not args.no_services and (not picks_of(args) or _picked("dashboard vs read model", args)):
+                from . import read_model
+
+                print("dashboard vs read model (a stack of its own) ...", file=sys.stderr)
+                found = read_model.measure()
+                print("\n".join(read_model.lines(found)))
+                doc["dashboard_vs_read_model"] = found
         except KeyboardInterrupt:
             print("\ninterrupted: stopping everything started", file=sys.stderr)
             return 130

@@ -1,12 +1,11 @@
-"""`python -m tests.bench.read_model [--orders N] [--requests R]`: the caller's dashboard as
-today's aggregate (`GET /api/v1/me/dashboard`: profile, recent orders and unread notifications
-from three services, composed by the gateway) against the read model's
-`GET /api/v1/me/orders` (one local query in views), both through the gateway, one connection,
-sequential requests, on a stack of its own on free ports. Prints p50/p90 in milliseconds.
+"""The caller's dashboard as today's aggregate (`GET /api/v1/me/dashboard`: profile, recent
+orders and unread notifications from three services, composed by the gateway) against the read
+model's `GET /api/v1/me/orders` (one local query in views), both through the gateway, one
+connection, sequential requests in alternating rounds, on a stack of its own on free ports.
 
-The orders are placed through the gateway and their outcomes waited for, so the read model
-has them; VIEWS_MAX_LAG is raised for the run (a stack whose orders serve no history feed -
-before event-sourced orders - never completes the start-up catch-up)."""
+`make bench` runs it after the service rows (row name "dashboard vs read model");
+`python -m tests.bench.read_model [--orders N] [--requests R]` runs it alone. The orders are
+placed through the gateway and their outcomes waited for, so the read model has them."""
 
 from __future__ import annotations
 
@@ -36,19 +35,13 @@ def _timings(session: requests.Session, url: str, headers: dict[str, str], n: in
     return out
 
 
-def _summary(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p90 = ordered[int(len(ordered) * 0.9) - 1]
-    return f"p50 {statistics.median(ordered):.2f} ms, p90 {p90:.2f} ms (n={len(ordered)})"
+PATHS = {"aggregate": "/api/v1/me/dashboard", "read model": "/api/v1/me/orders?limit=5"}
+ROUNDS = 3
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.read_model")
-    parser.add_argument("--orders", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300)
-    args = parser.parse_args(argv)
+def measure(orders: int = 20, requests_per_path: int = 300) -> dict[str, dict[str, float]]:
+    """p50 and p90 (ms) of each path of `PATHS`, measured in alternating rounds."""
     env = {"GATEWAY_RATE_LIMIT": "1000000", "GATEWAY_RATE_BURST": "1000000"}
-    env["VIEWS_MAX_LAG"] = "1000000"
     with (
         tempfile.TemporaryDirectory(prefix="bench-read-model-") as tmp,
         isolated_stack(Path(tmp), env) as stack,
@@ -63,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         ).json()["access_token"]
         api = Api(gateway, token)
         ids = []
-        for i in range(args.orders):
+        for i in range(orders):
             body = {
                 "items": [{"sku": "BK-0001", "quantity": 1}],
                 "payment_method": "pm_card_ok",
@@ -82,11 +75,45 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(in_read_model, 60, "the orders in the read model", interval=0.1)
         headers = {"Authorization": f"Bearer {token}"}
+        samples: dict[str, list[float]] = {name: [] for name in PATHS}
+        per_round = max(1, requests_per_path // ROUNDS)
         with requests.Session() as session:
-            for path in ("/api/v1/me/dashboard", "/api/v1/me/orders?limit=5"):
+            for path in PATHS.values():
                 _timings(session, gateway + path, headers, 20)  # warm-up
-                samples = _timings(session, gateway + path, headers, args.requests)
-                print(f"{path}: {_summary(samples)}")
+            for _ in range(ROUNDS):
+                for name, path in PATHS.items():
+                    samples[name] += _timings(session, gateway + path, headers, per_round)
+    return {name: _quantiles(values) for name, values in samples.items()}
+
+
+def _quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p90_ms": ordered[int(len(ordered) * 0.9) - 1],
+        "n": float(len(ordered)),
+    }
+
+
+def lines(found: dict[str, dict[str, float]]) -> list[str]:
+    agg, model = found["aggregate"], found["read model"]
+    return [
+        "",
+        "dashboard vs read model (through the gateway, 1 connection):",
+        *(
+            f"  {name:<10} {PATHS[name]:<28} p50 {q['p50_ms']:6.2f} ms  p90 {q['p90_ms']:6.2f} ms"
+            for name, q in found.items()
+        ),
+        f"  read model / aggregate p50: {model['p50_ms'] / agg['p50_ms']:.2f}x",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.read_model")
+    parser.add_argument("--orders", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=300)
+    args = parser.parse_args(argv)
+    print("\n".join(lines(measure(args.orders, args.requests))))
     return 0
 
 
