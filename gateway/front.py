@@ -269,7 +269,11 @@ class FrontServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            if not conn.busy:
+            # Idle between requests: closed now. A connection that has not sent a byte yet is
+            # left to send its first request (answered, then closed): its peer opened it to
+            # send one, and closing it now would race that request (which a balancer cannot
+            # resend if it is a POST). Go's http.Server.Shutdown treats new connections alike.
+            if not conn.busy and conn.since:
                 conn.close()
         if self.connections:
             self._empty = asyncio.Event()

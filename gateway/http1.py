@@ -39,6 +39,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .transport import (
     Headers,
+    NotSent,
     OutboundRequest,
     PoolTimeout,
     Transport,
@@ -594,7 +595,7 @@ class _Pool:
             raise UpstreamTimeout(f"no connection to {self.origin} in time") from None
         except OSError as exc:
             self.free_slot()
-            raise UpstreamUnavailable(f"{self.origin} is unreachable: {exc}") from None
+            raise NotSent(f"{self.origin} is unreachable: {exc}") from None
         except BaseException:
             self.free_slot()
             raise

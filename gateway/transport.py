@@ -63,6 +63,11 @@ class UpstreamUnavailable(TransportError):
     pass
 
 
+class NotSent(UpstreamUnavailable):
+    """No connection could be made (refused, unreachable): nothing of the request left, so any
+    method, a POST too, may go to another instance (as nginx's `proxy_next_upstream error`)."""
+
+
 class UpstreamTimeout(TransportError):
     pass
 
@@ -233,6 +238,8 @@ class AiohttpTransport(Transport):
                 )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"no response from {request.origin} in time") from exc
+        except aiohttp.ClientConnectorError as exc:  # the connection itself failed
+            raise NotSent(f"{request.origin} is unreachable: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"{request.origin} is unreachable: {exc}") from exc
         return _AiohttpResponse(resp)

@@ -51,6 +51,7 @@ from chassis.resilience import OPEN, CircuitBreaker, CircuitOpen
 
 from .config import RetryPolicy, UpstreamConfig
 from .transport import (
+    NotSent,
     OutboundRequest,
     Transport,
     TransportError,
@@ -329,6 +330,19 @@ class Upstream:
                         f"no instance of {self.name} is available (circuit open)",
                         retry_after=max(1, math.ceil(exc.retry_after)),
                     ) from None
+                instance = following
+                continue
+            except NotSent as exc:
+                # Nothing left for that instance: any method goes to the next one, each instance
+                # once, free of the retry budget (the request was never received).
+                tried.append(instance)
+                following = self.pick(tried)
+                if following is None:
+                    raise
+                log.info(
+                    "not sent: trying another instance",
+                    extra={"upstream": self.name, "instance": instance.origin, "error": str(exc)},
+                )
                 instance = following
                 continue
             except TransportError as exc:

@@ -852,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
                 from .services import service_rows
 
                 print("service-side figures ...", file=sys.stderr)
-                picks = [p.strip() for p in args.rows.split(",") if p.strip()]
+                picks = picks_of(args)
                 services = service_rows(
                     procs,
                     args,
@@ -862,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
                     lambda name: not picks or any(p in name for p in picks),
                 )
             doc = report(bench, services, args)
-            if not args.no_services and (not picks_of(args) or _picked("dashboard vs read model", args)):
+            dashboard = not picks_of(args) or _picked("dashboard vs read model", args)
+            if not args.no_services and dashboard:
                 from . import read_model
 
                 print("dashboard vs read model (a stack of its own) ...", file=sys.stderr)

@@ -24,6 +24,7 @@ from gateway.config import parse_config
 from tests.support.front import DEADLINE, FrontTestServer, Wire
 from tests.support.raw_upstream import OK, Answer, RawFactory, RawUpstream, Seen
 from tests.support.tokens import TestIssuer
+from tests.support.waiting import wait_until_async
 
 
 def _upstream_app(issuer: TestIssuer, seen: list[dict[str, Any]]) -> web.Application:
@@ -279,6 +280,27 @@ async def test_while_draining_answers_close_their_connection_and_new_ones_are_ta
         await fresh.send(_get("/public/new"))
         status, headers, _body = await fresh.answer()
         assert status == 200 and headers["connection"] == "close"
+    finally:
+        fresh.close()
+
+
+async def test_stopping_still_answers_a_connection_that_had_not_sent_its_request(
+    front: tuple[FrontTestServer, TestIssuer],
+) -> None:
+    """`FrontServer.close` (ADR 0033) closes connections idle between requests, but one that
+    has not sent a byte yet was opened to send a request: it is answered, then closed, so a
+    balancer's POST racing the stop is not lost."""
+    server = front[0]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    fresh = Wire(reader, writer)
+    try:
+        await wait_until_async(lambda: bool(server.front.connections), 5, "the accept")
+        closing = asyncio.create_task(server.close())
+        await wait_until_async(lambda: server.front.refusing, 5, "the stop began")
+        await fresh.send(_get("/public/late"))
+        status, headers, _body = await fresh.answer()
+        assert status == 200 and headers["connection"] == "close"
+        await asyncio.wait_for(closing, 30)
     finally:
         fresh.close()
 

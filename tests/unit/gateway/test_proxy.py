@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import pytest
+from aiohttp import web
 
 from chassis.drain import DRAIN
 from gateway.app import create_app
+from gateway.http1 import Http1Transport
 from gateway.transport import AiohttpTransport, MockResponse, MockTransport, OutboundRequest
 
 from .conftest import IDENTITY, SVC, FakeUpstreams, GatewayClient, make_config, refused
@@ -211,6 +214,46 @@ async def test_refused_port_is_502_with_the_real_transport(aiohttp_client: Any) 
     try:
         client = await aiohttp_client(create_app(config, transport=transport))
         await _problem(await client.get("/public/x"), 502)
+    finally:
+        await transport.close()
+
+
+@pytest.mark.parametrize("transport_kind", ["http1", "aiohttp"])
+async def test_a_request_never_sent_goes_to_the_next_instance_whatever_its_method(
+    aiohttp_client: Any, aiohttp_server: Any, transport_kind: str
+) -> None:
+    """A refused connection means the request never left (a drained or dead instance): even a
+    POST, without a retry policy, goes to the next instance, as nginx does. A POST that did
+    reach an instance is never sent twice (the http1 tests)."""
+    seen: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        return web.json_response({"created": True}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/public/create", create)
+    alive = await aiohttp_server(app, host="127.0.0.1")
+    config = make_config(
+        upstreams={
+            "identity": {"instances": [IDENTITY], "health": {"interval": 60}},
+            "svc": {
+                "instances": [
+                    f"http://127.0.0.1:{_closed_port()}",
+                    str(alive.make_url("")).rstrip("/"),
+                ],
+                "balancing": "round_robin",
+                "health": {"interval": 60},
+            },
+        }
+    )
+    transport = Http1Transport() if transport_kind == "http1" else AiohttpTransport()
+    try:
+        client = await aiohttp_client(create_app(config, transport=transport))
+        for _ in range(2):  # round robin: one of the two starts on the refusing instance
+            resp = await client.post("/public/create", json={"x": 1})
+            assert resp.status == 201, await resp.text()
+        assert seen == ["POST", "POST"]
     finally:
         await transport.close()
 
