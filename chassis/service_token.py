@@ -85,15 +85,18 @@ class _TokenCache(Generic[Session, Lock]):
             return self._id, self._secret
         if self._file is None:
             raise TokenUnavailable("no client credentials configured")
+        unreadable = TokenUnavailable(f"cannot read client credentials from {self._file}")
         try:
             with self._file.open("rb") as fh:
                 raw = fh.read(MAX_CLIENT_FILE_BYTES + 1)
-            data = json.loads(raw) if len(raw) <= MAX_CLIENT_FILE_BYTES else None
-            client_id, secret = data["client_id"], data["client_secret"]  # type: ignore[index]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TokenUnavailable(f"cannot read client credentials from {self._file}") from exc
+            data: Any = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise unreadable from exc
+        if len(raw) > MAX_CLIENT_FILE_BYTES or not isinstance(data, dict):
+            raise unreadable
+        client_id, secret = data.get("client_id"), data.get("client_secret")
         if not (isinstance(client_id, str) and client_id and isinstance(secret, str) and secret):
-            raise TokenUnavailable(f"cannot read client credentials from {self._file}")
+            raise unreadable
         return client_id, secret
 
     def _body(self) -> dict[str, str]:
