@@ -18,7 +18,7 @@ import aiohttp
 from pact import Pact, match
 
 from chassis.resilience import Retry
-from services.orders.adapters.service_token import ServiceToken
+from chassis.service_token import ServiceToken
 from services.orders.adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient
 from services.orders.domain import (
     Captured,

@@ -6,7 +6,7 @@ contracts.boundaries), the example message goes through views' real handler
 body read as the consumer reads it). Order events carry the envelope fields `stream`,
 `version` and `position` (ADR 0030); each example is the first event of its own stream.
 
-HTTP: its real `FeedClient` reads orders' history feed, and its real `ServiceToken` asks
+HTTP: its real `FeedClient` reads orders' history feed, and its real `BlockingServiceToken` asks
 identity for views' token (client_credentials, scope orders:events).
 """
 
@@ -26,8 +26,9 @@ from sqlalchemy import Engine
 from chassis import create_db_engine, sqlite_url
 from chassis.messaging import Event
 from chassis.migrations import upgrade
+from chassis.service_token import BlockingServiceToken
 from services.views.adapters.consumer import message_body
-from services.views.adapters.feed import FEED_PATH, SCOPE, FeedClient, ServiceToken
+from services.views.adapters.feed import FEED_PATH, SCOPE, FeedClient
 from services.views.adapters.orm import metadata
 from services.views.migrations import MIGRATIONS_DIR
 from services.views.service_layer.lag import LagTracker
@@ -231,9 +232,10 @@ def _http(pacts: dict[str, Pact], problems: list[str]) -> None:
                 problems.append("views -> orders: the feed page read back wrong")
         except Exception as exc:
             problems.append(f"views -> orders: the feed: {type(exc).__name__}: {exc}")
-        token = ServiceToken(
+        token = BlockingServiceToken(
             session,
             str(token_server.url).rstrip("/") + TOKEN_PATH,
+            SCOPE,
             client_id=CLIENT_ID,
             client_secret=SECRET,
         )

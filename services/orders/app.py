@@ -24,12 +24,12 @@ from chassis.messaging import BrokerSettings, RelayHandle, check_broker, start_r
 from chassis.openapi import install_aiohttp
 from chassis.resilience import Retry
 from chassis.retention import Purger, PurgeTarget, retention_ctx
+from chassis.service_token import ServiceToken
 
 from . import schemas
 from .adapters.inventory_grpc import GrpcInventory, channel_options, channel_target
 from .adapters.inventory_transport import WithInventory
 from .adapters.orm import orders, outbox
-from .adapters.service_token import ServiceToken
 from .adapters.upstreams import SERVICE_SCOPE, HttpUpstreams, Transient, Upstreams
 from .entrypoints import DEPS, Deps, routes
 from .service_layer.saga import SagaDriver, SagaRunner

@@ -22,10 +22,11 @@ from chassis.db import create_async_db_engine, reader, sync_url
 from chassis.messaging import BrokerSettings, check_broker
 from chassis.openapi import install_aiohttp
 from chassis.retention import Purger, PurgeTarget, retention_ctx
+from chassis.service_token import BlockingServiceToken
 
 from . import schemas
 from .adapters.consumer import ProjectionConsumer
-from .adapters.feed import FeedClient, ServiceToken
+from .adapters.feed import SCOPE, FeedClient
 from .adapters.orm import checkpoint, inbox, order_views
 from .domain import BINDINGS
 from .entrypoints import DEPS, Deps, routes
@@ -53,9 +54,10 @@ _ERRORS = {
 
 def feed_client(settings: ViewsSettings) -> FeedClient:
     session = requests.Session()
-    token = ServiceToken(
+    token = BlockingServiceToken(
         session,
         settings.token_url,
+        SCOPE,
         client_id=settings.client_id,
         client_secret=settings.client_secret,
         client_file=settings.client_file,

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from werkzeug.serving import make_server
 
 from chassis import tracing
+from chassis.service_token import ServiceToken
 from gateway.app import create_app as create_gateway
 from gateway.config import parse_config
 from services.catalog.__main__ import init as init_catalog
@@ -41,7 +42,6 @@ from services.notifications.app import QUEUE
 from services.notifications.app import create_app as create_notifications
 from services.notifications.settings import NotificationsSettings
 from services.orders.__main__ import init as init_orders
-from services.orders.adapters.service_token import ServiceToken
 from services.orders.adapters.upstreams import SERVICE_SCOPE, HttpUpstreams
 from services.orders.app import create_app as create_orders
 from services.orders.entrypoints import DEPS

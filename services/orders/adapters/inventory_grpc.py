@@ -25,11 +25,11 @@ from google.rpc import error_details_pb2, status_pb2
 
 from chassis import REQUEST_ID_HEADER, correlation_id
 from chassis.resilience import CircuitBreaker, CircuitOpen
+from chassis.service_token import ServiceToken, TokenUnavailable
 from portico_proto.inventory.v1 import inventory_pb2 as pb
 from portico_proto.inventory.v1 import inventory_pb2_grpc as pb_grpc
 
 from ..domain import Committed, Line, OutOfStock, Refused, Released, Reserved, Unavailable
-from .service_token import ServiceToken, TokenUnavailable
 from .upstreams import Transient
 
 __all__ = [

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from chassis import REQUEST_ID_HEADER, OutOfBounds, correlation_id, parse_decimal
 from chassis.resilience import CircuitBreaker, CircuitOpen, Retry
+from chassis.service_token import ServiceToken, TokenUnavailable
 
 from ..domain import (
     Captured,
@@ -36,7 +37,6 @@ from ..domain import (
     Unavailable,
     UnknownSkus,
 )
-from .service_token import ServiceToken, TokenUnavailable
 
 __all__ = ["OUTBOUND", "SERVICE_SCOPE", "HttpUpstreams", "Transient", "Upstreams"]
 

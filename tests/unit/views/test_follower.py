@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from chassis import create_db_engine, sqlite_url
+from chassis.service_token import BlockingServiceToken
 from services.views.__main__ import main, migrate
-from services.views.adapters.feed import FeedClient, ServiceToken
+from services.views.adapters.feed import SCOPE, FeedClient
 from services.views.service_layer.follower import Follower
 from services.views.service_layer.lag import LagTracker
 from services.views.service_layer.projector import Projector
@@ -42,7 +43,9 @@ def test_without_orders_the_consumer_follows_and_the_catch_up_retries(tmp_path: 
     migrate(ViewsSettings(database_url=url.replace("sqlite://", "sqlite+aiosqlite://")))
     engine = create_db_engine(url)
     session = requests.Session()
-    token = ServiceToken(session, f"{CLOSED}/oauth/token", client_id="v", client_secret="s")
+    token = BlockingServiceToken(
+        session, f"{CLOSED}/oauth/token", SCOPE, client_id="v", client_secret="s"
+    )
     lag = LagTracker()
     consumer = FakeConsumer()
     follower = Follower(
