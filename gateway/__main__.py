@@ -41,7 +41,7 @@ from .admin import (
     render_status,
 )
 from .app import RELOADER, STATE, create_app
-from .config import DEFAULT_CONFIG_PATH, check_config, load_config
+from .config import DEFAULT_CONFIG_PATH, check_config, load_config, past_sunsets
 from .front import FrontServer
 
 log = logging.getLogger("portico.gateway")
@@ -99,6 +99,8 @@ def serve() -> None:
         sys.exit(2)
     keep_freed_memory(settings.malloc_trim_mib)
     _add_admin(app, admin)
+    for line in past_sunsets(config):  # served, as 410 Gone: a restart is no outage (ADR 0032)
+        log.error("a deprecated route is past its sunset and answers 410 Gone: %s", line)
     host = settings.host or config.server.host
     port = config.server.port if settings.port is None else settings.port
     loop = uvloop.new_event_loop()

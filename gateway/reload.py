@@ -33,7 +33,7 @@ from aiohttp import web
 
 from chassis import AsyncTokenVerifier, ConfigError, Problem
 
-from .config import GatewayConfig, load_config
+from .config import GatewayConfig, load_config, past_sunsets
 from .openapi import OpenApiMerger
 from .pipeline.compile import Pipeline
 from .proxy import handle
@@ -277,6 +277,15 @@ class Reloader:
                         extra={"path": str(self.path)},
                     )
                     return False
+            stale = past_sunsets(config)  # a change to a past sunset: refused (ADR 0032)
+            if stale:
+                self.rejected += 1
+                log.error(
+                    "gateway config rejected; the running config stays in force: %s",
+                    "; ".join(stale),
+                    extra={"path": str(self.path)},
+                )
+                return False
             try:
                 new = self._compile(config, old)
             except ConfigError as exc:

@@ -12,6 +12,7 @@ and its dataclass field together, so no key is ever accepted and silently ignore
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -67,6 +68,7 @@ __all__ = [
     "check_flags",
     "load_config",
     "parse_config",
+    "past_sunsets",
     "path_params",
     "register",
 ]
@@ -1050,10 +1052,25 @@ def _check_gateway(path: str | os.PathLike[str] | None, env: Mapping[str, str]) 
     if errors:
         return errors
     try:
-        _build(data, TokenSettings.from_env(env), env)
+        config = _build(data, TokenSettings.from_env(env), env)
     except ConfigError as exc:
         return [str(exc)]
-    return []
+    return past_sunsets(config)
+
+
+def past_sunsets(config: GatewayConfig, now: dt.datetime | None = None) -> list[str]:
+    """`routes[i].deprecation.sunset: ... is in the past`, one line per deprecated route whose
+    sunset has passed. A config change naming one is refused (`python -m gateway check`, a
+    reload); a gateway that starts with one serves it, the route answering 410 Gone, so a
+    restart after the sunset is no outage of the other routes (ADR 0032)."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = []
+    for i, route in enumerate(config.routes):
+        for ref in route.policies:
+            sunset = getattr(ref.settings, "sunset", None) if ref.use == "deprecation" else None
+            if isinstance(sunset, dt.datetime) and sunset <= now:
+                found.append(f"routes[{i}].deprecation.sunset: {sunset.isoformat()} is in the past")
+    return found
 
 
 def check_flags(environ: Mapping[str, str]) -> list[str]:

@@ -12,14 +12,16 @@ what replaces it; its use is counted per consumer on `/metrics`.
           link: https://portico.dev/docs/migrations/v1-to-v2   # Link: <...>; rel="deprecation"
 
 Dates are YAML dates (midnight UTC) or ISO 8601 date-times with a zone. The config is refused,
-naming the key path, for a sunset already past, a deprecation date after the sunset, a URL that
-is neither an absolute path nor an http(s) URL (or holds spaces, quotes or angle brackets), and
-a successor naming a `{param}` the route's path lacks. A reload that says so keeps the old
-config. A running config whose sunset passes keeps serving (the route is not cut by a clock):
-remove the route, or its `deprecation:`, by then; the next restart refuses the past date.
+naming the key path, for a deprecation date after the sunset, a URL that is neither an absolute
+path nor an http(s) URL (or holds spaces, quotes or angle brackets), and a successor naming a
+`{param}` the route's path lacks. A sunset already past is refused on a config change only
+(`python -m gateway check` and a reload, which keeps the old config: `gateway.config.
+past_sunsets`); once the sunset has passed, in a running gateway or one (re)started with that
+config, the route answers 410 Gone problem+json with the successor `Link`, and every other
+route goes on serving - a restart after the date is no outage.
 
-Only `on_response_head` is overridden, and only routes that name the policy have it in their
-chain: the plain path runs no deprecation code at all. The headers go on every answer of the
+Only routes that name the policy have it in their chain: the plain path runs no deprecation
+code at all. The headers go on every answer of the
 route (problems too), after the upstream's own fields (an upstream `Link` field stays).
 
 Counting: `gateway_deprecated_requests_total{route, consumer}`; consumer is the token's client
@@ -31,8 +33,10 @@ bound). The counts live in the pipeline's `resources`, so a reload keeps them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -43,10 +47,12 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from chassis import Problem
+
 from ..config import path_params
 from ..routing import Route
 from .exchange import Exchange
-from .policy import Policy, PolicyContext
+from .policy import Policy, PolicyContext, Verdict
 
 __all__ = [
     "MAX_CONSUMERS",
@@ -131,11 +137,11 @@ class _Settings(Schema):
 
     @validates_schema(skip_on_field_errors=False)
     def check_dates(self, data: dict[str, Any], **_: Any) -> None:
+        # A sunset already past is not refused here but by `gateway.config.past_sunsets`, on a
+        # config change only: a restart after the sunset must not take every route down.
         sunset, deprecated = data.get("sunset"), data.get("deprecated_at")
         if sunset is None:
             return
-        if sunset <= dt.datetime.now(dt.UTC):
-            raise ValidationError(f"{sunset.isoformat()} is in the past", "sunset")
         if deprecated is not None and deprecated > sunset:
             raise ValidationError("must not be after sunset", "deprecated_at")
 
@@ -237,6 +243,7 @@ class Deprecation(Policy):
             self.fixed.append(("Sunset", format_datetime(s.sunset, usegmt=True)))
         self.link = _link_maker(s)
         self.route_name = ""
+        self.gone_at = s.sunset.timestamp() if s.sunset is not None else math.inf
 
     def bind(self, route: Route) -> Policy | None:
         problem = check_successor(self.settings.successor, route.config.path)
@@ -245,8 +252,18 @@ class Deprecation(Policy):
         bound = Deprecation.__new__(Deprecation)
         bound.settings, bound.context, bound.usage = self.settings, self.context, self.usage
         bound.fixed, bound.link, bound.route_name = self.fixed, self.link, route.name
-        bound.order = self.order
+        bound.order, bound.gone_at = self.order, self.gone_at
         return bound
+
+    def on_request(self, ex: Exchange) -> Verdict:
+        """Past its sunset the route is gone: 410, with the successor in `Link` (the head's
+        fields still go on). Only a gateway started with that config gets here (a change to a
+        past sunset is refused) or one still running when the date passes."""
+        if time.time() >= self.gone_at:
+            successor = self.settings.successor
+            hint = f"; use {successor}" if successor else ""
+            raise Problem(410, f"this API was retired at its sunset{hint}")
+        return None
 
     def on_response_head(self, ex: Exchange) -> None:
         ex.response_extra.extend(self.fixed)

@@ -26,14 +26,14 @@ SUNSET = "2099-06-30"
 FLAG = "demo.new_thing"
 
 
-def _config(port: int, sunset: str = SUNSET) -> dict[str, Any]:
+def _config(port: int, sunset: str = SUNSET, since: str = "2026-12-01") -> dict[str, Any]:
     route = {"methods": ["GET"], "upstream": "svc", "auth": {"required": False}}
     return {
         "server": {"host": "127.0.0.1", "port": port},
         "upstreams": {"svc": {"instances": ["http://127.0.0.1:9"], "health": {"interval": 60}}},
         "routes": [
             {**route, "name": "old", "path": "/old/{id}",
-             "deprecation": {"deprecated_at": "2026-12-01", "sunset": sunset,
+             "deprecation": {"deprecated_at": since, "sunset": sunset,
                              "successor": "/new/{id}"}},
             {**route, "name": "gated", "path": "/gated",
              "policies": [{"use": "flag", "settings": {"name": FLAG}}]},
@@ -100,7 +100,7 @@ def test_a_past_sunset_is_refused_and_a_bad_flags_file_keeps_the_flags(
     assert headers["Sunset"] == "Tue, 30 Jun 2099 00:00:00 GMT"
     assert headers["Link"] == '</new/7>; rel="successor-version"'
 
-    _write(config, yaml.safe_dump(_config(port, sunset="2001-01-01")))
+    _write(config, yaml.safe_dump(_config(port, sunset="2001-01-01", since="2000-01-01")))
     proc.send_signal(signal.SIGHUP)
     log = config.with_name("gateway.log")
     wait_until(

@@ -1,7 +1,8 @@
-"""The deprecation policy: its settings refused by key path (a past sunset, a deprecation after
-the sunset, bad URLs), the Deprecation / Sunset / Link fields on both servers, use counted per
-consumer with a bounded label set, v1 operations marked deprecated in /openapi.json, a reload
-that names a past sunset keeping the old config, and routes without it running none of it."""
+"""The deprecation policy: its settings refused by key path (a deprecation after the sunset,
+bad URLs), a past sunset refused on a change (check, reload) but served as 410 Gone by a gateway
+started with it, the Deprecation / Sunset / Link fields on both servers, use counted per
+consumer with a bounded label set, v1 operations marked deprecated in /openapi.json, and routes
+without it running none of it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import yaml
 from chassis import ConfigError
 from gateway.__main__ import main
 from gateway.app import RELOADER, STATE
-from gateway.config import parse_config
+from gateway.config import parse_config, past_sunsets
 from gateway.pipeline.deprecation import MAX_CONSUMERS, Deprecation, Usage
 from gateway.transport import MockResponse
 from tests.support.fastpath import FastPath
@@ -53,7 +54,6 @@ def _errors(raw: dict[str, Any]) -> str:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"sunset": "2020-01-01"}, "deprecation.sunset: 2020-01-01T00:00:00+00:00 is in the past"),
         ({"deprecated_at": "2099-07-01"}, "deprecation.deprecated_at: must not be after sunset"),
         ({"deprecated_at": "yesterday"}, "routes[3].deprecation.deprecated_at: must be a date"),
         ({"sunset": "2099-06-30T12:00:00"}, "routes[3].deprecation.sunset: needs a time zone"),
@@ -75,7 +75,7 @@ def test_deprecated_at_is_required() -> None:
 
 
 def test_check_names_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    raw = _raw({**SETTINGS, "sunset": "2001-01-01", "successor": "not a url"})
+    raw = _raw({**SETTINGS, "successor": "not a url"})
     raw["routes"][1]["deprecation"] = {**SETTINGS, "deprecated_at": "2099-12-31", "successor": None}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -83,9 +83,38 @@ def test_check_names_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[
         main(["check", str(path)])
     err = capsys.readouterr().err
     assert exited.value.code == 1
-    assert "routes[3].deprecation.sunset: 2001-01-01T00:00:00+00:00 is in the past" in err
     assert "routes[3].deprecation.successor: must be an absolute path" in err
     assert "routes[1].deprecation.deprecated_at: must not be after sunset" in err
+    # a valid config whose sunset has passed: named too (once the file otherwise loads)
+    past = {**SETTINGS, "sunset": "2001-01-01", "deprecated_at": "2000-01-01"}
+    path.write_text(yaml.safe_dump(_raw(past)), encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(["check", str(path)])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "routes[3].deprecation.sunset: 2001-01-01T00:00:00+00:00 is in the past" in err
+
+
+async def test_past_its_sunset_the_route_is_gone_and_the_others_serve(
+    gateway: GatewayClient, issuer: TestIssuer
+) -> None:
+    """A gateway (re)started with a sunset that has passed serves: that route answers 410 with
+    its successor, every other route as before - a restart after the date is no outage."""
+    raw = _raw({**SETTINGS, "sunset": "2001-01-01", "deprecated_at": "2000-01-01"})
+    config = parse_config(raw, environ={})
+    assert past_sunsets(config) == [
+        "routes[3].deprecation.sunset: 2001-01-01T00:00:00+00:00 is in the past"
+    ]
+    assert past_sunsets(config, now=dt.datetime(2000, 6, 1, tzinfo=dt.UTC)) == []
+    client = await gateway(routes=raw["routes"])
+    gone = await client.get("/items/42", headers=issuer.auth(["items:read"]))
+    assert gone.status == 410
+    assert gone.content_type == "application/problem+json"
+    assert "/v2/items/{id}" in (await gone.json())["detail"]
+    got = _fields(gone)
+    assert got["sunset"] == "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert got["link"].startswith('</v2/items/42>; rel="successor-version"')
+    assert (await client.get("/items", headers=issuer.auth(["items:read"]))).status == 200
 
 
 def test_yaml_dates_and_datetimes_load() -> None:
@@ -212,7 +241,8 @@ async def test_a_reload_naming_a_past_sunset_keeps_the_old_config(
         reload_interval=3600,
     )
     client = await aiohttp_client(app)
-    path.write_text(yaml.safe_dump(_raw({**SETTINGS, "sunset": "2001-01-01"})), encoding="utf-8")
+    past = {**SETTINGS, "sunset": "2001-01-01", "deprecated_at": "2000-01-01"}
+    path.write_text(yaml.safe_dump(_raw(past)), encoding="utf-8")
     assert not await app[RELOADER].reload()
     assert app[STATE].state.generation == 0
     resp = await client.get("/items/1", headers=issuer.auth(["items:read"]))
