@@ -232,6 +232,11 @@ class Deprecation(Policy):
     name = "deprecation"
     order = 650  # its fields go on after the cache (700) and transforms decided the answer
     Settings = _Settings
+    responses = {
+        "410": {
+            "description": "Gone: past this operation's Sunset (see Link rel=successor-version)"
+        }
+    }
 
     def __init__(self, settings: Any = None, context: PolicyContext | None = None) -> None:
         super().__init__(settings, context)
