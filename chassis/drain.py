@@ -9,8 +9,8 @@ A stop signal does not stop the process at once. In order:
 3. the listener closes, idle keep-alive connections are closed, requests in flight finish
    within `PORTICO_SHUTDOWN_GRACE` seconds (default 10); then the process exits 0.
 
-Gunicorn (the Flask services) does step 3 itself: its master closes the listeners and its
-workers finish their requests within `--graceful-timeout`.
+The Flask services under gunicorn get the same steps in each worker from `chassis.gunicorn`
+(gunicorn's `--config`); gunicorn itself then does step 3 within `--graceful-timeout`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from aiohttp import web
 from .health import run_checks_async
 from .settings import from_env
 
-__all__ = ["DRAIN", "Drain", "DrainSettings", "readiness", "until_stopped"]
+__all__ = ["DRAIN", "PROCESS_DRAIN", "Drain", "DrainSettings", "readiness", "until_stopped"]
 
 log = logging.getLogger("portico.drain")
 
@@ -88,6 +88,9 @@ class Drain:
 
 
 DRAIN = web.AppKey("portico_drain", Drain)
+# The drain of a process whose server is not an aiohttp application: a gunicorn worker of the
+# Flask services (`chassis.gunicorn`), read by `chassis.flask`'s readiness.
+PROCESS_DRAIN = Drain()
 
 
 async def readiness(

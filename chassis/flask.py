@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from .access import record_request
+from .drain import DRAINING, PROCESS_DRAIN
 from .health import LIVE, Check, run_checks
 from .http_cache import (
     CachePolicy,
@@ -152,6 +153,8 @@ def install(
 
     @app.get("/health/ready")
     def _ready() -> Any:
+        if PROCESS_DRAIN.draining:  # a gunicorn worker told to stop (chassis.gunicorn)
+            return dict(DRAINING), 503
         status, body = run_checks(checks)
         return body, status
 

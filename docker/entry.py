@@ -54,6 +54,7 @@ def default_command(name: str) -> list[str]:
             "--workers", "2", "--worker-class", "gthread", "--threads", "4",
             "--graceful-timeout", "10", "--timeout", "30", "--error-logfile", "-",
             "--no-control-socket", "--limit-request-line", "8190",  # as tools/stack.py
+            "--config", "python:chassis.gunicorn",
         ]  # fmt: skip
     return ["python", "-m", f"services.{name}", "serve"]
 

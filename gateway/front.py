@@ -84,6 +84,9 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 # Buffered bytes past which reading pauses while an answer is being written.
 _MAX_BUFFER = _READ_WHOLE_REQUEST + MAX_HEADER_BYTES
 _CRLF = frozenset(b"\r\n")
+# On stop: how long a kept-alive connection idle at that moment may still bring a request,
+# answered with `Connection: close` (gunicorn's STOP_KEEPALIVE_LINGER is the same 2 s).
+IDLE_LINGER = 2.0
 _REQUEST_ID_FIELD = REQUEST_ID_HEADER.encode()
 _status_lines: dict[tuple[int, str], bytes] = {}  # "HTTP/1.1 200 OK\r\n", by status and reason
 
@@ -264,22 +267,23 @@ class FrontServer:
         self.closing = True
 
     async def close(self) -> None:
-        """Stop accepting, let answers in progress finish (bounded), then stop the app."""
+        """Stop accepting, let answers in progress finish (bounded), then stop the app.
+
+        A kept-alive connection idle now is not closed at once: its peer may be sending a
+        request on it this instant (a balancer's POST, which it cannot send again elsewhere).
+        For `IDLE_LINGER` seconds a request on it is answered with `Connection: close`, as
+        gunicorn does on its stop; then the connections still idle close. One that has not
+        sent a byte yet is left its first request (Go's `Shutdown` treats new ones alike)."""
         self.closing = self.refusing = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
-            # Idle between requests: closed now. A connection that has not sent a byte yet is
-            # left to send its first request (answered, then closed): its peer opened it to
-            # send one, and closing it now would race that request (which a balancer cannot
-            # resend if it is a POST). Go's http.Server.Shutdown treats new connections alike.
-            if not conn.busy and conn.since:
-                conn.close()
         if self.connections:
             self._empty = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.shutdown_timeout):
-                    await self._empty.wait()
+            await self._wait_empty(min(IDLE_LINGER, self.shutdown_timeout))
+            for conn in list(self.connections):
+                if not conn.busy and conn.since:  # idle between requests all along
+                    conn.close()
+            await self._wait_empty(max(0.0, self.shutdown_timeout - IDLE_LINGER))
         for conn in list(self.connections):
             conn.close()
         if self._sweeper is not None:
@@ -288,6 +292,14 @@ class FrontServer:
                 await self._sweeper
         if self.runner is not None:
             await self.runner.cleanup()  # handed-over connections, then the app's cleanup
+
+    async def _wait_empty(self, within: float) -> None:
+        empty = self._empty
+        if empty is None or not self.connections or within <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await empty.wait()
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)

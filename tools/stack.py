@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -86,8 +87,36 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
 
+_EPHEMERAL_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range is 32768-60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free now, below the kernel's ephemeral range and never handed out twice by this
+    process. A port the kernel picks (bind to 0) is an ephemeral one, which any outgoing
+    connection may take as its local port before the server meant to use it binds it (seen as
+    `address already in use` with a dozen processes starting); below the range only a server
+    could take it, and the ones started here each got a different port."""
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(500):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -106,6 +135,7 @@ def _gunicorn(app: str, port: int) -> list[str]:
         # gunicorn's largest (default 4094): a target the gateway lets through (up to 8190
         # bytes) must not meet gunicorn's text/html 414
         "--limit-request-line", "8190",
+        "--config", "python:chassis.gunicorn",  # the drain of each worker (ADR 0033)
     ]  # fmt: skip
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.stack import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -60,13 +62,6 @@ class BenchError(Exception):
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port nobody listens on now (the OS picks it; a busy port is never chosen)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

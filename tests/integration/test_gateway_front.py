@@ -287,22 +287,30 @@ async def test_while_draining_answers_close_their_connection_and_new_ones_are_ta
 async def test_stopping_still_answers_a_connection_that_had_not_sent_its_request(
     front: tuple[FrontTestServer, TestIssuer],
 ) -> None:
-    """`FrontServer.close` (ADR 0033) closes connections idle between requests, but one that
-    has not sent a byte yet was opened to send a request: it is answered, then closed, so a
-    balancer's POST racing the stop is not lost."""
+    """`FrontServer.close` (ADR 0033): a connection that has not sent a byte yet, and one kept
+    alive and idle when the stop begins, may each still bring a request (a balancer's POST
+    racing the stop): it is answered with `Connection: close`, then the connection closes."""
     server = front[0]
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     fresh = Wire(reader, writer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    kept = Wire(reader, writer)  # kept alive: served once, idle when the stop begins
     try:
-        await wait_until_async(lambda: bool(server.front.connections), 5, "the accept")
+        await kept.send(_get("/public/first"))
+        status, headers, _body = await kept.answer()
+        assert status == 200 and "connection" not in headers
+        await wait_until_async(lambda: len(server.front.connections) == 2, 5, "the accepts")
         closing = asyncio.create_task(server.close())
         await wait_until_async(lambda: server.front.refusing, 5, "the stop began")
-        await fresh.send(_get("/public/late"))
-        status, headers, _body = await fresh.answer()
-        assert status == 200 and headers["connection"] == "close"
+        for wire, path in ((fresh, "/public/late"), (kept, "/public/again")):
+            await wire.send(_get(path))
+            status, headers, _body = await wire.answer()
+            assert status == 200 and headers["connection"] == "close"
+            assert await wire.closed()
         await asyncio.wait_for(closing, 30)
     finally:
         fresh.close()
+        kept.close()
 
 
 async def test_http10_is_answered_by_aiohttp(wire: Wire) -> None:

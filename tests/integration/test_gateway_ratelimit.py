@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,16 +35,11 @@ from gateway.transport import MockResponse, MockTransport
 from tests.support.external import unavailable
 from tests.support.front import FrontTestServer
 from tests.support.waiting import wait_until, wait_until_async
+from tools.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = ClientTimeout(total=5)
 DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- two gateway processes, one Redis -------------------------------------------------------

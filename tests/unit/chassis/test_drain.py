@@ -58,3 +58,50 @@ async def test_a_signal_drains_and_a_second_one_ends_the_delay() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, 30)
     assert events == ["begin", "stop draining=True"]
+
+
+def test_a_gunicorn_worker_drains_before_it_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chassis.gunicorn`: the worker's SIGTERM turns readiness to 503 and stops the worker
+    only after the delay; a second SIGTERM stops it at once."""
+    import signal as signals
+
+    from chassis import gunicorn
+    from chassis.drain import PROCESS_DRAIN
+
+    class Worker:
+        alive = True
+
+        def handle_exit(self, _sig: int, _frame: object) -> None:
+            self.alive = False
+
+    monkeypatch.setenv("PORTICO_DRAIN_DELAY", "120")
+    monkeypatch.setattr(PROCESS_DRAIN, "since", None)
+    previous = signals.getsignal(signals.SIGTERM)
+    worker = Worker()
+    try:
+        gunicorn.post_worker_init(worker)
+        assert signals.getsignal(signals.SIGTERM) == worker.handle_exit
+        worker.handle_exit(signals.SIGTERM, None)
+        assert PROCESS_DRAIN.draining and worker.alive  # readiness 503, still serving
+        worker.handle_exit(signals.SIGTERM, None)
+        assert not worker.alive
+    finally:
+        signals.signal(signals.SIGTERM, previous)
+
+
+def test_flask_readiness_answers_503_while_the_worker_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask import Flask
+
+    from chassis.drain import PROCESS_DRAIN
+    from chassis.flask import install
+
+    app = Flask("drain-test")
+    install(app, "drain-test", ready_checks={"db": lambda: None})
+    client = app.test_client()
+    monkeypatch.setattr(PROCESS_DRAIN, "since", None)
+    assert client.get("/health/ready").status_code == 200
+    PROCESS_DRAIN.begin()
+    resp = client.get("/health/ready")
+    assert resp.status_code == 503 and resp.get_json() == {"status": "draining"}
