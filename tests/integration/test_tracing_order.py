@@ -290,14 +290,24 @@ async def _scenario(
             if s.context.trace_id == trace_id
         )
 
+    def committed(trace_id: int) -> bool:
+        """The COMMIT step's span has ended: it runs after `order.confirmed` is published."""
+        return any(
+            s.name.startswith("saga ") and s.attributes.get("portico.saga.step") == "COMMIT"
+            for s in spans()
+            if s.context.trace_id == trace_id
+        )
+
     async def root_and_consumer() -> bool:
         root = posted()
-        return root is not None and consumed(root.context.trace_id)
+        if root is None:
+            return False
+        return consumed(root.context.trace_id) and committed(root.context.trace_id)
 
     await wait_until_async(
         root_and_consumer,
         DEADLINE,
-        "the order.confirmed CONSUMER span in the POST's trace",
+        "the order.confirmed CONSUMER span and the COMMIT step in the POST's trace",
         interval=0.05,
     )
     root = posted()
