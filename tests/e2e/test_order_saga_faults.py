@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.e2e.conftest import isolated_stack
 from tests.support.saga import Api, check_saga_invariants, settle_orders
@@ -75,15 +74,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_orders_never_lose_stock_or_money(fault_stack: Stack) -> None:
-    creds = fault_stack.credentials()
-    gateway = fault_stack.gateway_url
-    token = requests.post(
-        f"{gateway}/oauth/token",
-        data={"grant_type": "client_credentials", "scope": SCOPES},
-        auth=(creds["client_id"], creds["client_secret"]),
-        timeout=10,
-    ).json()["access_token"]
-    api = Api(gateway, token)
+    api = Api.of_stack(fault_stack, SCOPES)
     skus = PLENTY + SCARCE
     initial = {sku: api.get(f"/api/v1/inventory/{sku}")["on_hand"] for sku in skus}
 

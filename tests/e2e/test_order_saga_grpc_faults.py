@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.e2e.conftest import isolated_stack
 from tests.e2e.test_order_saga_faults import PLENTY, SCARCE, SCOPES, order_plan
@@ -78,15 +77,7 @@ def _records(stack: Stack, name: str) -> list[dict[str, Any]]:
 
 
 def test_orders_settle_while_inventory_instances_are_killed(grpc_stack: Stack) -> None:
-    creds = grpc_stack.credentials()
-    gateway = grpc_stack.gateway_url
-    token = requests.post(
-        f"{gateway}/oauth/token",
-        data={"grant_type": "client_credentials", "scope": SCOPES},
-        auth=(creds["client_id"], creds["client_secret"]),
-        timeout=10,
-    ).json()["access_token"]
-    api = Api(gateway, token)
+    api = Api.of_stack(grpc_stack, SCOPES)
     skus = PLENTY + SCARCE
     initial = {sku: api.get(f"/api/v1/inventory/{sku}")["on_hand"] for sku in skus}
 

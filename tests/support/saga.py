@@ -37,6 +37,18 @@ FINAL = ("CONFIRMED", "REJECTED")
 class Api:
     """A client of the gateway that rides out the restarts: retries with the same key."""
 
+    @classmethod
+    def of_stack(cls, stack: Any, scopes: str) -> Api:
+        """With a client_credentials token of the stack's development client (`scopes`)."""
+        creds = stack.credentials()
+        token = requests.post(
+            f"{stack.gateway_url}/oauth/token",
+            data={"grant_type": "client_credentials", "scope": scopes},
+            auth=(creds["client_id"], creds["client_secret"]),
+            timeout=10,
+        ).json()["access_token"]
+        return cls(stack.gateway_url, token)
+
     def __init__(self, gateway: str, token: str) -> None:
         self.gateway = gateway
         self.local = threading.local()
